@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * THE kernel/user contract of strata. Every record in the ring buffer starts with
+ * struct strata_hdr; hdr.len is the record's length in bytes (records are variable in length:
+ * payload arrays are only as long as what was captured, rounded up to 8).
+ *
+ * Rules: fixed-width types only, explicit padding, host byte order unless the field name ends
+ * in _be. Offsets used by the TypeScript decoder are generated from the BTF of the compiled
+ * objects (scripts/gen-layout.ts); a test fails when the checked-in layout drifts.
+ * Bump STRATA_EVENTS_VERSION on any incompatible change.
+ */
+#ifndef STRATA_EVENTS_H
+#define STRATA_EVENTS_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#ifndef __cplusplus
+_Static_assert(sizeof(struct strata_hdr) == 16, "strata_hdr layout");
+_Static_assert(sizeof(struct strata_tuple) == 40, "strata_tuple layout");
+_Static_assert(sizeof(struct strata_sock_event) == 128 + STRATA_SOCK_PAYLOAD_MAX, "sock event layout");
+_Static_assert(sizeof(struct strata_state_event) == 80, "state event layout");
+_Static_assert(sizeof(struct strata_pkt_event) == 88 + STRATA_PKT_PAYLOAD_MAX, "pkt event layout");
+#endif
+
+#endif
+
+#define STRATA_EVENTS_VERSION 1
+
+/* compile-time maxima; the run-time capture length is a load-time knob (<= these) */
+#define STRATA_SOCK_PAYLOAD_MAX 512
+#define STRATA_PKT_PAYLOAD_MAX 128
+#define STRATA_COMM_LEN 16
+
+enum strata_event_type {
+	STRATA_EV_SOCK_DATA = 1,   /* read/write family syscall on a TCP socket */
+	STRATA_EV_SOCK_ACCEPT = 2, /* accept/accept4 returned a TCP socket */
+	STRATA_EV_SOCK_CONNECT = 3,/* connect on a TCP socket returned 0 or -EINPROGRESS */
+	STRATA_EV_SOCK_CLOSE = 4,  /* close of a TCP socket fd */
+	STRATA_EV_SOCK_STATE = 5,  /* sock:inet_sock_set_state */
+	STRATA_EV_PKT = 6,         /* TC: first data packet of a message, or a control packet */
+};
+
+/* which syscall produced a sock event */
+enum strata_sock_op {
+	STRATA_OP_READ = 1,
+	STRATA_OP_RECVFROM = 2,
+	STRATA_OP_RECVMSG = 3,
+	STRATA_OP_READV = 4,
+	STRATA_OP_WRITE = 5,
+	STRATA_OP_SENDTO = 6,
+	STRATA_OP_SENDMSG = 7,
+	STRATA_OP_WRITEV = 8,
+	STRATA_OP_SENDFILE = 9,
+	STRATA_OP_ACCEPT = 10,
+	STRATA_OP_CONNECT = 11,
+	STRATA_OP_CLOSE = 12,
+};
+
+enum strata_dir {
+	STRATA_DIR_NONE = 0,
+	STRATA_DIR_IN = 1,  /* bytes into the process (read) / packet into the device (TC ingress) */
+	STRATA_DIR_OUT = 2, /* bytes out of the process (write) / packet out of the device (TC egress) */
+};
+
+/* event flags (hdr.flags) */
+#define STRATA_F_TRUNCATED 0x01 /* payload capture shorter than the bytes moved */
+#define STRATA_F_SEQ_VALID 0x02 /* seq holds the TCP sequence number of the first byte */
+#define STRATA_F_PEEK 0x04      /* MSG_PEEK read: bytes were not consumed */
+
+struct strata_hdr {
+	__u16 type;
+	__u8 version;
+	__u8 flags;
+	__u32 len;    /* whole record, bytes */
+	__u64 ts_ns;  /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+};
+
+/* Addresses: IPv4 in the first 4 bytes of the 16 (network order), IPv6 in all 16. */
+struct strata_tuple {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host order */
+	__u16 dport; /* host order */
+	__u16 family; /* AF_INET=2 / AF_INET6=10 */
+	__u16 _pad0;
+};
+
+struct strata_sock_event {
+	struct strata_hdr hdr;
+	__u64 enter_ts_ns; /* syscall entry; hdr.ts_ns is exit */
+	__u64 sk;          /* struct sock address: connection identity while it lives */
+	__u64 cgroup_id;
+	__s64 ret;         /* syscall return: bytes, new fd, or -errno */
+	__u32 pid;         /* tgid */
+	__u32 tid;
+	__u32 netns;       /* network namespace inode of the socket */
+	__s32 fd;
+	__u32 seq;         /* TCP seq of first byte moved (STRATA_F_SEQ_VALID) */
+	__u8 op;           /* enum strata_sock_op */
+	__u8 dir;          /* enum strata_dir */
+	__u16 payload_len; /* bytes captured in payload[] */
+	struct strata_tuple tuple; /* local = s*, remote = d* */
+	char comm[STRATA_COMM_LEN];
+	__u8 payload[STRATA_SOCK_PAYLOAD_MAX];
+};
+
+struct strata_state_event {
+	struct strata_hdr hdr;
+	__u64 sk;
+	__u32 pid;      /* current task: may be softirq context, not the owner */
+	__u32 netns;
+	__u16 oldstate; /* TCP_* */
+	__u16 newstate;
+	__u32 _pad0;
+	struct strata_tuple tuple;
+};
+
+struct strata_pkt_event {
+	struct strata_hdr hdr;
+	__u32 ifindex;     /* in the netns the loader attached in (the agent knows which) */
+	__u32 seq;         /* TCP sequence number (host order) */
+	__u32 ack;
+	__u32 skb_len;
+	__u16 data_len;    /* TCP payload bytes in this packet */
+	__u8 tcp_flags;    /* FIN=1 SYN=2 RST=4 PSH=8 ACK=16 */
+	__u8 dir;          /* enum strata_dir, relative to the device */
+	__u32 agg_pkts;    /* data packets of the previous message in this direction, counted in the kernel */
+	__u32 agg_bytes;
+	__u16 payload_len; /* captured bytes in payload[] */
+	__u16 _pad0;
+	struct strata_tuple tuple; /* as on the wire: s = sender */
+	__u8 payload[STRATA_PKT_PAYLOAD_MAX];
+};
+
+/* per-CPU counters, index into the `stats` map */
+enum strata_stat {
+	STRATA_STAT_EVENTS = 0,        /* records submitted */
+	STRATA_STAT_RB_DROPS = 1,      /* ring buffer full: record lost */
+	STRATA_STAT_FILTERED = 2,      /* syscalls rejected by the netns/cgroup filter */
+	STRATA_STAT_NOT_TCP = 3,       /* fd was not a TCP socket */
+	STRATA_STAT_PKT_SEEN = 4,      /* packets seen by TC */
+	STRATA_STAT_PKT_AGGREGATED = 5,/* data packets counted, not emitted */
+	STRATA_STAT_PKT_NOT_TCP = 6,   /* packets that were not TCP over IPv4/IPv6 */
+	STRATA_STAT_READ_ERRORS = 7,   /* bpf_probe_read failures */
+	STRATA_STAT_MAX = 8,
+};
+
+#ifndef __cplusplus
+_Static_assert(sizeof(struct strata_hdr) == 16, "strata_hdr layout");
+_Static_assert(sizeof(struct strata_tuple) == 40, "strata_tuple layout");
+_Static_assert(sizeof(struct strata_sock_event) == 128 + STRATA_SOCK_PAYLOAD_MAX, "sock event layout");
+_Static_assert(sizeof(struct strata_state_event) == 80, "state event layout");
+_Static_assert(sizeof(struct strata_pkt_event) == 88 + STRATA_PKT_PAYLOAD_MAX, "pkt event layout");
+#endif
+
+#endif

@@ -1,0 +1,429 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Socket syscalls of traced processes: who moved which bytes on which TCP connection, when, and
+ * at which TCP sequence number. The seq is what lets a write in one netns be matched to the
+ * packet on a veth and the read in another netns without any header (design.md section 3).
+ */
+#include "common.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* load-time knobs (rodata, frozen before the verifier runs, so it sees them as constants) */
+const volatile __u32 sock_payload_cap = 256; /* multiple of 8, <= STRATA_SOCK_PAYLOAD_MAX */
+const volatile __u8 filter_netns = 1;        /* 0: trace every netns (tests, debugging) */
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define SOCK_STREAM 1
+#define MSG_PEEK 2
+#define EINPROGRESS 115
+#define MAX_IOV 4
+
+/* network namespaces (inode numbers) whose processes are traced */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} traced_netns SEC(".maps");
+
+struct inflight {
+	__u64 enter_ts;
+	__u64 sk;
+	__u64 buf;   /* user buffer, iovec array or msghdr, per op */
+	__u64 count; /* length or iovcnt */
+	__s32 fd;
+	__u8 op;
+	__u8 peek;
+	__u16 _pad;
+};
+
+/* syscall arguments kept from enter to exit, per thread */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+/* iovec gather area: 2x the max so any offset < MAX plus any length < MAX stays in bounds */
+struct scratch {
+	__u8 buf[2 * STRATA_SOCK_PAYLOAD_MAX];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+/* keep the event types in BTF so the layout generator sees them */
+struct strata_sock_event _sock_event_btf = {};
+struct strata_state_event _state_event_btf = {};
+
+static __always_inline bool netns_traced(__u32 inum)
+{
+	if (!filter_netns)
+		return true;
+	return bpf_map_lookup_elem(&traced_netns, &inum) != NULL;
+}
+
+static __always_inline __u32 task_netns(void)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	return BPF_CORE_READ(t, nsproxy, net_ns, ns.inum);
+}
+
+/* fd -> struct sock of a TCP socket, or NULL. Walks task->files->fdt->fd[fd]. */
+static __always_inline struct sock *fd_tcp_sock(int fd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct file **fds;
+	struct file *f = NULL;
+	struct socket *so;
+	struct sock *sk;
+	umode_t mode;
+
+	if (fd < 0 || !fdt)
+		return NULL;
+	if ((unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	so = BPF_CORE_READ(f, private_data);
+	if (!so)
+		return NULL;
+	sk = BPF_CORE_READ(so, sk);
+	if (!sk)
+		return NULL;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+		return NULL;
+	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (fam != AF_INET && fam != AF_INET6)
+		return NULL;
+	return sk;
+}
+
+static __always_inline void fill_tuple(struct strata_tuple *tu, struct sock *sk)
+{
+	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	tu->family = fam;
+	tu->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	tu->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	tu->_pad0 = 0;
+	if (fam == AF_INET) {
+		__builtin_memset(tu->saddr, 0, 16);
+		__builtin_memset(tu->daddr, 0, 16);
+		BPF_CORE_READ_INTO(tu->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(tu->daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(tu->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(tu->daddr, sk, __sk_common.skc_v6_daddr);
+	}
+}
+
+static __always_inline __u32 sock_event_size(void)
+{
+	return sizeof(struct strata_sock_event) - STRATA_SOCK_PAYLOAD_MAX + sock_payload_cap;
+}
+
+static __always_inline struct strata_sock_event *sock_event_new(__u8 op, __u64 enter_ts,
+								  struct sock *sk, int fd)
+{
+	struct strata_sock_event *e = event_reserve(sock_event_size());
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (!e)
+		return NULL;
+	hdr_init(&e->hdr, 0, sock_event_size(), bpf_ktime_get_ns());
+	e->enter_ts_ns = enter_ts;
+	e->sk = (__u64)sk;
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->ret = 0;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->fd = fd;
+	e->seq = 0;
+	e->op = op;
+	e->dir = STRATA_DIR_NONE;
+	e->payload_len = 0;
+	fill_tuple(&e->tuple, sk);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
+/* ---- enter: filter, remember arguments ---- */
+
+static __always_inline int on_enter(__u8 op, int fd, __u64 buf, __u64 count, __u64 flags)
+{
+	struct inflight in = {};
+	struct sock *sk = NULL;
+	__u64 id;
+
+	if (!netns_traced(task_netns())) {
+		stat_inc(STRATA_STAT_FILTERED);
+		return 0;
+	}
+	/* accept's fd is the listener, the connection is known only at exit */
+	if (op != STRATA_OP_ACCEPT) {
+		sk = fd_tcp_sock(fd);
+		if (!sk) {
+			stat_inc(STRATA_STAT_NOT_TCP);
+			return 0;
+		}
+	}
+	in.enter_ts = bpf_ktime_get_ns();
+	in.sk = (__u64)sk;
+	in.buf = buf;
+	in.count = count;
+	in.fd = fd;
+	in.op = op;
+	in.peek = (flags & MSG_PEEK) ? 1 : 0;
+	id = bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&inflight, &id, &in, BPF_ANY);
+	return 0;
+}
+
+/* ---- exit: emit ---- */
+
+static __always_inline bool op_is_send(__u8 op)
+{
+	return op >= STRATA_OP_WRITE && op <= STRATA_OP_SENDFILE;
+}
+
+/* Gather up to cap bytes from the user buffer(s) into the event payload. */
+static __always_inline void capture(struct strata_sock_event *e, struct inflight *in, __s64 ret)
+{
+	__u32 zero = 0, want = sock_payload_cap, off = 0, n;
+	struct scratch *s;
+	__u64 iov = 0, iovcnt = 0;
+
+	if ((__u64)ret < want)
+		want = ret;
+	if (in->op == STRATA_OP_SENDFILE || want == 0)
+		return;
+	if (in->op == STRATA_OP_READ || in->op == STRATA_OP_RECVFROM || in->op == STRATA_OP_WRITE ||
+	    in->op == STRATA_OP_SENDTO) {
+		n = want;
+		barrier_var(n);
+		n &= STRATA_SOCK_PAYLOAD_MAX - 1;
+		if (n > sock_payload_cap)
+			n = sock_payload_cap;
+		if (bpf_probe_read_user(e->payload, n, (void *)in->buf))
+			stat_inc(STRATA_STAT_READ_ERRORS);
+		else
+			e->payload_len = n;
+		goto done;
+	}
+	if (in->op == STRATA_OP_RECVMSG || in->op == STRATA_OP_SENDMSG) {
+		struct user_msghdr m;
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)in->buf))
+			return;
+		iov = (__u64)m.msg_iov;
+		iovcnt = m.msg_iovlen;
+	} else {
+		iov = in->buf;
+		iovcnt = in->count;
+	}
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return;
+	for (int i = 0; i < MAX_IOV; i++) {
+		struct iovec v;
+		if (i >= iovcnt || off >= want)
+			break;
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)(iov + i * sizeof(v))))
+			break;
+		n = want - off;
+		if (v.iov_len < n)
+			n = v.iov_len;
+		barrier_var(n);
+		n &= STRATA_SOCK_PAYLOAD_MAX - 1;
+		barrier_var(off);
+		off &= STRATA_SOCK_PAYLOAD_MAX - 1;
+		if (n && bpf_probe_read_user(&s->buf[off], n, v.iov_base)) {
+			stat_inc(STRATA_STAT_READ_ERRORS);
+			break;
+		}
+		off += n;
+	}
+	n = off;
+	barrier_var(n);
+	if (n > sock_payload_cap)
+		n = sock_payload_cap;
+	/* constant-size copy: the verifier checks it against the reserved record once */
+	bpf_probe_read_kernel(e->payload, sock_payload_cap, s->buf);
+	e->payload_len = n;
+done:
+	if ((__u64)ret > e->payload_len)
+		e->hdr.flags |= STRATA_F_TRUNCATED;
+}
+
+static __always_inline int on_exit(__s64 ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct inflight *in = bpf_map_lookup_elem(&inflight, &id);
+	struct strata_sock_event *e;
+	struct sock *sk;
+	int fd;
+
+	if (!in)
+		return 0;
+	fd = in->fd;
+	sk = (struct sock *)in->sk;
+
+	if (in->op == STRATA_OP_ACCEPT) {
+		if (ret < 0)
+			goto out;
+		fd = (int)ret;
+		sk = fd_tcp_sock(fd);
+		if (!sk)
+			goto out;
+		e = sock_event_new(STRATA_OP_ACCEPT, in->enter_ts, sk, fd);
+		if (!e)
+			goto out;
+		e->hdr.type = STRATA_EV_SOCK_ACCEPT;
+		e->ret = ret;
+		event_submit(e);
+		goto out;
+	}
+	if (in->op == STRATA_OP_CONNECT) {
+		if (ret != 0 && ret != -EINPROGRESS)
+			goto out;
+		e = sock_event_new(STRATA_OP_CONNECT, in->enter_ts, sk, fd);
+		if (!e)
+			goto out;
+		e->hdr.type = STRATA_EV_SOCK_CONNECT;
+		e->ret = ret;
+		/* first byte this side will send */
+		e->seq = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
+		event_submit(e);
+		goto out;
+	}
+	/* data: errors and EOF carry no bytes (EAGAIN is the common case for event loops) */
+	if (ret <= 0)
+		goto out;
+	e = sock_event_new(in->op, in->enter_ts, sk, fd);
+	if (!e)
+		goto out;
+	e->hdr.type = STRATA_EV_SOCK_DATA;
+	e->ret = ret;
+	if (op_is_send(in->op)) {
+		e->dir = STRATA_DIR_OUT;
+		/* write_seq is past the bytes just queued: their first byte is ret earlier */
+		e->seq = BPF_CORE_READ((struct tcp_sock *)sk, write_seq) - (__u32)ret;
+		e->hdr.flags |= STRATA_F_SEQ_VALID;
+	} else {
+		e->dir = STRATA_DIR_IN;
+		if (in->peek) {
+			e->hdr.flags |= STRATA_F_PEEK;
+		} else {
+			e->seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq) - (__u32)ret;
+			e->hdr.flags |= STRATA_F_SEQ_VALID;
+		}
+	}
+	capture(e, in, ret);
+	event_submit(e);
+out:
+	bpf_map_delete_elem(&inflight, &id);
+	return 0;
+}
+
+#define ENTER(name, op, fdarg, bufarg, cntarg, flagarg)                                    \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                        \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                            \
+	{                                                                                  \
+		return on_enter(op, (int)ctx->args[fdarg], bufarg < 0 ? 0 : ctx->args[bufarg], \
+				cntarg < 0 ? 0 : ctx->args[cntarg],                         \
+				flagarg < 0 ? 0 : ctx->args[flagarg]);                      \
+	}
+#define EXIT(name)                                                                         \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                         \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)                              \
+	{                                                                                  \
+		return on_exit(ctx->ret);                                                  \
+	}
+
+/* args: read(fd, buf, count); recvfrom(fd, buf, len, flags, ...); recvmsg(fd, msg, flags) */
+ENTER(read, STRATA_OP_READ, 0, 1, 2, -1)
+EXIT(read)
+ENTER(recvfrom, STRATA_OP_RECVFROM, 0, 1, 2, 3)
+EXIT(recvfrom)
+ENTER(recvmsg, STRATA_OP_RECVMSG, 0, 1, -1, 2)
+EXIT(recvmsg)
+ENTER(readv, STRATA_OP_READV, 0, 1, 2, -1)
+EXIT(readv)
+ENTER(write, STRATA_OP_WRITE, 0, 1, 2, -1)
+EXIT(write)
+ENTER(sendto, STRATA_OP_SENDTO, 0, 1, 2, 3)
+EXIT(sendto)
+ENTER(sendmsg, STRATA_OP_SENDMSG, 0, 1, -1, 2)
+EXIT(sendmsg)
+ENTER(writev, STRATA_OP_WRITEV, 0, 1, 2, -1)
+EXIT(writev)
+/* sendfile(out_fd, in_fd, offset, count): the socket is out_fd */
+ENTER(sendfile64, STRATA_OP_SENDFILE, 0, -1, 3, -1)
+EXIT(sendfile64)
+ENTER(accept, STRATA_OP_ACCEPT, 0, -1, -1, -1)
+EXIT(accept)
+ENTER(accept4, STRATA_OP_ACCEPT, 0, -1, -1, -1)
+EXIT(accept4)
+ENTER(connect, STRATA_OP_CONNECT, 0, -1, -1, -1)
+EXIT(connect)
+
+/* close: the socket still exists at entry; nothing is needed from the exit */
+SEC("tracepoint/syscalls/sys_enter_close")
+int enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	int fd = (int)ctx->args[0];
+	struct strata_sock_event *e;
+	struct sock *sk;
+	__u64 now;
+
+	if (!netns_traced(task_netns()))
+		return 0;
+	sk = fd_tcp_sock(fd);
+	if (!sk)
+		return 0;
+	now = bpf_ktime_get_ns();
+	e = sock_event_new(STRATA_OP_CLOSE, now, sk, fd);
+	if (!e)
+		return 0;
+	e->hdr.type = STRATA_EV_SOCK_CLOSE;
+	event_submit(e);
+	return 0;
+}
+
+/* TCP state changes (connection reset, FIN, established), filtered by the socket's netns */
+SEC("tracepoint/sock/inet_sock_set_state")
+int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	struct sock *sk = (struct sock *)ctx->skaddr;
+	struct strata_state_event *e;
+	__u32 inum;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	inum = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (!netns_traced(inum))
+		return 0;
+	e = event_reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	hdr_init(&e->hdr, STRATA_EV_SOCK_STATE, sizeof(*e), bpf_ktime_get_ns());
+	e->sk = (__u64)sk;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->netns = inum;
+	e->oldstate = ctx->oldstate;
+	e->newstate = ctx->newstate;
+	e->_pad0 = 0;
+	fill_tuple(&e->tuple, sk);
+	event_submit(e);
+	return 0;
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Idempotent setup for a fresh Debian 12 machine (as root): Debian packages, tracefs, npm deps,
+# native addon + BPF objects. Used by both README commands and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3
+  iproute2 ethtool iputils-ping curl nginx nftables procps)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+apt_retry() {
+  # another process (unattended-upgrades, a parallel job) may hold the dpkg lock for a while
+  local i
+  for i in $(seq 1 60); do
+    if DEBIAN_FRONTEND=noninteractive "$@"; then return 0; fi
+    log "apt busy or failed (try $i), retrying in 5 s"
+    sleep 5
+  done
+  return 1
+}
+
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  apt_retry apt-get update -qq
+  apt_retry apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  log "Debian packages present"
+fi
+
+# Tracepoint attach needs tracefs (or debugfs); mount it when absent.
+if [ ! -e /sys/kernel/tracing/events ]; then
+  if mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null; then
+    log "mounted tracefs at /sys/kernel/tracing"
+  else
+    log "warning: could not mount tracefs; tracepoint probes will not attach"
+  fi
+fi
+# BPF filesystem is not required today, but mount it like a node would have it.
+if ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
+  mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+fi
+
+# npm deps (devDependency `node` pins Node 24 for every npm script) + native build.
+if [ ! -f node_modules/.strata-installed ] || [ package-lock.json -nt node_modules/.strata-installed ]; then
+  log "npm ci"
+  npm ci --no-audit --no-fund
+  touch node_modules/.strata-installed
+fi
+log "building native addon and BPF objects"
+npm run --silent build >/dev/null
+log "ready: $(npm exec --silent -- node -v)"
