@@ -60,6 +60,12 @@ struct {
 /* keep the event types in BTF so the layout generator sees them */
 struct strata_sock_event _sock_event_btf = {};
 struct strata_state_event _state_event_btf = {};
+enum strata_consts _consts_btf;
+enum strata_event_type _event_type_btf;
+enum strata_sock_op _sock_op_btf;
+enum strata_dir _dir_btf;
+enum strata_flags _flags_btf;
+enum strata_stat _stat_btf;
 
 static __always_inline bool netns_traced(__u32 inum)
 {
@@ -117,13 +123,19 @@ static __always_inline void fill_tuple(struct strata_tuple *tu, struct sock *sk)
 	tu->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	tu->_pad0 = 0;
 	if (fam == AF_INET) {
+		/* BPF_CORE_READ_INTO sizes by *dst: read whole fields, then copy */
+		__u32 s4 = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 d4 = BPF_CORE_READ(sk, __sk_common.skc_daddr);
 		__builtin_memset(tu->saddr, 0, 16);
 		__builtin_memset(tu->daddr, 0, 16);
-		BPF_CORE_READ_INTO(tu->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(tu->daddr, sk, __sk_common.skc_daddr);
+		__builtin_memcpy(tu->saddr, &s4, 4);
+		__builtin_memcpy(tu->daddr, &d4, 4);
 	} else {
-		BPF_CORE_READ_INTO(tu->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(tu->daddr, sk, __sk_common.skc_v6_daddr);
+		struct in6_addr s6, d6;
+		BPF_CORE_READ_INTO(&s6, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&d6, sk, __sk_common.skc_v6_daddr);
+		__builtin_memcpy(tu->saddr, &s6, 16);
+		__builtin_memcpy(tu->daddr, &d6, 16);
 	}
 }
 

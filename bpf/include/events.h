@@ -24,12 +24,14 @@ _Static_assert(sizeof(struct strata_pkt_event) == 88 + STRATA_PKT_PAYLOAD_MAX, "
 
 #endif
 
-#define STRATA_EVENTS_VERSION 1
-
-/* compile-time maxima; the run-time capture length is a load-time knob (<= these) */
-#define STRATA_SOCK_PAYLOAD_MAX 512
-#define STRATA_PKT_PAYLOAD_MAX 128
-#define STRATA_COMM_LEN 16
+/* Constants are enums, not #defines, so that they reach BTF and the generated decoder. */
+enum strata_consts {
+	STRATA_EVENTS_VERSION = 1,
+	/* compile-time maxima; the run-time capture length is a load-time knob (<= these) */
+	STRATA_SOCK_PAYLOAD_MAX = 512,
+	STRATA_PKT_PAYLOAD_MAX = 128,
+	STRATA_COMM_LEN = 16,
+};
 
 enum strata_event_type {
 	STRATA_EV_SOCK_DATA = 1,   /* read/write family syscall on a TCP socket */
@@ -63,9 +65,11 @@ enum strata_dir {
 };
 
 /* event flags (hdr.flags) */
-#define STRATA_F_TRUNCATED 0x01 /* payload capture shorter than the bytes moved */
-#define STRATA_F_SEQ_VALID 0x02 /* seq holds the TCP sequence number of the first byte */
-#define STRATA_F_PEEK 0x04      /* MSG_PEEK read: bytes were not consumed */
+enum strata_flags {
+	STRATA_F_TRUNCATED = 0x01, /* payload capture shorter than the bytes moved */
+	STRATA_F_SEQ_VALID = 0x02, /* seq holds the TCP sequence number of the first byte */
+	STRATA_F_PEEK = 0x04,      /* MSG_PEEK read: bytes were not consumed */
+};
 
 struct strata_hdr {
 	__u16 type;

@@ -1,0 +1,176 @@
+// Composition root of the agent: probes -> pump -> decoder -> correlator -> span sink, plus
+// metrics. The same code runs in the lab and on a node; only discovery differs.
+import { statSync } from 'node:fs';
+import { type Server, createServer } from 'node:http';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
+import type { Registry } from 'prom-client';
+import { Correlator, type CorrelatorOptions } from './correlate/correlator.ts';
+import { StrataError, EXIT_PROBE, STRATA_ERR_PROBE_ATTACH, STRATA_ERR_PROBE_LOAD } from './errors.ts';
+import { Decoder } from './events/decode.ts';
+import { SdkSpanSink } from './export/sdk-sink.ts';
+import { createOtlpHttpExporter } from './export/otlp.ts';
+import { TraceFileExporter } from './export/file-exporter.ts';
+import { type PodEntry, StaticTopology } from './k8s/pods-file.ts';
+import { createMetrics } from './metrics/metrics.ts';
+import { type Probes, isNativeError, loadNative } from './probes/native.ts';
+
+export interface AgentOptions {
+  nodeName: string;
+  pods: PodEntry[];
+  /** netns (path) holding the node's interfaces; "" = the agent's own (hostNetwork) */
+  nodeNetns: string;
+  /** extra interfaces of the node to observe (uplink / NIC), besides the pods' veths */
+  interfaces: string[];
+  /** OTLP/HTTP traces URL; undefined = no OTLP export */
+  otlpUrl?: string;
+  /** directory for OTLP JSON + Jaeger JSON files; undefined = none */
+  tracesDir?: string;
+  /** port for /metrics, /healthz, /readyz; undefined = no server; 0 = any */
+  metricsPort?: number;
+  metricsHost?: string;
+  sockPayloadCap?: number;
+  correlator?: Partial<CorrelatorOptions>;
+  exportDelayMillis?: number;
+  log?: (msg: string) => void;
+}
+
+export class Agent {
+  readonly topology: StaticTopology;
+  readonly decoder: Decoder;
+  readonly correlator: Correlator;
+  readonly sink: SdkSpanSink;
+  readonly metrics: Registry;
+  private probes?: Probes;
+  private timer?: NodeJS.Timeout;
+  private server?: Server;
+  private ready = false;
+  private readonly attached: { name: string; attached: boolean }[] = [];
+  private readonly log: (msg: string) => void;
+  metricsPort = 0;
+
+  private readonly opts: AgentOptions;
+
+  constructor(opts: AgentOptions) {
+    this.opts = opts;
+    this.log = opts.log ?? ((m) => process.stderr.write(`${m}\n`));
+    this.topology = new StaticTopology(opts.nodeName, opts.pods);
+    const exporters: SpanExporter[] = [];
+    if (opts.otlpUrl) exporters.push(createOtlpHttpExporter({ url: opts.otlpUrl }));
+    if (opts.tracesDir) exporters.push(new TraceFileExporter({ dir: opts.tracesDir, writeDelayMillis: 200 }));
+    this.sink = new SdkSpanSink({ exporters, batch: { scheduledDelayMillis: opts.exportDelayMillis ?? 500 } });
+    this.correlator = new Correlator(this.sink, this.topology, opts.correlator);
+    this.decoder = new Decoder(this.correlator);
+    this.metrics = createMetrics({
+      kernel: () => this.probes?.stats() as Record<string, number> | undefined,
+      pump: () => this.probes?.pumpStats() as Record<string, number> | undefined,
+      decoder: () => this.decoder.stats as unknown as Record<string, number>,
+      correlator: () => this.correlator.stats as unknown as Record<string, number>,
+      exporter: () => ({ droppedSpans: this.sink.stats().spansDropped }),
+      probes: () => this.attached,
+    });
+  }
+
+  async start(): Promise<void> {
+    if (this.opts.metricsPort !== undefined) await this.serve(this.opts.metricsPort);
+    const native = loadNative();
+    try {
+      this.probes = new native.Probes({ sockPayloadCap: this.opts.sockPayloadCap ?? 256 });
+    } catch (e) {
+      throw this.probeError(STRATA_ERR_PROBE_LOAD, 'loading the BPF programs failed', e);
+    }
+    const p = this.probes;
+    p.enableRunStats();
+    try {
+      p.attachSyscalls();
+      this.attached.push({ name: 'sock_syscalls', attached: true });
+    } catch (e) {
+      this.attached.push({ name: 'sock_syscalls', attached: false });
+      throw this.probeError(STRATA_ERR_PROBE_ATTACH, 'the socket syscall tracepoints (required) could not attach', e);
+    }
+    for (const pod of this.opts.pods) p.netnsAdd(pod.netnsInode);
+    const ifaces = [...this.opts.pods.map((x) => x.hostVeth), ...this.opts.interfaces];
+    for (const ifname of ifaces) {
+      try {
+        const ifindex = p.attachTc(ifname, this.opts.nodeNetns);
+        this.topology.addInterface(ifindex, ifname);
+        this.attached.push({ name: `tc:${ifname}`, attached: true });
+      } catch (e) {
+        // one pod's veth missing must not stop tracing the others
+        this.attached.push({ name: `tc:${ifname}`, attached: false });
+        this.log(`strata: warning: TC probe on ${ifname} not attached: ${(e as Error).message}`);
+      }
+    }
+    p.start((batch) => this.onBatch(batch), { pollMs: 10 });
+    this.timer = setInterval(() => this.correlator.tick(monoNow()), 50);
+    this.ready = true;
+  }
+
+  private onBatch(batch: Buffer): void {
+    this.decoder.decode(batch);
+    this.correlator.tick(monoNow());
+  }
+
+  private probeError(code: string, what: string, e: unknown): StrataError {
+    if (isNativeError(e)) {
+      const hint = e.code === 'EPERM' ? ' (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or root)' : '';
+      return new StrataError(code, `${what}: ${e.message}${hint}${e.log.length ? `\n  libbpf: ${e.log.slice(-5).join('\n  libbpf: ')}` : ''}`, EXIT_PROBE, {
+        errno: e.code, stage: e.stage, target: e.target,
+      });
+    }
+    return new StrataError(code, `${what}: ${(e as Error).message}`, EXIT_PROBE);
+  }
+
+  private serve(port: number): Promise<void> {
+    this.server = createServer((req, res) => {
+      if (req.url === '/metrics') {
+        this.metrics.metrics().then(
+          (body) => res.writeHead(200, { 'content-type': this.metrics.contentType }).end(body),
+          (err) => res.writeHead(500).end(String(err)),
+        );
+      } else if (req.url === '/healthz') {
+        res.writeHead(200).end('ok\n');
+      } else if (req.url === '/readyz') {
+        res.writeHead(this.ready ? 200 : 503).end(this.ready ? 'ready\n' : 'starting\n');
+      } else {
+        res.writeHead(404).end();
+      }
+    });
+    return new Promise((resolve, reject) => {
+      this.server?.once('error', reject);
+      this.server?.listen(port, this.opts.metricsHost ?? '0.0.0.0', () => {
+        const a = this.server?.address();
+        this.metricsPort = typeof a === 'object' && a ? a.port : port;
+        resolve();
+      });
+    });
+  }
+
+  kernelStats() {
+    return this.probes?.stats();
+  }
+
+  progStats() {
+    return this.probes?.progStats() ?? [];
+  }
+
+  /** Stops the pump, emits what is pending, exports, detaches everything. */
+  async stop(): Promise<void> {
+    this.ready = false;
+    if (this.timer) clearInterval(this.timer);
+    this.probes?.stop();
+    this.correlator.drain();
+    await this.sink.flush().catch(() => {});
+    await this.sink.shutdown().catch(() => {});
+    this.probes?.close();
+    this.probes = undefined;
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+  }
+}
+
+export function monoNow(): number {
+  return Number(process.hrtime.bigint());
+}
+
+export function netnsInode(path: string): number {
+  return statSync(path).ino;
+}

@@ -1,0 +1,25 @@
+// Error codes of the agent, in one place. Every error that reaches a user carries one.
+export const STRATA_ERR_CONFIG = 'STRATA_ERR_CONFIG';
+export const STRATA_ERR_PODS_FILE = 'STRATA_ERR_PODS_FILE';
+export const STRATA_ERR_PROBE_LOAD = 'STRATA_ERR_PROBE_LOAD';
+export const STRATA_ERR_PROBE_ATTACH = 'STRATA_ERR_PROBE_ATTACH';
+export const STRATA_ERR_NOT_PERMITTED = 'STRATA_ERR_NOT_PERMITTED';
+
+/** exit codes of `strata` (README: "Exit codes") */
+export const EXIT_OK = 0;
+export const EXIT_USAGE = 2;
+export const EXIT_CONFIG = 3;
+export const EXIT_PROBE = 4;
+
+export class StrataError extends Error {
+  readonly code: string;
+  readonly exitCode: number;
+  readonly detail?: Record<string, unknown>;
+
+  constructor(code: string, message: string, exitCode: number, detail?: Record<string, unknown>) {
+    super(message);
+    this.code = code;
+    this.exitCode = exitCode;
+    this.detail = detail;
+  }
+}

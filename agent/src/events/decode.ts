@@ -1,0 +1,221 @@
+// Walks a batch of ring-buffer records (concatenated by the native pump) and hands each one to a
+// handler through a reused view object: no per-event allocation. Offsets come from
+// layout.generated.ts (BTF of the compiled objects), never from hand-kept numbers.
+import { CONSTS, EVENT_TYPE, HDR, PKT_EVENT, PKT_EVENT_SIZES, SOCK_EVENT, SOCK_EVENT_SIZES, STATE_EVENT, TUPLE } from './layout.generated.ts';
+
+// the readers below assume these widths; fail at load, not with garbage, if events.h changes
+const EXPECT: [string, number, number][] = [
+  ['sock.seq', SOCK_EVENT_SIZES.seq, 4], ['sock.ret', SOCK_EVENT_SIZES.ret, 8], ['sock.sk', SOCK_EVENT_SIZES.sk, 8],
+  ['sock.payload_len', SOCK_EVENT_SIZES.payload_len, 2], ['pkt.seq', PKT_EVENT_SIZES.seq, 4], ['pkt.data_len', PKT_EVENT_SIZES.data_len, 2],
+];
+for (const [name, got, want] of EXPECT) if (got !== want) throw new Error(`events.h field ${name} is ${got} bytes, decoder reads ${want}`);
+
+export interface Tuple {
+  family: number;
+  /** offset of the 16-byte source address inside buf */
+  saddrOff: number;
+  daddrOff: number;
+  sport: number;
+  dport: number;
+}
+
+interface Common {
+  buf: Buffer;
+  type: number;
+  flags: number;
+  /** CLOCK_MONOTONIC ns (exact below 2^53 ns, ~104 days of uptime) */
+  tsNs: number;
+}
+
+export interface SockEvent extends Common {
+  enterTsNs: number;
+  /** socket identity: low 53 bits of the kernel struct sock address */
+  sk: number;
+  cgroupId: number;
+  ret: number;
+  pid: number;
+  tid: number;
+  netns: number;
+  fd: number;
+  seq: number;
+  op: number;
+  dir: number;
+  tuple: Tuple;
+  commOff: number;
+  payloadOff: number;
+  payloadLen: number;
+}
+
+export interface StateEvent extends Common {
+  sk: number;
+  pid: number;
+  netns: number;
+  oldState: number;
+  newState: number;
+  tuple: Tuple;
+}
+
+export interface PktEvent extends Common {
+  ifindex: number;
+  seq: number;
+  ack: number;
+  skbLen: number;
+  dataLen: number;
+  tcpFlags: number;
+  dir: number;
+  aggPkts: number;
+  aggBytes: number;
+  tuple: Tuple;
+  payloadOff: number;
+  payloadLen: number;
+}
+
+export interface EventHandler {
+  onSock(e: SockEvent): void;
+  onState(e: StateEvent): void;
+  onPkt(e: PktEvent): void;
+}
+
+export interface DecodeStats {
+  records: number;
+  batches: number;
+  unknownType: number;
+  badVersion: number;
+  malformed: number;
+  /** bytes after a malformed header that could not be walked */
+  skippedBytes: number;
+}
+
+const newTuple = (): Tuple => ({ family: 0, saddrOff: 0, daddrOff: 0, sport: 0, dport: 0 });
+
+const u64 = (b: Buffer, o: number) => b.readUInt32LE(o + 4) * 4294967296 + b.readUInt32LE(o);
+// kernel pointers have their top bits set; the low 53 bits identify the object
+const ptr53 = (b: Buffer, o: number) => (b.readUInt32LE(o + 4) & 0x1fffff) * 4294967296 + b.readUInt32LE(o);
+
+function readTuple(b: Buffer, o: number, t: Tuple): void {
+  t.saddrOff = o + TUPLE.saddr;
+  t.daddrOff = o + TUPLE.daddr;
+  t.sport = b.readUInt16LE(o + TUPLE.sport);
+  t.dport = b.readUInt16LE(o + TUPLE.dport);
+  t.family = b.readUInt16LE(o + TUPLE.family);
+}
+
+export class Decoder {
+  readonly stats: DecodeStats = { records: 0, batches: 0, unknownType: 0, badVersion: 0, malformed: 0, skippedBytes: 0 };
+  private readonly sock: SockEvent;
+  private readonly state: StateEvent;
+  private readonly pkt: PktEvent;
+
+  private readonly handler: EventHandler;
+
+  constructor(handler: EventHandler) {
+    this.handler = handler;
+    const empty = Buffer.alloc(0);
+    this.sock = { buf: empty, type: 0, flags: 0, tsNs: 0, enterTsNs: 0, sk: 0, cgroupId: 0, ret: 0, pid: 0, tid: 0, netns: 0, fd: 0, seq: 0, op: 0, dir: 0, tuple: newTuple(), commOff: 0, payloadOff: 0, payloadLen: 0 };
+    this.state = { buf: empty, type: 0, flags: 0, tsNs: 0, sk: 0, pid: 0, netns: 0, oldState: 0, newState: 0, tuple: newTuple() };
+    this.pkt = { buf: empty, type: 0, flags: 0, tsNs: 0, ifindex: 0, seq: 0, ack: 0, skbLen: 0, dataLen: 0, tcpFlags: 0, dir: 0, aggPkts: 0, aggBytes: 0, tuple: newTuple(), payloadOff: 0, payloadLen: 0 };
+  }
+
+  /** Decodes every record of one batch. Never throws on bad input: it counts and stops. */
+  decode(b: Buffer): void {
+    this.stats.batches++;
+    let o = 0;
+    while (o + HDR.SIZE <= b.length) {
+      const type = b.readUInt16LE(o + HDR.type);
+      const len = b.readUInt32LE(o + HDR.len);
+      if (len < HDR.SIZE || o + len > b.length || len % 8 !== 0) {
+        // a record length we cannot trust: nothing after it can be framed
+        this.stats.malformed++;
+        this.stats.skippedBytes += b.length - o;
+        return;
+      }
+      this.stats.records++;
+      if (b[o + HDR.version] !== CONSTS.EVENTS_VERSION) {
+        this.stats.badVersion++;
+      } else if (type === EVENT_TYPE.EV_PKT) {
+        if (len < PKT_EVENT.payload) this.stats.malformed++;
+        else this.handler.onPkt(this.readPkt(b, o, len));
+      } else if (type === EVENT_TYPE.EV_SOCK_STATE) {
+        if (len < STATE_EVENT.SIZE) this.stats.malformed++;
+        else this.handler.onState(this.readState(b, o));
+      } else if (type >= EVENT_TYPE.EV_SOCK_DATA && type <= EVENT_TYPE.EV_SOCK_CLOSE) {
+        if (len < SOCK_EVENT.payload) this.stats.malformed++;
+        else this.handler.onSock(this.readSock(b, o, len));
+      } else {
+        this.stats.unknownType++;
+      }
+      o += len;
+    }
+    if (o !== b.length) {
+      this.stats.malformed++;
+      this.stats.skippedBytes += b.length - o;
+    }
+  }
+
+  private common(e: Common, b: Buffer, o: number): void {
+    e.buf = b;
+    e.type = b.readUInt16LE(o + HDR.type);
+    e.flags = b[o + HDR.flags];
+    e.tsNs = u64(b, o + HDR.ts_ns);
+  }
+
+  private readSock(b: Buffer, o: number, len: number): SockEvent {
+    const e = this.sock;
+    this.common(e, b, o);
+    e.enterTsNs = u64(b, o + SOCK_EVENT.enter_ts_ns);
+    e.sk = ptr53(b, o + SOCK_EVENT.sk);
+    e.cgroupId = u64(b, o + SOCK_EVENT.cgroup_id);
+    e.ret = b.readInt32LE(o + SOCK_EVENT.ret + 4) * 4294967296 + b.readUInt32LE(o + SOCK_EVENT.ret);
+    e.pid = b.readUInt32LE(o + SOCK_EVENT.pid);
+    e.tid = b.readUInt32LE(o + SOCK_EVENT.tid);
+    e.netns = b.readUInt32LE(o + SOCK_EVENT.netns);
+    e.fd = b.readInt32LE(o + SOCK_EVENT.fd);
+    e.seq = b.readUInt32LE(o + SOCK_EVENT.seq);
+    e.op = b[o + SOCK_EVENT.op];
+    e.dir = b[o + SOCK_EVENT.dir];
+    readTuple(b, o + SOCK_EVENT.tuple, e.tuple);
+    e.commOff = o + SOCK_EVENT.comm;
+    e.payloadOff = o + SOCK_EVENT.payload;
+    // never trust a length past the record
+    e.payloadLen = Math.min(b.readUInt16LE(o + SOCK_EVENT.payload_len), len - SOCK_EVENT.payload);
+    return e;
+  }
+
+  private readState(b: Buffer, o: number): StateEvent {
+    const e = this.state;
+    this.common(e, b, o);
+    e.sk = ptr53(b, o + STATE_EVENT.sk);
+    e.pid = b.readUInt32LE(o + STATE_EVENT.pid);
+    e.netns = b.readUInt32LE(o + STATE_EVENT.netns);
+    e.oldState = b.readUInt16LE(o + STATE_EVENT.oldstate);
+    e.newState = b.readUInt16LE(o + STATE_EVENT.newstate);
+    readTuple(b, o + STATE_EVENT.tuple, e.tuple);
+    return e;
+  }
+
+  private readPkt(b: Buffer, o: number, len: number): PktEvent {
+    const e = this.pkt;
+    this.common(e, b, o);
+    e.ifindex = b.readUInt32LE(o + PKT_EVENT.ifindex);
+    e.seq = b.readUInt32LE(o + PKT_EVENT.seq);
+    e.ack = b.readUInt32LE(o + PKT_EVENT.ack);
+    e.skbLen = b.readUInt32LE(o + PKT_EVENT.skb_len);
+    e.dataLen = b.readUInt16LE(o + PKT_EVENT.data_len);
+    e.tcpFlags = b[o + PKT_EVENT.tcp_flags];
+    e.dir = b[o + PKT_EVENT.dir];
+    e.aggPkts = b.readUInt32LE(o + PKT_EVENT.agg_pkts);
+    e.aggBytes = b.readUInt32LE(o + PKT_EVENT.agg_bytes);
+    readTuple(b, o + PKT_EVENT.tuple, e.tuple);
+    e.payloadOff = o + PKT_EVENT.payload;
+    e.payloadLen = Math.min(b.readUInt16LE(o + PKT_EVENT.payload_len), len - PKT_EVENT.payload);
+    return e;
+  }
+}
+
+/** Address at off (16 bytes) as text: dotted IPv4 or RFC 5952-ish IPv6. Allocates: call rarely. */
+export function addrString(b: Buffer, off: number, family: number): string {
+  if (family === 2) return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+  const parts: string[] = [];
+  for (let i = 0; i < 16; i += 2) parts.push(b.readUInt16BE(off + i).toString(16));
+  return parts.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
+}

@@ -1,0 +1,408 @@
+// SpanSink backed by the OpenTelemetry SDK: each SpanRecord becomes a real SDK span with exactly the
+// record's ids, parent, times, kind, attributes and status, and leaves through BatchSpanProcessors.
+//
+// How exact ids are obtained with public SDK API only:
+//  - span id: a custom IdGenerator returns the record's spanId for the one span being started;
+//  - trace id + parent: the span is started in a context holding a non-recording parent SpanContext
+//    built with trace.setSpanContext(ROOT_CONTEXT, {traceId, spanId: parentSpanId, ...});
+//  - root span (no parent): the same IdGenerator returns the record's traceId from generateTraceId();
+//  - trace state: a custom Sampler returns the record's tracestate (and always samples: the
+//    correlator already decided that this span is to be exported);
+//  - times: HrTime passed to startSpan({startTime}) and span.end(endTime), which the SDK keeps as is.
+// Tracer.startSpan is synchronous, so a single "pending record" slot read by the IdGenerator and the
+// Sampler is safe.
+import {
+  type TraceState as ApiTraceState,
+  type Attributes,
+  type Context,
+  isValidSpanId,
+  isValidTraceId,
+  ROOT_CONTEXT,
+  type SpanContext,
+  TraceFlags,
+  type Tracer,
+  trace,
+} from '@opentelemetry/api';
+import { type ExportResult, ExportResultCode, TraceState } from '@opentelemetry/core';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  type IdGenerator,
+  type ReadableSpan,
+  type Sampler,
+  SamplingDecision,
+  type SamplingResult,
+  type Span,
+  type SpanExporter,
+  type SpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
+import { defaultWarn, errorMessage, type LogFn, rateLimitedLog } from './log.ts';
+import type { SpanRecord, SpanResource, SpanSink } from './types.ts';
+
+export interface BatchOptions {
+  /** spans held per exporter before new ones are dropped (counted in stats().spansDroppedQueueFull) */
+  maxQueueSize?: number;
+  maxExportBatchSize?: number;
+  scheduledDelayMillis?: number;
+  exportTimeoutMillis?: number;
+}
+
+export interface SdkSinkOptions {
+  exporters: SpanExporter[];
+  batch?: BatchOptions;
+  /** distinct resources with a live TracerProvider (LRU); default 256 */
+  maxProviders?: number;
+  /** instrumentation scope of the emitted spans */
+  scopeName?: string;
+  scopeVersion?: string;
+  /** where warnings go (default: stderr); at most one line per warnIntervalMillis (default 10 s) */
+  log?: LogFn;
+  warnIntervalMillis?: number;
+  /** upper bound for flush() (default 30 s) */
+  flushTimeoutMillis?: number;
+}
+
+export interface SdkSinkStats {
+  /** spans handed to the SDK (started and ended) */
+  spansEmitted: number;
+  /** records refused before reaching the SDK: invalid ids, or emitted after shutdown() */
+  spansRejected: number;
+  providersCreated: number;
+  providersEvicted: number;
+  providersCached: number;
+  /** summed over exporters: a span sent to two exporters counts twice below */
+  exportsSucceeded: number;
+  exportsFailed: number;
+  spansExported: number;
+  /** spans lost: failed exports + queue overflow */
+  spansDropped: number;
+  spansDroppedQueueFull: number;
+  exporters: ExporterStats[];
+}
+
+export interface ExporterStats {
+  name: string;
+  exportsSucceeded: number;
+  exportsFailed: number;
+  spansExported: number;
+  spansDropped: number;
+  spansDroppedQueueFull: number;
+  /** spans waiting in this exporter's batch queue */
+  queued: number;
+  lastError?: string;
+}
+
+const DEFAULT_BATCH: Required<BatchOptions> = {
+  maxQueueSize: 8192,
+  maxExportBatchSize: 512,
+  scheduledDelayMillis: 1000,
+  exportTimeoutMillis: 30_000,
+};
+
+/**
+ * One exporter behind its own BatchSpanProcessor. Wraps the processor to count what the SDK would
+ * drop silently (queue overflow) and wraps the exporter to count export results.
+ */
+class ExportPipeline implements SpanProcessor {
+  readonly stats: ExporterStats;
+  private readonly bsp: BatchSpanProcessor;
+  private readonly exporter: SpanExporter;
+  private readonly maxQueueSize: number;
+  private closed = false;
+
+  constructor(exporter: SpanExporter, batch: Required<BatchOptions>, warn: LogFn) {
+    this.exporter = exporter;
+    this.maxQueueSize = batch.maxQueueSize;
+    const stats: ExporterStats = {
+      name: exporter.constructor?.name || 'SpanExporter',
+      exportsSucceeded: 0,
+      exportsFailed: 0,
+      spansExported: 0,
+      spansDropped: 0,
+      spansDroppedQueueFull: 0,
+      queued: 0,
+    };
+    this.stats = stats;
+    const counting: SpanExporter = {
+      export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
+        // the BatchSpanProcessor has taken these out of its queue
+        stats.queued -= spans.length;
+        let done = false;
+        const finish = (result: ExportResult) => {
+          if (done) return;
+          done = true;
+          if (result.code === ExportResultCode.SUCCESS) {
+            stats.exportsSucceeded++;
+            stats.spansExported += spans.length;
+          } else {
+            stats.exportsFailed++;
+            stats.spansDropped += spans.length;
+            stats.lastError = errorMessage(result.error ?? 'export failed');
+            warn(`strata export: ${stats.name} failed to export ${spans.length} spans: ${stats.lastError}`);
+          }
+          resultCallback(result);
+        };
+        try {
+          exporter.export(spans, finish);
+        } catch (err) {
+          finish({ code: ExportResultCode.FAILED, error: err instanceof Error ? err : new Error(String(err)) });
+        }
+      },
+      shutdown: () => exporter.shutdown(),
+      forceFlush: () => exporter.forceFlush?.() ?? Promise.resolve(),
+    };
+    this.bsp = new BatchSpanProcessor(counting, { ...batch });
+  }
+
+  onStart(_span: Span, _parentContext: Context): void {}
+
+  onEnd(span: ReadableSpan): void {
+    if (this.closed) return;
+    if ((span.spanContext().traceFlags & TraceFlags.SAMPLED) === 0) return; // the BSP ignores it too
+    if (this.stats.queued >= this.maxQueueSize) {
+      // same bound as the BSP's own queue, but counted
+      this.stats.spansDroppedQueueFull++;
+      this.stats.spansDropped++;
+      return;
+    }
+    this.stats.queued++;
+    this.bsp.onEnd(span);
+  }
+
+  /** exports what is queued, then lets the exporter finish its own pending work (files, requests) */
+  async forceFlush(): Promise<void> {
+    if (this.closed) return;
+    await this.bsp.forceFlush();
+    await this.exporter.forceFlush?.();
+  }
+
+  shutdown(): Promise<void> {
+    this.closed = true;
+    return this.bsp.shutdown();
+  }
+}
+
+function stableJson(v: unknown): string {
+  return JSON.stringify(v);
+}
+
+/** cache key of a resource: service name + attributes, independent of attribute order */
+function computeResourceKey(r: SpanResource): string {
+  const keys = Object.keys(r.attributes).sort();
+  const parts: unknown[] = [r.serviceName];
+  for (const k of keys) {
+    const v = r.attributes[k];
+    if (v !== undefined) parts.push(k, v);
+  }
+  return stableJson(parts);
+}
+
+interface PendingIds {
+  traceId: string;
+  spanId: string;
+  traceState: ApiTraceState | undefined;
+}
+
+export class SdkSpanSink implements SpanSink {
+  private readonly pipelines: ExportPipeline[];
+  private readonly providers = new Map<string, Tracer>(); // insertion order = LRU order
+  private readonly resourceKeys = new WeakMap<SpanResource, string>();
+  private readonly maxProviders: number;
+  private readonly scopeName: string;
+  private readonly scopeVersion: string | undefined;
+  private readonly warn: LogFn;
+  private readonly flushTimeoutMillis: number;
+  private readonly idGenerator: IdGenerator;
+  private readonly sampler: Sampler;
+  private pending: PendingIds | undefined;
+  private shutDown = false;
+  private readonly counters = {
+    spansEmitted: 0,
+    spansRejected: 0,
+    providersCreated: 0,
+    providersEvicted: 0,
+  };
+
+  constructor(options: SdkSinkOptions) {
+    if (!options || !Array.isArray(options.exporters) || options.exporters.length === 0) {
+      throw new Error('SdkSpanSink: at least one exporter is required');
+    }
+    this.maxProviders = Math.max(1, options.maxProviders ?? 256);
+    this.scopeName = options.scopeName ?? 'strata';
+    this.scopeVersion = options.scopeVersion;
+    this.flushTimeoutMillis = options.flushTimeoutMillis ?? 30_000;
+    this.warn = rateLimitedLog(options.log ?? defaultWarn, options.warnIntervalMillis ?? 10_000);
+    const batch = { ...DEFAULT_BATCH, ...definedOnly(options.batch ?? {}) };
+    if (batch.maxExportBatchSize > batch.maxQueueSize) batch.maxExportBatchSize = batch.maxQueueSize;
+    this.pipelines = options.exporters.map((e) => new ExportPipeline(e, batch, this.warn));
+
+    const self = this;
+    this.idGenerator = {
+      generateTraceId(): string {
+        const p = self.pending;
+        if (!p) throw new Error('SdkSpanSink: span started outside emit()');
+        return p.traceId;
+      },
+      generateSpanId(): string {
+        const p = self.pending;
+        if (!p) throw new Error('SdkSpanSink: span started outside emit()');
+        return p.spanId;
+      },
+    };
+    this.sampler = {
+      shouldSample(): SamplingResult {
+        return { decision: SamplingDecision.RECORD_AND_SAMPLED, traceState: self.pending?.traceState };
+      },
+      toString: () => 'StrataRecordSampler',
+    };
+  }
+
+  emit(span: SpanRecord): void {
+    try {
+      this.emitUnsafe(span);
+    } catch (err) {
+      this.counters.spansRejected++;
+      this.warn(`strata export: span ${span?.name} dropped: ${errorMessage(err)}`);
+    } finally {
+      this.pending = undefined;
+    }
+  }
+
+  private emitUnsafe(r: SpanRecord): void {
+    if (this.shutDown) {
+      this.counters.spansRejected++;
+      return;
+    }
+    if (!isValidTraceId(r.traceId) || !isValidSpanId(r.spanId)) {
+      throw new Error(`invalid ids trace=${r.traceId} span=${r.spanId}`);
+    }
+    if (r.parentSpanId !== undefined && !isValidSpanId(r.parentSpanId)) {
+      throw new Error(`invalid parent span id ${r.parentSpanId}`);
+    }
+    // the SDK would silently replace a malformed time with "now"
+    if (!isHrTime(r.start) || !isHrTime(r.end)) {
+      throw new Error(`invalid times start=${String(r.start)} end=${String(r.end)}`);
+    }
+    const tracer = this.tracerFor(r.resource);
+    const traceState = r.traceState ? new TraceState(r.traceState) : undefined;
+    let ctx: Context = ROOT_CONTEXT;
+    if (r.parentSpanId !== undefined) {
+      const parent: SpanContext = {
+        traceId: r.traceId,
+        spanId: r.parentSpanId,
+        traceFlags: r.traceFlags,
+        isRemote: r.parentIsRemote ?? false,
+        traceState,
+      };
+      ctx = trace.setSpanContext(ROOT_CONTEXT, parent);
+    }
+    this.pending = { traceId: r.traceId, spanId: r.spanId, traceState };
+    const span = tracer.startSpan(
+      r.name,
+      { kind: r.kind, attributes: r.attributes, startTime: [r.start[0], r.start[1]], root: r.parentSpanId === undefined },
+      ctx,
+    );
+    this.pending = undefined;
+    if (r.status) span.setStatus(r.status);
+    span.end([r.end[0], r.end[1]]);
+    this.counters.spansEmitted++;
+  }
+
+  private tracerFor(resource: SpanResource): Tracer {
+    let key = this.resourceKeys.get(resource);
+    if (key === undefined) {
+      key = computeResourceKey(resource);
+      this.resourceKeys.set(resource, key);
+    }
+    const hit = this.providers.get(key);
+    if (hit) {
+      // refresh LRU position
+      this.providers.delete(key);
+      this.providers.set(key, hit);
+      return hit;
+    }
+    while (this.providers.size >= this.maxProviders) {
+      const oldest = this.providers.keys().next().value as string;
+      // not shut down: the span processors are shared; spans already ended stay queued
+      this.providers.delete(oldest);
+      this.counters.providersEvicted++;
+    }
+    const attrs: Attributes = { ...resource.attributes, 'service.name': resource.serviceName };
+    const provider = new BasicTracerProvider({
+      resource: resourceFromAttributes(attrs),
+      idGenerator: this.idGenerator,
+      sampler: this.sampler,
+      spanProcessors: this.pipelines,
+    });
+    const tracer = provider.getTracer(this.scopeName, this.scopeVersion);
+    this.providers.set(key, tracer);
+    this.counters.providersCreated++;
+    return tracer;
+  }
+
+  /** Exports everything pending. Never rejects: failures are counted in stats(). */
+  async flush(): Promise<void> {
+    await Promise.all(this.pipelines.map((p) => this.guard(p.forceFlush(), p.stats.name, 'flush')));
+  }
+
+  /** Flushes and shuts the exporters down. Never rejects. Later emit() calls are counted as rejected. */
+  async shutdown(): Promise<void> {
+    if (this.shutDown) return;
+    this.shutDown = true;
+    this.providers.clear();
+    await Promise.all(this.pipelines.map((p) => this.guard(p.shutdown(), p.stats.name, 'shutdown')));
+  }
+
+  private async guard(work: Promise<void>, name: string, what: string): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.flushTimeoutMillis);
+      timer.unref();
+    });
+    try {
+      const r = await Promise.race([work.then(() => 'ok' as const), timeout]);
+      if (r === 'timeout') this.warn(`strata export: ${name} ${what} timed out after ${this.flushTimeoutMillis} ms`);
+    } catch (err) {
+      // failures were counted by the pipeline when the exporter reported them
+      this.warn(`strata export: ${name} ${what} failed: ${errorMessage(err)}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  stats(): SdkSinkStats {
+    const exporters = this.pipelines.map((p) => ({ ...p.stats }));
+    const sum = (f: (s: ExporterStats) => number) => exporters.reduce((a, s) => a + f(s), 0);
+    return {
+      ...this.counters,
+      providersCached: this.providers.size,
+      exportsSucceeded: sum((s) => s.exportsSucceeded),
+      exportsFailed: sum((s) => s.exportsFailed),
+      spansExported: sum((s) => s.spansExported),
+      spansDropped: sum((s) => s.spansDropped),
+      spansDroppedQueueFull: sum((s) => s.spansDroppedQueueFull),
+      exporters,
+    };
+  }
+}
+
+function isHrTime(t: unknown): t is [number, number] {
+  return (
+    Array.isArray(t) &&
+    t.length === 2 &&
+    Number.isSafeInteger(t[0]) &&
+    t[0] >= 0 &&
+    Number.isInteger(t[1]) &&
+    t[1] >= 0 &&
+    t[1] < 1_000_000_000
+  );
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  }
+  return out;
+}

@@ -1,0 +1,79 @@
+// Network namespaces, veth pairs and the node bridge, driven through iproute2.
+import { readdirSync, statSync } from 'node:fs';
+import { inNetns, run } from './exec.ts';
+
+export const NETNS_DIR = '/run/netns';
+export const BRIDGE = 'br0';
+
+export const netnsPath = (name: string): string => `${NETNS_DIR}/${name}`;
+
+/** Inode of the namespace behind /run/netns/<name> (what /proc/<pid>/ns/net links to). */
+export const netnsInode = (name: string): number => statSync(netnsPath(name)).ino;
+
+/** Names of the namespaces belonging to a lab: `<prefix>-...`. */
+export function listLabNetns(prefix: string): string[] {
+  try {
+    return readdirSync(NETNS_DIR).filter((n) => n.startsWith(`${prefix}-`));
+  } catch {
+    return [];
+  }
+}
+
+export async function netnsPids(name: string): Promise<number[]> {
+  try {
+    const out = await run('ip', ['netns', 'pids', name]);
+    return out.split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return []; // namespace already gone
+  }
+}
+
+export async function deleteNetns(name: string): Promise<void> {
+  try {
+    await run('ip', ['netns', 'del', name]);
+  } catch (e) {
+    if (existsNetns(name)) throw e; // otherwise: already gone
+  }
+}
+
+function existsNetns(name: string): boolean {
+  try {
+    statSync(netnsPath(name));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const ip = (ns: string, ...args: string[]) => run('ip', ['-n', ns, ...args]);
+
+export async function addNetns(name: string): Promise<void> {
+  await run('ip', ['netns', 'add', name]);
+  // IPv6 off: router solicitations and MLD reports would only add noise to traced links.
+  await inNetns(name, 'sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+  await ip(name, 'link', 'set', 'lo', 'up');
+}
+
+export async function addBridge(ns: string, cidr: string): Promise<void> {
+  await ip(ns, 'link', 'add', BRIDGE, 'type', 'bridge');
+  await ip(ns, 'addr', 'add', cidr, 'dev', BRIDGE);
+  await ip(ns, 'link', 'set', BRIDGE, 'up');
+}
+
+export interface PodLink {
+  nodeNs: string;
+  podNs: string;
+  hostVeth: string;
+  /** Pod address with prefix length, e.g. 10.244.1.10/24. */
+  cidr: string;
+  gateway: string;
+}
+
+/** A CNI-style veth: the pod end is eth0 in the pod netns, the host end is a port of the bridge. */
+export async function addPodLink(l: PodLink): Promise<void> {
+  await ip(l.nodeNs, 'link', 'add', l.hostVeth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', l.podNs);
+  await ip(l.nodeNs, 'link', 'set', l.hostVeth, 'master', BRIDGE, 'up');
+  await ip(l.podNs, 'addr', 'add', l.cidr, 'dev', 'eth0');
+  await ip(l.podNs, 'link', 'set', 'eth0', 'up');
+  await ip(l.podNs, 'route', 'add', 'default', 'via', l.gateway);
+}

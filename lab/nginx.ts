@@ -1,0 +1,71 @@
+// The ingress pod: Debian's nginx as a reverse proxy in front of the app.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const NGINX_BIN = '/usr/sbin/nginx';
+
+export interface NginxFiles {
+  prefixDir: string;
+  confFile: string;
+  errorLog: string;
+}
+
+/** Writes the config and the directories nginx needs under stateDir/nginx; nothing under /etc or /var. */
+export function writeNginxConfig(stateDir: string, upstream: string): NginxFiles {
+  const prefixDir = join(stateDir, 'nginx');
+  const logs = join(stateDir, 'logs');
+  const temp = join(prefixDir, 'temp');
+  mkdirSync(temp, { recursive: true });
+  mkdirSync(logs, { recursive: true });
+  const confFile = join(prefixDir, 'nginx.conf');
+  const errorLog = join(logs, 'nginx-error.log');
+  writeFileSync(
+    confFile,
+    `daemon off;
+master_process on;
+worker_processes 1;
+pid ${join(prefixDir, 'nginx.pid')};
+error_log ${errorLog} info;
+
+events {
+  worker_connections 1024;
+}
+
+http {
+  access_log ${join(logs, 'nginx-access.log')};
+  client_body_temp_path ${temp}/body;
+  proxy_temp_path ${temp}/proxy;
+  fastcgi_temp_path ${temp}/fastcgi;
+  uwsgi_temp_path ${temp}/uwsgi;
+  scgi_temp_path ${temp}/scgi;
+
+  # Keep the client's X-Request-ID; generate one only when the request has none.
+  map $http_x_request_id $strata_request_id {
+    ""      $request_id;
+    default $http_x_request_id;
+  }
+
+  upstream app {
+    server ${upstream};
+    keepalive 16;
+  }
+
+  server {
+    listen 80;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Request-ID $strata_request_id;
+    }
+  }
+}
+`,
+  );
+  return { prefixDir, confFile, errorLog };
+}
+
+/** Arguments for the foreground master (`daemon off`), with -e so nothing goes to /var/log. */
+export function nginxArgs(f: NginxFiles): string[] {
+  return ['-p', f.prefixDir, '-c', f.confFile, '-e', f.errorLog];
+}
