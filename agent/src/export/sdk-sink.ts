@@ -173,8 +173,14 @@ class ExportPipeline implements SpanProcessor {
   /** exports what is queued, then lets the exporter finish its own pending work (files, requests) */
   async forceFlush(): Promise<void> {
     if (this.closed) return;
-    await this.bsp.forceFlush();
+    let failure: unknown;
+    try {
+      await this.bsp.forceFlush();
+    } catch (err) {
+      failure = err ?? new Error('flush failed');
+    }
     await this.exporter.forceFlush?.();
+    if (failure !== undefined) throw failure;
   }
 
   shutdown(): Promise<void> {

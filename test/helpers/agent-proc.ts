@@ -1,0 +1,54 @@
+// Runs the agent as a child process (the way it runs in a pod) and waits for its ready line.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const CLI = fileURLToPath(new URL('../../agent/src/cli.ts', import.meta.url));
+
+export interface AgentProc {
+  child: ChildProcess;
+  metricsPort: number;
+  stderr: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export async function startAgent(args: string[], timeoutMs = 20_000): Promise<AgentProc> {
+  const child = spawn(process.execPath, [CLI, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  let out = '';
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`agent not ready after ${timeoutMs} ms: ${err}`)), timeoutMs);
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.includes('"ready"'));
+      if (line) {
+        clearTimeout(timer);
+        resolve((JSON.parse(line) as { metricsPort: number }).metricsPort);
+      }
+    });
+    void exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`agent exited (${code ?? signal}) before ready: ${err}`));
+    });
+  });
+  return { child, metricsPort: port, stderr: () => err, exited };
+}
+
+export async function stopAgent(a: AgentProc, signal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill(signal);
+  return a.exited;
+}
+
+/** One metric's value from the Prometheus text format (sum over label sets matching `labels`). */
+export function metricValue(text: string, name: string, labels = ''): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (m && m[1] === name && (!labels || (m[2] ?? '').includes(labels))) sum += Number(m[3]);
+  }
+  return sum;
+}

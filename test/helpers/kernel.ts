@@ -1,0 +1,47 @@
+// Gate for tests that need root, the real kernel and Debian packages. Under CI=true a missing
+// prerequisite fails the test; elsewhere it skips and says why.
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import type { TestContext } from 'node:test';
+
+export function missingPrerequisites(needs: { nginx?: boolean } = {}): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (BPF, netns, TC)';
+  if (!existsSync('/sys/kernel/btf/vmlinux')) return 'needs a kernel with BTF (/sys/kernel/btf/vmlinux)';
+  if (!existsSync('/sys/kernel/tracing/events') && !existsSync('/sys/kernel/debug/tracing/events')) return 'needs tracefs mounted (scripts/setup.sh mounts it)';
+  if (!existsSync(new URL('../../build/Release/strata_native.node', import.meta.url))) return 'native addon not built (npm run build)';
+  if (needs.nginx && !existsSync('/usr/sbin/nginx')) return 'needs nginx (apt nginx; scripts/setup.sh installs it)';
+  try {
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+  } catch {
+    return 'needs iproute2';
+  }
+  return undefined;
+}
+
+/** Returns true when the test may run; skips (or fails under CI=true) otherwise. */
+export function requireKernel(t: TestContext, needs: { nginx?: boolean } = {}): boolean {
+  const why = missingPrerequisites(needs);
+  if (!why) return true;
+  if (process.env.CI === 'true') throw new Error(`prerequisite missing under CI: ${why}`);
+  t.skip(why);
+  return false;
+}
+
+/** BPF program names strata loads (bpftool shows names truncated to 15 chars). */
+export function loadedStrataProgs(): string[] {
+  const out = execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const ours = /^(enter_|exit_|sock_state$|tc_ingress$|tc_egress$)/;
+  return (JSON.parse(out) as { name?: string }[]).map((p) => p.name ?? '').filter((n) => ours.test(n));
+}
+
+/** TC filters on an interface inside a netns (ingress + egress), as `tc` prints them. */
+export function tcFilters(netns: string, ifname: string): string {
+  const show = (dir: string) => {
+    try {
+      return execFileSync('ip', ['netns', 'exec', netns, 'tc', 'filter', 'show', 'dev', ifname, dir], { encoding: 'utf8' });
+    } catch {
+      return '';
+    }
+  };
+  return (show('ingress') + show('egress')).trim();
+}

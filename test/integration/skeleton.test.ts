@@ -1,0 +1,199 @@
+// Walking skeleton, end to end on the real kernel: the lab (netns node, nginx ingress pod, app
+// pod, client), the agent as a child process attaching real BPF programs, OTLP received and
+// decoded with the OTLP protobuf schema, Jaeger JSON on disk.
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { type Lab, inNetns, labDown, labUp, runClient } from '../../lab/lab.ts';
+import { type AgentProc, metricValue, startAgent, stopAgent } from '../helpers/agent-proc.ts';
+import { loadedStrataProgs, missingPrerequisites, tcFilters } from '../helpers/kernel.ts';
+import type { DecodedSpan } from '../helpers/otlp-decode.ts';
+import { flattenSpans } from '../helpers/otlp-decode.ts';
+import { waitFor } from '../helpers/otlp-fixture.ts';
+import { OtlpReceiver } from '../helpers/otlp-receiver.ts';
+
+const KIND_INTERNAL = 1;
+const KIND_SERVER = 2;
+const KIND_CLIENT = 3;
+
+const why = missingPrerequisites({ nginx: true });
+if (why && process.env.CI === 'true') throw new Error(`prerequisite missing under CI: ${why}`);
+
+interface Row {
+  span: DecodedSpan;
+  service: string;
+}
+
+describe('walking skeleton: one request, one cross-layer trace', { skip: why }, () => {
+  const prefix = `sk${Math.random().toString(36).slice(2, 6)}`;
+  const receiver = new OtlpReceiver();
+  let lab: Lab;
+  let agent: AgentProc | undefined;
+  let tracesDir: string;
+
+  const agentArgs = () => [
+    '--pods-file', lab.podsFile, '--node-name', lab.nodeName, '--node-netns', `/run/netns/${lab.nodeNetns}`,
+    '--iface', lab.clientVeth, '--otlp-endpoint', receiver.url, '--traces-dir', tracesDir,
+    '--metrics-port', '0', '--metrics-host', '127.0.0.1',
+  ];
+  const rows = (): Row[] =>
+    receiver.requests.flatMap((r) => flattenSpans(r.decoded)).map((x) => ({ span: x.span, service: String(x.resource['service.name']) }));
+  const traceRows = (traceId: string) => rows().filter((r) => r.span.traceId === traceId);
+  const metrics = async () => (await fetch(`http://127.0.0.1:${agent?.metricsPort}/metrics`)).text();
+
+  before(async () => {
+    tracesDir = mkdtempSync(join(tmpdir(), 'strata-traces-'));
+    await receiver.start();
+    lab = await labUp({ prefix });
+    agent = await startAgent(agentArgs());
+  });
+
+  after(async () => {
+    if (agent) await stopAgent(agent, 'SIGKILL');
+    await labDown(prefix);
+    await receiver.stop();
+    rmSync(tracesDir, { recursive: true, force: true });
+  });
+
+  /** the trace's complete tree: waits until the app SERVER and the hop spans are in */
+  async function treeOf(path: string, traceId?: string): Promise<Row[]> {
+    return waitFor(() => {
+      const root = rows().find((r) => r.span.kind === KIND_SERVER && r.service === 'ingress-nginx' && r.span.attributes['url.path'] === path &&
+        (!traceId || r.span.traceId === traceId));
+      if (!root) return undefined;
+      const t = traceRows(root.span.traceId);
+      const app = t.some((r) => r.service === 'frontend' && r.span.kind === KIND_SERVER);
+      const hops = t.filter((r) => r.span.kind === KIND_INTERNAL).length;
+      return app && hops >= 6 ? t : undefined;
+    }, `trace of ${path}`, 20_000);
+  }
+
+  function assertTree(t: Row[], path: string, remoteParent?: string): void {
+    const byId = new Map(t.map((r) => [r.span.spanId, r]));
+    const servers = t.filter((r) => r.span.kind === KIND_SERVER);
+    const nginx = servers.find((r) => r.service === 'ingress-nginx');
+    const app = servers.find((r) => r.service === 'frontend');
+    assert.ok(nginx && app, 'nginx and app SERVER spans');
+    assert.equal(servers.length, 2, 'exactly two SERVER spans');
+    // root: the nginx SERVER span, child of the caller's span when a traceparent came in
+    assert.equal(nginx.span.parentSpanId, remoteParent ?? '');
+    assert.equal(nginx.span.attributes['strata.layer'], 'proxy');
+    assert.equal(nginx.span.attributes['http.request.method'], 'GET');
+    assert.equal(nginx.span.attributes['http.response.status_code'], 200);
+    const clients = t.filter((r) => r.span.kind === KIND_CLIENT);
+    assert.equal(clients.length, 1, 'one upstream CLIENT span');
+    const upstream = clients[0] as Row;
+    assert.equal(upstream.span.parentSpanId, nginx.span.spanId, 'upstream CLIENT under nginx SERVER');
+    assert.equal(upstream.service, 'ingress-nginx');
+    assert.equal(upstream.span.attributes['server.address'], lab.pods.app.ip);
+    assert.equal(app.span.parentSpanId, upstream.span.spanId, 'app SERVER under nginx CLIENT');
+    assert.equal(app.span.attributes['strata.layer'], 'app');
+    assert.equal(app.span.attributes['http.response.status_code'], 200);
+    // hop spans on the pod's veth, under the upstream CLIENT span
+    const hops = t.filter((r) => r.span.kind === KIND_INTERNAL && r.span.parentSpanId === upstream.span.spanId);
+    const onAppVeth = hops.filter((r) => r.span.attributes['network.interface.name'] === lab.pods.app.hostVeth);
+    assert.ok(onAppVeth.length >= 2, `hops on ${lab.pods.app.hostVeth}: ${hops.map((h) => h.span.name).join(', ')}`);
+    assert.ok(hops.some((h) => h.span.name === `net ${lab.pods.app.hostVeth} -> frontend socket` && h.span.attributes['k8s.pod.name'] === 'frontend'));
+    assert.ok(hops.some((h) => h.span.attributes['strata.layer'] === 'bridge'));
+    for (const r of t) {
+      // every span of the trace carries its own request's path: nothing cross-linked
+      assert.equal(r.span.attributes['url.path'], path, `${r.span.name} carries ${path}`);
+      if (!r.span.parentSpanId || r.span.parentSpanId === remoteParent) continue;
+      const parent = byId.get(r.span.parentSpanId);
+      assert.ok(parent, `parent of ${r.span.name} is in the trace`);
+      assert.ok(r.span.startTimeUnixNano >= parent.span.startTimeUnixNano, `${r.span.name} starts inside ${parent.span.name}`);
+      assert.ok(r.span.endTimeUnixNano <= parent.span.endTimeUnixNano, `${r.span.name} ends inside ${parent.span.name}`);
+      assert.ok(r.span.endTimeUnixNano >= r.span.startTimeUnixNano);
+    }
+  }
+
+  test('a request with a traceparent joins the caller trace, hop by hop', async () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const parent = '00f067aa0ba902b7';
+    const res = await runClient(lab, { paths: ['/with-context'], headers: { traceparent: `00-${traceId}-${parent}-01` } });
+    assert.equal(res[0]?.status, 200);
+    const t = await treeOf('/with-context', traceId);
+    assertTree(t, '/with-context', parent);
+    assert.ok(t.every((r) => r.span.traceId === traceId));
+  });
+
+  test('a request without any header still becomes one trace', async () => {
+    const res = await runClient(lab, { paths: ['/no-context'] });
+    assert.equal(res[0]?.status, 200);
+    const t = await treeOf('/no-context');
+    assertTree(t, '/no-context');
+    const roots = rows().filter((r) => r.span.attributes['url.path'] === '/no-context' && r.span.kind === KIND_SERVER && r.service === 'ingress-nginx');
+    assert.equal(roots.length, 1, 'one root for the request');
+  });
+
+  test('50 concurrent keep-alive requests with distinct paths give 50 separate traces', async () => {
+    const paths = Array.from({ length: 50 }, (_, i) => `/c/${i}`);
+    const res = await runClient(lab, { paths, concurrency: 50, keepalive: true });
+    assert.deepEqual(res.map((r) => r.status), paths.map(() => 200));
+    const traces = new Set<string>();
+    for (const p of paths) {
+      const t = await treeOf(p);
+      assertTree(t, p);
+      traces.add(t[0]?.span.traceId ?? '');
+    }
+    assert.equal(traces.size, 50);
+  });
+
+  test('garbage and truncated requests are counted and do not crash the agent', async () => {
+    const script = `
+      const net = require('node:net');
+      const send = (bytes) => new Promise((res) => { const s = net.connect(80, '${lab.pods.ingress.ip}', () => { s.end(bytes); });
+        s.on('data', () => {}); s.on('close', res); s.on('error', res); });
+      (async () => {
+        await send(Buffer.from([0, 1, 2, 255, 254, 13, 10, 13, 10, 7, 8]));
+        await send('GET /truncated HTTP/1.1\\r\\nHost: x\\r\\nX-Half: ');
+        await send(Buffer.alloc(4096, 0x41));
+      })();`;
+    await inNetns(lab.clientNetns, process.execPath, ['-e', script]);
+    await waitFor(async () => {
+      const m = await metrics();
+      return metricValue(m, 'strata_correlator_non_http_total') >= 2 && metricValue(m, 'strata_correlator_incomplete_total') >= 1;
+    }, 'non-HTTP and incomplete counters', 15_000);
+    assert.equal((await fetch(`http://127.0.0.1:${agent?.metricsPort}/healthz`)).status, 200);
+    // and the agent still traces
+    await runClient(lab, { paths: ['/after-garbage'] });
+    assertTree(await treeOf('/after-garbage'), '/after-garbage');
+  });
+
+  test('Jaeger JSON holds the same spans as OTLP after a clean stop, and nothing stays attached', async () => {
+    assert.ok(agent);
+    const veths = [lab.pods.app.hostVeth, lab.pods.ingress.hostVeth, lab.clientVeth];
+    assert.ok(veths.every((v) => tcFilters(lab.nodeNetns, v).includes('tc_ingress')), 'filters attached while running');
+    const { code } = await stopAgent(agent, 'SIGTERM');
+    agent = undefined;
+    assert.equal(code, 0);
+    const jaeger = JSON.parse(readFileSync(join(tracesDir, 'jaeger-traces.json'), 'utf8')) as { data: { spans: { spanID: string }[] }[] };
+    const jaegerIds = new Set(jaeger.data.flatMap((t) => t.spans.map((s) => s.spanID)));
+    const otlpIds = new Set(rows().map((r) => r.span.spanId));
+    assert.ok(otlpIds.size > 300);
+    assert.deepEqual([...otlpIds].filter((id) => !jaegerIds.has(id)), []);
+    const otlpFile = JSON.parse(readFileSync(join(tracesDir, 'otlp-traces.json'), 'utf8')) as { resourceSpans: unknown[] };
+    assert.ok(otlpFile.resourceSpans.length > 0);
+    for (const v of veths) assert.equal(tcFilters(lab.nodeNetns, v), '', `no filter left on ${v}`);
+    await waitFor(() => loadedStrataProgs().length === 0, 'BPF programs released', 10_000);
+  });
+
+  test('after SIGKILL, a restart takes its leftovers over and a clean stop removes them', async () => {
+    const killed = await startAgent(agentArgs());
+    assert.equal((await stopAgent(killed, 'SIGKILL')).signal, 'SIGKILL');
+    // TC filters hold their programs after the process is gone: the next start replaces them
+    assert.match(tcFilters(lab.nodeNetns, lab.pods.app.hostVeth), /tc_ingress/);
+    agent = await startAgent(agentArgs());
+    await runClient(lab, { paths: ['/after-restart'] });
+    assertTree(await treeOf('/after-restart'), '/after-restart');
+    assert.equal((await stopAgent(agent, 'SIGTERM')).code, 0);
+    agent = undefined;
+    for (const v of [lab.pods.app.hostVeth, lab.pods.ingress.hostVeth, lab.clientVeth]) assert.equal(tcFilters(lab.nodeNetns, v), '');
+    await waitFor(() => loadedStrataProgs().length === 0, 'BPF programs released', 10_000);
+    await labDown(prefix);
+    const left = (await inNetns('', 'ip', ['netns', 'list']).catch(() => '')).split('\n').filter((l) => l.startsWith(`${prefix}-`));
+    assert.deepEqual(left, [], 'no namespace of the test remains');
+  });
+});
