@@ -2,6 +2,7 @@
 // pod, client), the agent as a child process attaching real BPF programs, OTLP received and
 // decoded with the OTLP protobuf schema, Jaeger JSON on disk.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -193,7 +194,7 @@ describe('walking skeleton: one request, one cross-layer trace', { skip: why }, 
     for (const v of [lab.pods.app.hostVeth, lab.pods.ingress.hostVeth, lab.clientVeth]) assert.equal(tcFilters(lab.nodeNetns, v), '');
     await waitFor(() => loadedStrataProgs().length === 0, 'BPF programs released', 10_000);
     await labDown(prefix);
-    const left = (await inNetns('', 'ip', ['netns', 'list']).catch(() => '')).split('\n').filter((l) => l.startsWith(`${prefix}-`));
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith(`${prefix}-`));
     assert.deepEqual(left, [], 'no namespace of the test remains');
   });
 });

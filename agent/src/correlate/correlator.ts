@@ -72,7 +72,7 @@ export interface CorrelatorStats {
   pktWithoutMessage: number;
 }
 
-const enum_ROLE_UNKNOWN = 0;
+const ROLE_UNKNOWN = 0;
 const ROLE_SERVER = 1;
 const ROLE_CLIENT = 2;
 
@@ -204,7 +204,7 @@ export class Correlator implements EventHandler {
       return;
     }
     if (e.type !== EVENT_TYPE.EV_SOCK_DATA || e.flags & FLAGS.F_PEEK) return;
-    if (c.role === enum_ROLE_UNKNOWN) {
+    if (c.role === ROLE_UNKNOWN) {
       // a connection older than the agent: the first request tells which side we are
       if (!looksLikeRequest(e.buf, e.payloadOff, e.payloadLen)) {
         this.stats.nonHttp++;
@@ -269,9 +269,9 @@ export class Correlator implements EventHandler {
     const label = `${c.pod?.workload ?? c.comm} socket`;
     if (c.role === ROLE_SERVER) {
       this.msg(reqKey, e.tsNs).points.push({ ts: e.tsNs, kind: 'read', label, pod: c.pod, netns: c.netns });
-      let list = this.activeServers.get(c.pid);
-      if (!list) this.activeServers.set(c.pid, (list = []));
-      list.push(ex);
+      const list = this.activeServers.get(c.pid);
+      if (list) list.push(ex);
+      else this.activeServers.set(c.pid, [ex]);
     } else {
       this.msg(reqKey, e.tsNs).points.push({ ts: e.enterTsNs, kind: 'write', label, pod: c.pod, netns: c.netns });
       ex.cause = this.findCause(c, ex);
@@ -316,7 +316,9 @@ export class Correlator implements EventHandler {
       }
     }
     ex.respBytes += e.ret;
-    ex.respEnd = e.tsNs;
+    // bytes count from when they are handed to the kernel (write entry) or to the app (read
+    // exit): a writer preempted before its syscall returns must not end after its reader
+    ex.respEnd = c.role === ROLE_SERVER ? e.enterTsNs : e.tsNs;
     if (ex.respChunked && !(e.flags & FLAGS.F_TRUNCATED) && endsWithLastChunk(e.buf, e.payloadOff, e.payloadLen)) {
       this.finish(c, ex, false);
     } else if (respComplete(ex) === true || ex.status === 101) {
@@ -390,7 +392,7 @@ export class Correlator implements EventHandler {
     }
     const comm = e.buf.toString('latin1', e.commOff, e.commOff + 16).replace(/\0.*$/s, '');
     c = {
-      sk: e.sk, pid: e.pid, tid: e.tid, netns: e.netns, fd: e.fd, comm, role: enum_ROLE_UNKNOWN, family: e.tuple.family,
+      sk: e.sk, pid: e.pid, tid: e.tid, netns: e.netns, fd: e.fd, comm, role: ROLE_UNKNOWN, family: e.tuple.family,
       localIp: addrString(e.buf, e.tuple.saddrOff, e.tuple.family), localPort: e.tuple.sport,
       remoteIp: addrString(e.buf, e.tuple.daddrOff, e.tuple.family), remotePort: e.tuple.dport,
       pod: this.topo.podByNetns(e.netns), awaiting: [], lastTs: e.tsNs,

@@ -1,0 +1,534 @@
+// Strata benchmarks on the real kernel: (1) kernel->JS event throughput, batched vs per-event
+// wakeups; (2) the ns a traced socket syscall costs, traced vs filtered out vs no probes.
+// Variants alternate within each round (A B, then B A) so machine drift hits them alike; figures
+// are median (min..max) over the rounds. The load runs in small C programs (bench/*.c, built with
+// gcc into a temp dir) inside a private netns, so the probes see only the bench's own traffic.
+// Usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 500000] [--budget-s 170]
+// Needs root. Progress goes to stderr; the tables and, last, one JSON line go to stdout.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Decoder } from '../agent/src/events/decode.ts';
+import { loadNative, type ProgStat, type Probes } from '../agent/src/probes/native.ts';
+import {
+  fmtPct,
+  fmtRatio,
+  fmtSI,
+  fmtSummary,
+  type ProgDelta,
+  progDeltas,
+  ratio,
+  roundOrder,
+  type Summary,
+  summarize,
+  table,
+} from './stats.ts';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const DEFAULT_WAKEUP_BYTES = 256 * 1024;
+
+const { values: argv } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    'load-ms': { type: 'string', default: '1500' },
+    calls: { type: 'string', default: '500000' },
+    'budget-s': { type: 'string', default: '170' },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (argv.help) {
+  process.stdout.write('usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 500000] [--budget-s 170]\n');
+  process.exit(0);
+}
+const posInt = (name: string, v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got "${v}"`);
+  return n;
+};
+const ROUNDS = posInt('rounds', argv.rounds);
+const LOAD_MS = posInt('load-ms', argv['load-ms']);
+const CALLS = posInt('calls', argv.calls);
+const BUDGET_MS = posInt('budget-s', argv['budget-s']) * 1000;
+// sysloop writes CALLS/10 warm-up calls first; the BPF run counters see those too
+const SYSLOOP_WRITES = CALLS + Math.floor(CALLS / 10);
+
+const t0Bench = performance.now();
+const log = (msg: string) => process.stderr.write(`[bench ${((performance.now() - t0Bench) / 1000).toFixed(1)}s] ${msg}\n`);
+
+// ---- everything that must not outlive the bench ----
+
+const liveChildren = new Set<ChildProcess>();
+const liveProbes = new Set<Probes>();
+let tmpDir = '';
+
+function cleanup(): void {
+  for (const c of liveChildren) c.kill('SIGKILL');
+  liveChildren.clear();
+  for (const p of liveProbes) p.close();
+  liveProbes.clear();
+  if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
+  tmpDir = '';
+}
+process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(sig, () => {
+    log(`${sig}: killing load programs, detaching probes`);
+    cleanup();
+    process.exit(130);
+  });
+}
+
+function withProbes<T>(opts: ConstructorParameters<typeof Probes>[0], body: (p: Probes) => Promise<T>): Promise<T> {
+  const probes = new (loadNative().Probes)(opts);
+  liveProbes.add(probes);
+  return body(probes).finally(() => {
+    probes.close();
+    liveProbes.delete(probes);
+  });
+}
+
+// ---- load programs ----
+
+interface Bins {
+  loadgen: string;
+  sysloop: string;
+}
+
+function buildLoadPrograms(): Bins {
+  tmpDir = mkdtempSync(path.join(os.tmpdir(), 'strata-bench-'));
+  const out = { loadgen: path.join(tmpDir, 'loadgen'), sysloop: path.join(tmpDir, 'sysloop') };
+  for (const name of ['loadgen', 'sysloop'] as const) {
+    try {
+      execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-pthread', '-o', out[name], path.join(HERE, `${name}.c`)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (e) {
+      const stderr = (e as { stderr?: Buffer }).stderr?.toString() ?? String(e);
+      throw new Error(`gcc failed on bench/${name}.c (is gcc installed?):\n${stderr}`);
+    }
+  }
+  return out;
+}
+
+/**
+ * Runs a load program: it prints "ready <netns inode>" once its TCP pair is set up, onReady
+ * attaches whatever the variant needs (synchronously), then "go" starts the measured part.
+ */
+function runLoad<T>(bin: string, args: string[], onReady: (netnsIno: number) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    liveChildren.add(child);
+    let stderr = '';
+    let result: T | undefined;
+    let failure: unknown;
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.stdin.on('error', () => {}); // the child died; 'close' reports it
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      const ready = /^ready (\d+)$/.exec(line);
+      if (ready) {
+        try {
+          onReady(Number(ready[1]));
+          child.stdin.write('go\n');
+        } catch (e) {
+          failure = e;
+          child.kill('SIGKILL');
+        }
+      } else if (line.startsWith('{')) {
+        result = JSON.parse(line) as T;
+      }
+    });
+    child.on('error', (e) => {
+      failure ??= e;
+    });
+    child.on('close', (code, signal) => {
+      liveChildren.delete(child);
+      if (failure) reject(failure);
+      else if (code === 0 && result !== undefined) resolve(result);
+      else reject(new Error(`${path.basename(bin)} ${args.join(' ')} exited with ${code ?? signal}: ${stderr.trim() || 'no output'}`));
+    });
+  });
+}
+
+/** Waits until every event the kernel submitted has reached the decoder (or was counted dropped). */
+async function drain(probes: Probes, decoder: Decoder, timeoutMs = 15000): Promise<boolean> {
+  const end = performance.now() + timeoutMs;
+  let prev = -1;
+  while (performance.now() < end) {
+    await sleep(25);
+    const ps = probes.pumpStats();
+    const settled = ps.records + ps.droppedRecords >= probes.stats().events && decoder.stats.records === ps.records;
+    if (settled && ps.records === prev) return true;
+    prev = ps.records;
+  }
+  return false;
+}
+
+const emptyHandler = () => ({ onSock() {}, onState() {}, onPkt() {} });
+
+// ---- 1. kernel -> JS throughput ----
+
+interface LoadgenResult {
+  writes: number;
+  bytes: number;
+  reads: number;
+  readBytes: number;
+  elapsedNs: number;
+}
+
+interface ThroughputVariant {
+  id: 'batched' | 'perEvent';
+  label: string;
+  wakeupBytes: number;
+}
+
+const THROUGHPUT_VARIANTS: ThroughputVariant[] = [
+  { id: 'batched', label: 'a batched wakeups (256 KiB)', wakeupBytes: DEFAULT_WAKEUP_BYTES },
+  { id: 'perEvent', label: 'b per-event wakeups (0)', wakeupBytes: 0 },
+];
+
+interface ThroughputRun {
+  /** records decoded by JS per second, from "go" to the last batch */
+  deliveredPerSec: number;
+  /** events the probes produced (submitted + dropped) per second of load */
+  kernelPerSec: number;
+  loadWritesPerSec: number;
+  kernelEvents: number;
+  rbDrops: number;
+  pumpDroppedRecords: number;
+  /** (ring-buffer drops + pump drops) / events produced */
+  dropFraction: number;
+  records: number;
+  batches: number;
+  jsCallsPer1k: number;
+  /** whole process (pump thread + JS) CPU ns per delivered event */
+  procCpuNsPerEvent: number;
+  /** JS main thread CPU ns per delivered event */
+  jsCpuNsPerEvent: number;
+  /** kernel events / loadgen syscalls (write + read): ~1 when only the load is traced */
+  eventsPerLoadSyscall: number;
+  drained: boolean;
+  load: LoadgenResult;
+}
+
+const cpuNs = (u: { user: number; system: number }) => (u.user + u.system) * 1000;
+
+function throughputRun(v: ThroughputVariant, bins: Bins): Promise<ThroughputRun> {
+  return withProbes({ wakeupBytes: v.wakeupBytes, filterNetns: true }, async (probes) => {
+    probes.attachSyscalls();
+    const decoder = new Decoder(emptyHandler());
+    let lastBatchAt = 0;
+    probes.start(
+      (batch) => {
+        decoder.decode(batch);
+        lastBatchAt = performance.now();
+      },
+      { pollMs: 10 },
+    );
+    let goAt = 0;
+    let proc0 = process.cpuUsage();
+    let thread0 = process.threadCpuUsage();
+    const load = await runLoad<LoadgenResult>(bins.loadgen, [String(LOAD_MS)], (ino) => {
+      probes.netnsAdd(ino);
+      proc0 = process.cpuUsage();
+      thread0 = process.threadCpuUsage();
+      goAt = performance.now();
+    });
+    const drained = await drain(probes, decoder);
+    const procNs = cpuNs(process.cpuUsage(proc0));
+    const thread1 = process.threadCpuUsage();
+    const threadNs = cpuNs({ user: thread1.user - thread0.user, system: thread1.system - thread0.system });
+    const ks = probes.stats();
+    const ps = probes.pumpStats();
+    const records = decoder.stats.records;
+    const produced = ks.events + ks.rbDrops;
+    return {
+      deliveredPerSec: records / ((lastBatchAt - goAt) / 1000),
+      kernelPerSec: produced / (load.elapsedNs / 1e9),
+      loadWritesPerSec: load.writes / (load.elapsedNs / 1e9),
+      kernelEvents: ks.events,
+      rbDrops: ks.rbDrops,
+      pumpDroppedRecords: ps.droppedRecords,
+      dropFraction: ratio(ks.rbDrops + ps.droppedRecords, produced),
+      records,
+      batches: ps.batches,
+      jsCallsPer1k: ratio(ps.batches, ps.records) * 1000,
+      procCpuNsPerEvent: ratio(procNs, records),
+      jsCpuNsPerEvent: ratio(threadNs, records),
+      eventsPerLoadSyscall: ratio(produced, load.writes + load.reads),
+      drained,
+      load,
+    };
+  });
+}
+
+// ---- 2. ns per traced syscall ----
+
+interface SysloopResult {
+  calls: number;
+  elapsedNs: number;
+  nsPerCall: number;
+  reads: number;
+}
+
+interface SyscallVariant {
+  id: 'none' | 'traced' | 'filtered' | 'tracedRunStats' | 'filteredRunStats';
+  label: string;
+  probes: 'none' | 'traced' | 'filtered';
+  runStats: boolean;
+}
+
+const SYSCALL_VARIANTS: SyscallVariant[] = [
+  { id: 'none', label: 'a no probes', probes: 'none', runStats: false },
+  { id: 'traced', label: 'b probes, netns traced (events)', probes: 'traced', runStats: false },
+  { id: 'filtered', label: 'c probes, netns not traced', probes: 'filtered', runStats: false },
+  { id: 'tracedRunStats', label: 'b + BPF run stats on', probes: 'traced', runStats: true },
+  { id: 'filteredRunStats', label: 'c + BPF run stats on', probes: 'filtered', runStats: true },
+];
+
+interface SyscallRun {
+  nsPerCall: number;
+  kernelEvents: number;
+  rbDrops: number;
+  pumpDroppedRecords: number;
+  filtered: number;
+  /** BPF run-time statistics over the load (run-stats variants only) */
+  progs: ProgDelta[];
+  load: SysloopResult;
+}
+
+const WATCHED_PROGS = ['enter_write', 'exit_write', 'enter_read', 'exit_read'];
+
+async function syscallRun(v: SyscallVariant, bins: Bins): Promise<SyscallRun> {
+  if (v.probes === 'none') {
+    const load = await runLoad<SysloopResult>(bins.sysloop, [String(CALLS)], () => {});
+    return { nsPerCall: load.nsPerCall, kernelEvents: 0, rbDrops: 0, pumpDroppedRecords: 0, filtered: 0, progs: [], load };
+  }
+  return withProbes({ filterNetns: true }, async (probes) => {
+    probes.attachSyscalls();
+    if (v.runStats) probes.enableRunStats();
+    // the pump runs as in the agent, so the traced variant pays for draining too
+    const decoder = new Decoder(emptyHandler());
+    probes.start((batch) => decoder.decode(batch), { pollMs: 10 });
+    let before: ProgStat[] = [];
+    const load = await runLoad<SysloopResult>(bins.sysloop, [String(CALLS)], (ino) => {
+      if (v.probes === 'traced') probes.netnsAdd(ino);
+      if (v.runStats) before = probes.progStats();
+    });
+    const after = v.runStats ? probes.progStats() : [];
+    await drain(probes, decoder);
+    const ks = probes.stats();
+    return {
+      nsPerCall: load.nsPerCall,
+      kernelEvents: ks.events,
+      rbDrops: ks.rbDrops,
+      pumpDroppedRecords: probes.pumpStats().droppedRecords,
+      filtered: ks.filtered,
+      progs: progDeltas(before, after).filter((p) => WATCHED_PROGS.includes(p.name)),
+      load,
+    };
+  });
+}
+
+// ---- rounds ----
+
+/**
+ * Runs every variant once per round, order alternating between rounds. Stops before a round
+ * that would end past `deadline` (estimated from the slowest round so far): whole rounds only,
+ * so every variant has the same number of samples.
+ */
+async function rounds<V extends { id: string; label: string }, R>(
+  name: string,
+  variants: readonly V[],
+  deadline: number,
+  run: (v: V) => Promise<R>,
+): Promise<{ runs: Map<string, R[]>; rounds: number }> {
+  const runs = new Map<string, R[]>(variants.map((v) => [v.id, []]));
+  let slowest = 0;
+  let done = 0;
+  for (let r = 0; r < ROUNDS; r++) {
+    if (r > 0 && performance.now() + slowest > deadline) {
+      log(`${name}: time budget reached, stopping after ${r} rounds`);
+      break;
+    }
+    const start = performance.now();
+    for (const v of roundOrder(variants, r)) {
+      log(`${name} round ${r + 1}/${ROUNDS}: ${v.label}`);
+      runs.get(v.id)?.push(await run(v));
+    }
+    slowest = Math.max(slowest, performance.now() - start);
+    done++;
+  }
+  return { runs, rounds: done };
+}
+
+const pick = <R>(runs: readonly R[], f: (r: R) => number): Summary => summarize(runs.map(f));
+/** per-round paired differences: rounds interleave, so round r of b and of a shared conditions */
+const paired = (x: readonly number[], y: readonly number[]): Summary => summarize(x.map((v, i) => v - (y[i] ?? Number.NaN)));
+const pickProg = (runs: readonly SyscallRun[], name: string, f: (p: ProgDelta) => number): Summary =>
+  pick(runs, (r) => {
+    const p = r.progs.find((q) => q.name === name);
+    return p ? f(p) : Number.NaN;
+  });
+const round1 = (s: Summary) => ({ median: +s.median.toFixed(1), min: +s.min.toFixed(1), max: +s.max.toFixed(1), n: s.n });
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('bench needs root (BPF programs, unshare(CLONE_NEWNET))');
+  try {
+    loadNative();
+  } catch (e) {
+    throw new Error(`native addon not loadable (run "npm run build"): ${(e as Error).message}`);
+  }
+  const bins = buildLoadPrograms();
+  // warm the page cache and the loopback path once, unmeasured
+  await runLoad<SysloopResult>(bins.sysloop, [String(Math.min(CALLS, 100000))], () => {});
+
+  // about 40 % of the budget for throughput, the rest for the syscall variants (5 per round)
+  const tp = await rounds('throughput', THROUGHPUT_VARIANTS, t0Bench + BUDGET_MS * 0.4, (v) => throughputRun(v, bins));
+  const sc = await rounds('syscall', SYSCALL_VARIANTS, t0Bench + BUDGET_MS, (v) => syscallRun(v, bins));
+
+  // ---- throughput report ----
+  const tpRuns = (id: ThroughputVariant['id']) => tp.runs.get(id) ?? [];
+  const tpMetrics = (runs: ThroughputRun[]) => ({
+    deliveredPerSec: pick(runs, (r) => r.deliveredPerSec),
+    kernelPerSec: pick(runs, (r) => r.kernelPerSec),
+    loadWritesPerSec: pick(runs, (r) => r.loadWritesPerSec),
+    dropFraction: pick(runs, (r) => r.dropFraction),
+    jsCallsPer1k: pick(runs, (r) => r.jsCallsPer1k),
+    procCpuNsPerEvent: pick(runs, (r) => r.procCpuNsPerEvent),
+    jsCpuNsPerEvent: pick(runs, (r) => r.jsCpuNsPerEvent),
+  });
+  const batched = tpMetrics(tpRuns('batched'));
+  const perEvent = tpMetrics(tpRuns('perEvent'));
+  const tpRatio = (f: (m: typeof batched) => Summary) => ratio(f(batched).median, f(perEvent).median);
+  const tpRatios = {
+    deliveredPerSec: tpRatio((m) => m.deliveredPerSec),
+    loadWritesPerSec: tpRatio((m) => m.loadWritesPerSec),
+    jsCallsPer1k: tpRatio((m) => m.jsCallsPer1k),
+    procCpuNsPerEvent: tpRatio((m) => m.procCpuNsPerEvent),
+    jsCpuNsPerEvent: tpRatio((m) => m.jsCpuNsPerEvent),
+  };
+  const tpRow = (label: string, m: typeof batched) => [
+    label,
+    fmtSummary(m.deliveredPerSec, fmtSI),
+    fmtSummary(m.kernelPerSec, fmtSI),
+    fmtSummary(m.loadWritesPerSec, fmtSI),
+    fmtSummary(m.dropFraction, fmtPct),
+    fmtSummary(m.jsCallsPer1k),
+    fmtSummary(m.procCpuNsPerEvent),
+    fmtSummary(m.jsCpuNsPerEvent),
+  ];
+  const out: string[] = [];
+  out.push(
+    `1. Kernel -> JS throughput: loadgen write()s 64..256 B on TCP 127.0.0.1 for ${LOAD_MS} ms (+ its reads), ` +
+      `median (min..max) over ${tp.rounds} rounds`,
+  );
+  out.push(
+    table(
+      ['variant', 'events/s to JS', 'kernel events/s', 'loadgen writes/s', 'dropped', 'JS calls/1k ev', 'proc CPU ns/ev', 'JS thread CPU ns/ev'],
+      [
+        tpRow(THROUGHPUT_VARIANTS[0].label, batched),
+        tpRow(THROUGHPUT_VARIANTS[1].label, perEvent),
+        [
+          'ratio a/b (medians)',
+          fmtRatio(tpRatios.deliveredPerSec),
+          '',
+          fmtRatio(tpRatios.loadWritesPerSec),
+          '',
+          fmtRatio(tpRatios.jsCallsPer1k),
+          fmtRatio(tpRatios.procCpuNsPerEvent),
+          fmtRatio(tpRatios.jsCpuNsPerEvent),
+        ],
+      ],
+    ),
+  );
+  const undrained = [...tpRuns('batched'), ...tpRuns('perEvent')].filter((r) => !r.drained).length;
+  if (undrained) out.push(`warning: ${undrained} throughput runs did not drain within 15 s`);
+
+  // ---- syscall report ----
+  const scRuns = (id: SyscallVariant['id']) => sc.runs.get(id) ?? [];
+  const ns = (id: SyscallVariant['id']) => scRuns(id).map((r) => r.nsPerCall);
+  const base = ns('none');
+  const scRow = (v: SyscallVariant) => {
+    const runs = scRuns(v.id);
+    const added = v.probes === 'none' ? '' : fmtSummary(paired(ns(v.id), base));
+    const dropped = runs.reduce((a, r) => a + r.rbDrops + r.pumpDroppedRecords, 0);
+    const events = v.probes === 'traced' ? `${fmtSummary(pick(runs, (r) => r.kernelEvents), fmtSI)}${dropped ? ` (${dropped} dropped)` : ''}` : '';
+    return [v.label, fmtSummary(summarize(ns(v.id))), added, events];
+  };
+  out.push('');
+  out.push(
+    `2. ns per write() of 64 B on TCP 127.0.0.1 (${CALLS} timed calls, a reader thread draining), ` +
+      `median (min..max) over ${sc.rounds} rounds; added = per-round paired difference`,
+  );
+  out.push(table(['variant', 'ns/write', 'added ns vs a', 'events per run'], SYSCALL_VARIANTS.map(scRow)));
+  const progRow = (name: string) => [
+    name,
+    fmtSummary(pickProg(scRuns('tracedRunStats'), name, (p) => p.nsPerRun)),
+    fmtSummary(pickProg(scRuns('filteredRunStats'), name, (p) => p.nsPerRun)),
+    fmtSummary(pickProg(scRuns('tracedRunStats'), name, (p) => p.runs / SYSLOOP_WRITES)),
+  ];
+  out.push('');
+  out.push('   BPF run-time statistics (kernel run_time_ns / run_cnt over the sysloop run, run-stats variants)');
+  out.push(table(['program', 'ns/run, traced', 'ns/run, not traced', 'runs per loop write'], WATCHED_PROGS.map(progRow)));
+  process.stdout.write(`${out.join('\n')}\n\n`);
+
+  // ---- JSON ----
+  const rawTp = (runs: ThroughputRun[]) =>
+    runs.map((r) => ({
+      deliveredPerSec: Math.round(r.deliveredPerSec),
+      kernelPerSec: Math.round(r.kernelPerSec),
+      loadWritesPerSec: Math.round(r.loadWritesPerSec),
+      kernelEvents: r.kernelEvents,
+      rbDrops: r.rbDrops,
+      pumpDroppedRecords: r.pumpDroppedRecords,
+      records: r.records,
+      batches: r.batches,
+      procCpuNsPerEvent: Math.round(r.procCpuNsPerEvent),
+      jsCpuNsPerEvent: Math.round(r.jsCpuNsPerEvent),
+      eventsPerLoadSyscall: +r.eventsPerLoadSyscall.toFixed(3),
+      drained: r.drained,
+    }));
+  const mediansOf = (m: Record<string, Summary>) => Object.fromEntries(Object.entries(m).map(([k, s]) => [k, s.median]));
+  const progJson = (id: SyscallVariant['id']) =>
+    Object.fromEntries(WATCHED_PROGS.map((name) => [name, round1(pickProg(scRuns(id), name, (p) => p.nsPerRun))]));
+  const summary = {
+    bench: 'strata',
+    at: new Date().toISOString(),
+    env: { kernel: os.release(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', node: process.version },
+    params: { rounds: ROUNDS, loadMs: LOAD_MS, calls: CALLS, wakeupBytes: DEFAULT_WAKEUP_BYTES },
+    throughput: {
+      rounds: tp.rounds,
+      batched: { median: mediansOf(batched), raw: rawTp(tpRuns('batched')) },
+      perEvent: { median: mediansOf(perEvent), raw: rawTp(tpRuns('perEvent')) },
+      ratioBatchedOverPerEvent: Object.fromEntries(Object.entries(tpRatios).map(([k, r]) => [k, +r.toFixed(3)])),
+    },
+    syscall: {
+      rounds: sc.rounds,
+      nsPerWrite: Object.fromEntries(SYSCALL_VARIANTS.map((v) => [v.id, round1(summarize(ns(v.id)))])),
+      addedNs: {
+        traced: round1(paired(ns('traced'), base)),
+        filtered: round1(paired(ns('filtered'), base)),
+        tracedRunStats: round1(paired(ns('tracedRunStats'), base)),
+        filteredRunStats: round1(paired(ns('filteredRunStats'), base)),
+      },
+      raw: Object.fromEntries(SYSCALL_VARIANTS.map((v) => [v.id, ns(v.id).map((x) => +x.toFixed(1))])),
+      tracedEvents: scRuns('traced').map((r) => r.kernelEvents),
+      tracedDrops: scRuns('traced').map((r) => r.rbDrops + r.pumpDroppedRecords),
+      bpfNsPerRun: { traced: progJson('tracedRunStats'), filtered: progJson('filteredRunStats') },
+    },
+    elapsedS: +((performance.now() - t0Bench) / 1000).toFixed(1),
+  };
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
+}
+
+main()
+  .catch((e: unknown) => {
+    log(`failed: ${e instanceof Error ? e.message : String(e)}`);
+    process.exitCode = 1;
+  })
+  .finally(cleanup);
