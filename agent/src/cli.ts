@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Agent } from './agent.ts';
 import { EXIT_CONFIG, EXIT_OK, EXIT_USAGE, STRATA_ERR_CONFIG, StrataError } from './errors.ts';
+import { resolveOtlpTracesUrl } from './export/otlp.ts';
 import { readPodsFile } from './k8s/pods-file.ts';
 
 const USAGE = `usage: strata <command> [options]
@@ -12,7 +13,8 @@ const USAGE = `usage: strata <command> [options]
               --node-name N      this node's name (default: hostname)
               --node-netns P     netns path holding the node's interfaces (default: own)
               --iface I          extra interface to observe (repeatable), e.g. the uplink
-              --otlp-endpoint U  OTLP/HTTP traces URL (default: OTEL_EXPORTER_OTLP_* or none)
+              --otlp-endpoint U  OTLP/HTTP traces URL, or none (default: OTEL_EXPORTER_OTLP_*,
+                                 else http://localhost:4318/v1/traces)
               --traces-dir D     also write OTLP JSON + Jaeger JSON files into D
               --metrics-port P   serve /metrics /healthz /readyz on P (default 9464; 0 = any)
   demo      bring up the lab, trace a few requests, write ./traces, print them, tear down
@@ -43,8 +45,12 @@ async function runAgent(argv: string[]): Promise<number> {
     throw new StrataError(STRATA_ERR_CONFIG, `--metrics-port: expected 0..65535, got "${values['metrics-port']}"`, EXIT_CONFIG);
   }
   const pods = values['pods-file'] ? readPodsFile(values['pods-file']) : [];
-  const otlpUrl = values['otlp-endpoint'] ?? process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
-    (process.env.OTEL_EXPORTER_OTLP_ENDPOINT ? `${process.env.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/$/, '')}/v1/traces` : undefined);
+  // default: OTEL_EXPORTER_OTLP_* or Jaeger's OTLP/HTTP port on localhost; "none" turns it off
+  const otlpOpt = values['otlp-endpoint'] ?? resolveOtlpTracesUrl();
+  const otlpUrl = otlpOpt === 'none' ? undefined : otlpOpt;
+  if (!otlpUrl && !values['traces-dir']) {
+    throw new StrataError(STRATA_ERR_CONFIG, '--otlp-endpoint none needs --traces-dir: spans must go somewhere', EXIT_CONFIG);
+  }
   const agent = new Agent({
     nodeName: values['node-name'] ?? (await import('node:os')).hostname(),
     pods,

@@ -1,0 +1,62 @@
+// Replays recorded ring-buffer batches (test/fixtures, captured by scripts/capture-fixture.ts)
+// through the real decoder and correlator, with a fixed wall clock and an in-memory sink.
+import { readFileSync } from 'node:fs';
+import { Correlator } from '../../agent/src/correlate/correlator.ts';
+import { Decoder } from '../../agent/src/events/decode.ts';
+import type { SpanRecord, SpanSink } from '../../agent/src/export/types.ts';
+import { type PodEntry, StaticTopology } from '../../agent/src/k8s/pods-file.ts';
+
+export interface FixtureMeta {
+  nodeName: string;
+  pods: PodEntry[];
+  ifaces: { ifname: string; ifindex: number }[];
+  app: { ip: string; hostVeth: string };
+  ingress: { ip: string; hostVeth: string };
+  clientVeth: string;
+}
+
+export function loadFixture(name: string): { batches: Buffer[]; meta: FixtureMeta } {
+  const raw = readFileSync(new URL(`../fixtures/${name}.batches`, import.meta.url));
+  const batches: Buffer[] = [];
+  for (let o = 0; o < raw.length; ) {
+    const n = raw.readUInt32LE(o);
+    batches.push(raw.subarray(o + 4, o + 4 + n));
+    o += 4 + n;
+  }
+  const meta = JSON.parse(readFileSync(new URL(`../fixtures/${name}.meta.json`, import.meta.url), 'utf8')) as FixtureMeta;
+  return { batches, meta };
+}
+
+export class MemorySink implements SpanSink {
+  readonly spans: SpanRecord[] = [];
+  emit(s: SpanRecord): void {
+    this.spans.push(s);
+  }
+  async flush(): Promise<void> {}
+  async shutdown(): Promise<void> {}
+}
+
+/** Splits batches into records (each starts with the common header; len at offset 4). */
+export function records(batches: Buffer[]): Buffer[] {
+  const out: Buffer[] = [];
+  for (const b of batches) {
+    for (let o = 0; o + 16 <= b.length; ) {
+      const len = b.readUInt32LE(o + 4);
+      out.push(b.subarray(o, o + len));
+      o += len;
+    }
+  }
+  return out;
+}
+
+export function replay(batches: Buffer[], meta: FixtureMeta): { sink: MemorySink; correlator: Correlator; decoder: Decoder } {
+  const topo = new StaticTopology(meta.nodeName, meta.pods);
+  for (const i of meta.ifaces) topo.addInterface(i.ifindex, i.ifname);
+  const sink = new MemorySink();
+  // fake wall clock: monotonic ns as is, from the epoch
+  const correlator = new Correlator(sink, topo, {}, (ns) => [Math.floor(ns / 1e9), ns % 1e9]);
+  const decoder = new Decoder(correlator);
+  for (const b of batches) decoder.decode(b);
+  correlator.drain();
+  return { sink, correlator, decoder };
+}
