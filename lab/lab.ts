@@ -18,15 +18,26 @@ import {
   netnsPath,
   netnsPids,
 } from './netns.ts';
+import type { PipelineResponse } from './pipeline.ts';
 import { readProcRecords, recordProc, startTime, terminate } from './procs.ts';
+import type { RawRequest, RawResult } from './raw.ts';
 
 export { inNetns } from './exec.ts';
 export type { ClientResult } from './client.ts';
+export type { PipelineResponse } from './pipeline.ts';
 
 const LAB_DIR = dirname(fileURLToPath(import.meta.url));
 const GATEWAY = '10.244.1.1';
 const IPS = { client: '10.244.1.100', ingress: '10.244.1.10', app: '10.244.1.20' } as const;
 const APP_PORT = 8080;
+/** The app pod's second server: HTTP/1.0, close-delimited bodies (lab/apps/raw10.ts). */
+const RAW10_PORT = 8081;
+/** ClusterIP of the frontend Service; DNAT to the app pod happens in the ingress pod netns. */
+const SERVICE_IP = '10.96.0.10';
+const SERVICE_PORT = 80;
+export const NFT_BIN = '/usr/sbin/nft';
+/** nftables table holding the kube-proxy-style Service DNAT in the ingress netns. */
+export const SERVICE_NFT_TABLE = 'strata_svc';
 const READY_TIMEOUT_MS = 15_000;
 
 export const DEFAULT_PREFIX = 'strata';
@@ -42,7 +53,9 @@ export interface LabPod {
   netnsInode: number;
   ip: string;
   hostVeth: string;
+  /** Every container process of the pod (the same pids as `containers`). */
   pids: number[];
+  containers: { name: string; pid: number }[];
 }
 
 export interface Lab {
@@ -57,6 +70,12 @@ export interface Lab {
   pods: { ingress: LabPod; app: LabPod };
   nginxUrl: string;
   appUrl: string;
+  /** The HTTP/1.0 close-delimited server in the app pod (nginx proxies /h10/ to it). */
+  raw10Url: string;
+  /** ClusterIP of the frontend Service (nginx proxies /svc/ to serviceUrl). */
+  serviceIp: string;
+  /** `http://<serviceIp>:80`: reachable from the ingress pod only (the DNAT rule lives there). */
+  serviceUrl: string;
   podsFile: string;
 }
 
@@ -113,7 +132,16 @@ async function build(prefix: string, stateDir: string): Promise<Lab> {
     await addPodLink({ nodeNs: nodeNetns, podNs: ns[k], hostVeth: veth[k], cidr: `${IPS[k]}/24`, gateway: GATEWAY });
   }
 
+  // kube-proxy style: a nat/output DNAT in the ingress pod rewrites connections to the Service
+  // IP before routing, so the veths carry the pod IP while nginx's socket keeps the Service IP.
+  await inNetns(ns.ingress, NFT_BIN, ['-f', '-'], { input: serviceNftRules(`${IPS.app}:${APP_PORT}`) }).catch(
+    (e: Error) => {
+      throw new Error(`installing the Service DNAT in ${ns.ingress} (nftables; scripts/setup.sh installs it): ${e.message}`);
+    },
+  );
+
   const appUrl = `http://${IPS.app}:${APP_PORT}`;
+  const raw10Url = `http://${IPS.app}:${RAW10_PORT}`;
   const nginxUrl = `http://${IPS.ingress}`;
   const clientNetns = ns.client;
   const startIn = (name: string, netns: string, cmd: string, args: string[]): Detached => {
@@ -132,13 +160,30 @@ async function build(prefix: string, stateDir: string): Promise<Lab> {
     });
 
   const app = startIn('frontend', ns.app, process.execPath, [join(LAB_DIR, 'apps', 'frontend.ts')]);
-  await waitReady('frontend', app, `${appUrl}/healthz`, join(logs, 'frontend.log'));
+  const raw10 = startIn('raw10', ns.app, process.execPath, [join(LAB_DIR, 'apps', 'raw10.ts')]);
+  await Promise.all([
+    waitReady('frontend', app, `${appUrl}/healthz`, join(logs, 'frontend.log')),
+    waitReady('raw10', raw10, `${raw10Url}/healthz`, join(logs, 'raw10.log')),
+  ]);
 
-  const nginxFiles = writeNginxConfig(stateDir, `${IPS.app}:${APP_PORT}`);
+  const nginxFiles = writeNginxConfig(stateDir, `${IPS.app}:${APP_PORT}`, {
+    service: `${SERVICE_IP}:${SERVICE_PORT}`,
+    http10: `${IPS.app}:${RAW10_PORT}`,
+  });
   const nginx = startIn('nginx', ns.ingress, NGINX_BIN, nginxArgs(nginxFiles));
   await waitReady('nginx', nginx, `${nginxUrl}/healthz`, nginxFiles.errorLog);
+  // The other upstreams, through nginx: the Service IP (DNAT) and the HTTP/1.0 server.
+  await Promise.all([
+    waitReady('nginx /svc/ (Service DNAT)', nginx, `${nginxUrl}/svc/healthz`, nginxFiles.errorLog),
+    waitReady('nginx /h10/', nginx, `${nginxUrl}/h10/healthz`, nginxFiles.errorLog),
+  ]);
 
-  const pod = (name: string, namespace: string, k: 'ingress' | 'app', pid: number): LabPod => ({
+  const pod = (
+    name: string,
+    namespace: string,
+    k: 'ingress' | 'app',
+    containers: { name: string; pid: number }[],
+  ): LabPod => ({
     name,
     namespace,
     uid: randomUUID(),
@@ -147,7 +192,8 @@ async function build(prefix: string, stateDir: string): Promise<Lab> {
     netnsInode: netnsInode(ns[k]),
     ip: IPS[k],
     hostVeth: veth[k],
-    pids: [pid],
+    pids: containers.map((c) => c.pid),
+    containers,
   });
   const lab: Lab = {
     prefix,
@@ -159,11 +205,17 @@ async function build(prefix: string, stateDir: string): Promise<Lab> {
     clientIp: IPS.client,
     clientVeth: veth.client,
     pods: {
-      ingress: pod('ingress-nginx', 'ingress-nginx', 'ingress', nginx.pid),
-      app: pod('frontend', 'default', 'app', app.pid),
+      ingress: pod('ingress-nginx', 'ingress-nginx', 'ingress', [{ name: 'controller', pid: nginx.pid }]),
+      app: pod('frontend', 'default', 'app', [
+        { name: 'frontend', pid: app.pid },
+        { name: 'raw10', pid: raw10.pid },
+      ]),
     },
     nginxUrl,
     appUrl,
+    raw10Url,
+    serviceIp: SERVICE_IP,
+    serviceUrl: `http://${SERVICE_IP}:${SERVICE_PORT}`,
     podsFile: join(stateDir, 'pods.json'),
   };
   writeAtomic(lab.podsFile, podRecords(lab));
@@ -172,7 +224,7 @@ async function build(prefix: string, stateDir: string): Promise<Lab> {
 }
 
 function podRecords(lab: Lab): PodRecord[] {
-  const rec = (p: LabPod, container: string, labels: Record<string, string>): PodRecord => ({
+  const rec = (p: LabPod, labels: Record<string, string>): PodRecord => ({
     name: p.name,
     namespace: p.namespace,
     uid: p.uid,
@@ -181,15 +233,15 @@ function podRecords(lab: Lab): PodRecord[] {
     netns: p.netnsPath,
     netnsInode: p.netnsInode,
     hostVeth: p.hostVeth,
-    containers: p.pids.map((pid) => ({ name: container, pid })),
+    containers: p.containers,
     labels,
   });
   return [
-    rec(lab.pods.ingress, 'controller', {
+    rec(lab.pods.ingress, {
       'app.kubernetes.io/name': 'ingress-nginx',
       'app.kubernetes.io/component': 'controller',
     }),
-    rec(lab.pods.app, 'frontend', { app: 'frontend' }),
+    rec(lab.pods.app, { app: 'frontend' }),
   ];
 }
 
@@ -277,6 +329,88 @@ export async function curlFromClient(
   ]);
   const nl = out.lastIndexOf('\n');
   return { status: Number(out.slice(nl + 1)), body: out.slice(0, nl) };
+}
+
+/** The ruleset for the ingress netns: `ip daddr <serviceIp> tcp dport 80 dnat to <target>`. */
+function serviceNftRules(target: string): string {
+  return `table ip ${SERVICE_NFT_TABLE} {
+  chain output {
+    type nat hook output priority -100; policy accept;
+    ip daddr ${SERVICE_IP} tcp dport ${SERVICE_PORT} dnat to ${target}
+  }
+}
+`;
+}
+
+/**
+ * HTTP/1.1 pipelining from the client netns (lab/pipeline.ts): ONE connection, every
+ * `GET <path>` written back to back in one write (the last with `Connection: close`), the
+ * responses split by their framing. Resolves with the responses in the order they arrived;
+ * `path` is the path each response says it answered (the app's JSON body carries it).
+ * `url` is an origin such as lab.nginxUrl.
+ */
+export async function pipelineFromClient(
+  lab: Lab,
+  url: string,
+  paths: string[],
+  opts: { timeoutMs?: number } = {},
+): Promise<PipelineResponse[]> {
+  const u = new URL(url);
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const args = [join(LAB_DIR, 'pipeline.ts'), '--host', u.hostname, '--port', u.port || '80'];
+  args.push('--timeout-ms', String(timeoutMs));
+  for (const p of paths) args.push('--path', p);
+  const out = await inNetns(lab.clientNetns, process.execPath, args, { timeoutMs: timeoutMs + 10_000 });
+  return JSON.parse(out) as PipelineResponse[];
+}
+
+export interface RawOptions {
+  /** Pause between writes (traffic shaping: the peer sees the request arrive in pieces). */
+  delayMs?: number;
+  /** Half-close (FIN) the sending side after the last chunk. */
+  half?: boolean;
+  /** Stop reading after this long if the server has not closed; default 5000. */
+  timeoutMs?: number;
+}
+
+/**
+ * Raw TCP from the client netns (lab/raw.ts): connects to host:port, sends each chunk as its
+ * own write, and resolves with every byte received until the server closes, resets, or
+ * opts.timeoutMs passes (what arrived by then). Rejects only when it cannot connect.
+ */
+export async function rawFromClient(
+  lab: Lab,
+  host: string,
+  port: number,
+  chunks: (string | Buffer)[],
+  opts: RawOptions = {},
+): Promise<Buffer> {
+  return (await rawExchangeFromClient(lab, host, port, chunks, opts)).data;
+}
+
+/** rawFromClient, also telling how the exchange ended. */
+export async function rawExchangeFromClient(
+  lab: Lab,
+  host: string,
+  port: number,
+  chunks: (string | Buffer)[],
+  opts: RawOptions = {},
+): Promise<{ data: Buffer; closed: boolean; reset: boolean; timedOut: boolean }> {
+  const req: RawRequest = {
+    host,
+    port,
+    chunks: chunks.map((c) => (typeof c === 'string' ? Buffer.from(c) : c).toString('base64')),
+    delayMs: opts.delayMs,
+    half: opts.half,
+    timeoutMs: opts.timeoutMs ?? 5000,
+  };
+  const budget = (req.timeoutMs ?? 5000) + (opts.delayMs ?? 0) * chunks.length + 10_000;
+  const out = await inNetns(lab.clientNetns, process.execPath, [join(LAB_DIR, 'raw.ts')], {
+    input: JSON.stringify(req),
+    timeoutMs: budget,
+  });
+  const r = JSON.parse(out) as RawResult;
+  return { data: Buffer.from(r.received, 'base64'), closed: r.closed, reset: r.reset, timedOut: r.timedOut };
 }
 
 async function httpStatus(netns: string, url: string): Promise<number> {

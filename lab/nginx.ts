@@ -10,8 +10,19 @@ export interface NginxFiles {
   errorLog: string;
 }
 
-/** Writes the config and the directories nginx needs under stateDir/nginx; nothing under /etc or /var. */
-export function writeNginxConfig(stateDir: string, upstream: string): NginxFiles {
+export interface NginxExtraUpstreams {
+  /** A Service (ClusterIP) address `ip:port`, proxied at /svc/ with keep-alive; DNAT in the pod rewrites it. */
+  service?: string;
+  /** An HTTP/1.0 close-delimited server `ip:port`, proxied at /h10/ with proxy_http_version 1.0. */
+  http10?: string;
+}
+
+/**
+ * Writes the config and the directories nginx needs under stateDir/nginx; nothing under /etc or /var.
+ * Locations: `/` -> upstream (keep-alive), and when given `/svc/` -> extra.service (keep-alive),
+ * `/h10/` -> extra.http10 (HTTP/1.0, one connection per request). Paths pass through unchanged.
+ */
+export function writeNginxConfig(stateDir: string, upstream: string, extra: NginxExtraUpstreams = {}): NginxFiles {
   const prefixDir = join(stateDir, 'nginx');
   const logs = join(stateDir, 'logs');
   const temp = join(prefixDir, 'temp');
@@ -19,6 +30,34 @@ export function writeNginxConfig(stateDir: string, upstream: string): NginxFiles
   mkdirSync(logs, { recursive: true });
   const confFile = join(prefixDir, 'nginx.conf');
   const errorLog = join(logs, 'nginx-error.log');
+  const svcUpstream = extra.service
+    ? `
+  upstream svc {
+    server ${extra.service};
+    keepalive 16;
+  }
+`
+    : '';
+  const svcLocation = extra.service
+    ? `
+    location /svc/ {
+      proxy_pass http://svc;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Request-ID $strata_request_id;
+    }
+`
+    : '';
+  // HTTP/1.0 upstream: nginx sends `Connection: close`, the server closes after the body.
+  const h10Location = extra.http10
+    ? `
+    location /h10/ {
+      proxy_pass http://${extra.http10};
+      proxy_http_version 1.0;
+      proxy_set_header X-Request-ID $strata_request_id;
+    }
+`
+    : '';
   writeFileSync(
     confFile,
     `daemon off;
@@ -38,6 +77,7 @@ http {
   fastcgi_temp_path ${temp}/fastcgi;
   uwsgi_temp_path ${temp}/uwsgi;
   scgi_temp_path ${temp}/scgi;
+  client_max_body_size 8m;
 
   # Keep the client's X-Request-ID; generate one only when the request has none.
   map $http_x_request_id $strata_request_id {
@@ -49,8 +89,7 @@ http {
     server ${upstream};
     keepalive 16;
   }
-
-  server {
+${svcUpstream}  server {
     listen 80;
     location / {
       proxy_pass http://app;
@@ -58,7 +97,7 @@ http {
       proxy_set_header Connection "";
       proxy_set_header X-Request-ID $strata_request_id;
     }
-  }
+${svcLocation}${h10Location}  }
 }
 `,
   );

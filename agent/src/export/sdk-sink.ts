@@ -243,22 +243,22 @@ export class SdkSpanSink implements SpanSink {
     if (batch.maxExportBatchSize > batch.maxQueueSize) batch.maxExportBatchSize = batch.maxQueueSize;
     this.pipelines = options.exporters.map((e) => new ExportPipeline(e, batch, this.warn));
 
-    const self = this;
+    const pending = () => this.pending;
     this.idGenerator = {
       generateTraceId(): string {
-        const p = self.pending;
+        const p = pending();
         if (!p) throw new Error('SdkSpanSink: span started outside emit()');
         return p.traceId;
       },
       generateSpanId(): string {
-        const p = self.pending;
+        const p = pending();
         if (!p) throw new Error('SdkSpanSink: span started outside emit()');
         return p.spanId;
       },
     };
     this.sampler = {
       shouldSample(): SamplingResult {
-        return { decision: SamplingDecision.RECORD_AND_SAMPLED, traceState: self.pending?.traceState };
+        return { decision: SamplingDecision.RECORD_AND_SAMPLED, traceState: pending()?.traceState };
       },
       toString: () => 'StrataRecordSampler',
     };
