@@ -14,7 +14,8 @@ import { addrString, type PktEvent, type SockEvent, type StateEvent, type EventH
 import { DIR, EVENT_TYPE, FLAGS } from '../events/layout.generated.ts';
 import type { SpanRecord, SpanSink } from '../export/types.ts';
 import { extractContext } from './context.ts';
-import { looksLikeRequest, looksLikeResponse, parseHead, splitTarget } from './http.ts';
+import { type HttpHead, looksLikeRequest, splitTarget } from './http.ts';
+import { type Framing, HttpStream } from './stream.ts';
 import { deriveSpanId, deriveTraceId } from './ids.ts';
 
 export interface PodInfo {
@@ -69,7 +70,7 @@ export interface CorrelatorStats {
   orphanResponses: number;
   incomplete: number;
   malformedContext: number;
-  pktWithoutMessage: number;
+  truncatedHeads: number;
 }
 
 const ROLE_UNKNOWN = 0;
@@ -105,12 +106,25 @@ interface Conn {
   localPort: number;
   remoteIp: string;
   remotePort: number;
+  /** the client's endpoint "ip:port": what message keys are built on (survives DNAT) */
+  clientEp: string;
   pod?: PodInfo;
-  /** exchange whose request bytes are flowing */
+  /** request direction and response direction parsers (created when the role is known) */
+  req?: HttpStream;
+  resp?: HttpStream;
+  /** request whose bytes are flowing */
   reqOpen?: Exchange;
   /** exchanges waiting for (or receiving) their response, oldest first */
   awaiting: Exchange[];
+  /** exchange whose response bytes are flowing */
+  respOpen?: Exchange;
+  /** the response now being parsed started at this time / seq */
+  respStartTs: number;
+  respStartSeq: number;
+  lastReqTs: number;
+  lastRespTs: number;
   lastTs: number;
+  nonHttpCounted: boolean;
 }
 
 interface Exchange {
@@ -123,18 +137,15 @@ interface Exchange {
   reqStart: number;
   reqEnd: number;
   reqBytes: number;
-  reqHeadLen: number;
-  reqContentLength: number;
+  reqTruncated: boolean;
   respKey?: string;
   respStart: number;
   respEnd: number;
   respBytes: number;
-  respHeadLen: number;
-  respContentLength: number;
-  respChunked: boolean;
   status: number;
   done: boolean;
   incomplete: boolean;
+  upgraded: boolean;
   /** for CLIENT exchanges: the SERVER exchange of the same process that caused it */
   cause?: Exchange;
   children: number;
@@ -162,7 +173,7 @@ export function measureWallClock(): WallClock {
 export class Correlator implements EventHandler {
   readonly stats: CorrelatorStats = {
     conns: 0, messages: 0, connEvictions: 0, messageEvictions: 0, exchanges: 0, spansEmitted: 0, hopSpansEmitted: 0,
-    nonHttp: 0, orphanResponses: 0, incomplete: 0, malformedContext: 0, pktWithoutMessage: 0,
+    nonHttp: 0, orphanResponses: 0, incomplete: 0, malformedContext: 0, truncatedHeads: 0,
   };
   private readonly opts: CorrelatorOptions;
   private readonly conns = new Map<number, Conn>();
@@ -196,25 +207,34 @@ export class Correlator implements EventHandler {
     }
     const c = this.conn(e);
     if (e.type === EVENT_TYPE.EV_SOCK_ACCEPT) {
-      c.role = ROLE_SERVER;
+      this.setRole(c, ROLE_SERVER);
       return;
     }
     if (e.type === EVENT_TYPE.EV_SOCK_CONNECT) {
-      c.role = ROLE_CLIENT;
+      this.setRole(c, ROLE_CLIENT);
       return;
     }
     if (e.type !== EVENT_TYPE.EV_SOCK_DATA || e.flags & FLAGS.F_PEEK) return;
     if (c.role === ROLE_UNKNOWN) {
       // a connection older than the agent: the first request tells which side we are
       if (!looksLikeRequest(e.buf, e.payloadOff, e.payloadLen)) {
-        this.stats.nonHttp++;
+        if (!c.nonHttpCounted) this.stats.nonHttp++;
+        c.nonHttpCounted = true;
         return;
       }
-      c.role = e.dir === DIR.DIR_IN ? ROLE_SERVER : ROLE_CLIENT;
+      this.setRole(c, e.dir === DIR.DIR_IN ? ROLE_SERVER : ROLE_CLIENT);
     }
     const requestDir = c.role === ROLE_SERVER ? DIR.DIR_IN : DIR.DIR_OUT;
-    if (e.dir === requestDir) this.requestData(c, e);
-    else this.responseData(c, e);
+    this.ev = e;
+    this.evConn = c;
+    c.lastTs = e.tsNs;
+    // bytes count from when they are handed to the kernel (write entry) or to the app (read exit)
+    this.evTs = e.dir === DIR.DIR_OUT ? e.enterTsNs : e.tsNs;
+    const stream = e.dir === requestDir ? c.req : c.resp;
+    stream?.feed(e.buf, e.payloadOff, e.payloadLen, e.ret);
+    if (e.dir === requestDir) c.lastReqTs = this.evTs;
+    else c.lastRespTs = this.evTs;
+    this.ev = undefined;
   }
 
   onState(_e: StateEvent): void {
@@ -224,106 +244,154 @@ export class Correlator implements EventHandler {
   onPkt(e: PktEvent): void {
     if (e.tsNs > this.lastTs) this.lastTs = e.tsNs;
     if (e.dataLen === 0 || !(e.flags & FLAGS.F_SEQ_VALID)) return;
-    const key = msgKey(addrString(e.buf, e.tuple.saddrOff, e.tuple.family), e.tuple.sport, e.seq);
     const iface = this.topo.iface(e.ifindex);
-    const m = this.msg(key, e.tsNs);
-    m.points.push({ ts: e.tsNs, kind: 'pkt', label: iface?.name ?? `if${e.ifindex}`, ifname: iface?.name ?? `if${e.ifindex}`, dir: e.dir, pod: iface?.pod });
+    const name = iface?.name ?? `if${e.ifindex}`;
+    const pt: Point = { ts: e.tsNs, kind: 'pkt', label: name, ifname: name, dir: e.dir, pod: iface?.pod };
+    // which end is the client is unknown here: file the point under both readings; the
+    // message nobody claims expires
+    const src = `${addrString(e.buf, e.tuple.saddrOff, e.tuple.family)}:${e.tuple.sport}`;
+    const dst = `${addrString(e.buf, e.tuple.daddrOff, e.tuple.family)}:${e.tuple.dport}`;
+    this.msg(reqMsgKey(src, e.seq), e.tsNs).points.push(pt);
+    this.msg(respMsgKey(dst, e.seq), e.tsNs).points.push(pt);
   }
 
   // ---------------------------------------------------------------- HTTP
 
-  private requestData(c: Conn, e: SockEvent): void {
-    const open = c.reqOpen;
-    const startsRequest = looksLikeRequest(e.buf, e.payloadOff, e.payloadLen);
-    const bodyPending = open && open.reqContentLength >= 0 && open.reqHeadLen >= 0 &&
-      open.reqBytes < open.reqHeadLen + open.reqContentLength;
-    if (open && (!startsRequest || bodyPending)) {
-      open.reqBytes += e.ret;
-      open.reqEnd = e.tsNs;
-      c.lastTs = e.tsNs;
-      return;
-    }
-    if (!startsRequest) {
-      this.stats.nonHttp++;
-      return;
-    }
-    const head = parseHead(e.buf, e.payloadOff, e.payloadLen, true);
-    if (!head) {
-      this.stats.nonHttp++;
-      return;
-    }
-    const seqValid = (e.flags & FLAGS.F_SEQ_VALID) !== 0;
-    const sender = c.role === ROLE_SERVER ? [c.remoteIp, c.remotePort] as const : [c.localIp, c.localPort] as const;
-    const reqKey = seqValid ? msgKey(sender[0], sender[1], e.seq) : `${c.sk}/${e.tsNs}`;
+  private ev?: SockEvent;
+  private evConn?: Conn;
+  private evTs = 0;
+
+  private setRole(c: Conn, role: number): void {
+    if (c.role === role && c.req) return;
+    c.role = role;
+    c.clientEp = role === ROLE_SERVER ? `${c.remoteIp}:${c.remotePort}` : `${c.localIp}:${c.localPort}`;
+    c.req = new HttpStream(true, {
+      onStart: (off) => this.requestStart(c, off),
+      onHead: (head, truncated) => this.requestHead(c, head, truncated),
+      onEnd: (off) => this.requestEnd(c, off),
+      onNonHttp: () => this.nonHttp(c),
+    });
+    c.resp = new HttpStream(false, {
+      onStart: (off) => this.responseStart(c, off),
+      onHead: (head, truncated) => this.responseHead(c, head, truncated),
+      onEnd: (off) => this.responseEnd(c, off),
+      onNonHttp: () => this.nonHttp(c),
+    });
+  }
+
+  private nonHttp(c: Conn): void {
+    if (!c.nonHttpCounted) this.stats.nonHttp++;
+    c.nonHttpCounted = true;
+  }
+
+  /** seq of the byte at `off` of the current event, or -1 */
+  private seqAt(off: number): number {
+    const e = this.ev;
+    if (!e || !(e.flags & FLAGS.F_SEQ_VALID)) return -1;
+    return (e.seq + off) >>> 0;
+  }
+
+  private pendingReq = new Map<Conn, { ts: number; seq: number }>();
+
+  private requestStart(c: Conn, off: number): void {
+    this.pendingReq.set(c, { ts: this.evTs, seq: this.seqAt(off) });
+  }
+
+  private requestHead(c: Conn, head: HttpHead | null, truncated: boolean): Framing {
+    const start = this.pendingReq.get(c) ?? { ts: this.evTs, seq: -1 };
+    this.pendingReq.delete(c);
+    const reqKey = start.seq >= 0 ? reqMsgKey(c.clientEp, start.seq) : `${c.sk}/${start.ts}`;
     const ex: Exchange = {
-      conn: c, role: c.role, method: head.method, target: head.target, headers: head.headers, reqKey,
-      reqStart: c.role === ROLE_SERVER ? e.tsNs : e.enterTsNs, reqEnd: e.tsNs, reqBytes: e.ret,
-      reqHeadLen: head.headLen, reqContentLength: head.contentLength,
-      respStart: 0, respEnd: 0, respBytes: 0, respHeadLen: -1, respContentLength: -1, respChunked: false,
-      status: 0, done: false, incomplete: false, children: 0, emittedAt: 0,
+      conn: c, role: c.role, method: head?.method || '_OTHER', target: head?.target ?? '', headers: head?.headers ?? new Map(),
+      reqKey, reqStart: start.ts, reqEnd: this.evTs, reqBytes: 0, reqTruncated: truncated,
+      respStart: 0, respEnd: 0, respBytes: 0, status: 0, done: false, incomplete: false, upgraded: false,
+      children: 0, emittedAt: 0,
     };
+    if (truncated) this.stats.truncatedHeads++;
     this.stats.exchanges++;
     c.reqOpen = ex;
     c.awaiting.push(ex);
-    c.lastTs = e.tsNs;
     const label = `${c.pod?.workload ?? c.comm} socket`;
     if (c.role === ROLE_SERVER) {
-      this.msg(reqKey, e.tsNs).points.push({ ts: e.tsNs, kind: 'read', label, pod: c.pod, netns: c.netns });
+      this.msg(reqKey, start.ts).points.push({ ts: start.ts, kind: 'read', label, pod: c.pod, netns: c.netns });
       const list = this.activeServers.get(c.pid);
       if (list) list.push(ex);
       else this.activeServers.set(c.pid, [ex]);
     } else {
-      this.msg(reqKey, e.tsNs).points.push({ ts: e.enterTsNs, kind: 'write', label, pod: c.pod, netns: c.netns });
+      this.msg(reqKey, start.ts).points.push({ ts: start.ts, kind: 'write', label, pod: c.pod, netns: c.netns });
       ex.cause = this.findCause(c, ex);
       if (ex.cause) ex.cause.children++;
       this.clientByReqKey.set(reqKey, ex);
     }
+    if (!head || truncated) return { mode: 'none' };
+    if (head.chunked) return { mode: 'chunked' };
+    if (head.contentLength > 0) return { mode: 'length', length: head.contentLength };
+    return { mode: 'none' };
   }
 
-  private responseData(c: Conn, e: SockEvent): void {
-    let ex = c.awaiting[0];
-    if (ex && ex.respBytes > 0 && looksLikeResponse(e.buf, e.payloadOff, e.payloadLen) && respComplete(ex) !== false) {
-      // the previous response ended without us knowing its length: the next one starts here
-      this.finish(c, ex, false);
-      ex = c.awaiting[0];
-    }
+  private requestEnd(c: Conn, off: number): void {
+    const ex = c.reqOpen;
+    if (!ex) return;
+    ex.reqEnd = off < 0 ? c.lastReqTs : this.evTs;
+    ex.reqBytes = c.req?.messageBytes ?? 0;
+    c.reqOpen = undefined;
+  }
+
+  private responseStart(c: Conn, off: number): void {
+    c.respStartTs = this.evTs;
+    c.respStartSeq = this.seqAt(off);
+  }
+
+  private responseHead(c: Conn, head: HttpHead | null, truncated: boolean): Framing {
+    const ex = c.awaiting[0];
     if (!ex) {
       this.stats.orphanResponses++;
-      return;
+      c.respOpen = undefined;
+      // keep framing so the next response is found
+      if (!head || truncated) return { mode: 'none' };
+      return head.chunked ? { mode: 'chunked' } : head.contentLength >= 0 ? { mode: 'length', length: head.contentLength } : { mode: 'close' };
     }
-    if (c.reqOpen === ex) c.reqOpen = undefined;
-    c.lastTs = e.tsNs;
-    if (ex.respBytes === 0) {
-      const head = looksLikeResponse(e.buf, e.payloadOff, e.payloadLen) ? parseHead(e.buf, e.payloadOff, e.payloadLen, false) : null;
-      if (!head) {
-        this.stats.orphanResponses++;
-        return;
-      }
-      if (head.status >= 100 && head.status < 200 && head.status !== 101) return; // interim (100 Continue)
-      ex.status = head.status;
-      ex.respHeadLen = head.headLen;
-      ex.respContentLength = head.contentLength;
-      ex.respChunked = head.chunked;
-      if (ex.method === 'HEAD' || head.status === 204 || head.status === 304) ex.respContentLength = 0;
-      ex.respStart = c.role === ROLE_SERVER ? e.enterTsNs : e.tsNs;
-      if (e.flags & FLAGS.F_SEQ_VALID) {
-        const sender = c.role === ROLE_SERVER ? [c.localIp, c.localPort] as const : [c.remoteIp, c.remotePort] as const;
-        ex.respKey = msgKey(sender[0], sender[1], e.seq);
-        const label = `${c.pod?.workload ?? c.comm} socket`;
-        this.msg(ex.respKey, e.tsNs).points.push(c.role === ROLE_SERVER
-          ? { ts: e.enterTsNs, kind: 'write', label, pod: c.pod, netns: c.netns }
-          : { ts: e.tsNs, kind: 'read', label, pod: c.pod, netns: c.netns });
-      }
+    if (head && head.status >= 100 && head.status < 200 && head.status !== 101) return { mode: 'none' }; // interim: 100 Continue
+    if (c.reqOpen === ex) {
+      // the response started before the request body was complete (early reply): the request ends here
+      c.reqOpen = undefined;
+      ex.reqBytes = c.req?.messageBytes ?? ex.reqBytes;
     }
-    ex.respBytes += e.ret;
-    // bytes count from when they are handed to the kernel (write entry) or to the app (read
-    // exit): a writer preempted before its syscall returns must not end after its reader
-    ex.respEnd = c.role === ROLE_SERVER ? e.enterTsNs : e.tsNs;
-    if (ex.respChunked && !(e.flags & FLAGS.F_TRUNCATED) && endsWithLastChunk(e.buf, e.payloadOff, e.payloadLen)) {
-      this.finish(c, ex, false);
-    } else if (respComplete(ex) === true || ex.status === 101) {
-      this.finish(c, ex, false);
+    c.awaiting.shift();
+    c.respOpen = ex;
+    ex.status = head?.status ?? 0;
+    ex.respStart = c.respStartTs;
+    if (c.respStartSeq >= 0) {
+      ex.respKey = respMsgKey(c.clientEp, c.respStartSeq);
+      const label = `${c.pod?.workload ?? c.comm} socket`;
+      this.msg(ex.respKey, c.respStartTs).points.push(c.role === ROLE_SERVER
+        ? { ts: c.respStartTs, kind: 'write', label, pod: c.pod, netns: c.netns }
+        : { ts: c.respStartTs, kind: 'read', label, pod: c.pod, netns: c.netns });
     }
+    if (!head || truncated) {
+      if (truncated) this.stats.truncatedHeads++;
+      return { mode: 'none' }; // framing unknown: the stream is lost until the next response
+    }
+    const s = head.status;
+    if (s === 101 || (ex.method === 'CONNECT' && s >= 200 && s < 300)) {
+      // protocol switch or tunnel: the span ends here, nothing further is parsed
+      ex.upgraded = true;
+      c.req?.close();
+      return { mode: 'opaque' };
+    }
+    if (ex.method === 'HEAD' || s === 204 || s === 304) return { mode: 'none' };
+    if (head.chunked) return { mode: 'chunked' };
+    if (head.contentLength >= 0) return { mode: 'length', length: head.contentLength };
+    return { mode: 'close' };
+  }
+
+  private responseEnd(c: Conn, off: number): void {
+    const ex = c.respOpen;
+    if (!ex) return;
+    ex.respEnd = off < 0 ? c.lastRespTs : this.evTs;
+    ex.respBytes = c.resp?.messageBytes ?? 0;
+    c.respOpen = undefined;
+    this.finish(c, ex, false);
   }
 
   /** In-process causality: which SERVER exchange of this process made this outbound request. */
@@ -341,8 +409,11 @@ export class Correlator implements EventHandler {
       const m = list.find((s) => s.headers.get('x-request-id') === rid);
       if (m) return m;
     }
+    // blocking servers: the thread that handles a request makes its calls
+    const sameThread = list.filter((s) => s.conn.tid === c.tid && s.conn.tid !== s.conn.pid);
+    if (sameThread.length === 1) return sameThread[0];
     const sameReq = list.filter((s) => s.method === ex.method && s.target === ex.target);
-    const pick = (l: Exchange[]) => l.find((s) => s.children === 0 && s.conn.tid === c.tid) ?? l.find((s) => s.children === 0) ?? l[0];
+    const pick = (l: Exchange[]) => l.find((s) => s.children === 0) ?? l[0];
     if (sameReq.length) return pick(sameReq);
     return pick(list);
   }
@@ -351,6 +422,7 @@ export class Correlator implements EventHandler {
     const i = c.awaiting.indexOf(ex);
     if (i >= 0) c.awaiting.splice(i, 1);
     if (c.reqOpen === ex) c.reqOpen = undefined;
+    if (c.respOpen === ex) c.respOpen = undefined;
     if (ex.done) return;
     ex.done = true;
     ex.incomplete = incomplete;
@@ -367,16 +439,16 @@ export class Correlator implements EventHandler {
   }
 
   private closeConn(c: Conn, ts: number): void {
+    // close-delimited (or lost-framing) responses end at their last byte
+    c.resp?.close();
+    if (c.respOpen) this.finish(c, c.respOpen, false);
+    c.req?.close();
     for (const ex of [...c.awaiting]) {
-      // close-delimited bodies end here; a request never answered is incomplete
-      if (ex.respBytes > 0) {
-        ex.respEnd = Math.max(ex.respEnd, ts);
-        this.finish(c, ex, false);
-      } else {
-        ex.reqEnd = Math.max(ex.reqEnd, ts);
-        this.finish(c, ex, true);
-      }
+      // a request never answered is incomplete (reset, timeout, truncated request)
+      ex.reqEnd = Math.max(ex.reqEnd, Math.min(ts, Math.max(c.lastReqTs, ex.reqEnd)));
+      this.finish(c, ex, true);
     }
+    this.pendingReq.delete(c);
     this.conns.delete(c.sk);
   }
 
@@ -395,7 +467,8 @@ export class Correlator implements EventHandler {
       sk: e.sk, pid: e.pid, tid: e.tid, netns: e.netns, fd: e.fd, comm, role: ROLE_UNKNOWN, family: e.tuple.family,
       localIp: addrString(e.buf, e.tuple.saddrOff, e.tuple.family), localPort: e.tuple.sport,
       remoteIp: addrString(e.buf, e.tuple.daddrOff, e.tuple.family), remotePort: e.tuple.dport,
-      pod: this.topo.podByNetns(e.netns), awaiting: [], lastTs: e.tsNs,
+      clientEp: '', pod: this.topo.podByNetns(e.netns), awaiting: [], respStartTs: 0, respStartSeq: -1,
+      lastReqTs: e.tsNs, lastRespTs: e.tsNs, lastTs: e.tsNs, nonHttpCounted: false,
     };
     this.conns.set(e.sk, c);
     if (this.conns.size > this.opts.maxConns) {
@@ -607,19 +680,12 @@ export class Correlator implements EventHandler {
   }
 }
 
-function msgKey(ip: string, port: number, seq: number): string {
-  return `${ip}:${port}/${seq}`;
+/** a request: sent by the client endpoint, its first byte at seq (client's sequence space) */
+function reqMsgKey(clientEp: string, seq: number): string {
+  return `>${clientEp}/${seq}`;
 }
 
-/** true: known complete; false: known incomplete; undefined: length unknown */
-function respComplete(ex: Exchange): boolean | undefined {
-  if (ex.respHeadLen < 0) return undefined;
-  if (ex.respContentLength >= 0) return ex.respBytes >= ex.respHeadLen + ex.respContentLength;
-  if (ex.respChunked) return false;
-  return undefined;
-}
-
-const LAST_CHUNK = Buffer.from('0\r\n\r\n');
-function endsWithLastChunk(b: Buffer, off: number, len: number): boolean {
-  return len >= 5 && b.compare(LAST_CHUNK, 0, 5, off + len - 5, off + len) === 0;
+/** a response: sent to the client endpoint, its first byte at seq (server's sequence space) */
+function respMsgKey(clientEp: string, seq: number): string {
+  return `<${clientEp}/${seq}`;
 }
