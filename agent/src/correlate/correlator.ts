@@ -13,7 +13,7 @@ import type { Attributes } from '@opentelemetry/api';
 import { addrString, type PktEvent, type SockEvent, type StateEvent, type EventHandler } from '../events/decode.ts';
 import { DIR, EVENT_TYPE, FLAGS } from '../events/layout.generated.ts';
 import type { SpanRecord, SpanSink } from '../export/types.ts';
-import { extractContext } from './context.ts';
+import { claimedTraceId, extractContext } from './context.ts';
 import { type HttpHead, looksLikeRequest, splitTarget } from './http.ts';
 import { type Framing, HttpStream } from './stream.ts';
 import { deriveSpanId, deriveTraceId } from './ids.ts';
@@ -149,7 +149,7 @@ interface Exchange {
   /** for CLIENT exchanges: the SERVER exchange of the same process that caused it */
   cause?: Exchange;
   children: number;
-  ids?: { traceId: string; spanId: string; parentSpanId?: string; remote: boolean; flags: number; traceState?: string };
+  ids?: { traceId: string; spanId: string; parentSpanId?: string; remote: boolean; flags: number; traceState?: string; format?: string };
   /** set when emitted */
   emittedAt: number;
 }
@@ -376,7 +376,7 @@ export class Correlator implements EventHandler {
     if (s === 101 || (ex.method === 'CONNECT' && s >= 200 && s < 300)) {
       // protocol switch or tunnel: the span ends here, nothing further is parsed
       ex.upgraded = true;
-      c.req?.close();
+      c.req?.switchProtocols();
       return { mode: 'opaque' };
     }
     if (ex.method === 'HEAD' || s === 204 || s === 304) return { mode: 'none' };
@@ -398,11 +398,11 @@ export class Correlator implements EventHandler {
   private findCause(c: Conn, ex: Exchange): Exchange | undefined {
     const list = this.activeServers.get(c.pid);
     if (!list || list.length === 0) return undefined;
-    const tp = ex.headers.get('traceparent');
     const rid = ex.headers.get('x-request-id');
-    if (tp) {
-      const tid = tp.split('-')[1];
-      const m = list.find((s) => s.headers.get('traceparent')?.split('-')[1] === tid);
+    // a proxy forwards the context (or an SDK continues it): same trace id, whatever the format
+    const tid = claimedTraceId(ex.headers);
+    if (tid) {
+      const m = list.find((s) => claimedTraceId(s.headers) === tid);
       if (m) return m;
     }
     if (rid) {
@@ -543,7 +543,7 @@ export class Correlator implements EventHandler {
     const x = extractContext(ex.headers);
     if (x.malformed) this.stats.malformedContext++;
     if (x.ctx) {
-      ex.ids = { traceId: x.ctx.traceId, spanId, parentSpanId: x.ctx.spanId, remote: true, flags: x.ctx.traceFlags, traceState: x.ctx.traceState?.serialize() };
+      ex.ids = { traceId: x.ctx.traceId, spanId, parentSpanId: x.ctx.spanId, remote: true, flags: x.ctx.traceFlags, traceState: x.ctx.traceState?.serialize(), format: x.format };
     } else {
       ex.ids = { traceId: deriveTraceId(ex.reqKey), spanId, remote: false, flags: 1 };
     }
@@ -588,6 +588,9 @@ export class Correlator implements EventHandler {
     if (query) attrs['url.query'] = query;
     if (ex.status) attrs['http.response.status_code'] = ex.status;
     if (ex.incomplete) attrs['strata.incomplete'] = true;
+    if (ex.reqTruncated) attrs['strata.request.head_truncated'] = true;
+    if (ex.upgraded) attrs['strata.upgraded'] = true;
+    if (ids.format) attrs['strata.context.format'] = ids.format;
     if (ex.role === ROLE_SERVER) {
       attrs['server.address'] = c.localIp;
       attrs['server.port'] = c.localPort;

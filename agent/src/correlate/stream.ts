@@ -112,6 +112,11 @@ export class HttpStream {
     this.gap(total - cap, cap);
   }
 
+  /** the connection switched protocols (101, CONNECT tunnel): nothing further is HTTP/1.x */
+  switchProtocols(): void {
+    this.mode = OPAQUE;
+  }
+
   /** the connection closed: a close-delimited or lost message ends at its last byte */
   close(): void {
     if (this.mode === HEAD && this.headBytes > 0) {
