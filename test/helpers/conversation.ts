@@ -81,7 +81,8 @@ export function conversation(turns: Turn[], cutReq: CutFn, cutResp: CutFn, o: Co
   return recs;
 }
 
-export function runRecords(recs: Buffer[], batchSize = 16): { spans: SpanRecord[]; correlator: Correlator } {
+/** Feeds the records, then drains everything, or only ticks at `tickAt` (monotonic ns). */
+export function runRecords(recs: Buffer[], batchSize = 16, tickAt?: number): { spans: SpanRecord[]; correlator: Correlator } {
   const topo = new StaticTopology('node-1', [
     { name: 'ingress-nginx-abc12', namespace: 'ingress-nginx', uid: 'u1', node: 'node-1', ip: '10.244.1.10', netnsInode: C_NETNS, hostVeth: 'vi', labels: { app: 'ingress-nginx' } },
     { name: 'frontend-xyz', namespace: 'default', uid: 'u2', node: 'node-1', ip: '10.244.1.20', netnsInode: S_NETNS, hostVeth: 'va', labels: { app: 'frontend' } },
@@ -90,7 +91,8 @@ export function runRecords(recs: Buffer[], batchSize = 16): { spans: SpanRecord[
   const correlator = new Correlator(sink, topo, {}, (ns) => [Math.floor(ns / 1e9), ns % 1e9]);
   const d = new Decoder(correlator);
   for (let i = 0; i < recs.length; i += batchSize) d.decode(Buffer.concat(recs.slice(i, i + batchSize)));
-  correlator.drain();
+  if (tickAt === undefined) correlator.drain();
+  else correlator.tick(tickAt);
   return { spans: sink.spans, correlator };
 }
 

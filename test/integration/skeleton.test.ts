@@ -3,73 +3,31 @@
 // decoded with the OTLP protobuf schema, Jaeger JSON on disk.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type Lab, inNetns, labDown, labUp, runClient } from '../../lab/lab.ts';
-import { type AgentProc, metricValue, startAgent, stopAgent } from '../helpers/agent-proc.ts';
+import { type Lab, inNetns, labDown, runClient } from '../../lab/lab.ts';
+import { metricValue, startAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { loadedStrataProgs, missingPrerequisites, tcFilters } from '../helpers/kernel.ts';
-import type { DecodedSpan } from '../helpers/otlp-decode.ts';
-import { flattenSpans } from '../helpers/otlp-decode.ts';
+import { KIND_CLIENT, KIND_INTERNAL, KIND_SERVER, LabTracing, type Row } from '../helpers/lab-tracing.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
-import { OtlpReceiver } from '../helpers/otlp-receiver.ts';
-
-const KIND_INTERNAL = 1;
-const KIND_SERVER = 2;
-const KIND_CLIENT = 3;
 
 const why = missingPrerequisites({ nginx: true });
 if (why && process.env.CI === 'true') throw new Error(`prerequisite missing under CI: ${why}`);
 
-interface Row {
-  span: DecodedSpan;
-  service: string;
-}
-
 describe('walking skeleton: one request, one cross-layer trace', { skip: why }, () => {
-  const prefix = `sk${Math.random().toString(36).slice(2, 6)}`;
-  const receiver = new OtlpReceiver();
+  const lt = new LabTracing('sk');
   let lab: Lab;
-  let agent: AgentProc | undefined;
-  let tracesDir: string;
-
-  const agentArgs = () => [
-    '--pods-file', lab.podsFile, '--node-name', lab.nodeName, '--node-netns', `/run/netns/${lab.nodeNetns}`,
-    '--iface', lab.clientVeth, '--otlp-endpoint', receiver.url, '--traces-dir', tracesDir,
-    '--metrics-port', '0', '--metrics-host', '127.0.0.1',
-  ];
-  const rows = (): Row[] =>
-    receiver.requests.flatMap((r) => flattenSpans(r.decoded)).map((x) => ({ span: x.span, service: String(x.resource['service.name']) }));
-  const traceRows = (traceId: string) => rows().filter((r) => r.span.traceId === traceId);
-  const metrics = async () => (await fetch(`http://127.0.0.1:${agent?.metricsPort}/metrics`)).text();
+  const rows = () => lt.rows();
+  const metrics = () => lt.metrics();
+  const treeOf = (path: string, traceId?: string) => lt.tree(path, { traceId });
 
   before(async () => {
-    tracesDir = mkdtempSync(join(tmpdir(), 'strata-traces-'));
-    await receiver.start();
-    lab = await labUp({ prefix });
-    agent = await startAgent(agentArgs());
+    await lt.up();
+    lab = lt.lab;
   });
 
-  after(async () => {
-    if (agent) await stopAgent(agent, 'SIGKILL');
-    await labDown(prefix);
-    await receiver.stop();
-    rmSync(tracesDir, { recursive: true, force: true });
-  });
-
-  /** the trace's complete tree: waits until the app SERVER and the hop spans are in */
-  async function treeOf(path: string, traceId?: string): Promise<Row[]> {
-    return waitFor(() => {
-      const root = rows().find((r) => r.span.kind === KIND_SERVER && r.service === 'ingress-nginx' && r.span.attributes['url.path'] === path &&
-        (!traceId || r.span.traceId === traceId));
-      if (!root) return undefined;
-      const t = traceRows(root.span.traceId);
-      const app = t.some((r) => r.service === 'frontend' && r.span.kind === KIND_SERVER);
-      const hops = t.filter((r) => r.span.kind === KIND_INTERNAL).length;
-      return app && hops >= 6 ? t : undefined;
-    }, `trace of ${path}`, 20_000);
-  }
+  after(() => lt.down());
 
   function assertTree(t: Row[], path: string, remoteParent?: string): void {
     const byId = new Map(t.map((r) => [r.span.spanId, r]));
@@ -157,44 +115,44 @@ describe('walking skeleton: one request, one cross-layer trace', { skip: why }, 
       const m = await metrics();
       return metricValue(m, 'strata_correlator_non_http_total') >= 2 && metricValue(m, 'strata_correlator_incomplete_total') >= 1;
     }, 'non-HTTP and incomplete counters', 15_000);
-    assert.equal((await fetch(`http://127.0.0.1:${agent?.metricsPort}/healthz`)).status, 200);
+    assert.equal((await fetch(`http://127.0.0.1:${lt.agent?.metricsPort}/healthz`)).status, 200);
     // and the agent still traces
     await runClient(lab, { paths: ['/after-garbage'] });
     assertTree(await treeOf('/after-garbage'), '/after-garbage');
   });
 
   test('Jaeger JSON holds the same spans as OTLP after a clean stop, and nothing stays attached', async () => {
-    assert.ok(agent);
+    assert.ok(lt.agent);
     const veths = [lab.pods.app.hostVeth, lab.pods.ingress.hostVeth, lab.clientVeth];
     assert.ok(veths.every((v) => tcFilters(lab.nodeNetns, v).includes('tc_ingress')), 'filters attached while running');
-    const { code } = await stopAgent(agent, 'SIGTERM');
-    agent = undefined;
+    const { code } = await stopAgent(lt.agent, 'SIGTERM');
+    lt.agent = undefined;
     assert.equal(code, 0);
-    const jaeger = JSON.parse(readFileSync(join(tracesDir, 'jaeger-traces.json'), 'utf8')) as { data: { spans: { spanID: string }[] }[] };
+    const jaeger = JSON.parse(readFileSync(join(lt.tracesDir, 'jaeger-traces.json'), 'utf8')) as { data: { spans: { spanID: string }[] }[] };
     const jaegerIds = new Set(jaeger.data.flatMap((t) => t.spans.map((s) => s.spanID)));
     const otlpIds = new Set(rows().map((r) => r.span.spanId));
     assert.ok(otlpIds.size > 300);
     assert.deepEqual([...otlpIds].filter((id) => !jaegerIds.has(id)), []);
-    const otlpFile = JSON.parse(readFileSync(join(tracesDir, 'otlp-traces.json'), 'utf8')) as { resourceSpans: unknown[] };
+    const otlpFile = JSON.parse(readFileSync(join(lt.tracesDir, 'otlp-traces.json'), 'utf8')) as { resourceSpans: unknown[] };
     assert.ok(otlpFile.resourceSpans.length > 0);
     for (const v of veths) assert.equal(tcFilters(lab.nodeNetns, v), '', `no filter left on ${v}`);
     await waitFor(() => loadedStrataProgs().length === 0, 'BPF programs released', 10_000);
   });
 
   test('after SIGKILL, a restart takes its leftovers over and a clean stop removes them', async () => {
-    const killed = await startAgent(agentArgs());
+    const killed = await startAgent(lt.agentArgs());
     assert.equal((await stopAgent(killed, 'SIGKILL')).signal, 'SIGKILL');
     // TC filters hold their programs after the process is gone: the next start replaces them
     assert.match(tcFilters(lab.nodeNetns, lab.pods.app.hostVeth), /tc_ingress/);
-    agent = await startAgent(agentArgs());
+    lt.agent = await startAgent(lt.agentArgs());
     await runClient(lab, { paths: ['/after-restart'] });
     assertTree(await treeOf('/after-restart'), '/after-restart');
-    assert.equal((await stopAgent(agent, 'SIGTERM')).code, 0);
-    agent = undefined;
+    assert.equal((await stopAgent(lt.agent, 'SIGTERM')).code, 0);
+    lt.agent = undefined;
     for (const v of [lab.pods.app.hostVeth, lab.pods.ingress.hostVeth, lab.clientVeth]) assert.equal(tcFilters(lab.nodeNetns, v), '');
     await waitFor(() => loadedStrataProgs().length === 0, 'BPF programs released', 10_000);
-    await labDown(prefix);
-    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith(`${prefix}-`));
+    await labDown(lt.prefix);
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith(`${lt.prefix}-`));
     assert.deepEqual(left, [], 'no namespace of the test remains');
   });
 });

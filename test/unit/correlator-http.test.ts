@@ -102,6 +102,30 @@ describe('HTTP/1.x on one keep-alive connection', () => {
     assert.ok(r.correlator.stats.truncatedHeads >= 1);
   });
 
+  test('chunked bodies whose framing is lost in uncaptured bytes still end at their terminator', () => {
+    const parts = Array.from({ length: 12 }, (_, i) => `${i}`.padEnd(100, '.'));
+    const turns: Turn[] = [{ request: B('GET /lost HTTP/1.1\r\nHost: app\r\n\r\n'), response: chunked(parts) }, TURNS[0]!];
+    // reads of 600 bytes, 256 captured: the chunk-size lines fall in the gaps
+    const r = runRecords(conversation(turns, whole, (d) => (d.length > 600 ? [d.subarray(0, 600), d.subarray(600)] : [d]), { cap: 256 }));
+    const c = byPath(r.spans, SpanKind.CLIENT);
+    assert.equal(c.get('/lost')?.attributes['strata.incomplete'], undefined);
+    assert.equal(c.get('/lost')?.attributes['strata.response.bytes'], chunked(parts).length);
+    assert.equal(c.get('/a')?.attributes['http.response.status_code'], 200);
+  });
+
+  test('a response whose framing is lost ends after a quiet period', () => {
+    const parts = Array.from({ length: 12 }, (_, i) => `${i}`.padEnd(100, '.'));
+    const body = chunked(parts);
+    const turns: Turn[] = [{ request: B('GET /quiet HTTP/1.1\r\nHost: app\r\n\r\n'), response: body }];
+    // the last segment is bigger than the capture too: no terminator is ever seen
+    const recs = conversation(turns, whole, (d) => [d.subarray(0, 600), d.subarray(600)], { cap: 256 });
+    // the conversation's clock runs from 1 ms; the quiet period is 1 s
+    const { spans } = runRecords(recs, 16, 0.5e9);
+    assert.equal(spans.filter((x) => x.kind === SpanKind.CLIENT).length, 0, 'not before the quiet period');
+    const later = runRecords(recs, 16, 1.5e9);
+    assert.equal(later.spans.filter((x) => x.kind === SpanKind.CLIENT).length, 1);
+  });
+
   test('Upgrade: the span ends at 101 and the tunnel is not parsed', () => {
     const turns: Turn[] = [{
       request: B('GET /ws HTTP/1.1\r\nHost: app\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'),

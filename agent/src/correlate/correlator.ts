@@ -40,6 +40,8 @@ export interface CorrelatorOptions {
   idleNs: number;
   maxConns: number;
   maxMessages: number;
+  /** a response whose framing was lost ends after this long without bytes */
+  lostQuietNs: number;
   /** emitted exchanges stay findable (for late children) this long */
   retainNs: number;
   /** processes whose server spans are labelled layer=proxy */
@@ -53,6 +55,7 @@ export const DEFAULT_CORRELATOR_OPTIONS: CorrelatorOptions = {
   idleNs: 30e9,
   maxConns: 65536,
   maxMessages: 65536,
+  lostQuietNs: 1e9,
   retainNs: 10e9,
   proxyComms: ['nginx', 'envoy', 'haproxy', 'traefik'],
   headerAllowList: ['x-request-id', 'user-agent', 'content-type'],
@@ -183,6 +186,8 @@ export class Correlator implements EventHandler {
   /** SERVER exchanges in progress, per process (in-process causality) */
   private readonly activeServers = new Map<number, Exchange[]>();
   private readonly ready: Exchange[] = [];
+  /** connections whose response framing is lost: they end after a quiet period */
+  private readonly lostConns = new Set<Conn>();
   private lastTs = 0;
   wall: WallClock;
 
@@ -232,6 +237,7 @@ export class Correlator implements EventHandler {
     this.evTs = e.dir === DIR.DIR_OUT ? e.enterTsNs : e.tsNs;
     const stream = e.dir === requestDir ? c.req : c.resp;
     stream?.feed(e.buf, e.payloadOff, e.payloadLen, e.ret);
+    if (c.resp?.lost && c.respOpen) this.lostConns.add(c);
     if (e.dir === requestDir) c.lastReqTs = this.evTs;
     else c.lastRespTs = this.evTs;
     this.ev = undefined;
@@ -502,6 +508,13 @@ export class Correlator implements EventHandler {
       if (c.lastTs > nowNs - this.opts.idleNs) break; // LRU order: the rest are newer
       this.closeConn(c, c.lastTs);
       this.stats.connEvictions++;
+    }
+    for (const c of this.lostConns) {
+      if (!c.resp?.lost || !c.respOpen || !this.conns.has(c.sk)) this.lostConns.delete(c);
+      else if (c.lastRespTs < nowNs - this.opts.lostQuietNs) {
+        c.resp.close(); // ends the message at its last byte seen
+        this.lostConns.delete(c);
+      }
     }
     let n = 0;
     for (; n < this.ready.length; n++) {

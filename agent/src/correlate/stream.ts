@@ -48,6 +48,8 @@ export class HttpStream {
   private chunkSize = 0;
   private lineLen = 0;
   private sizeDigits = 0;
+  /** framing was lost inside a chunked body: its terminator can still be recognised */
+  private lostChunked = false;
   private evTotal = 0;
   private bytes = 0;
   private readonly requests: boolean;
@@ -77,9 +79,16 @@ export class HttpStream {
     if (this.mode === LOST && cap > 0 && this.startsMessage(b, off, cap)) {
       this.l.onEnd(-1);
       this.mode = IDLE;
+      this.lostChunked = false;
     }
     this.evTotal = total;
     if (this.mode !== IDLE) this.bytes += total;
+    if (this.mode === LOST && this.lostChunked && cap === total && endsWithLastChunk(b, off, cap)) {
+      // a fully captured write/read that ends a chunked body
+      this.lostChunked = false;
+      this.end(cap - 1);
+      return;
+    }
     let p = 0;
     while (p < cap) {
       switch (this.mode) {
@@ -281,7 +290,13 @@ export class HttpStream {
 
   private lose(cap: number): number {
     this.mode = LOST;
+    this.lostChunked = true;
     return cap;
+  }
+
+  /** true when the framing is lost (the message ends at a resync, a close or a quiet period) */
+  get lost(): boolean {
+    return this.mode === LOST;
   }
 
   /** `n` bytes were moved after the captured ones, at offsets cap.. of this event */
@@ -322,11 +337,17 @@ export class HttpStream {
           this.cState = C_DATA_CRLF;
           return;
         }
-        this.mode = LOST;
+        this.lose(0);
         return;
       default:
     }
   }
+}
+
+const LAST_CHUNK = Buffer.from('\r\n0\r\n\r\n');
+function endsWithLastChunk(b: Buffer, off: number, len: number): boolean {
+  if (len === 5) return b.compare(LAST_CHUNK, 2, 7, off, off + 5) === 0;
+  return len >= 7 && b.compare(LAST_CHUNK, 0, 7, off + len - 7, off + len) === 0;
 }
 
 function hexVal(c: number): number {
