@@ -21,7 +21,7 @@ int main(int argc, char **argv)
 	memset(buf, 'x', sizeof(buf));
 	uint64_t ino = bench_setup(60);
 	tcp_pair(&w, &r);
-	reader_start(&rd, r);
+	reader_start(&rd, r, pin_writer());
 	handshake(ino);
 
 	start = now_ns();

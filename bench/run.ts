@@ -3,7 +3,7 @@
 // Variants alternate within each round (A B, then B A) so machine drift hits them alike; figures
 // are median (min..max) over the rounds. The load runs in small C programs (bench/*.c, built with
 // gcc into a temp dir) inside a private netns, so the probes see only the bench's own traffic.
-// Usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 500000] [--budget-s 170]
+// Usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 300000] [--budget-s 170]
 // Needs root. Progress goes to stderr; the tables and, last, one JSON line go to stdout.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Decoder } from '../agent/src/events/decode.ts';
-import { loadNative, type ProgStat, type Probes } from '../agent/src/probes/native.ts';
+import { loadNative, type ProbeOptions, type ProgStat, type Probes } from '../agent/src/probes/native.ts';
 import {
   fmtPct,
   fmtRatio,
@@ -36,13 +36,13 @@ const { values: argv } = parseArgs({
   options: {
     rounds: { type: 'string', default: '5' },
     'load-ms': { type: 'string', default: '1500' },
-    calls: { type: 'string', default: '500000' },
+    calls: { type: 'string', default: '300000' },
     'budget-s': { type: 'string', default: '170' },
     help: { type: 'boolean', default: false },
   },
 });
 if (argv.help) {
-  process.stdout.write('usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 500000] [--budget-s 170]\n');
+  process.stdout.write('usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 300000] [--budget-s 170]\n');
   process.exit(0);
 }
 const posInt = (name: string, v: string): number => {
@@ -52,7 +52,9 @@ const posInt = (name: string, v: string): number => {
 };
 const ROUNDS = posInt('rounds', argv.rounds);
 const LOAD_MS = posInt('load-ms', argv['load-ms']);
-const CALLS = posInt('calls', argv.calls);
+// sysloop times whole chunks of 10000 calls
+const CALLS = Math.floor(posInt('calls', argv.calls) / 10000) * 10000;
+if (CALLS === 0) throw new Error('--calls must be at least 10000');
 const BUDGET_MS = posInt('budget-s', argv['budget-s']) * 1000;
 // sysloop writes CALLS/10 warm-up calls first; the BPF run counters see those too
 const SYSLOOP_WRITES = CALLS + Math.floor(CALLS / 10);
@@ -83,7 +85,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   });
 }
 
-function withProbes<T>(opts: ConstructorParameters<typeof Probes>[0], body: (p: Probes) => Promise<T>): Promise<T> {
+function withProbes<T>(opts: ProbeOptions, body: (p: Probes) => Promise<T>): Promise<T> {
   const probes = new (loadNative().Probes)(opts);
   liveProbes.add(probes);
   return body(probes).finally(() => {
@@ -107,7 +109,7 @@ function buildLoadPrograms(): Bins {
       execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-pthread', '-o', out[name], path.join(HERE, `${name}.c`)], { stdio: ['ignore', 'pipe', 'pipe'] });
     } catch (e) {
       const stderr = (e as { stderr?: Buffer }).stderr?.toString() ?? String(e);
-      throw new Error(`gcc failed on bench/${name}.c (is gcc installed?):\n${stderr}`);
+      throw new Error(`gcc failed on bench/${name}.c (is gcc installed?):\n${stderr}`, { cause: e });
     }
   }
   return out;
@@ -168,6 +170,23 @@ async function drain(probes: Probes, decoder: Decoder, timeoutMs = 15000): Promi
   return false;
 }
 
+/**
+ * Tracing BPF programs loaded by anyone but us (another agent, a test run on the same machine).
+ * Their filters run on every syscall too, so they inflate the "no probes" baseline: counted per
+ * run and reported. null when bpftool is missing or fails.
+ */
+function foreignTracingProgs(ownIds: ReadonlySet<number>): number | null {
+  try {
+    const progs = JSON.parse(execFileSync('bpftool', ['-j', 'prog', 'show'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()) as {
+      id: number;
+      type: string;
+    }[];
+    return progs.filter((p) => ['tracepoint', 'raw_tracepoint', 'tracing', 'kprobe'].includes(p.type) && !ownIds.has(p.id)).length;
+  } catch {
+    return null;
+  }
+}
+
 const emptyHandler = () => ({ onSock() {}, onState() {}, onPkt() {} });
 
 // ---- 1. kernel -> JS throughput ----
@@ -181,14 +200,16 @@ interface LoadgenResult {
 }
 
 interface ThroughputVariant {
-  id: 'batched' | 'perEvent';
+  id: 'batched' | 'perEvent' | 'none';
   label: string;
-  wakeupBytes: number;
+  /** null: no probes at all (how fast the load runs untraced) */
+  wakeupBytes: number | null;
 }
 
 const THROUGHPUT_VARIANTS: ThroughputVariant[] = [
   { id: 'batched', label: 'a batched wakeups (256 KiB)', wakeupBytes: DEFAULT_WAKEUP_BYTES },
   { id: 'perEvent', label: 'b per-event wakeups (0)', wakeupBytes: 0 },
+  { id: 'none', label: 'reference: no probes', wakeupBytes: null },
 ];
 
 interface ThroughputRun {
@@ -200,8 +221,10 @@ interface ThroughputRun {
   kernelEvents: number;
   rbDrops: number;
   pumpDroppedRecords: number;
-  /** (ring-buffer drops + pump drops) / events produced */
-  dropFraction: number;
+  /** ring-buffer drops / events produced (submitted + dropped) */
+  rbDropFraction: number;
+  /** records the pump dropped because JS had maxQueued batches pending / events produced */
+  pumpDropFraction: number;
   records: number;
   batches: number;
   jsCallsPer1k: number;
@@ -212,12 +235,40 @@ interface ThroughputRun {
   /** kernel events / loadgen syscalls (write + read): ~1 when only the load is traced */
   eventsPerLoadSyscall: number;
   drained: boolean;
+  /** tracing BPF programs of other processes loaded when the load started (null: unknown) */
+  foreignProgs: number | null;
   load: LoadgenResult;
 }
 
 const cpuNs = (u: { user: number; system: number }) => (u.user + u.system) * 1000;
 
-function throughputRun(v: ThroughputVariant, bins: Bins): Promise<ThroughputRun> {
+async function throughputRun(v: ThroughputVariant, bins: Bins): Promise<ThroughputRun> {
+  if (v.wakeupBytes === null) {
+    let foreignProgs: number | null = null;
+    const load = await runLoad<LoadgenResult>(bins.loadgen, [String(LOAD_MS)], () => {
+      foreignProgs = foreignTracingProgs(new Set());
+    });
+    const nan = Number.NaN;
+    return {
+      deliveredPerSec: nan,
+      kernelPerSec: nan,
+      loadWritesPerSec: load.writes / (load.elapsedNs / 1e9),
+      kernelEvents: 0,
+      rbDrops: 0,
+      pumpDroppedRecords: 0,
+      rbDropFraction: nan,
+      pumpDropFraction: nan,
+      records: 0,
+      batches: 0,
+      jsCallsPer1k: nan,
+      procCpuNsPerEvent: nan,
+      jsCpuNsPerEvent: nan,
+      eventsPerLoadSyscall: nan,
+      drained: true,
+      foreignProgs,
+      load,
+    };
+  }
   return withProbes({ wakeupBytes: v.wakeupBytes, filterNetns: true }, async (probes) => {
     probes.attachSyscalls();
     const decoder = new Decoder(emptyHandler());
@@ -232,7 +283,9 @@ function throughputRun(v: ThroughputVariant, bins: Bins): Promise<ThroughputRun>
     let goAt = 0;
     let proc0 = process.cpuUsage();
     let thread0 = process.threadCpuUsage();
+    let foreignProgs: number | null = null;
     const load = await runLoad<LoadgenResult>(bins.loadgen, [String(LOAD_MS)], (ino) => {
+      foreignProgs = foreignTracingProgs(new Set(probes.progStats().map((p) => p.id)));
       probes.netnsAdd(ino);
       proc0 = process.cpuUsage();
       thread0 = process.threadCpuUsage();
@@ -253,7 +306,8 @@ function throughputRun(v: ThroughputVariant, bins: Bins): Promise<ThroughputRun>
       kernelEvents: ks.events,
       rbDrops: ks.rbDrops,
       pumpDroppedRecords: ps.droppedRecords,
-      dropFraction: ratio(ks.rbDrops + ps.droppedRecords, produced),
+      rbDropFraction: ratio(ks.rbDrops, produced),
+      pumpDropFraction: ratio(ps.droppedRecords, produced),
       records,
       batches: ps.batches,
       jsCallsPer1k: ratio(ps.batches, ps.records) * 1000,
@@ -261,6 +315,7 @@ function throughputRun(v: ThroughputVariant, bins: Bins): Promise<ThroughputRun>
       jsCpuNsPerEvent: ratio(threadNs, records),
       eventsPerLoadSyscall: ratio(produced, load.writes + load.reads),
       drained,
+      foreignProgs,
       load,
     };
   });
@@ -271,7 +326,13 @@ function throughputRun(v: ThroughputVariant, bins: Bins): Promise<ThroughputRun>
 interface SysloopResult {
   calls: number;
   elapsedNs: number;
+  /** mean over the whole timed loop */
   nsPerCall: number;
+  /** the loop is timed in chunks of 10000 calls: the median chunk is robust to bursts of noise */
+  medianChunkNsPerCall: number;
+  minChunkNsPerCall: number;
+  /** the writer thread's CPU time per call (CLOCK_THREAD_CPUTIME_ID): excludes preemption */
+  cpuNsPerCall: number;
   reads: number;
 }
 
@@ -291,7 +352,12 @@ const SYSCALL_VARIANTS: SyscallVariant[] = [
 ];
 
 interface SyscallRun {
+  /** median-chunk ns per write() */
   nsPerCall: number;
+  meanNsPerCall: number;
+  cpuNsPerCall: number;
+  /** tracing BPF programs of other processes loaded when the load started (null: unknown) */
+  foreignProgs: number | null;
   kernelEvents: number;
   rbDrops: number;
   pumpDroppedRecords: number;
@@ -305,8 +371,22 @@ const WATCHED_PROGS = ['enter_write', 'exit_write', 'enter_read', 'exit_read'];
 
 async function syscallRun(v: SyscallVariant, bins: Bins): Promise<SyscallRun> {
   if (v.probes === 'none') {
-    const load = await runLoad<SysloopResult>(bins.sysloop, [String(CALLS)], () => {});
-    return { nsPerCall: load.nsPerCall, kernelEvents: 0, rbDrops: 0, pumpDroppedRecords: 0, filtered: 0, progs: [], load };
+    let foreignProgs: number | null = null;
+    const load = await runLoad<SysloopResult>(bins.sysloop, [String(CALLS)], () => {
+      foreignProgs = foreignTracingProgs(new Set());
+    });
+    return {
+      nsPerCall: load.medianChunkNsPerCall,
+      meanNsPerCall: load.nsPerCall,
+      cpuNsPerCall: load.cpuNsPerCall,
+      foreignProgs,
+      kernelEvents: 0,
+      rbDrops: 0,
+      pumpDroppedRecords: 0,
+      filtered: 0,
+      progs: [],
+      load,
+    };
   }
   return withProbes({ filterNetns: true }, async (probes) => {
     probes.attachSyscalls();
@@ -315,7 +395,9 @@ async function syscallRun(v: SyscallVariant, bins: Bins): Promise<SyscallRun> {
     const decoder = new Decoder(emptyHandler());
     probes.start((batch) => decoder.decode(batch), { pollMs: 10 });
     let before: ProgStat[] = [];
+    let foreignProgs: number | null = null;
     const load = await runLoad<SysloopResult>(bins.sysloop, [String(CALLS)], (ino) => {
+      foreignProgs = foreignTracingProgs(new Set(probes.progStats().map((p) => p.id)));
       if (v.probes === 'traced') probes.netnsAdd(ino);
       if (v.runStats) before = probes.progStats();
     });
@@ -323,7 +405,10 @@ async function syscallRun(v: SyscallVariant, bins: Bins): Promise<SyscallRun> {
     await drain(probes, decoder);
     const ks = probes.stats();
     return {
-      nsPerCall: load.nsPerCall,
+      nsPerCall: load.medianChunkNsPerCall,
+      meanNsPerCall: load.nsPerCall,
+      cpuNsPerCall: load.cpuNsPerCall,
+      foreignProgs,
       kernelEvents: ks.events,
       rbDrops: ks.rbDrops,
       pumpDroppedRecords: probes.pumpStats().droppedRecords,
@@ -381,7 +466,7 @@ async function main(): Promise<void> {
   try {
     loadNative();
   } catch (e) {
-    throw new Error(`native addon not loadable (run "npm run build"): ${(e as Error).message}`);
+    throw new Error(`native addon not loadable (run "npm run build"): ${(e as Error).message}`, { cause: e });
   }
   const bins = buildLoadPrograms();
   // warm the page cache and the loopback path once, unmeasured
@@ -397,13 +482,15 @@ async function main(): Promise<void> {
     deliveredPerSec: pick(runs, (r) => r.deliveredPerSec),
     kernelPerSec: pick(runs, (r) => r.kernelPerSec),
     loadWritesPerSec: pick(runs, (r) => r.loadWritesPerSec),
-    dropFraction: pick(runs, (r) => r.dropFraction),
+    rbDropFraction: pick(runs, (r) => r.rbDropFraction),
+    pumpDropFraction: pick(runs, (r) => r.pumpDropFraction),
     jsCallsPer1k: pick(runs, (r) => r.jsCallsPer1k),
     procCpuNsPerEvent: pick(runs, (r) => r.procCpuNsPerEvent),
     jsCpuNsPerEvent: pick(runs, (r) => r.jsCpuNsPerEvent),
   });
   const batched = tpMetrics(tpRuns('batched'));
   const perEvent = tpMetrics(tpRuns('perEvent'));
+  const untraced = tpMetrics(tpRuns('none'));
   const tpRatio = (f: (m: typeof batched) => Summary) => ratio(f(batched).median, f(perEvent).median);
   const tpRatios = {
     deliveredPerSec: tpRatio((m) => m.deliveredPerSec),
@@ -417,7 +504,8 @@ async function main(): Promise<void> {
     fmtSummary(m.deliveredPerSec, fmtSI),
     fmtSummary(m.kernelPerSec, fmtSI),
     fmtSummary(m.loadWritesPerSec, fmtSI),
-    fmtSummary(m.dropFraction, fmtPct),
+    fmtSummary(m.rbDropFraction, fmtPct),
+    fmtSummary(m.pumpDropFraction, fmtPct),
     fmtSummary(m.jsCallsPer1k),
     fmtSummary(m.procCpuNsPerEvent),
     fmtSummary(m.jsCpuNsPerEvent),
@@ -429,15 +517,17 @@ async function main(): Promise<void> {
   );
   out.push(
     table(
-      ['variant', 'events/s to JS', 'kernel events/s', 'loadgen writes/s', 'dropped', 'JS calls/1k ev', 'proc CPU ns/ev', 'JS thread CPU ns/ev'],
+      ['variant', 'events/s to JS', 'kernel events/s', 'loadgen writes/s', 'rb drops', 'pump drops', 'JS calls/1k ev', 'proc CPU ns/ev', 'JS thread CPU ns/ev'],
       [
         tpRow(THROUGHPUT_VARIANTS[0].label, batched),
         tpRow(THROUGHPUT_VARIANTS[1].label, perEvent),
+        ['reference: no probes', '', '', fmtSummary(untraced.loadWritesPerSec, fmtSI)],
         [
           'ratio a/b (medians)',
           fmtRatio(tpRatios.deliveredPerSec),
           '',
           fmtRatio(tpRatios.loadWritesPerSec),
+          '',
           '',
           fmtRatio(tpRatios.jsCallsPer1k),
           fmtRatio(tpRatios.procCpuNsPerEvent),
@@ -458,14 +548,21 @@ async function main(): Promise<void> {
     const added = v.probes === 'none' ? '' : fmtSummary(paired(ns(v.id), base));
     const dropped = runs.reduce((a, r) => a + r.rbDrops + r.pumpDroppedRecords, 0);
     const events = v.probes === 'traced' ? `${fmtSummary(pick(runs, (r) => r.kernelEvents), fmtSI)}${dropped ? ` (${dropped} dropped)` : ''}` : '';
-    return [v.label, fmtSummary(summarize(ns(v.id))), added, events];
+    return [
+      v.label,
+      fmtSummary(summarize(ns(v.id))),
+      added,
+      fmtSummary(pick(runs, (r) => r.meanNsPerCall)),
+      fmtSummary(pick(runs, (r) => r.cpuNsPerCall)),
+      events,
+    ];
   };
   out.push('');
   out.push(
     `2. ns per write() of 64 B on TCP 127.0.0.1 (${CALLS} timed calls, a reader thread draining), ` +
       `median (min..max) over ${sc.rounds} rounds; added = per-round paired difference`,
   );
-  out.push(table(['variant', 'ns/write', 'added ns vs a', 'events per run'], SYSCALL_VARIANTS.map(scRow)));
+  out.push(table(['variant', 'ns/write (median chunk)', 'added ns vs a', 'mean ns/write', 'writer CPU ns/write', 'events per run'], SYSCALL_VARIANTS.map(scRow)));
   const progRow = (name: string) => [
     name,
     fmtSummary(pickProg(scRuns('tracedRunStats'), name, (p) => p.nsPerRun)),
@@ -475,6 +572,17 @@ async function main(): Promise<void> {
   out.push('');
   out.push('   BPF run-time statistics (kernel run_time_ns / run_cnt over the sysloop run, run-stats variants)');
   out.push(table(['program', 'ns/run, traced', 'ns/run, not traced', 'runs per loop write'], WATCHED_PROGS.map(progRow)));
+  const allRuns: { foreignProgs: number | null }[] = [...[...tp.runs.values()].flat(), ...[...sc.runs.values()].flat()];
+  const foreign = allRuns.map((r) => r.foreignProgs);
+  out.push('');
+  if (foreign.some((f) => f === null)) out.push('note: bpftool missing or failing: could not check for other processes\' BPF tracing programs');
+  const affected = foreign.filter((f) => (f ?? 0) > 0);
+  if (affected.length)
+    out.push(
+      `note: other processes had up to ${Math.max(...(affected as number[]))} tracing BPF programs loaded in ${affected.length} of ${foreign.length} runs: ` +
+        'their filters ran on these syscalls too (the "no probes" baseline included)',
+    );
+  else if (!foreign.some((f) => f === null)) out.push(`no other process had tracing BPF programs loaded during the ${foreign.length} runs`);
   process.stdout.write(`${out.join('\n')}\n\n`);
 
   // ---- JSON ----
@@ -492,8 +600,9 @@ async function main(): Promise<void> {
       jsCpuNsPerEvent: Math.round(r.jsCpuNsPerEvent),
       eventsPerLoadSyscall: +r.eventsPerLoadSyscall.toFixed(3),
       drained: r.drained,
+      foreignProgs: r.foreignProgs,
     }));
-  const mediansOf = (m: Record<string, Summary>) => Object.fromEntries(Object.entries(m).map(([k, s]) => [k, s.median]));
+  const mediansOf = (m: Record<string, Summary>) => Object.fromEntries(Object.entries(m).map(([k, s]) => [k, Number(s.median.toPrecision(4))]));
   const progJson = (id: SyscallVariant['id']) =>
     Object.fromEntries(WATCHED_PROGS.map((name) => [name, round1(pickProg(scRuns(id), name, (p) => p.nsPerRun))]));
   const summary = {
@@ -505,6 +614,8 @@ async function main(): Promise<void> {
       rounds: tp.rounds,
       batched: { median: mediansOf(batched), raw: rawTp(tpRuns('batched')) },
       perEvent: { median: mediansOf(perEvent), raw: rawTp(tpRuns('perEvent')) },
+      untracedLoadWritesPerSec: round1(untraced.loadWritesPerSec),
+      untracedForeignProgs: tpRuns('none').map((r) => r.foreignProgs),
       ratioBatchedOverPerEvent: Object.fromEntries(Object.entries(tpRatios).map(([k, r]) => [k, +r.toFixed(3)])),
     },
     syscall: {
@@ -517,6 +628,9 @@ async function main(): Promise<void> {
         filteredRunStats: round1(paired(ns('filteredRunStats'), base)),
       },
       raw: Object.fromEntries(SYSCALL_VARIANTS.map((v) => [v.id, ns(v.id).map((x) => +x.toFixed(1))])),
+      rawMean: Object.fromEntries(SYSCALL_VARIANTS.map((v) => [v.id, scRuns(v.id).map((r) => +r.meanNsPerCall.toFixed(1))])),
+      rawWriterCpu: Object.fromEntries(SYSCALL_VARIANTS.map((v) => [v.id, scRuns(v.id).map((r) => +r.cpuNsPerCall.toFixed(1))])),
+      foreignProgs: Object.fromEntries(SYSCALL_VARIANTS.map((v) => [v.id, scRuns(v.id).map((r) => r.foreignProgs)])),
       tracedEvents: scRuns('traced').map((r) => r.kernelEvents),
       tracedDrops: scRuns('traced').map((r) => r.rbDrops + r.pumpDroppedRecords),
       bpfNsPerRun: { traced: progJson('tracedRunStats'), filtered: progJson('filteredRunStats') },

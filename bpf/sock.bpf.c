@@ -74,8 +74,17 @@ static __always_inline bool netns_traced(__u32 inum)
 	return bpf_map_lookup_elem(&traced_netns, &inum) != NULL;
 }
 
+/*
+ * The filter runs on every socket syscall of every process: keep it cheap. A BTF task pointer
+ * (5.11+) is read with plain loads; older kernels take three bpf_probe_read_kernel calls. The
+ * CO-RE check is a load-time constant, so the verifier never sees the branch a kernel lacks.
+ */
 static __always_inline __u32 task_netns(void)
 {
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		return t->nsproxy->net_ns->ns.inum;
+	}
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	return BPF_CORE_READ(t, nsproxy, net_ns, ns.inum);
 }

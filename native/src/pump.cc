@@ -4,6 +4,8 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 
+#include <chrono>
+
 #include "strata.h"
 
 namespace strata {
@@ -64,12 +66,21 @@ void Pump::Flush() {
 }
 
 void Pump::Run() {
+  using clock = std::chrono::steady_clock;
+  auto last_flush = clock::now();
+  const auto period = std::chrono::milliseconds(poll_ms_);
   while (!stop_.load()) {
     ring_buffer__poll(rb_, poll_ms_);
     // poll returns on timeout without consuming (no wakeup was sent): drain explicitly
     ring_buffer__consume(rb_);
     counters.polls++;
-    Flush();
+    // under load poll returns at once: hand JS a batch per period (or per batch_bytes, in
+    // OnRecord), not one small batch per poll
+    const auto now = clock::now();
+    if (now - last_flush >= period) {
+      Flush();
+      last_flush = now;
+    }
   }
   ring_buffer__consume(rb_);
   Flush();

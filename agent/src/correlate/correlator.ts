@@ -9,6 +9,7 @@
 //   grace period after its exchange ends, so events of other CPUs that arrived late are in.
 // - Every table is bounded; evictions, orphans and non-HTTP traffic are counted, never thrown.
 import { type HrTime, SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { LRUCache } from 'lru-cache';
 import type { Attributes } from '@opentelemetry/api';
 import { addrString, type PktEvent, type SockEvent, type StateEvent, type EventHandler } from '../events/decode.ts';
 import { DIR, EVENT_TYPE, FLAGS } from '../events/layout.generated.ts';
@@ -16,7 +17,7 @@ import type { SpanRecord, SpanSink } from '../export/types.ts';
 import { claimedTraceId, extractContext } from './context.ts';
 import { type HttpHead, looksLikeRequest, splitTarget } from './http.ts';
 import { type Framing, HttpStream } from './stream.ts';
-import { deriveSpanId, deriveTraceId } from './ids.ts';
+import { deriveSpanId, deriveTraceId, nthSpanId } from './ids.ts';
 
 export interface PodInfo {
   name: string;
@@ -40,6 +41,8 @@ export interface CorrelatorOptions {
   idleNs: number;
   maxConns: number;
   maxMessages: number;
+  /** finished exchanges waiting for their grace period, at most */
+  maxReady: number;
   /** a response whose framing was lost ends after this long without bytes */
   lostQuietNs: number;
   /** emitted exchanges stay findable (for late children) this long */
@@ -55,6 +58,7 @@ export const DEFAULT_CORRELATOR_OPTIONS: CorrelatorOptions = {
   idleNs: 30e9,
   maxConns: 65536,
   maxMessages: 65536,
+  maxReady: 65536,
   lostQuietNs: 1e9,
   retainNs: 10e9,
   proxyComms: ['nginx', 'envoy', 'haproxy', 'traefik'],
@@ -65,7 +69,10 @@ export interface CorrelatorStats {
   conns: number;
   messages: number;
   connEvictions: number;
+  /** connections closed by the agent after idleNs without events */
+  idleCloses: number;
   messageEvictions: number;
+  clientEvictions: number;
   exchanges: number;
   spansEmitted: number;
   hopSpansEmitted: number;
@@ -74,8 +81,12 @@ export interface CorrelatorStats {
   incomplete: number;
   malformedContext: number;
   truncatedHeads: number;
+  /** observation points beyond MAX_POINTS for one message (retransmissions) */
+  pointsDropped: number;
 }
 
+/** observation points kept per message: socket write + a few interfaces + socket read */
+const MAX_POINTS = 16;
 const ROLE_UNKNOWN = 0;
 const ROLE_SERVER = 1;
 const ROLE_CLIENT = 2;
@@ -175,14 +186,15 @@ export function measureWallClock(): WallClock {
 
 export class Correlator implements EventHandler {
   readonly stats: CorrelatorStats = {
-    conns: 0, messages: 0, connEvictions: 0, messageEvictions: 0, exchanges: 0, spansEmitted: 0, hopSpansEmitted: 0,
-    nonHttp: 0, orphanResponses: 0, incomplete: 0, malformedContext: 0, truncatedHeads: 0,
+    conns: 0, messages: 0, connEvictions: 0, idleCloses: 0, messageEvictions: 0, clientEvictions: 0, exchanges: 0, spansEmitted: 0, hopSpansEmitted: 0,
+    nonHttp: 0, orphanResponses: 0, incomplete: 0, malformedContext: 0, truncatedHeads: 0, pointsDropped: 0,
   };
   private readonly opts: CorrelatorOptions;
-  private readonly conns = new Map<number, Conn>();
-  private readonly msgs = new Map<string, Msg>();
+  // LRU-bounded tables (lru-cache: O(1) eviction; a Map used as a FIFO degrades with deletions)
+  private readonly conns: LRUCache<number, Conn>;
+  private readonly msgs: LRUCache<string, Msg>;
   /** CLIENT exchanges by the key of their request message (for the server side to find its parent) */
-  private readonly clientByReqKey = new Map<string, Exchange>();
+  private readonly clientByReqKey: LRUCache<string, Exchange>;
   /** SERVER exchanges in progress, per process (in-process causality) */
   private readonly activeServers = new Map<number, Exchange[]>();
   private readonly ready: Exchange[] = [];
@@ -198,6 +210,26 @@ export class Correlator implements EventHandler {
     this.sink = sink;
     this.topo = topo;
     this.opts = { ...DEFAULT_CORRELATOR_OPTIONS, ...opts };
+    this.conns = new LRUCache<number, Conn>({
+      max: this.opts.maxConns,
+      disposeAfter: (c, _k, reason) => {
+        if (reason !== 'evict') return;
+        this.stats.connEvictions++;
+        this.closeConn(c, c.lastTs);
+      },
+    });
+    this.msgs = new LRUCache<string, Msg>({
+      max: this.opts.maxMessages,
+      disposeAfter: (_m, _k, reason) => {
+        if (reason === 'evict') this.stats.messageEvictions++;
+      },
+    });
+    this.clientByReqKey = new LRUCache<string, Exchange>({
+      max: this.opts.maxMessages,
+      disposeAfter: (_e, _k, reason) => {
+        if (reason === 'evict') this.stats.clientEvictions++;
+      },
+    });
     this.wall = wall;
   }
 
@@ -219,7 +251,8 @@ export class Correlator implements EventHandler {
       this.setRole(c, ROLE_CLIENT);
       return;
     }
-    if (e.type !== EVENT_TYPE.EV_SOCK_DATA || e.flags & FLAGS.F_PEEK) return;
+    // peeked bytes are read again later; no bytes moved: nothing to frame
+    if (e.type !== EVENT_TYPE.EV_SOCK_DATA || e.flags & FLAGS.F_PEEK || e.ret <= 0) return;
     if (c.role === ROLE_UNKNOWN) {
       // a connection older than the agent: the first request tells which side we are
       if (!looksLikeRequest(e.buf, e.payloadOff, e.payloadLen)) {
@@ -236,7 +269,7 @@ export class Correlator implements EventHandler {
     // bytes count from when they are handed to the kernel (write entry) or to the app (read exit)
     this.evTs = e.dir === DIR.DIR_OUT ? e.enterTsNs : e.tsNs;
     const stream = e.dir === requestDir ? c.req : c.resp;
-    stream?.feed(e.buf, e.payloadOff, e.payloadLen, e.ret);
+    stream?.feed(e.buf, e.payloadOff, Math.min(e.payloadLen, e.ret), e.ret);
     if (c.resp?.lost && c.respOpen) this.lostConns.add(c);
     if (e.dir === requestDir) c.lastReqTs = this.evTs;
     else c.lastRespTs = this.evTs;
@@ -257,8 +290,8 @@ export class Correlator implements EventHandler {
     // message nobody claims expires
     const src = `${addrString(e.buf, e.tuple.saddrOff, e.tuple.family)}:${e.tuple.sport}`;
     const dst = `${addrString(e.buf, e.tuple.daddrOff, e.tuple.family)}:${e.tuple.dport}`;
-    this.msg(reqMsgKey(src, e.seq), e.tsNs).points.push(pt);
-    this.msg(respMsgKey(dst, e.seq), e.tsNs).points.push(pt);
+    this.point(reqMsgKey(src, e.seq), pt);
+    this.point(respMsgKey(dst, e.seq), pt);
   }
 
   // ---------------------------------------------------------------- HTTP
@@ -319,12 +352,12 @@ export class Correlator implements EventHandler {
     c.awaiting.push(ex);
     const label = `${c.pod?.workload ?? c.comm} socket`;
     if (c.role === ROLE_SERVER) {
-      this.msg(reqKey, start.ts).points.push({ ts: start.ts, kind: 'read', label, pod: c.pod, netns: c.netns });
+      this.point(reqKey, { ts: start.ts, kind: 'read', label, pod: c.pod, netns: c.netns });
       const list = this.activeServers.get(c.pid);
       if (list) list.push(ex);
       else this.activeServers.set(c.pid, [ex]);
     } else {
-      this.msg(reqKey, start.ts).points.push({ ts: start.ts, kind: 'write', label, pod: c.pod, netns: c.netns });
+      this.point(reqKey, { ts: start.ts, kind: 'write', label, pod: c.pod, netns: c.netns });
       ex.cause = this.findCause(c, ex);
       if (ex.cause) ex.cause.children++;
       this.clientByReqKey.set(reqKey, ex);
@@ -370,7 +403,7 @@ export class Correlator implements EventHandler {
     if (c.respStartSeq >= 0) {
       ex.respKey = respMsgKey(c.clientEp, c.respStartSeq);
       const label = `${c.pod?.workload ?? c.comm} socket`;
-      this.msg(ex.respKey, c.respStartTs).points.push(c.role === ROLE_SERVER
+      this.point(ex.respKey, c.role === ROLE_SERVER
         ? { ts: c.respStartTs, kind: 'write', label, pod: c.pod, netns: c.netns }
         : { ts: c.respStartTs, kind: 'read', label, pod: c.pod, netns: c.netns });
     }
@@ -461,13 +494,8 @@ export class Correlator implements EventHandler {
   // ---------------------------------------------------------------- tables
 
   private conn(e: SockEvent): Conn {
-    let c = this.conns.get(e.sk);
-    if (c) {
-      // refresh LRU position
-      this.conns.delete(e.sk);
-      this.conns.set(e.sk, c);
-      return c;
-    }
+    let c = this.conns.get(e.sk); // get() refreshes the LRU position
+    if (c) return c;
     const comm = e.buf.toString('latin1', e.commOff, e.commOff + 16).replace(/\0.*$/s, '');
     c = {
       sk: e.sk, pid: e.pid, tid: e.tid, netns: e.netns, fd: e.fd, comm, role: ROLE_UNKNOWN, family: e.tuple.family,
@@ -476,13 +504,15 @@ export class Correlator implements EventHandler {
       clientEp: '', pod: this.topo.podByNetns(e.netns), awaiting: [], respStartTs: 0, respStartSeq: -1,
       lastReqTs: e.tsNs, lastRespTs: e.tsNs, lastTs: e.tsNs, nonHttpCounted: false,
     };
-    this.conns.set(e.sk, c);
-    if (this.conns.size > this.opts.maxConns) {
-      const oldest = this.conns.values().next().value as Conn;
-      this.stats.connEvictions++;
-      this.closeConn(oldest, oldest.lastTs);
-    }
+    this.conns.set(e.sk, c); // may evict (and close) the least recently used connection
     return c;
+  }
+
+  /** adds an observation point; a message seen more often than this (retransmissions, loops) keeps its first ones */
+  private point(key: string, p: Point): void {
+    const m = this.msg(key, p.ts);
+    if (m.points.length < MAX_POINTS) m.points.push(p);
+    else this.stats.pointsDropped++;
   }
 
   private msg(key: string, ts: number): Msg {
@@ -490,13 +520,8 @@ export class Correlator implements EventHandler {
     if (!m) {
       m = { key, points: [], lastTs: ts };
       this.msgs.set(key, m);
-      if (this.msgs.size > this.opts.maxMessages) {
-        const oldest = this.msgs.keys().next().value as string;
-        this.msgs.delete(oldest);
-        this.stats.messageEvictions++;
-      }
     }
-    if (m.points.length < 64) m.lastTs = ts;
+    m.lastTs = ts;
     return m;
   }
 
@@ -504,10 +529,14 @@ export class Correlator implements EventHandler {
 
   /** Emits what is ready; closes idle exchanges. Call periodically with CLOCK_MONOTONIC ns. */
   tick(nowNs: number): void {
-    for (const c of this.conns.values()) {
-      if (c.lastTs > nowNs - this.opts.idleNs) break; // LRU order: the rest are newer
+    const idle: Conn[] = [];
+    for (const c of this.conns.rvalues()) {
+      if (!c || c.lastTs > nowNs - this.opts.idleNs) break; // oldest first: the rest are newer
+      idle.push(c);
+    }
+    for (const c of idle) {
+      this.stats.idleCloses++;
       this.closeConn(c, c.lastTs);
-      this.stats.connEvictions++;
     }
     for (const c of this.lostConns) {
       if (!c.resp?.lost || !c.respOpen || !this.conns.has(c.sk)) this.lostConns.delete(c);
@@ -519,19 +548,27 @@ export class Correlator implements EventHandler {
     let n = 0;
     for (; n < this.ready.length; n++) {
       const ex = this.ready[n] as Exchange;
-      if (Math.max(ex.respEnd, ex.reqEnd) > nowNs - this.opts.graceNs) break;
+      const end = Math.max(ex.respEnd, ex.reqEnd);
+      // wait out the grace period, unless the queue is full or the end lies in the future
+      // (a corrupt timestamp must not hold back everything behind it)
+      const waiting = end > nowNs - this.opts.graceNs && end < nowNs + 1e9;
+      if (waiting && this.ready.length - n <= this.opts.maxReady) break;
       this.emit(ex, nowNs);
     }
     if (n) this.ready.splice(0, n);
-    // emitted CLIENT exchanges stay findable for retainNs
-    for (const [k, ex] of this.clientByReqKey) {
-      if (!ex.emittedAt || ex.emittedAt > nowNs - this.opts.retainNs) break;
-      this.clientByReqKey.delete(k);
+    // CLIENT exchanges stay findable for retainNs after their request (late server-side events)
+    const old: string[] = [];
+    for (const [k, ex] of this.clientByReqKey.rentries() as Generator<[string, Exchange]>) {
+      if (ex.reqStart > nowNs - this.opts.retainNs) break;
+      if (ex.emittedAt) old.push(k);
     }
-    for (const [k, m] of this.msgs) {
+    for (const k of old) this.clientByReqKey.delete(k);
+    old.length = 0;
+    for (const [k, m] of this.msgs.rentries() as Generator<[string, Msg]>) {
       if (m.lastTs > nowNs - this.opts.retainNs) break;
-      this.msgs.delete(k);
+      old.push(k);
     }
+    for (const k of old) this.msgs.delete(k);
     this.stats.conns = this.conns.size;
     this.stats.messages = this.msgs.size;
   }
@@ -539,7 +576,11 @@ export class Correlator implements EventHandler {
   /** Emits everything regardless of grace (shutdown). */
   drain(): void {
     for (const c of [...this.conns.values()]) this.closeConn(c, c.lastTs);
-    this.tick(Number.MAX_SAFE_INTEGER / 2);
+    for (const ex of this.ready) this.emit(ex, this.lastTs);
+    this.ready.length = 0;
+    this.msgs.clear();
+    this.clientByReqKey.clear();
+    this.lostConns.clear();
   }
 
   private resolveIds(ex: Exchange, depth = 0): NonNullable<Exchange['ids']> {
@@ -646,6 +687,7 @@ export class Correlator implements EventHandler {
 
   private emitHops(m: Msg, ex: Exchange, ids: NonNullable<Exchange['ids']>, direction: string): void {
     const pts = [...m.points].sort((a, b) => a.ts - b.ts);
+    const base = deriveSpanId('hops', m.key);
     for (let i = 0; i + 1 < pts.length; i++) {
       const a = pts[i] as Point;
       const b = pts[i + 1] as Point;
@@ -670,7 +712,7 @@ export class Correlator implements EventHandler {
       if (b.netns ?? a.netns) attrs['strata.netns'] = (b.netns ?? a.netns) as number;
       this.sink.emit({
         traceId: ids.traceId,
-        spanId: deriveSpanId(`hop${i}`, m.key),
+        spanId: nthSpanId(base, i),
         parentSpanId: ids.spanId,
         traceFlags: ids.flags,
         name: `net ${a.label} -> ${b.label}`,

@@ -50,6 +50,7 @@ export function createMetrics(src: StatsSource): Registry {
       this.reset();
       this.labels('connections').inc(src.correlator().connEvictions ?? 0);
       this.labels('messages').inc(src.correlator().messageEvictions ?? 0);
+      this.labels('client_exchanges').inc(src.correlator().clientEvictions ?? 0);
     },
   });
   void evictions;
