@@ -1,6 +1,8 @@
 // Replays recorded ring-buffer batches (test/fixtures, captured by scripts/capture-fixture.ts)
 // through the real decoder and correlator, with a fixed wall clock and an in-memory sink.
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Correlator } from '../../agent/src/correlate/correlator.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
 import type { SpanRecord, SpanSink } from '../../agent/src/export/types.ts';
@@ -15,15 +17,16 @@ export interface FixtureMeta {
   clientVeth: string;
 }
 
-export function loadFixture(name: string): { batches: Buffer[]; meta: FixtureMeta } {
-  const raw = readFileSync(new URL(`../fixtures/${name}.batches`, import.meta.url));
+/** <dir>/<name>.batches + .meta.json (default dir: test/fixtures), as scripts/capture-fixture.ts writes them */
+export function loadFixture(name: string, dir = fileURLToPath(new URL('../fixtures/', import.meta.url))): { batches: Buffer[]; meta: FixtureMeta } {
+  const raw = readFileSync(join(dir, `${name}.batches`));
   const batches: Buffer[] = [];
   for (let o = 0; o < raw.length; ) {
     const n = raw.readUInt32LE(o);
     batches.push(raw.subarray(o + 4, o + 4 + n));
     o += 4 + n;
   }
-  const meta = JSON.parse(readFileSync(new URL(`../fixtures/${name}.meta.json`, import.meta.url), 'utf8')) as FixtureMeta;
+  const meta = JSON.parse(readFileSync(join(dir, `${name}.meta.json`), 'utf8')) as FixtureMeta;
   return { batches, meta };
 }
 

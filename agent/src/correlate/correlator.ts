@@ -123,6 +123,8 @@ interface Conn {
   /** the client's endpoint "ip:port": what message keys are built on (survives DNAT) */
   clientEp: string;
   pod?: PodInfo;
+  /** the span resource of this process, built once (the SDK sink keys providers by it) */
+  resource?: SpanRecord['resource'];
   /** request direction and response direction parsers (created when the role is known) */
   req?: HttpStream;
   resp?: HttpStream;
@@ -198,6 +200,9 @@ export class Correlator implements EventHandler {
   /** SERVER exchanges in progress, per process (in-process causality) */
   private readonly activeServers = new Map<number, Exchange[]>();
   private readonly ready: Exchange[] = [];
+  /** span resources per process (bounded: one per traced process) */
+  private readonly resources = new LRUCache<string, SpanRecord['resource']>({ max: 4096 });
+  private netResource?: SpanRecord['resource'];
   /** connections whose response framing is lost: they end after a quiet period */
   private readonly lostConns = new Set<Conn>();
   private lastTs = 0;
@@ -720,13 +725,17 @@ export class Correlator implements EventHandler {
         start: this.wall(a.ts),
         end: this.wall(b.ts),
         attributes: attrs,
-        resource: { serviceName: 'strata-net', attributes: { 'k8s.node.name': this.topo.nodeName } },
+        resource: (this.netResource ??= { serviceName: 'strata-net', attributes: { 'k8s.node.name': this.topo.nodeName } }),
       });
       this.stats.hopSpansEmitted++;
     }
   }
 
   private resource(c: Conn): SpanRecord['resource'] {
+    if (c.resource) return c.resource;
+    const key = `${c.pid}/${c.pod?.uid ?? ''}`;
+    const cached = this.resources.get(key);
+    if (cached) return (c.resource = cached);
     const attrs: Attributes = { 'k8s.node.name': this.topo.nodeName, 'process.pid': c.pid, 'process.executable.name': c.comm };
     if (c.pod) {
       attrs['k8s.pod.name'] = c.pod.name;
@@ -734,7 +743,10 @@ export class Correlator implements EventHandler {
       attrs['k8s.pod.uid'] = c.pod.uid;
       attrs['k8s.deployment.name'] = c.pod.workload;
     }
-    return { serviceName: c.pod?.workload ?? c.comm, attributes: attrs };
+    const r = { serviceName: c.pod?.workload ?? c.comm, attributes: attrs };
+    this.resources.set(key, r);
+    c.resource = r;
+    return r;
   }
 }
 
