@@ -8,8 +8,7 @@ import { Correlator, type CorrelatorOptions } from './correlate/correlator.ts';
 import { StrataError, EXIT_PROBE, STRATA_ERR_PROBE_ATTACH, STRATA_ERR_PROBE_LOAD } from './errors.ts';
 import { Decoder } from './events/decode.ts';
 import { SdkSpanSink } from './export/sdk-sink.ts';
-import { createOtlpHttpExporter } from './export/otlp.ts';
-import { TraceFileExporter } from './export/file-exporter.ts';
+import { type ExportConfig, createExporters } from './export/factory.ts';
 import { type PodEntry, StaticTopology } from './k8s/pods-file.ts';
 import { createMetrics } from './metrics/metrics.ts';
 import { type Probes, isNativeError, loadNative } from './probes/native.ts';
@@ -21,10 +20,16 @@ export interface AgentOptions {
   nodeNetns: string;
   /** extra interfaces of the node to observe (uplink / NIC), besides the pods' veths */
   interfaces: string[];
+  /** exporters; `otlpUrl` and `tracesDir` below are shortcuts for export.otlp / export.files */
+  export?: ExportConfig;
   /** OTLP/HTTP traces URL; undefined = no OTLP export */
   otlpUrl?: string;
   /** directory for OTLP JSON + Jaeger JSON files; undefined = none */
   tracesDir?: string;
+  /** the batch span processor in front of each exporter (bounded queue) */
+  exportQueue?: { maxQueueSize?: number; maxExportBatchSize?: number; scheduledDelayMillis?: number; exportTimeoutMillis?: number };
+  /** kernel-side knobs, set before the programs load */
+  probes?: { sockPayloadCap?: number; pktPayloadCap?: number; ringBytes?: number; wakeupBytes?: number };
   /** port for /metrics, /healthz, /readyz; undefined = no server; 0 = any */
   metricsPort?: number;
   metricsHost?: string;
@@ -54,10 +59,11 @@ export class Agent {
     this.opts = opts;
     this.log = opts.log ?? ((m) => process.stderr.write(`${m}\n`));
     this.topology = new StaticTopology(opts.nodeName, opts.pods);
-    const exporters: SpanExporter[] = [];
-    if (opts.otlpUrl) exporters.push(createOtlpHttpExporter({ url: opts.otlpUrl }));
-    if (opts.tracesDir) exporters.push(new TraceFileExporter({ dir: opts.tracesDir, writeDelayMillis: 200 }));
-    this.sink = new SdkSpanSink({ exporters, batch: { scheduledDelayMillis: opts.exportDelayMillis ?? 500 } });
+    const exp: ExportConfig = { ...opts.export };
+    if (opts.otlpUrl) exp.otlp = { endpoint: opts.otlpUrl, protocol: 'http/protobuf' };
+    if (opts.tracesDir) exp.files = { dir: opts.tracesDir };
+    const exporters: SpanExporter[] = createExporters(exp);
+    this.sink = new SdkSpanSink({ exporters, batch: { scheduledDelayMillis: opts.exportDelayMillis ?? 500, ...opts.exportQueue } });
     this.correlator = new Correlator(this.sink, this.topology, opts.correlator);
     this.decoder = new Decoder(this.correlator);
     this.metrics = createMetrics({
@@ -66,6 +72,8 @@ export class Agent {
       decoder: () => this.decoder.stats as unknown as Record<string, number>,
       correlator: () => this.correlator.stats as unknown as Record<string, number>,
       exporter: () => ({ droppedSpans: this.sink.stats().spansDropped }),
+      sink: () => this.sink.stats(),
+      progStats: () => this.probes?.progStats() ?? [],
       probes: () => this.attached,
     });
   }
@@ -74,7 +82,7 @@ export class Agent {
     if (this.opts.metricsPort !== undefined) await this.serve(this.opts.metricsPort);
     const native = loadNative();
     try {
-      this.probes = new native.Probes({ sockPayloadCap: this.opts.sockPayloadCap ?? 256 });
+      this.probes = new native.Probes({ sockPayloadCap: this.opts.sockPayloadCap ?? 256, ...this.opts.probes });
     } catch (e) {
       throw this.probeError(STRATA_ERR_PROBE_LOAD, 'loading the BPF programs failed', e);
     }

@@ -1,6 +1,7 @@
 // The agent's own overhead and loss, for Prometheus. Values are read from the components'
 // counters at scrape time (collect), so the hot path only increments plain numbers.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { SdkSinkStats } from '../export/sdk-sink.ts';
 
 export interface StatsSource {
   kernel(): Record<string, number> | undefined;
@@ -8,6 +9,10 @@ export interface StatsSource {
   decoder(): Record<string, number>;
   correlator(): Record<string, number>;
   exporter(): Record<string, number>;
+  /** the span sink's full statistics (per exporter: exported, failed, dropped, queued) */
+  sink(): SdkSinkStats;
+  /** kernel BPF run-time statistics per program (run_time_ns, run_cnt), when enabled */
+  progStats(): { name: string; runTimeNs: number; runCnt: number }[];
   probes(): { name: string; attached: boolean }[];
 }
 
