@@ -4,7 +4,7 @@ import { statSync } from 'node:fs';
 import { type Server, createServer } from 'node:http';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { Registry } from 'prom-client';
-import { Correlator, type CorrelatorOptions } from './correlate/correlator.ts';
+import { Correlator, type CorrelatorConfig } from './correlate/correlator.ts';
 import { StrataError, EXIT_PROBE, STRATA_ERR_PROBE_ATTACH, STRATA_ERR_PROBE_LOAD } from './errors.ts';
 import { Decoder } from './events/decode.ts';
 import { SdkSpanSink } from './export/sdk-sink.ts';
@@ -34,7 +34,7 @@ export interface AgentOptions {
   metricsPort?: number;
   metricsHost?: string;
   sockPayloadCap?: number;
-  correlator?: Partial<CorrelatorOptions>;
+  correlator?: CorrelatorConfig;
   exportDelayMillis?: number;
   log?: (msg: string) => void;
 }

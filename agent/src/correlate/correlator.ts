@@ -49,8 +49,29 @@ export interface CorrelatorOptions {
   retainNs: number;
   /** processes whose server spans are labelled layer=proxy */
   proxyComms: string[];
-  /** request headers copied to span attributes (lowercase); never Authorization/Cookie */
+  /** request headers copied to span attributes (lowercase); bodies are never exported */
   headerAllowList: string[];
+  /** headers whose value is replaced by "[REDACTED]" even when allow-listed */
+  redactHeaders: string[];
+  sampling: SamplingOptions;
+  /** local traces whose root has not finished yet, held for the sampling decision, at most */
+  maxHeldTraces: number;
+}
+
+/**
+ * Decided when the local root of a trace (the first exchange on this node) ends, for all the
+ * spans this node made for it: keep it if it failed (5xx, reset, incomplete) or was slow;
+ * else follow the caller's sampled flag when there is one; else keep a ratio (by trace id, so
+ * every agent keeps the same traces).
+ */
+/** what callers pass: any subset, sampling too */
+export type CorrelatorConfig = Partial<Omit<CorrelatorOptions, 'sampling'>> & { sampling?: Partial<SamplingOptions> };
+
+export interface SamplingOptions {
+  ratio: number;
+  slowThresholdMs: number;
+  keepErrors: boolean;
+  respectParentSampled: boolean;
 }
 
 export const DEFAULT_CORRELATOR_OPTIONS: CorrelatorOptions = {
@@ -63,6 +84,9 @@ export const DEFAULT_CORRELATOR_OPTIONS: CorrelatorOptions = {
   retainNs: 10e9,
   proxyComms: ['nginx', 'envoy', 'haproxy', 'traefik'],
   headerAllowList: ['x-request-id', 'user-agent', 'content-type'],
+  redactHeaders: ['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key'],
+  sampling: { ratio: 1, slowThresholdMs: 500, keepErrors: true, respectParentSampled: true },
+  maxHeldTraces: 4096,
 };
 
 export interface CorrelatorStats {
@@ -83,6 +107,12 @@ export interface CorrelatorStats {
   truncatedHeads: number;
   /** observation points beyond MAX_POINTS for one message (retransmissions) */
   pointsDropped: number;
+  /** spans and local traces not exported by the sampling decision */
+  spansSampledOut: number;
+  tracesSampledOut: number;
+  tracesKept: number;
+  /** local traces decided early because too many were held */
+  heldEvictions: number;
 }
 
 /** observation points kept per message: socket write + a few interfaces + socket read */
@@ -168,6 +198,8 @@ interface Exchange {
   ids?: { traceId: string; spanId: string; parentSpanId?: string; remote: boolean; flags: number; traceState?: string; format?: string };
   /** set when emitted */
   emittedAt: number;
+  /** sampling decision, on local roots */
+  keep?: boolean;
 }
 
 export type WallClock = (monoNs: number) => HrTime;
@@ -189,7 +221,7 @@ export function measureWallClock(): WallClock {
 export class Correlator implements EventHandler {
   readonly stats: CorrelatorStats = {
     conns: 0, messages: 0, connEvictions: 0, idleCloses: 0, messageEvictions: 0, clientEvictions: 0, exchanges: 0, spansEmitted: 0, hopSpansEmitted: 0,
-    nonHttp: 0, orphanResponses: 0, incomplete: 0, malformedContext: 0, truncatedHeads: 0, pointsDropped: 0,
+    nonHttp: 0, orphanResponses: 0, incomplete: 0, malformedContext: 0, truncatedHeads: 0, pointsDropped: 0, spansSampledOut: 0, tracesSampledOut: 0, tracesKept: 0, heldEvictions: 0,
   };
   private readonly opts: CorrelatorOptions;
   // LRU-bounded tables (lru-cache: O(1) eviction; a Map used as a FIFO degrades with deletions)
@@ -203,6 +235,8 @@ export class Correlator implements EventHandler {
   /** span resources per process (bounded: one per traced process) */
   private readonly resources = new LRUCache<string, SpanRecord['resource']>({ max: 4096 });
   private netResource?: SpanRecord['resource'];
+  /** spans of local traces whose root is still open, by root exchange */
+  private readonly held: LRUCache<Exchange, SpanRecord[]>;
   /** connections whose response framing is lost: they end after a quiet period */
   private readonly lostConns = new Set<Conn>();
   private lastTs = 0;
@@ -210,11 +244,14 @@ export class Correlator implements EventHandler {
 
   private readonly sink: SpanSink;
   private readonly topo: Topology;
+  private readonly redact: Set<string>;
 
-  constructor(sink: SpanSink, topo: Topology, opts: Partial<CorrelatorOptions> = {}, wall: WallClock = measureWallClock()) {
+  constructor(sink: SpanSink, topo: Topology, opts: CorrelatorConfig = {}, wall: WallClock = measureWallClock()) {
     this.sink = sink;
     this.topo = topo;
-    this.opts = { ...DEFAULT_CORRELATOR_OPTIONS, ...opts };
+    this.opts = { ...DEFAULT_CORRELATOR_OPTIONS, ...opts, sampling: { ...DEFAULT_CORRELATOR_OPTIONS.sampling, ...opts.sampling } };
+    this.opts.headerAllowList = this.opts.headerAllowList.map((h) => h.toLowerCase());
+    this.redact = new Set(this.opts.redactHeaders.map((h) => h.toLowerCase()));
     this.conns = new LRUCache<number, Conn>({
       max: this.opts.maxConns,
       disposeAfter: (c, _k, reason) => {
@@ -227,6 +264,15 @@ export class Correlator implements EventHandler {
       max: this.opts.maxMessages,
       disposeAfter: (_m, _k, reason) => {
         if (reason === 'evict') this.stats.messageEvictions++;
+      },
+    });
+    this.held = new LRUCache<Exchange, SpanRecord[]>({
+      max: this.opts.maxHeldTraces,
+      disposeAfter: (spans, root, reason) => {
+        if (reason !== 'evict') return;
+        // the root is taking too long: decide on what is known now
+        this.stats.heldEvictions++;
+        this.release(spans, this.decide(root, spans, false));
       },
     });
     this.clientByReqKey = new LRUCache<string, Exchange>({
@@ -583,6 +629,8 @@ export class Correlator implements EventHandler {
     for (const c of [...this.conns.values()]) this.closeConn(c, c.lastTs);
     for (const ex of this.ready) this.emit(ex, this.lastTs);
     this.ready.length = 0;
+    for (const [root, spans] of [...this.held.entries()]) this.release(spans, this.decide(root, spans, false));
+    this.held.clear();
     this.msgs.clear();
     this.clientByReqKey.clear();
     this.lostConns.clear();
@@ -664,9 +712,12 @@ export class Correlator implements EventHandler {
       attrs['strata.from'] = 'socket write';
       attrs['strata.to'] = 'socket read';
     }
+    // only allow-listed headers leave the node, secrets redacted even then
     for (const h of this.opts.headerAllowList) {
       const v = ex.headers.get(h);
-      if (v !== undefined) attrs[h === 'user-agent' ? 'user_agent.original' : `http.request.header.${h}`] = v;
+      if (v === undefined) continue;
+      const value = this.redact.has(h) ? '[REDACTED]' : v;
+      attrs[h === 'user-agent' ? 'user_agent.original' : `http.request.header.${h}`] = value;
     }
     const failed = ex.incomplete || ex.status >= (ex.role === ROLE_SERVER ? 500 : 400);
     const rec: SpanRecord = {
@@ -684,13 +735,65 @@ export class Correlator implements EventHandler {
       status: failed ? { code: SpanStatusCode.ERROR, message: ex.incomplete ? 'incomplete exchange' : `HTTP ${ex.status}` } : undefined,
       resource: this.resource(c),
     };
-    this.sink.emit(rec);
+    const out: SpanRecord[] = [rec];
     this.stats.spansEmitted++;
-    if (reqMsg) this.emitHops(reqMsg, ex, ids, 'request');
-    if (respMsg) this.emitHops(respMsg, ex, ids, 'response');
+    if (reqMsg) this.emitHops(reqMsg, ex, ids, 'request', out);
+    if (respMsg) this.emitHops(respMsg, ex, ids, 'response', out);
+    this.route(ex, out);
   }
 
-  private emitHops(m: Msg, ex: Exchange, ids: NonNullable<Exchange['ids']>, direction: string): void {
+  /** The exchange that started this trace on this node (no local parent). */
+  private localRoot(ex: Exchange): Exchange {
+    let cur = ex;
+    for (let i = 0; i < 32; i++) {
+      const p = cur.role === ROLE_SERVER ? this.clientByReqKey.peek(cur.reqKey) : cur.cause;
+      if (!p) return cur;
+      cur = p;
+    }
+    return cur;
+  }
+
+  /** Holds a local trace's spans until its root ends, then exports or drops them together. */
+  private route(ex: Exchange, spans: SpanRecord[]): void {
+    const root = this.localRoot(ex);
+    if (root.keep !== undefined) return this.release(spans, root.keep);
+    if (root !== ex) {
+      const h = this.held.get(root);
+      if (h) h.push(...spans);
+      else this.held.set(root, spans);
+      return;
+    }
+    const all = this.held.get(root);
+    this.held.delete(root);
+    if (all) all.push(...spans);
+    const set = all ?? spans;
+    root.keep = this.decide(root, set, true);
+    this.release(set, root.keep);
+  }
+
+  private decide(root: Exchange, spans: SpanRecord[], rootDone: boolean): boolean {
+    const s = this.opts.sampling;
+    if (s.keepErrors && spans.some((x) => x.status?.code === SpanStatusCode.ERROR)) return true;
+    if (rootDone && (Math.max(root.respEnd, root.reqEnd) - root.reqStart) / 1e6 >= s.slowThresholdMs) return true;
+    const ids = root.ids;
+    if (s.respectParentSampled && ids?.remote) return (ids.flags & 1) === 1;
+    if (s.ratio >= 1) return true;
+    if (s.ratio <= 0 || !ids) return false;
+    // by trace id, so agents on other nodes keep the same traces
+    return Number.parseInt(ids.traceId.slice(-8), 16) / 0x100000000 < s.ratio;
+  }
+
+  private release(spans: SpanRecord[], keep: boolean): void {
+    if (keep) {
+      this.stats.tracesKept++;
+      for (const x of spans) this.sink.emit(x);
+    } else {
+      this.stats.tracesSampledOut++;
+      this.stats.spansSampledOut += spans.length;
+    }
+  }
+
+  private emitHops(m: Msg, ex: Exchange, ids: NonNullable<Exchange['ids']>, direction: string, out: SpanRecord[]): void {
     const pts = [...m.points].sort((a, b) => a.ts - b.ts);
     const base = deriveSpanId('hops', m.key);
     for (let i = 0; i + 1 < pts.length; i++) {
@@ -715,7 +818,7 @@ export class Correlator implements EventHandler {
         attrs['k8s.namespace.name'] = pod.namespace;
       }
       if (b.netns ?? a.netns) attrs['strata.netns'] = (b.netns ?? a.netns) as number;
-      this.sink.emit({
+      out.push({
         traceId: ids.traceId,
         spanId: nthSpanId(base, i),
         parentSpanId: ids.spanId,
