@@ -2,7 +2,7 @@
 // lab: pipelining, chunked responses, a 1 MiB upload over many reads, HTTP/1.0 close-delimited
 // responses, b3 / uber-trace-id contexts, and a Service IP behind DNAT without any header.
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { curlFromClient, pipelineFromClient, runClient } from '../../lab/lab.ts';
@@ -102,6 +102,26 @@ describe('HTTP/1.x through real NGINX and real upstreams', { skip: why }, () => 
     const { nginx } = chain(t);
     assert.equal(nginx.span.parentSpanId, '');
     await waitFor(async () => metricValue(await lt.metrics(), 'strata_correlator_malformed_context_total') > before, 'malformed counter');
+  });
+
+  test('an Authorization header sent by the client never appears in any export', async () => {
+    const secret = 'Bearer tok-7f3a9c1e5b';
+    await runClient(lt.lab, { paths: ['/private'], headers: { Authorization: secret, Cookie: 'sid=0xfeedface' } });
+    const t = await lt.tree('/private');
+    chain(t);
+    // the file exporter writes after a short debounce: wait until it holds this trace
+    const files = () => ['otlp-traces.json', 'jaeger-traces.json'].map((f) => {
+      try {
+        return readFileSync(join(lt.tracesDir, f), 'utf8');
+      } catch {
+        return '';
+      }
+    });
+    await waitFor(() => files().every((f) => f.includes('/private')), 'trace files with /private');
+    for (const text of [...files(), ...lt.receiver.requests.map((r) => r.body.toString('latin1'))]) {
+      assert.ok(!text.includes('tok-7f3a9c1e5b'), 'no Authorization value');
+      assert.ok(!text.includes('0xfeedface'), 'no Cookie value');
+    }
   });
 
   test('without any header, a request through a DNAT-ed Service IP is one trace with its hops', async () => {
