@@ -121,7 +121,8 @@ export class Agent {
   private probeError(code: string, what: string, e: unknown): StrataError {
     if (isNativeError(e)) {
       const hint = e.code === 'EPERM' ? ' (needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or root)' : '';
-      return new StrataError(code, `${what}: ${e.message}${hint}${e.log.length ? `\n  libbpf: ${e.log.slice(-5).join('\n  libbpf: ')}` : ''}`, EXIT_PROBE, {
+      const log = e.log.slice(-5).map((l) => `\n  libbpf: ${l.replace(/^libbpf: /, '')}`).join('');
+      return new StrataError(code, `${what}: ${e.message} [${e.code}, stage ${e.stage}, ${e.target}]${hint}${log}`, EXIT_PROBE, {
         errno: e.code, stage: e.stage, target: e.target,
       });
     }

@@ -1,0 +1,67 @@
+// Agent lifecycle on the real kernel: an optional probe that cannot attach is a warning and a
+// metric at 0, a required one that cannot load is a clear error and exit code 4; SIGTERM exits
+// 0 in bounded time with nothing left attached.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { runClient } from '../../lab/lab.ts';
+import { metricValue, startAgent, stopAgent } from '../helpers/agent-proc.ts';
+import { loadedStrataProgs, missingPrerequisites, tcFilters } from '../helpers/kernel.ts';
+import { LabTracing, chain } from '../helpers/lab-tracing.ts';
+import { waitFor } from '../helpers/otlp-fixture.ts';
+
+const why = missingPrerequisites({ nginx: true });
+if (why && process.env.CI === 'true') throw new Error(`prerequisite missing under CI: ${why}`);
+const CLI = fileURLToPath(new URL('../../agent/src/cli.ts', import.meta.url));
+
+describe('agent lifecycle', { skip: why }, () => {
+  const lt = new LabTracing('lc');
+
+  before(async () => {
+    await lt.up();
+    // the shared harness started an agent; these tests start their own
+    if (lt.agent) await stopAgent(lt.agent, 'SIGTERM');
+    lt.agent = undefined;
+  });
+  after(() => lt.down());
+
+  test('an optional probe that cannot attach: one warning, metric 0, the agent keeps tracing', async () => {
+    const agent = await startAgent([...lt.agentArgs(), '--iface', 'nosuchif0']);
+    lt.agent = agent;
+    const warnings = agent.stderr().split('\n').filter((l) => l.includes('nosuchif0'));
+    assert.equal(warnings.length, 1, agent.stderr());
+    assert.match(warnings[0] as string, /warning/i);
+    const m = await (await fetch(`http://127.0.0.1:${agent.metricsPort}/metrics`)).text();
+    assert.equal(metricValue(m, 'strata_probe_attached', 'probe="tc:nosuchif0"'), 0);
+    assert.equal(metricValue(m, 'strata_probe_attached', `probe="tc:${lt.lab.pods.app.hostVeth}"`), 1);
+    assert.equal(metricValue(m, 'strata_probe_attached', 'probe="sock_syscalls"'), 1);
+    await runClient(lt.lab, { paths: ['/optional-missing'] });
+    chain(await lt.tree('/optional-missing'));
+  });
+
+  test('SIGTERM: exit 0 within the shutdown bound, nothing left attached', async () => {
+    assert.ok(lt.agent);
+    const t0 = Date.now();
+    const { code } = await stopAgent(lt.agent, 'SIGTERM');
+    lt.agent = undefined;
+    const ms = Date.now() - t0;
+    assert.equal(code, 0);
+    assert.ok(ms < 10_000, `stopped in ${ms} ms`);
+    for (const v of [lt.lab.pods.app.hostVeth, lt.lab.pods.ingress.hostVeth, lt.lab.clientVeth]) assert.equal(tcFilters(lt.lab.nodeNetns, v), '');
+    await waitFor(() => loadedStrataProgs().length === 0, 'BPF programs released', 10_000);
+  });
+
+  test('a required probe that cannot load: exit 4 with code, errno, stage and a hint', async () => {
+    // an unprivileged user cannot load BPF programs: the socket probes are required
+    const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', process.execPath, CLI, 'agent',
+      '--otlp-endpoint', 'none', '--traces-dir', '/tmp', '--metrics-port', '0', '--metrics-host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    assert.equal(code, 4, err);
+    assert.match(err, /STRATA_ERR_PROBE_LOAD/);
+    assert.match(err, /EPERM/);
+    assert.match(err, /CAP_BPF/);
+  });
+});
