@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3
-  iproute2 ethtool iputils-ping curl nginx nftables procps)
+  iproute2 ethtool iputils-ping curl nginx nftables procps prometheus)
 
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -1,14 +1,17 @@
 // The agent's own overhead and loss, for Prometheus. Values are read from the components'
-// counters at scrape time (collect), so the hot path only increments plain numbers.
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { SdkSinkStats } from '../export/sdk-sink.ts';
+// counters at scrape time (collect), so the hot path only increments plain numbers. Counters
+// mirror totals kept elsewhere: each scrape resets them and adds the current total, so a
+// component's reset shows as a counter reset, which rate() handles.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ExportLatencyStats, ExporterStats, SdkSinkStats } from '../export/sdk-sink.ts';
 
 export interface StatsSource {
   kernel(): Record<string, number> | undefined;
   pump(): Record<string, number> | undefined;
   decoder(): Record<string, number>;
   correlator(): Record<string, number>;
-  exporter(): Record<string, number>;
+  /** legacy summary of sink(); the metrics read sink(), which has the same numbers per exporter */
+  exporter?(): Record<string, number>;
   /** the span sink's full statistics (per exporter: exported, failed, dropped, queued) */
   sink(): SdkSinkStats;
   /** kernel BPF run-time statistics per program (run_time_ns, run_cnt), when enabled */
@@ -17,10 +20,106 @@ export interface StatsSource {
 }
 
 type Reader = () => number | undefined;
+type Inc = (v: number) => void;
+type SetFn = (v: number) => void;
+
+/** the pipeline stages of strata_drops_total, in pipeline order */
+export const DROP_STAGES = ['kernel_ringbuf', 'kernel_read', 'js_queue', 'decoder', 'exporter'] as const;
+
+/**
+ * One read of `read` per scrape: Registry.metrics() runs every collect() in one synchronous pass,
+ * so a value cached until the next microtask is shared by that scrape's metrics only. The
+ * kernel's per-CPU counters are then read once per scrape, and the sums agree across metrics
+ * (strata_drops_total{stage="exporter"} = sum of strata_export_spans_total{result="dropped"}).
+ */
+function perScrape<T>(read: () => T): () => T {
+  let cached: { v: T } | undefined;
+  return () => {
+    if (!cached) {
+      cached = { v: read() };
+      queueMicrotask(() => {
+        cached = undefined;
+      });
+    }
+    return cached.v;
+  };
+}
+
+/** label children for values that appear at run time (programs, exporters, probes), bound once each */
+function children<T>(bind: (...values: string[]) => T): (...values: string[]) => T {
+  const bound = new Map<string, T>();
+  return (...values) => {
+    const key = values.join('\u0000');
+    let c = bound.get(key);
+    if (!c) {
+      c = bind(...values);
+      bound.set(key, c);
+    }
+    return c;
+  };
+}
+
+/** exporter label values: the exporter's class name, made unique when two share one */
+function exporterNames(exporters: ExporterStats[]): string[] {
+  const seen = new Map<string, number>();
+  return exporters.map((e) => {
+    const n = (seen.get(e.name) ?? 0) + 1;
+    seen.set(e.name, n);
+    return n === 1 ? e.name : `${e.name}_${n}`;
+  });
+}
+
+type HistogramSample = { labels: Record<string, string | number>; value: number; metricName: string };
+type LatencySource = () => { exporter: string; latency: ExportLatencyStats }[];
+
+/**
+ * strata_export_duration_seconds: a histogram whose buckets are counted elsewhere (the sink's
+ * ExportLatencyStats, cumulative like `le`). prom-client's Histogram only counts its own observe()
+ * calls, so this is a metric of its own with the shape Registry reads (name, help, type, get()),
+ * turning the source's buckets into samples at scrape time.
+ */
+class ExportDurationHistogram {
+  readonly name = 'strata_export_duration_seconds';
+  readonly help = "Duration of an exporter's export calls (one batch each), retries included, successes and failures alike.";
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private readonly read: LatencySource;
+
+  constructor(read: LatencySource) {
+    this.read = read;
+  }
+
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: HistogramSample[] }> {
+    const values: HistogramSample[] = [];
+    const bucket = `${this.name}_bucket`;
+    for (const { exporter, latency: l } of this.read()) {
+      if (!l) continue; // an exporter without latency records: no series rather than a failed scrape
+      l.bucketsMs.forEach((ms, i) => values.push({ labels: { exporter, le: ms / 1000 }, value: l.buckets[i] ?? 0, metricName: bucket }));
+      values.push({ labels: { exporter, le: '+Inf' }, value: l.count, metricName: bucket });
+      values.push({ labels: { exporter }, value: l.sumMs / 1000, metricName: `${this.name}_sum` });
+      values.push({ labels: { exporter }, value: l.count, metricName: `${this.name}_count` });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  /** Registry.resetMetrics(): nothing to reset, the source holds the counts */
+  reset(): void {}
+}
 
 export function createMetrics(src: StatsSource): Registry {
   const registry = new Registry();
+  // process CPU, RSS, heap, GC, event-loop lag (strata_process_nodejs_eventloop_lag_*_seconds)
   collectDefaultMetrics({ register: registry, prefix: 'strata_process_' });
+  // gauges named *_total fail `promtool check metrics`; the same numbers are the sum over `type`
+  // of strata_process_nodejs_active_{handles,requests,resources}, which stay
+  for (const m of ['handles', 'requests', 'resources']) registry.removeSingleMetric(`strata_process_nodejs_active_${m}_total`);
+
+  const kernel = perScrape(() => src.kernel());
+  const pump = perScrape(() => src.pump());
+  const decoder = perScrape(() => src.decoder());
+  const correlator = perScrape(() => src.correlator());
+  const sink = perScrape(() => src.sink());
+  const progs = perScrape(() => src.progStats());
 
   const counter = (name: string, help: string, read: Reader) =>
     new Counter({
@@ -34,61 +133,152 @@ export function createMetrics(src: StatsSource): Registry {
   const gauge = (name: string, help: string, read: Reader) =>
     new Gauge({ name, help, registers: [registry], collect() { this.set(read() ?? 0); } });
 
-  counter('strata_kernel_events_total', 'Records the BPF programs submitted to the ring buffer.', () => src.kernel()?.events);
-  counter('strata_kernel_syscalls_filtered_total', 'Socket syscalls rejected in the kernel by the netns filter.', () => src.kernel()?.filtered);
-  counter('strata_kernel_packets_seen_total', 'Packets seen by the TC programs.', () => src.kernel()?.pktSeen);
-  counter('strata_kernel_packets_aggregated_total', 'Data packets counted in the kernel instead of emitted.', () => src.kernel()?.pktAggregated);
-  counter('strata_pump_batches_total', 'Batches handed from the ring-buffer thread to JS.', () => src.pump()?.batches);
-  counter('strata_pump_records_total', 'Records handed from the ring-buffer thread to JS.', () => src.pump()?.records);
-  counter('strata_decoder_records_total', 'Records decoded.', () => src.decoder().records);
-  counter('strata_correlator_exchanges_total', 'HTTP exchanges seen on traced sockets.', () => src.correlator().exchanges);
-  counter('strata_correlator_non_http_total', 'Socket reads/writes that were not HTTP/1.x and were ignored.', () => src.correlator().nonHttp);
-  counter('strata_correlator_orphan_responses_total', 'Response bytes with no request on their connection.', () => src.correlator().orphanResponses);
-  counter('strata_correlator_incomplete_total', 'Exchanges closed before their response (truncated or reset).', () => src.correlator().incomplete);
-  counter('strata_correlator_malformed_context_total', 'Trace context headers that could not be parsed.', () => src.correlator().malformedContext);
-  gauge('strata_correlator_connections', 'Connections tracked.', () => src.correlator().conns);
-  gauge('strata_correlator_messages', 'Messages (request/response observation sets) tracked.', () => src.correlator().messages);
+  // kernel and transport
+  counter('strata_kernel_events_total', 'Records the BPF programs submitted to the ring buffer.', () => kernel()?.events);
+  counter('strata_kernel_syscalls_filtered_total', 'Socket syscalls rejected in the kernel by the netns filter.', () => kernel()?.filtered);
+  counter('strata_kernel_syscalls_non_tcp_total', 'Socket syscalls of traced pods on non-TCP sockets, ignored in the kernel.', () => kernel()?.notTcp);
+  counter('strata_kernel_packets_seen_total', 'Packets seen by the TC programs.', () => kernel()?.pktSeen);
+  counter('strata_kernel_packets_aggregated_total', 'Data packets counted in the kernel instead of emitted.', () => kernel()?.pktAggregated);
+  counter('strata_kernel_packets_non_tcp_total', 'Packets seen by the TC programs that were not TCP, ignored in the kernel.', () => kernel()?.pktNotTcp);
+  counter('strata_pump_batches_total', 'Batches handed from the ring-buffer thread to JS.', () => pump()?.batches);
+  counter('strata_pump_records_total', 'Records handed from the ring-buffer thread to JS.', () => pump()?.records);
+  counter('strata_decoder_records_total', 'Records decoded.', () => decoder().records);
+
+  // kernel CPU cost per BPF program (kernel.bpf_stats_enabled, turned on by the agent while it runs)
+  const runTime = new Counter({
+    name: 'strata_bpf_run_time_seconds_total',
+    help: 'Kernel CPU time spent running this BPF program (bpf_prog_info run_time_ns). ' +
+      'Cost per run in ns: rate(strata_bpf_run_time_seconds_total[1m]) / rate(strata_bpf_runs_total[1m]) * 1e9; ' +
+      'sum the enter_/exit_ programs for one traced syscall, tc_ingress/tc_egress for one packet.',
+    labelNames: ['program'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of progs()) runTimeOf(p.name).inc(p.runTimeNs / 1e9);
+    },
+  });
+  const runTimeOf = children<{ inc: Inc }>((program) => runTime.labels(program));
+  const runs = new Counter({
+    name: 'strata_bpf_runs_total',
+    help: 'Times this BPF program ran (bpf_prog_info run_cnt); see strata_bpf_run_time_seconds_total for the cost per run.',
+    labelNames: ['program'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of progs()) runsOf(p.name).inc(p.runCnt);
+    },
+  });
+  const runsOf = children<{ inc: Inc }>((program) => runs.labels(program));
+
+  // correlator
+  counter('strata_correlator_exchanges_total', 'HTTP exchanges seen on traced sockets.', () => correlator().exchanges);
+  counter('strata_correlator_non_http_total', 'Socket reads/writes that were not HTTP/1.x and were ignored.', () => correlator().nonHttp);
+  counter('strata_correlator_orphan_responses_total', 'Response bytes with no request on their connection.', () => correlator().orphanResponses);
+  counter('strata_correlator_incomplete_total', 'Exchanges closed before their response (truncated or reset).', () => correlator().incomplete);
+  counter('strata_correlator_malformed_context_total', 'Trace context headers that could not be parsed.', () => correlator().malformedContext);
+  counter('strata_correlator_truncated_heads_total', 'HTTP heads cut by the capture (kept as far as seen).', () => correlator().truncatedHeads);
+  counter('strata_correlator_points_dropped_total', 'Observation points beyond the per-message cap (retransmissions), not turned into hop spans.', () => correlator().pointsDropped);
+  counter('strata_correlator_idle_closes_total', 'Connections ended by the agent after a quiet period without events.', () => correlator().idleCloses);
+  gauge('strata_correlator_connections', 'Connections tracked.', () => correlator().conns);
+  gauge('strata_correlator_messages', 'Messages (request/response observation sets) tracked.', () => correlator().messages);
 
   const evictions = new Counter({
-    name: 'strata_correlator_evictions_total', help: 'Entries evicted from bounded tables.', labelNames: ['table'], registers: [registry],
+    name: 'strata_correlator_evictions_total', help: 'Entries evicted from bounded tables (oldest first, when full).', labelNames: ['table'], registers: [registry],
     collect() {
       this.reset();
-      this.labels('connections').inc(src.correlator().connEvictions ?? 0);
-      this.labels('messages').inc(src.correlator().messageEvictions ?? 0);
-      this.labels('client_exchanges').inc(src.correlator().clientEvictions ?? 0);
+      const c = correlator();
+      evictedConns.inc(c.connEvictions ?? 0);
+      evictedMsgs.inc(c.messageEvictions ?? 0);
+      evictedClients.inc(c.clientEvictions ?? 0);
     },
   });
-  void evictions;
-  new Counter({
-    name: 'strata_spans_total', help: 'Spans emitted by the correlator.', labelNames: ['kind'], registers: [registry],
+  const evictedConns = evictions.labels('connections');
+  const evictedMsgs = evictions.labels('messages');
+  const evictedClients = evictions.labels('client_exchanges');
+
+  const spans = new Counter({
+    name: 'strata_spans_total', help: 'Spans emitted by the correlator (exchange: SERVER/CLIENT, hop: INTERNAL network hops).', labelNames: ['kind'], registers: [registry],
     collect() {
       this.reset();
-      this.labels('exchange').inc(src.correlator().spansEmitted ?? 0);
-      this.labels('hop').inc(src.correlator().hopSpansEmitted ?? 0);
+      spansExchange.inc(correlator().spansEmitted ?? 0);
+      spansHop.inc(correlator().hopSpansEmitted ?? 0);
     },
   });
+  const spansExchange = spans.labels('exchange');
+  const spansHop = spans.labels('hop');
+
   // every loss, by the stage it happened in
-  new Counter({
-    name: 'strata_drops_total', help: 'Events, batches or spans lost, by pipeline stage.', labelNames: ['stage'], registers: [registry],
+  const drops = new Counter({
+    name: 'strata_drops_total',
+    help: 'Events, batches or spans lost, by pipeline stage: kernel_ringbuf (ring buffer full), kernel_read (payload reads that failed in BPF), ' +
+      'js_queue (records of batches dropped before JS), decoder (malformed, unknown-type or wrong-version records), exporter (spans lost in export, summed over exporters).',
+    labelNames: ['stage'], registers: [registry],
     collect() {
       this.reset();
-      const k = src.kernel();
-      const p = src.pump();
-      const d = src.decoder();
-      const e = src.exporter();
-      this.labels('kernel_ringbuf').inc(k?.rbDrops ?? 0);
-      this.labels('kernel_read').inc(k?.readErrors ?? 0);
-      this.labels('js_queue').inc(p?.droppedRecords ?? 0);
-      this.labels('decoder').inc((d.malformed ?? 0) + (d.unknownType ?? 0) + (d.badVersion ?? 0));
-      this.labels('exporter').inc(e.droppedSpans ?? 0);
+      const k = kernel();
+      const d = decoder();
+      drop.kernel_ringbuf.inc(k?.rbDrops ?? 0);
+      drop.kernel_read.inc(k?.readErrors ?? 0);
+      drop.js_queue.inc(pump()?.droppedRecords ?? 0);
+      drop.decoder.inc((d.malformed ?? 0) + (d.unknownType ?? 0) + (d.badVersion ?? 0));
+      drop.exporter.inc(sink().spansDropped);
     },
   });
-  new Gauge({
+  const drop = Object.fromEntries(DROP_STAGES.map((s) => [s, drops.labels(s)])) as Record<(typeof DROP_STAGES)[number], { inc: Inc }>;
+
+  // export, per exporter
+  counter('strata_export_spans_rejected_total', 'Spans refused before reaching any exporter (invalid ids or times, or emitted after shutdown).', () => sink().spansRejected);
+  const exportSpans = new Counter({
+    name: 'strata_export_spans_total',
+    help: 'Spans per exporter: result="exported" acknowledged by the backend, "dropped" lost (failed export or queue full).',
+    labelNames: ['exporter', 'result'], registers: [registry],
+    collect() {
+      this.reset();
+      const ex = sink().exporters;
+      exporterNames(ex).forEach((name, i) => {
+        const e = ex[i] as ExporterStats;
+        exportSpansOf(name, 'exported').inc(e.spansExported);
+        exportSpansOf(name, 'dropped').inc(e.spansDropped);
+      });
+    },
+  });
+  const exportSpansOf = children<{ inc: Inc }>((exporter, result) => exportSpans.labels(exporter, result));
+  const exportRequests = new Counter({
+    name: 'strata_export_requests_total',
+    help: 'Export calls (one batch each) per exporter, by result: success or failure.',
+    labelNames: ['exporter', 'result'], registers: [registry],
+    collect() {
+      this.reset();
+      const ex = sink().exporters;
+      exporterNames(ex).forEach((name, i) => {
+        const e = ex[i] as ExporterStats;
+        exportRequestsOf(name, 'success').inc(e.exportsSucceeded);
+        exportRequestsOf(name, 'failure').inc(e.exportsFailed);
+      });
+    },
+  });
+  const exportRequestsOf = children<{ inc: Inc }>((exporter, result) => exportRequests.labels(exporter, result));
+  const exportQueue = new Gauge({
+    name: 'strata_export_queue_spans', help: "Spans waiting in the exporter's batch queue.", labelNames: ['exporter'], registers: [registry],
+    collect() {
+      this.reset();
+      const ex = sink().exporters;
+      exporterNames(ex).forEach((name, i) => exportQueueOf(name).set((ex[i] as ExporterStats).queued));
+    },
+  });
+  const exportQueueOf = children<{ set: SetFn }>((exporter) => exportQueue.labels(exporter));
+  const exportDuration = new ExportDurationHistogram(() => {
+    const ex = sink().exporters;
+    return exporterNames(ex).map((exporter, i) => ({ exporter, latency: (ex[i] as ExporterStats).exportLatencyMs }));
+  });
+  // Registry reads metrics by shape; its type names prom-client's classes only
+  registry.registerMetric(exportDuration as unknown as Histogram);
+
+  const attached = new Gauge({
     name: 'strata_probe_attached', help: '1 when the probe is attached, 0 when it could not be.', labelNames: ['probe'], registers: [registry],
     collect() {
       this.reset();
-      for (const p of src.probes()) this.labels(p.name).set(p.attached ? 1 : 0);
+      for (const p of src.probes()) attachedOf(p.name).set(p.attached ? 1 : 0);
     },
   });
+  const attachedOf = children<{ set: SetFn }>((probe) => attached.labels(probe));
   return registry;
 }
