@@ -11,11 +11,13 @@
             "bpf/include/events.h",
             "bpf/include/common.bpf.h",
             "bpf/sock.bpf.c",
-            "bpf/veth_tc.bpf.c"
+            "bpf/veth_tc.bpf.c",
+            "bpf/features.bpf.c"
           ],
           "outputs": [
             "<(module_root_dir)/build/bpf/sock.skel.h",
-            "<(module_root_dir)/build/bpf/veth_tc.skel.h"
+            "<(module_root_dir)/build/bpf/veth_tc.skel.h",
+            "<(module_root_dir)/build/bpf/features.skel.h"
           ],
           "action": ["bash", "bpf/build.sh", "<(module_root_dir)/build/bpf"]
         }
@@ -24,7 +26,7 @@
     {
       "target_name": "strata_native",
       "dependencies": ["bpf_objects"],
-      "sources": ["native/src/addon.cc", "native/src/probes.cc", "native/src/pump.cc"],
+      "sources": ["native/src/addon.cc", "native/src/probes.cc", "native/src/pump.cc", "native/src/features.cc"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<(module_root_dir)/build/bpf",

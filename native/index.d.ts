@@ -54,6 +54,31 @@ export interface TcAttachment {
   ifindex: number;
 }
 
+/** One feature probe of `strata check` (a program of bpf/features.bpf.c tried on its own). */
+export interface FeatureProbe {
+  /** tracepoint, tracepoint_sock, raw_tp, tp_btf, kprobe, fentry, tc */
+  name: string;
+  /** the program's section, e.g. "kprobe/tcp_sendmsg" */
+  section: string;
+  /** loaded, and attached when it has an attach point (tc: loaded only) */
+  ok: boolean;
+  attached: boolean;
+  /** errno name ("" when ok), e.g. "ENOENT", "EPERM", "ENOTSUPP" */
+  code: string;
+  errno: number;
+  /** where it failed: "open" | "load" | "attach" ("" when ok) */
+  stage: string;
+  message: string;
+  /** libbpf's warnings while trying (verifier log tail on load errors) */
+  log: string[];
+}
+
+/** An interface whose leftover strata TC filters were removed. */
+export interface StaleTcFilter {
+  ifname: string;
+  ifindex: number;
+}
+
 /** Errors thrown by the addon carry these fields. */
 export interface NativeError extends Error {
   /** errno name, e.g. "EPERM", "ENOENT" */
@@ -85,8 +110,26 @@ export declare class Probes {
   enableRunStats(): void;
   progStats(): ProgStat[];
   attachments(): TcAttachment[];
+  /** see the module-level cleanupStale (it needs no loaded object; offered here for convenience) */
+  cleanupStale(netns?: string): StaleTcFilter[];
   /** stops the pump, detaches everything, frees the objects; idempotent */
   close(): void;
 }
 
 export declare const eventsVersion: number;
+
+/**
+ * Loads each program of features.bpf.o on its own (autoload of that one only) and attaches it,
+ * then detaches and frees it: which attach mechanisms this kernel and these privileges allow.
+ * Never throws for a failing probe: failures are entries with ok=false.
+ */
+export declare function probeFeatures(): FeatureProbe[];
+
+/**
+ * Removes strata's TC filters (fixed handle/priority 0x57a7, ingress and egress) left on any
+ * interface of the netns (a /run/netns path; "" = ours) by an agent that died without
+ * detaching (SIGKILL, OOM). Other filters and the clsact qdisc stay. Call it before attaching:
+ * it would also remove a live agent's filters in that netns. Returns the interfaces cleaned;
+ * throws NativeError (stage "attach" for netns errors, "detach" otherwise).
+ */
+export declare function cleanupStale(netns?: string): StaleTcFilter[];

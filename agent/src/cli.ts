@@ -1,74 +1,117 @@
 #!/usr/bin/env node
-// `strata` command line: agent | demo | version. Exit codes: README "Exit codes".
+// `strata` command line: agent | demo | check | version. Exit codes: README "Exit codes".
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import { Agent } from './agent.ts';
-import { EXIT_CONFIG, EXIT_OK, EXIT_USAGE, STRATA_ERR_CONFIG, StrataError } from './errors.ts';
-import { resolveOtlpTracesUrl } from './export/otlp.ts';
-import { readPodsFile } from './k8s/pods-file.ts';
+import { stringify } from 'yaml';
+import { CHECK_USAGE } from './check.ts';
+import { type StrataConfig, configHelp, loadConfig, parseAgentArgs, toAgentOptions } from './config/index.ts';
+import {
+  EXIT_CONFIG,
+  EXIT_OK,
+  EXIT_UNEXPECTED,
+  EXIT_USAGE,
+  STRATA_ERR_CONFIG,
+  STRATA_ERR_PODS_FILE,
+  STRATA_ERR_SHUTDOWN_TIMEOUT,
+  STRATA_ERR_USAGE,
+  StrataError,
+} from './errors.ts';
+import { type PodEntry, readPodsFile } from './k8s/pods-file.ts';
 
 const USAGE = `usage: strata <command> [options]
-  agent     run the agent
-              --pods-file F      pods of this node (JSON, as the lab writes it)
-              --node-name N      this node's name (default: hostname)
-              --node-netns P     netns path holding the node's interfaces (default: own)
-              --iface I          extra interface to observe (repeatable), e.g. the uplink
-              --otlp-endpoint U  OTLP/HTTP traces URL, or none (default: OTEL_EXPORTER_OTLP_*,
-                                 else http://localhost:4318/v1/traces)
-              --traces-dir D     also write OTLP JSON + Jaeger JSON files into D
-              --metrics-port P   serve /metrics /healthz /readyz on P (default 9464; 0 = any)
+  agent     run the agent (strata agent --help: flags and every configuration key)
   demo      bring up the lab, trace a few requests, write ./traces, print them, tear down
-  version   print the version`;
+  check     preflight: kernel, BTF, tracefs, capabilities, which probes attach here
+  version   print the version
+Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 configuration, 4 a required probe could not
+load or attach, 5 \`check\` found a required piece missing.`;
+
+const AGENT_USAGE = `usage: strata agent [--config FILE] [--set section.key=value]... [flags]
+  --config F         YAML configuration file (default: $STRATA_CONFIG; in a cluster, a ConfigMap)
+  --set K=V          set one key, e.g. --set sampling.ratio=0.1 (repeatable)
+  --pods-file F      = --set discovery.podsFile=F    pods of this node (JSON, as the lab writes it)
+  --node-name N      = --set node.name=N
+  --node-netns P     = --set node.netns=P            netns path holding the node's interfaces
+  --iface I          = node.interfaces (repeatable)  extra interface to observe, e.g. the uplink
+  --otlp-endpoint U  = --set export.otlp.endpoint=U  OTLP traces URL, or none
+  --traces-dir D     = --set export.files.dir=D      also write OTLP JSON + Jaeger JSON files into D
+  --metrics-port P   = --set metrics.port=P          /metrics /healthz /readyz (0 = any port)
+  --metrics-host H   = --set metrics.host=H
+  --print-config     print the effective configuration (YAML, header values hidden) and exit
+
+Precedence, lowest first: defaults < file < OTEL_EXPORTER_OTLP_{ENDPOINT,TRACES_ENDPOINT,PROTOCOL,
+HEADERS,TIMEOUT} < STRATA_<SECTION>_<KEY> variables < flags. Unknown keys are errors.
+Prints {"event":"ready",...} on stdout once attached; SIGTERM/SIGINT flush, detach and exit 0
+(exit 1 when that takes longer than shutdown.timeoutS).
+
+Keys (default; allowed; variable, flag):
+${configHelp()}`;
+
+const DEMO_USAGE = `usage: strata demo [--traces-dir D]
+  Brings up the one-node lab (netns node + bridge, client, ingress-nginx pod, frontend pod), runs
+  the agent on it, sends five requests, writes D (default ./traces) and prints each trace.
+  OTEL_EXPORTER_OTLP_ENDPOINT also sends OTLP/HTTP to a collector. Needs root.`;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
+const wantsHelp = (argv: string[]) => argv.includes('--help') || argv.includes('-h');
+
+function readPods(path: string): PodEntry[] {
+  try {
+    return readPodsFile(path);
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    throw new StrataError(err.code ?? STRATA_ERR_PODS_FILE, err.message, EXIT_CONFIG, { key: 'discovery.podsFile', file: path });
+  }
+}
+
+function printableConfig(c: StrataConfig): string {
+  const headers = Object.fromEntries(Object.keys(c.export.otlp.headers).map((k) => [k, '***']));
+  const jaeger = c.export.jaeger.endpoint?.replace(/\/\/[^/@\s]+@/, '//***@') ?? null;
+  return stringify({ ...c, export: { ...c.export, otlp: { ...c.export.otlp, headers }, jaeger: { endpoint: jaeger } } });
+}
+
 async function runAgent(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      'pods-file': { type: 'string' },
-      'node-name': { type: 'string' },
-      'node-netns': { type: 'string', default: '' },
-      iface: { type: 'string', multiple: true, default: [] },
-      'otlp-endpoint': { type: 'string' },
-      'traces-dir': { type: 'string' },
-      'metrics-port': { type: 'string', default: '9464' },
-      'metrics-host': { type: 'string', default: '0.0.0.0' },
-    },
-    strict: true,
-  });
-  const port = Number(values['metrics-port']);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new StrataError(STRATA_ERR_CONFIG, `--metrics-port: expected 0..65535, got "${values['metrics-port']}"`, EXIT_CONFIG);
+  const args = parseAgentArgs(argv);
+  if (args.help) {
+    process.stdout.write(`${AGENT_USAGE}\n`);
+    return EXIT_OK;
   }
-  const pods = values['pods-file'] ? readPodsFile(values['pods-file']) : [];
-  // default: OTEL_EXPORTER_OTLP_* or Jaeger's OTLP/HTTP port on localhost; "none" turns it off
-  const otlpOpt = values['otlp-endpoint'] ?? resolveOtlpTracesUrl();
-  const otlpUrl = otlpOpt === 'none' ? undefined : otlpOpt;
-  if (!otlpUrl && !values['traces-dir']) {
-    throw new StrataError(STRATA_ERR_CONFIG, '--otlp-endpoint none needs --traces-dir: spans must go somewhere', EXIT_CONFIG);
+  const config = loadConfig({ file: args.configFile, flags: args.settings });
+  if (args.printConfig) {
+    process.stdout.write(printableConfig(config));
+    return EXIT_OK;
   }
-  const agent = new Agent({
-    nodeName: values['node-name'] ?? (await import('node:os')).hostname(),
-    pods,
-    nodeNetns: values['node-netns'] ?? '',
-    interfaces: values.iface ?? [],
-    otlpUrl,
-    tracesDir: values['traces-dir'],
-    metricsPort: port,
-    metricsHost: values['metrics-host'],
-  });
+  const pods = config.discovery.podsFile !== null ? readPods(config.discovery.podsFile) : [];
+  // imported here: the OpenTelemetry SDK behind it costs most of the start-up of other commands
+  const { Agent } = await import('./agent.ts');
+  let agent: InstanceType<typeof Agent>;
+  try {
+    agent = new Agent(toAgentOptions(config, pods));
+  } catch (e) {
+    // the constructor only builds from the configuration (exporters): what it rejects is a setting
+    if (e instanceof StrataError) throw e;
+    throw new StrataError(STRATA_ERR_CONFIG, `the configuration cannot be applied: ${(e as Error).message}`, EXIT_CONFIG);
+  }
   let stopping = false;
   const stop = async (sig: string) => {
     if (stopping) return;
     stopping = true;
-    process.stderr.write(`strata: ${sig}: flushing and detaching\n`);
-    const force = setTimeout(() => process.exit(1), 10_000);
-    force.unref();
-    await agent.stop();
+    const limitS = config.shutdown.timeoutS;
+    process.stderr.write(`strata: ${sig}: flushing and detaching (at most ${limitS} s)\n`);
+    // not unref'd: it also keeps the process alive while stop() waits on nothing else
+    setTimeout(() => {
+      process.stderr.write(`strata: error [${STRATA_ERR_SHUTDOWN_TIMEOUT}]: flushing and detaching took longer than shutdown.timeoutS = ${limitS} s; exiting\n`);
+      process.exit(EXIT_UNEXPECTED);
+    }, limitS * 1000);
+    try {
+      await agent.stop();
+    } catch (e) {
+      process.stderr.write(`strata: error: stopping: ${(e as Error).message}\n`);
+      process.exit(EXIT_UNEXPECTED);
+    }
     process.exit(EXIT_OK);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
@@ -90,16 +133,37 @@ async function main(): Promise<number> {
     case 'agent':
       return runAgent(rest);
     case 'demo': {
+      if (wantsHelp(rest)) {
+        process.stdout.write(`${DEMO_USAGE}\n`);
+        return EXIT_OK;
+      }
       const { runDemo } = await import('./demo.ts');
       return runDemo(rest);
     }
+    case 'check': {
+      if (wantsHelp(rest)) {
+        process.stdout.write(`${CHECK_USAGE}\n`);
+        return EXIT_OK;
+      }
+      const { runCheckCommand } = await import('./check.ts');
+      return runCheckCommand(rest);
+    }
     case 'version':
     case '--version':
+      if (wantsHelp(rest)) {
+        process.stdout.write('usage: strata version\n  prints the version\n');
+        return EXIT_OK;
+      }
       process.stdout.write(`strata ${version()}\n`);
       return EXIT_OK;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return EXIT_OK;
     default:
-      process.stderr.write(`${USAGE}\n`);
-      return cmd === undefined || cmd === 'help' || cmd === '--help' ? EXIT_OK : EXIT_USAGE;
+      throw new StrataError(STRATA_ERR_USAGE, `unknown command "${cmd}"\n${USAGE}`, EXIT_USAGE);
   }
 }
 
@@ -107,7 +171,13 @@ main().then(
   (code) => process.exit(code),
   (e: unknown) => {
     const err = e as Partial<StrataError> & Error;
-    process.stderr.write(`strata: error${err.code ? ` [${err.code}]` : ''}: ${err.message}\n`);
-    process.exit(err.exitCode ?? (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? EXIT_USAGE : 1));
+    const code = typeof err.code === 'string' ? err.code : undefined;
+    let exit = err.exitCode;
+    if (exit === undefined) exit = code === STRATA_ERR_PODS_FILE ? EXIT_CONFIG : code?.startsWith('ERR_PARSE_ARGS') ? EXIT_USAGE : EXIT_UNEXPECTED;
+    // an unexpected error is a bug: its stack is what a report needs
+    const text = exit === EXIT_UNEXPECTED && err.stack ? err.stack : err.message;
+    process.stderr.write(`strata: error${code ? ` [${code}]` : ''}: ${text}\n`);
+    if (exit === EXIT_USAGE && code !== STRATA_ERR_USAGE) process.stderr.write(`${USAGE}\n`);
+    process.exit(exit);
   },
 );

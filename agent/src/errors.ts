@@ -1,15 +1,20 @@
 // Error codes of the agent, in one place. Every error that reaches a user carries one.
+export const STRATA_ERR_USAGE = 'STRATA_ERR_USAGE';
 export const STRATA_ERR_CONFIG = 'STRATA_ERR_CONFIG';
 export const STRATA_ERR_PODS_FILE = 'STRATA_ERR_PODS_FILE';
 export const STRATA_ERR_PROBE_LOAD = 'STRATA_ERR_PROBE_LOAD';
 export const STRATA_ERR_PROBE_ATTACH = 'STRATA_ERR_PROBE_ATTACH';
 export const STRATA_ERR_NOT_PERMITTED = 'STRATA_ERR_NOT_PERMITTED';
+/** flushing and detaching on SIGTERM/SIGINT took longer than shutdown.timeoutS */
+export const STRATA_ERR_SHUTDOWN_TIMEOUT = 'STRATA_ERR_SHUTDOWN_TIMEOUT';
 
 /** exit codes of `strata` (README: "Exit codes") */
 export const EXIT_OK = 0;
+export const EXIT_UNEXPECTED = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_CONFIG = 3;
 export const EXIT_PROBE = 4;
+export const EXIT_CHECK = 5;
 
 export class StrataError extends Error {
   readonly code: string;

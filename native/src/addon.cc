@@ -8,8 +8,7 @@ namespace strata {
 
 Napi::Error ToJsError(Napi::Env env, const NativeError& e) {
   Napi::Error err = Napi::Error::New(env, e.stage + " " + e.target + ": " + e.message);
-  const char* name = strerrorname_np(e.err);
-  err.Set("code", Napi::String::New(env, name ? name : "EUNKNOWN"));
+  err.Set("code", Napi::String::New(env, ErrnoName(e.err)));
   err.Set("errno", Napi::Number::New(env, e.err));
   err.Set("stage", Napi::String::New(env, e.stage));
   err.Set("target", Napi::String::New(env, e.target));
@@ -18,6 +17,56 @@ Napi::Error ToJsError(Napi::Env env, const NativeError& e) {
   for (size_t i = 0; i < lines.size(); i++) log.Set(i, Napi::String::New(env, lines[i]));
   err.Set("log", log);
   return err;
+}
+
+static Napi::Array StaleToJs(Napi::Env env, const std::vector<StaleTc>& v) {
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("ifname", v[i].ifname);
+    o.Set("ifindex", v[i].ifindex);
+    a.Set(i, o);
+  }
+  return a;
+}
+
+static std::string OptNetns(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() > i && info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : std::string();
+}
+
+// cleanupStale(netns?): {ifname, ifindex}[] of interfaces whose strata TC filters were removed
+static Napi::Value CleanupStale(const Napi::CallbackInfo& info) {
+  NativeError err{};
+  std::vector<StaleTc> removed;
+  if (!CleanupStaleTc(OptNetns(info, 0), &removed, &err)) {
+    ToJsError(info.Env(), err).ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  return StaleToJs(info.Env(), removed);
+}
+
+// probeFeatures(): one entry per program of features.bpf.o, loaded and attached on its own
+static Napi::Value ProbeFeaturesJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto v = ProbeFeatures();
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); i++) {
+    const auto& r = v[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", r.name);
+    o.Set("section", r.section);
+    o.Set("ok", r.ok);
+    o.Set("attached", r.attached);
+    o.Set("code", r.ok ? "" : ErrnoName(r.err));
+    o.Set("errno", r.err);
+    o.Set("stage", r.stage);
+    o.Set("message", r.message);
+    Napi::Array log = Napi::Array::New(env, r.log.size());
+    for (size_t j = 0; j < r.log.size(); j++) log.Set(j, r.log[j]);
+    o.Set("log", log);
+    a.Set(i, o);
+  }
+  return a;
 }
 
 static uint32_t OptU32(const Napi::Object& o, const char* k, uint32_t def) {
@@ -41,6 +90,7 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
                            InstanceMethod<&ProbesWrap::EnableRunStats>("enableRunStats"),
                            InstanceMethod<&ProbesWrap::ProgStats>("progStats"),
                            InstanceMethod<&ProbesWrap::Attachments>("attachments"),
+                           InstanceMethod<&ProbesWrap::CleanupStale>("cleanupStale"),
                            InstanceMethod<&ProbesWrap::Close>("close"),
                        });
   }
@@ -191,6 +241,8 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
     return a;
   }
 
+  Napi::Value CleanupStale(const Napi::CallbackInfo& info) { return strata::CleanupStale(info); }
+
   Napi::Value Close(const Napi::CallbackInfo& info) {
     pump_.Stop();
     probes_.Close();
@@ -204,6 +256,8 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Probes", ProbesWrap::Init(env));
   exports.Set("eventsVersion", Napi::Number::New(env, STRATA_EVENTS_VERSION));
+  exports.Set("probeFeatures", Napi::Function::New<ProbeFeaturesJs>(env, "probeFeatures"));
+  exports.Set("cleanupStale", Napi::Function::New<CleanupStale>(env, "cleanupStale"));
   return exports;
 }
 

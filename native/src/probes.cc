@@ -47,6 +47,25 @@ std::vector<std::string> LastLibbpfLog() {
   return out;
 }
 
+// Kernel-internal errnos reach user space through the bpf syscall (include/linux/errno.h);
+// glibc has no name for them.
+const char* ErrnoName(int e) {
+  if (e < 0) e = -e;
+  switch (e) {
+    case 512: return "ERESTARTSYS";
+    case 524: return "ENOTSUPP";
+    default: break;
+  }
+  const char* n = strerrorname_np(e);
+  return n ? n : "EUNKNOWN";
+}
+
+std::string ErrnoMessage(int e) {
+  if (e < 0) e = -e;
+  if (e == 524) return "operation not supported by this kernel";
+  return strerror(e);
+}
+
 static bool Fail(NativeError* err, int e, const std::string& stage, const std::string& target,
                  const std::string& what) {
   if (e < 0) e = -e;
@@ -54,7 +73,7 @@ static bool Fail(NativeError* err, int e, const std::string& stage, const std::s
   err->err = e;
   err->stage = stage;
   err->target = target;
-  err->message = what + ": " + strerror(e);
+  err->message = what + ": " + ErrnoMessage(e);
   return false;
 }
 
@@ -198,6 +217,36 @@ bool Probes::DetachTc(const std::string& ifname, const std::string& netns, Nativ
     }
   }
   return Fail(err, ENOENT, "detach", ifname, "not attached");
+}
+
+bool CleanupStaleTc(const std::string& netns, std::vector<StaleTc>* removed, NativeError* err) {
+  const std::string target = netns.empty() ? "own netns" : netns;
+  return InNetns(netns, err, target, [&]() {
+    struct if_nameindex* ifs = if_nameindex();
+    if (!ifs) return Fail(err, errno, "detach", target, "list interfaces");
+    bool ok = true;
+    for (struct if_nameindex* i = ifs; ok && i->if_index; i++) {
+      bool found = false;
+      const bpf_tc_attach_point points[2] = {BPF_TC_INGRESS, BPF_TC_EGRESS};
+      for (auto p : points) {
+        LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = (int)i->if_index, .attach_point = p);
+        // query first: no clsact qdisc or no filter of ours is the common case, not an error
+        LIBBPF_OPTS(bpf_tc_opts, q, .handle = kTcHandle, .priority = kTcPriority);
+        if (bpf_tc_query(&hook, &q)) continue;
+        LIBBPF_OPTS(bpf_tc_opts, d, .handle = kTcHandle, .priority = kTcPriority);
+        int e = bpf_tc_detach(&hook, &d);
+        if (e && e != -ENOENT) {
+          ok = Fail(err, e, "detach", std::string(i->if_name) + "@" + target, "detach stale tc filter");
+          break;
+        }
+        found = true;
+      }
+      // the clsact qdisc stays: another tool may have filters on it, and an empty one is inert
+      if (found) removed->push_back({i->if_name, (int)i->if_index});
+    }
+    if_freenameindex(ifs);
+    return ok;
+  });
 }
 
 static bpf_map* FindMap(sock_bpf* s, veth_tc_bpf* t, const std::string& name) {

@@ -22,6 +22,9 @@ struct NativeError {
   std::string stage, target, message;
 };
 Napi::Error ToJsError(Napi::Env env, const NativeError& e);
+// errno name, including the kernel-internal ones libbpf passes through (ENOTSUPP = 524)
+const char* ErrnoName(int e);
+std::string ErrnoMessage(int e);
 std::vector<std::string> LastLibbpfLog();
 void InstallLibbpfLogger();
 
@@ -30,6 +33,26 @@ struct TcAttachment {
   int ifindex = 0;
   bool created_hook = false;
 };
+
+// One feature probe of `strata check`: a program of bpf/features.bpf.c loaded (and attached)
+// on its own.
+struct FeatureResult {
+  std::string name, section;
+  bool ok = false, attached = false;
+  int err = 0;  // positive errno, 0 when ok
+  std::string stage, message;
+  std::vector<std::string> log;
+};
+std::vector<FeatureResult> ProbeFeatures();
+
+// An interface whose stale strata TC filters (by handle/priority) were removed.
+struct StaleTc {
+  std::string ifname;
+  int ifindex = 0;
+};
+// Walks every interface of netns (path; "" = ours) and detaches strata's TC filters left by an
+// agent that died without detaching (SIGKILL, OOM). Other filters are left alone.
+bool CleanupStaleTc(const std::string& netns, std::vector<StaleTc>* removed, NativeError* err);
 
 struct ProgStat {
   std::string name;

@@ -1,0 +1,290 @@
+// `strata check`: can the agent run here, and which probes will attach? Kernel, BTF, tracefs
+// and capabilities are read; probes are not guessed but tried: each program of
+// bpf/features.bpf.o is loaded and attached on its own, and the agent's own objects are loaded
+// and their syscall tracepoints attached (then everything is detached and freed).
+import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
+import { machine, release, version as kernelVersion } from 'node:os';
+import { parseArgs } from 'node:util';
+import { EXIT_CHECK, EXIT_OK, EXIT_USAGE, STRATA_ERR_USAGE, StrataError } from './errors.ts';
+import { isNativeError, loadNative } from './probes/native.ts';
+
+export interface CapabilityState {
+  name: string;
+  bit: number;
+  have: boolean;
+  /** the agent cannot run without it (given the kernel version and the other capabilities) */
+  required: boolean;
+  neededFor: string;
+}
+
+export interface ProbeCheck {
+  /** sock_syscalls (the agent's own objects), tracepoint, tracepoint_sock, raw_tp, tp_btf, kprobe, fentry, tc */
+  name: string;
+  section: string;
+  required: boolean;
+  ok: boolean;
+  attached: boolean;
+  /** errno name ("" when ok) */
+  code: string;
+  errno: number;
+  /** open | load | attach ("" when ok) */
+  stage: string;
+  message: string;
+  /** why it failed, in plain words ("" when ok) */
+  reason: string;
+  log: string[];
+}
+
+export interface CheckReport {
+  /** the agent can run: every required piece is there */
+  ok: boolean;
+  kernel: { release: string; version: string; machine: string };
+  btf: { path: string; present: boolean };
+  tracefs: {
+    /** tracefs mounted at /sys/kernel/tracing (per /proc/mounts) */
+    mounted: boolean;
+    /** every tracefs mount point in /proc/mounts */
+    mountPoints: string[];
+    /** tracefs missing at /sys/kernel/tracing but there through debugfs (/sys/kernel/debug/tracing) */
+    debugfsFallback: boolean;
+    /** where tracepoint ids are read from; null = nowhere */
+    path: string | null;
+    /** this process can read it (tracefs is usually root-only) */
+    accessible: boolean;
+    /** no tracefs at all: tracepoints cannot attach, only raw tracepoints could */
+    rawTracepointFallbackNeeded: boolean;
+  };
+  capabilities: {
+    /** CapEff of /proc/self/status, hex as printed there */
+    effective: string;
+    list: CapabilityState[];
+    /** the required ones are all there */
+    sufficient: boolean;
+    missing: string[];
+  };
+  probes: ProbeCheck[];
+  /** required pieces that are missing, in plain words (empty when ok) */
+  missing: string[];
+}
+
+const CAPS: { name: string; bit: number; neededFor: string }[] = [
+  { name: 'CAP_BPF', bit: 39, neededFor: 'loading BPF programs and maps (kernel 5.8+; before, CAP_SYS_ADMIN)' },
+  { name: 'CAP_PERFMON', bit: 38, neededFor: 'attaching tracepoints and reading kernel memory from BPF (kernel 5.8+; before, CAP_SYS_ADMIN)' },
+  { name: 'CAP_NET_ADMIN', bit: 12, neededFor: 'TC filters on pod veths and uplinks (optional probes)' },
+  { name: 'CAP_SYS_ADMIN', bit: 21, neededFor: "entering the node's netns (node.netns); stands in for CAP_BPF/CAP_PERFMON" },
+  { name: 'CAP_SYS_PTRACE', bit: 19, neededFor: "reading other processes' /proc/<pid>/ns (pod discovery)" },
+  { name: 'CAP_DAC_READ_SEARCH', bit: 2, neededFor: "reading other users' /proc and /sys entries" },
+  { name: 'CAP_SYS_RESOURCE', bit: 24, neededFor: 'raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 only)' },
+];
+
+const REQUIRED_PROBES = new Set(['sock_syscalls', 'tracepoint', 'tracepoint_sock']);
+const TRACEFS = '/sys/kernel/tracing';
+const DEBUGFS_TRACING = '/sys/kernel/debug/tracing';
+const BTF = '/sys/kernel/btf/vmlinux';
+
+function kernelAtLeast(rel: string, major: number, minor: number): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(rel);
+  if (!m) return true;
+  const [a, b] = [Number(m[1]), Number(m[2])];
+  return a > major || (a === major && b >= minor);
+}
+
+export function readCapabilities(status = readFileSync('/proc/self/status', 'utf8'), rel = release()): CheckReport['capabilities'] {
+  const hex = /^CapEff:\s*([0-9a-f]+)/im.exec(status)?.[1] ?? '0';
+  const eff = BigInt(`0x${hex}`);
+  const has = (bit: number) => ((eff >> BigInt(bit)) & 1n) === 1n;
+  const sysAdmin = has(21);
+  const modern = kernelAtLeast(rel, 5, 8);
+  const list = CAPS.map((c) => {
+    let required = false;
+    if (c.name === 'CAP_BPF' || c.name === 'CAP_PERFMON') required = modern && !sysAdmin;
+    if (c.name === 'CAP_SYS_ADMIN') required = !modern; // before 5.8 nothing else will do
+    if (c.name === 'CAP_SYS_RESOURCE') required = !kernelAtLeast(rel, 5, 11);
+    return { name: c.name, bit: c.bit, have: has(c.bit), required, neededFor: c.neededFor };
+  });
+  const missing = list.filter((c) => c.required && !c.have).map((c) => c.name);
+  return { effective: hex, list, sufficient: missing.length === 0, missing };
+}
+
+export function readTracefs(mounts = readFileSync('/proc/mounts', 'utf8'), exists: (p: string) => boolean = existsSync): CheckReport['tracefs'] {
+  const entries = mounts
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f.length >= 3)
+    // /proc/mounts escapes spaces and friends as octal
+    .map((f) => ({ dir: (f[1] as string).replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))), type: f[2] as string }));
+  const mountPoints = entries.filter((e) => e.type === 'tracefs').map((e) => e.dir);
+  const mounted = mountPoints.includes(TRACEFS);
+  // debugfs automounts tracefs at tracing/ on first access
+  const debugfs = mountPoints.includes(DEBUGFS_TRACING) || entries.some((e) => e.type === 'debugfs' && e.dir === '/sys/kernel/debug');
+  const debugfsFallback = !mounted && debugfs;
+  const path = mounted ? TRACEFS : debugfsFallback ? DEBUGFS_TRACING : null;
+  const accessible = path !== null && exists(`${path}/events`);
+  return { mounted, mountPoints, debugfsFallback, path, accessible, rawTracepointFallbackNeeded: path === null };
+}
+
+export function runCheck(): CheckReport {
+  const rel = release();
+  const kernel = { release: rel, version: kernelVersion(), machine: machine() };
+  const btf = { path: BTF, present: existsSync(BTF) };
+  const tracefs = readTracefs();
+  const capabilities = readCapabilities(undefined, rel);
+  const probes = tryProbes();
+  for (const p of probes) if (!p.ok) p.reason = explain(p, { tracefs, capabilities, btf });
+  const missing: string[] = [];
+  if (!btf.present) missing.push(`BTF: ${BTF} is missing: strata's CO-RE programs need a kernel built with CONFIG_DEBUG_INFO_BTF`);
+  if (!capabilities.sufficient) missing.push(`capabilities: missing ${capabilities.missing.join(', ')}`);
+  if (tracefs.rawTracepointFallbackNeeded) {
+    missing.push(`tracefs: not mounted at ${TRACEFS} nor reachable via debugfs (mount -t tracefs tracefs ${TRACEFS}); the raw tracepoint fallback is not built yet`);
+  } else if (!tracefs.accessible) {
+    missing.push(`tracefs: mounted at ${tracefs.path} but this process cannot read it (run as root)`);
+  }
+  for (const p of probes) if (p.required && !p.ok) missing.push(`probe ${p.name}: ${p.reason}`);
+  return { ok: missing.length === 0, kernel, btf, tracefs, capabilities, probes, missing };
+}
+
+function tryProbes(): ProbeCheck[] {
+  let native;
+  try {
+    native = loadNative();
+  } catch (e) {
+    const reason = `the native addon could not be loaded (npm run build): ${(e as Error).message.split('\n')[0]}`;
+    return ['sock_syscalls', 'tracepoint', 'tracepoint_sock', 'raw_tp', 'tp_btf', 'kprobe', 'fentry', 'tc'].map((name) => ({
+      name, section: '', required: REQUIRED_PROBES.has(name), ok: false, attached: false, code: 'ENOENT', errno: 2, stage: 'open', message: reason, reason, log: [],
+    }));
+  }
+  const out: ProbeCheck[] = [trySockSyscalls(native)];
+  for (const f of native.probeFeatures()) out.push({ ...f, required: REQUIRED_PROBES.has(f.name), reason: '' });
+  return out;
+}
+
+/** What the agent itself does first: load sock.bpf.o + veth_tc.bpf.o, attach the syscall tracepoints. */
+function trySockSyscalls(native: ReturnType<typeof loadNative>): ProbeCheck {
+  const r: ProbeCheck = {
+    name: 'sock_syscalls', section: 'tracepoint/syscalls/* + tracepoint/sock/inet_sock_set_state', required: true,
+    ok: false, attached: false, code: '', errno: 0, stage: '', message: '', reason: '', log: [],
+  };
+  let p;
+  try {
+    p = new native.Probes({});
+    p.attachSyscalls();
+    r.ok = r.attached = true;
+    r.message = "the agent's BPF objects load and its socket syscall tracepoints attach";
+  } catch (e) {
+    if (isNativeError(e)) Object.assign(r, { code: e.code, errno: e.errno, stage: e.stage, message: e.message, log: e.log });
+    else Object.assign(r, { code: 'EUNKNOWN', stage: 'open', message: (e as Error).message });
+  } finally {
+    p?.close();
+  }
+  return r;
+}
+
+function explain(p: ProbeCheck, ctx: Pick<CheckReport, 'tracefs' | 'capabilities' | 'btf'>): string {
+  const caps = ctx.capabilities;
+  const what = `${p.stage} failed with ${p.code}`;
+  if ((p.code === 'EPERM' || p.code === 'EACCES') && !caps.sufficient) {
+    return `${what}: not permitted: missing ${caps.missing.join(', ')} (needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)`;
+  }
+  if (!ctx.btf.present && (p.stage === 'open' || p.stage === 'load')) return `${what}: the kernel has no BTF (${BTF}) for CO-RE relocations`;
+  switch (p.name) {
+    case 'kprobe': {
+      const pmu = existsSync('/sys/bus/event_source/devices/kprobe');
+      const events = ctx.tracefs.path !== null && existsSync(`${ctx.tracefs.path}/kprobe_events`);
+      if (!pmu && !events) {
+        return `${what}: this kernel has no kprobe support (no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events in tracefs: built without CONFIG_KPROBES)`;
+      }
+      return `${what}: the kprobe on tcp_sendmsg could not be created: ${p.message}`;
+    }
+    case 'fentry':
+      if (p.stage === 'load' && caps.sufficient) {
+        const held = caps.list.filter((c) => c.have && /BPF|PERFMON|SYS_ADMIN/.test(c.name)).map((c) => c.name).join(', ');
+        const ftrace = ftraceRestriction(ctx.tracefs.path);
+        return `${what}: the kernel refuses fentry programs although the process holds ${held}: BPF trampolines (function tracing) are unavailable or restricted on this kernel${ftrace ? ` (${ftrace})` : ''}`;
+      }
+      if (p.code === 'ENOTSUPP' || p.code === 'EOPNOTSUPP') return `${what}: this kernel has no BPF trampoline support for fentry`;
+      return `${what}: fentry on tcp_sendmsg is not available: ${p.message}`;
+    case 'tracepoint':
+    case 'tracepoint_sock':
+    case 'sock_syscalls':
+      if (ctx.tracefs.rawTracepointFallbackNeeded) {
+        return `${what}: tracefs is not mounted (mount -t tracefs tracefs ${TRACEFS}); tracepoint ids are read from it, and the raw tracepoint fallback is not built yet`;
+      }
+      return `${what}: ${p.message}`;
+    case 'tp_btf':
+      return `${what}: BTF-typed raw tracepoints need kernel 5.5+ with BTF: ${p.message}`;
+    default:
+      return `${what}: ${p.message}`;
+  }
+}
+
+/** Why function tracing looks locked down, if it does: fentry trampolines ride on ftrace. */
+function ftraceRestriction(tracefs: string | null): string | undefined {
+  if (!tracefs) return undefined;
+  const f = `${tracefs}/available_filter_functions`;
+  if (!existsSync(f)) return `no ${f}: kernel built without function tracing`;
+  let fd: number | undefined;
+  try {
+    fd = openSync(f, 'r');
+    readSync(fd, Buffer.alloc(1));
+    return undefined;
+  } catch (e) {
+    return `reading ${f} fails with ${(e as NodeJS.ErrnoException).code ?? 'an error'}`;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+export function formatCheck(r: CheckReport): string {
+  const lines: string[] = [`strata check: kernel ${r.kernel.release} (${r.kernel.machine})`, ''];
+  const row = (ok: boolean | 'warn', name: string, text: string) =>
+    lines.push(`  ${(ok === true ? 'ok' : ok === 'warn' ? 'warn' : 'MISSING').padEnd(8)} ${name.padEnd(16)} ${text}`);
+  row(r.btf.present, 'BTF', r.btf.present ? r.btf.path : `${r.btf.path} missing: the kernel needs CONFIG_DEBUG_INFO_BTF`);
+  const t = r.tracefs;
+  if (t.path && !t.accessible) row(false, 'tracefs', `mounted at ${t.path} but not readable by this process (run as root)`);
+  else if (t.mounted) row(true, 'tracefs', `mounted at ${TRACEFS}; the raw tracepoint fallback is not needed`);
+  else if (t.path) row('warn', 'tracefs', `not mounted at ${TRACEFS}; reachable through debugfs at ${t.path}`);
+  else row(false, 'tracefs', `not mounted: mount -t tracefs tracefs ${TRACEFS} (tracepoints need it; the raw tracepoint fallback would be needed and is not built yet)`);
+  const have = r.capabilities.list.filter((c) => c.have).map((c) => c.name);
+  const lacking = r.capabilities.list.filter((c) => !c.have);
+  row(
+    r.capabilities.sufficient ? (lacking.length ? 'warn' : true) : false,
+    'capabilities',
+    `${have.length ? have.join(' ') : 'none of the relevant ones'}${lacking.length ? `; without ${lacking.map((c) => `${c.name}${c.required ? ' (required)' : ''}`).join(', ')}` : ''}`,
+  );
+  for (const c of lacking) lines.push(`  ${''.padEnd(8)} ${''.padEnd(16)}   ${c.name}: ${c.neededFor}`);
+  for (const p of r.probes) {
+    const kind = p.required ? 'required' : 'optional';
+    row(p.ok ? true : p.required ? false : 'warn', p.name, p.ok ? `${kind}: ${p.section}: ${p.message}` : `${kind}: ${p.section ? `${p.section}: ` : ''}${p.reason}`);
+  }
+  lines.push('');
+  const optionalMissing = r.probes.filter((p) => !p.ok && !p.required).map((p) => p.name);
+  if (r.ok) {
+    lines.push(`The agent can run here.${optionalMissing.length ? ` Optional probes unavailable: ${optionalMissing.join(', ')}.` : ''}`);
+  } else {
+    lines.push('The agent cannot run here:');
+    for (const m of r.missing) lines.push(`  - ${m}`);
+  }
+  return lines.join('\n');
+}
+
+export const CHECK_USAGE = `usage: strata check [--json]
+  Preflight: kernel, BTF, tracefs, capabilities, and which probes load and attach here (each is
+  tried, then detached). Needs the same privileges as the agent.
+    --json   print the report as JSON
+  Exit code 0 when the agent can run, 5 when a required piece is missing.`;
+
+export function runCheckCommand(argv: string[]): number {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true }));
+  } catch (e) {
+    throw new StrataError(STRATA_ERR_USAGE, `${(e as Error).message}\n${CHECK_USAGE}`, EXIT_USAGE);
+  }
+  if (values.help) {
+    process.stdout.write(`${CHECK_USAGE}\n`);
+    return EXIT_OK;
+  }
+  const report = runCheck();
+  process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatCheck(report)}\n`);
+  return report.ok ? EXIT_OK : EXIT_CHECK;
+}

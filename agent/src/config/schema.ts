@@ -1,0 +1,319 @@
+// The configuration's keys, defaults and rules, declared once. Loading, validation, the
+// STRATA_* variable names and `strata agent --help` are all derived from this file.
+import { hostname } from 'node:os';
+
+export interface ConfigShape {
+  node: { name: string; netns: string; interfaces: string[] };
+  discovery: { podsFile: string | null };
+  probes: { sockPayloadBytes: number; pktPayloadBytes: number; ringBufferBytes: number; wakeupBytes: number };
+  correlator: { graceMs: number; idleTimeoutS: number; maxConnections: number; maxMessages: number; proxyComms: string[] };
+  privacy: { headerAllowList: string[]; redactHeaders: string[] };
+  sampling: { ratio: number; slowThresholdMs: number; keepErrors: boolean; respectParentSampled: boolean };
+  export: {
+    otlp: { endpoint: string; protocol: OtlpProtocol; headers: Record<string, string>; timeoutMs: number };
+    jaeger: { endpoint: string | null };
+    files: { dir: string | null };
+    queue: { maxSpans: number; batchSize: number; delayMs: number };
+  };
+  metrics: { port: number; host: string };
+  shutdown: { timeoutS: number };
+}
+
+export type OtlpProtocol = 'http/protobuf' | 'grpc';
+
+export type DeepReadonly<T> = T extends (infer U)[]
+  ? readonly DeepReadonly<U>[]
+  : T extends object
+    ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
+    : T;
+
+/** The validated configuration: deeply frozen, passed around, never mutated. */
+export type StrataConfig = DeepReadonly<ConfigShape>;
+
+export const DEFAULT_OTLP_HTTP_ENDPOINT = 'http://localhost:4318/v1/traces';
+export const DEFAULT_OTLP_GRPC_ENDPOINT = 'http://localhost:4317';
+
+/** Defaults; node.name comes from NODE_NAME (the Downward API convention) or the hostname. */
+export function defaultConfig(env: Record<string, string | undefined> = process.env, host: string = hostname()): ConfigShape {
+  return {
+    node: { name: env.NODE_NAME?.trim() || host, netns: '', interfaces: [] },
+    discovery: { podsFile: null },
+    probes: { sockPayloadBytes: 256, pktPayloadBytes: 128, ringBufferBytes: 16 * 1024 * 1024, wakeupBytes: 256 * 1024 },
+    correlator: { graceMs: 100, idleTimeoutS: 30, maxConnections: 65536, maxMessages: 65536, proxyComms: ['nginx', 'envoy', 'haproxy', 'traefik'] },
+    privacy: {
+      headerAllowList: ['x-request-id', 'user-agent', 'content-type'],
+      redactHeaders: ['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key'],
+    },
+    sampling: { ratio: 1.0, slowThresholdMs: 500, keepErrors: true, respectParentSampled: true },
+    export: {
+      otlp: { endpoint: DEFAULT_OTLP_HTTP_ENDPOINT, protocol: 'http/protobuf', headers: {}, timeoutMs: 10000 },
+      jaeger: { endpoint: null },
+      files: { dir: null },
+      queue: { maxSpans: 8192, batchSize: 512, delayMs: 500 },
+    },
+    metrics: { port: 9464, host: '0.0.0.0' },
+    shutdown: { timeoutS: 10 },
+  };
+}
+
+/** A leaf of the schema: how to read a value from YAML or from a string, and what is allowed. */
+export interface Field {
+  readonly kind: 'field';
+  /** the allowed values in words, for errors and help: "an integer in 8..512, a multiple of 8" */
+  readonly allowed: string;
+  readonly help: string;
+  /** a typed value (YAML, or a list from repeated flags); undefined = not allowed */
+  fromValue(v: unknown): { value: unknown } | undefined;
+  /** a string (environment variable, --set, a flag); undefined = not allowed */
+  fromString(s: string): { value: unknown } | undefined;
+}
+
+export interface Section {
+  readonly [key: string]: Section | Field;
+}
+
+export function isField(x: Section | Field | undefined): x is Field {
+  return typeof x === 'object' && x !== null && (x as { kind?: unknown }).kind === 'field';
+}
+
+const ok = (value: unknown) => ({ value });
+
+function int(min: number, max: number, help: string, rule: { multipleOf?: number; powerOfTwo?: boolean } = {}): Field {
+  const check = (n: number) =>
+    Number.isSafeInteger(n) &&
+    n >= min &&
+    n <= max &&
+    (!rule.multipleOf || n % rule.multipleOf === 0) &&
+    (!rule.powerOfTwo || (n & (n - 1)) === 0)
+      ? ok(n)
+      : undefined;
+  let allowed = `an integer in ${min}..${max}`;
+  if (rule.multipleOf) allowed += `, a multiple of ${rule.multipleOf}`;
+  if (rule.powerOfTwo) allowed = `a power of two in ${min}..${max}`;
+  return {
+    kind: 'field',
+    allowed,
+    help,
+    fromValue: (v) => (typeof v === 'number' ? check(v) : undefined),
+    fromString: (s) => (/^\s*\d+\s*$/.test(s) ? check(Number(s)) : undefined),
+  };
+}
+
+function num(min: number, max: number, help: string): Field {
+  const check = (n: number) => (Number.isFinite(n) && n >= min && n <= max ? ok(n) : undefined);
+  return {
+    kind: 'field',
+    allowed: `a number in ${min}..${max}`,
+    help,
+    fromValue: (v) => (typeof v === 'number' ? check(v) : undefined),
+    fromString: (s) => (/^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/.test(s) ? check(Number(s)) : undefined),
+  };
+}
+
+function bool(help: string): Field {
+  const words: Record<string, boolean> = { true: true, false: false, '1': true, '0': false, yes: true, no: false, on: true, off: false };
+  return {
+    kind: 'field',
+    allowed: 'true or false',
+    help,
+    fromValue: (v) => (typeof v === 'boolean' ? ok(v) : undefined),
+    fromString: (s) => {
+      const b = words[s.trim().toLowerCase()];
+      return b === undefined ? undefined : ok(b);
+    },
+  };
+}
+
+function str(help: string, rule: { allowEmpty?: boolean; nullable?: boolean; maxLen?: number } = {}): Field {
+  const check = (s: string) => (s.length > 0 || rule.allowEmpty) && (!rule.maxLen || s.length <= rule.maxLen);
+  let allowed = rule.allowEmpty ? 'a string' : 'a non-empty string';
+  if (rule.maxLen) allowed += ` of at most ${rule.maxLen} characters`;
+  if (rule.nullable) allowed += ', or null';
+  return {
+    kind: 'field',
+    allowed,
+    help,
+    fromValue: (v) => {
+      if (v === null && rule.nullable) return ok(null);
+      // YAML reads `name: 12345` as a number; a string was meant
+      const s = typeof v === 'number' && Number.isFinite(v) ? String(v) : v;
+      return typeof s === 'string' && check(s) ? ok(s) : undefined;
+    },
+    fromString: (s) => (rule.nullable && (s === '' || s === 'null') ? ok(null) : check(s) ? ok(s) : undefined),
+  };
+}
+
+function oneOf<T extends string>(values: readonly T[], help: string): Field {
+  const check = (v: unknown) => (typeof v === 'string' && (values as readonly string[]).includes(v) ? ok(v) : undefined);
+  return { kind: 'field', allowed: `one of ${values.join(', ')}`, help, fromValue: check, fromString: (s) => check(s.trim()) };
+}
+
+function url(help: string, rule: { none?: boolean; nullable?: boolean }): Field {
+  const check = (s: string) => {
+    if (rule.none && s === 'none') return ok(s);
+    try {
+      const u = new URL(s);
+      return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname ? ok(s) : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  return {
+    kind: 'field',
+    allowed: `an http:// or https:// URL${rule.none ? ', or none' : ''}${rule.nullable ? ', or null' : ''}`,
+    help,
+    fromValue: (v) => (v === null && rule.nullable ? ok(null) : typeof v === 'string' ? check(v) : undefined),
+    fromString: (s) => (rule.nullable && (s === '' || s === 'null') ? ok(null) : check(s.trim())),
+  };
+}
+
+// HTTP header field names (RFC 9110 token), compared lowercase
+const TOKEN = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
+
+function list(help: string, item: { what: string; test: (s: string) => boolean; lower?: boolean }): Field {
+  const check = (items: unknown[]) => {
+    const out: string[] = [];
+    for (const x of items) {
+      if (typeof x !== 'string') return undefined;
+      const s = item.lower ? x.trim().toLowerCase() : x.trim();
+      if (!item.test(s)) return undefined;
+      if (!out.includes(s)) out.push(s);
+    }
+    return ok(out);
+  };
+  return {
+    kind: 'field',
+    allowed: `a list of ${item.what} (in a variable or flag: comma-separated)`,
+    help,
+    fromValue: (v) => (Array.isArray(v) ? check(v) : undefined),
+    fromString: (s) => check(s.split(',').map((x) => x.trim()).filter((x) => x !== '')),
+  };
+}
+
+/** OTLP headers: a YAML mapping, or "k1=v1,k2=v2" with URL-encoded values (the OTEL_* format). */
+function headerMap(help: string): Field {
+  const check = (entries: [string, unknown][]) => {
+    const out: Record<string, string> = {};
+    for (const [k, v] of entries) {
+      const key = k.trim().toLowerCase();
+      if (!TOKEN.test(key) || (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean')) return undefined;
+      out[key] = String(v).trim();
+    }
+    return ok(out);
+  };
+  return {
+    kind: 'field',
+    allowed: 'a mapping of header name to value (in a variable or flag: name=value,name2=value2, values URL-encoded)',
+    help,
+    fromValue: (v) => (v !== null && typeof v === 'object' && !Array.isArray(v) ? check(Object.entries(v)) : undefined),
+    fromString: (s) => {
+      const entries: [string, unknown][] = [];
+      for (const part of s.split(',')) {
+        if (part.trim() === '') continue;
+        const eq = part.indexOf('=');
+        if (eq <= 0) return undefined;
+        try {
+          entries.push([part.slice(0, eq), decodeURIComponent(part.slice(eq + 1))]);
+        } catch {
+          return undefined;
+        }
+      }
+      return check(entries);
+    },
+  };
+}
+
+// Linux interface names and process comms are at most 15 characters (IFNAMSIZ/TASK_COMM_LEN - 1)
+const ifname = { what: 'interface names (1..15 characters, no "/" or spaces)', test: (s: string) => /^[^/\s]{1,15}$/.test(s) };
+
+export const SCHEMA = {
+  node: {
+    name: str('this node\'s name, as Kubernetes knows it'),
+    netns: str('netns path holding the node\'s interfaces, e.g. /run/netns/X; "" = the agent\'s own (hostNetwork)', { allowEmpty: true }),
+    interfaces: list('extra interfaces of the node to observe (uplink, NIC), besides the pods\' veths', ifname),
+  },
+  discovery: {
+    podsFile: str('pods of this node as JSON (what the lab writes); null = none', { nullable: true }),
+  },
+  probes: {
+    sockPayloadBytes: int(8, 512, 'payload bytes captured per socket syscall', { multipleOf: 8 }),
+    pktPayloadBytes: int(8, 128, 'payload bytes captured per packet event', { multipleOf: 8 }),
+    ringBufferBytes: int(4096, 1 << 30, 'size of the kernel->agent ring buffer', { powerOfTwo: true }),
+    wakeupBytes: int(0, 1 << 30, 'the kernel wakes the agent only past this many pending bytes (at most probes.ringBufferBytes)'),
+  },
+  correlator: {
+    graceMs: int(0, 60_000, 'wait this long after an exchange ends before emitting its spans (late events)'),
+    idleTimeoutS: int(1, 86_400, 'an exchange without activity for this long is closed as incomplete'),
+    maxConnections: int(1, 1 << 24, 'connections tracked at most (least recently used evicted)'),
+    maxMessages: int(1, 1 << 24, 'messages tracked at most (least recently used evicted)'),
+    proxyComms: list('process names whose server spans are labelled layer=proxy', {
+      what: 'process names (1..15 characters)',
+      test: (s) => s.length >= 1 && s.length <= 15,
+    }),
+  },
+  privacy: {
+    headerAllowList: list('request headers copied to span attributes', { what: 'HTTP header names', test: (s) => TOKEN.test(s), lower: true }),
+    redactHeaders: list('headers never copied, whatever the allow list says', { what: 'HTTP header names', test: (s) => TOKEN.test(s), lower: true }),
+  },
+  sampling: {
+    ratio: num(0, 1, 'fraction of traces kept (by trace id)'),
+    slowThresholdMs: int(0, 86_400_000, 'traces with a span at least this long are kept whatever the ratio'),
+    keepErrors: bool('traces with an error (5xx, reset) are kept whatever the ratio'),
+    respectParentSampled: bool('follow the caller\'s sampled flag (traceparent) when there is one'),
+  },
+  export: {
+    otlp: {
+      endpoint: url('OTLP traces endpoint (http/protobuf: the full /v1/traces URL); none = no OTLP export', { none: true }),
+      protocol: oneOf(['http/protobuf', 'grpc'] as const, 'OTLP transport'),
+      headers: headerMap('headers sent with every OTLP request (e.g. authorization)'),
+      timeoutMs: int(1, 600_000, 'timeout of one OTLP export, retries included'),
+    },
+    jaeger: {
+      endpoint: url('Jaeger thrift/HTTP collector, e.g. http://jaeger:14268/api/traces; null = none', { nullable: true }),
+    },
+    files: {
+      dir: str('also write OTLP JSON + Jaeger JSON files into this directory; null = none', { nullable: true }),
+    },
+    queue: {
+      maxSpans: int(1, 1 << 20, 'spans queued for export at most (further spans are dropped and counted)'),
+      batchSize: int(1, 1 << 20, 'spans per export request (at most export.queue.maxSpans)'),
+      delayMs: int(0, 600_000, 'export a partial batch after this long'),
+    },
+  },
+  metrics: {
+    port: int(0, 65535, 'port of /metrics, /healthz, /readyz (0 = any free port)'),
+    host: str('address the metrics server listens on'),
+  },
+  shutdown: {
+    timeoutS: int(1, 3600, 'on SIGTERM/SIGINT, flush and detach within this long, else exit 1'),
+  },
+} satisfies Section;
+
+/** Every leaf key as a dotted path, in declaration order. */
+export function leafPaths(s: Section = SCHEMA, prefix = ''): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(s)) {
+    const p = prefix ? `${prefix}.${k}` : k;
+    if (isField(v)) out.push(p);
+    else out.push(...leafPaths(v, p));
+  }
+  return out;
+}
+
+/** The schema node at a dotted path (a section or a field), or undefined. */
+export function schemaAt(path: string): Section | Field | undefined {
+  let node: Section | Field | undefined = SCHEMA;
+  for (const part of path.split('.')) {
+    if (!node || isField(node) || !Object.hasOwn(node, part)) return undefined;
+    node = node[part];
+  }
+  return node;
+}
+
+/** STRATA_<SECTION>_<KEY> for a dotted path: export.otlp.endpoint -> STRATA_EXPORT_OTLP_ENDPOINT. */
+export function envName(path: string): string {
+  return `STRATA_${path
+    .split('.')
+    .map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase())
+    .join('_')}`;
+}
