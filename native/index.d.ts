@@ -133,3 +133,6 @@ export declare function probeFeatures(): FeatureProbe[];
  * throws NativeError (stage "attach" for netns errors, "detach" otherwise).
  */
 export declare function cleanupStale(netns?: string): StaleTcFilter[];
+
+/** CLOCK_REALTIME and CLOCK_MONOTONIC (what BPF timestamps use), read back to back, in ns */
+export declare function clockPair(): { realtimeNs: bigint; monotonicNs: bigint };

@@ -4,7 +4,7 @@ import { statSync } from 'node:fs';
 import { type Server, createServer } from 'node:http';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { Registry } from 'prom-client';
-import { Correlator, type CorrelatorConfig } from './correlate/correlator.ts';
+import { Correlator, type CorrelatorConfig, measureWallClock } from './correlate/correlator.ts';
 import { StrataError, EXIT_PROBE, STRATA_ERR_PROBE_ATTACH, STRATA_ERR_PROBE_LOAD } from './errors.ts';
 import { Decoder } from './events/decode.ts';
 import { SdkSpanSink } from './export/sdk-sink.ts';
@@ -96,6 +96,12 @@ export class Agent {
       throw this.probeError(STRATA_ERR_PROBE_ATTACH, 'the socket syscall tracepoints (required) could not attach', e);
     }
     for (const pod of this.opts.pods) p.netnsAdd(pod.netnsInode);
+    // filters a previous strata left behind (SIGKILL, OOM kill) on any interface of the node
+    try {
+      for (const s of p.cleanupStale(this.opts.nodeNetns)) this.log(`strata: removed a stale strata TC filter from ${s.ifname}`);
+    } catch (e) {
+      this.log(`strata: warning: could not look for stale TC filters: ${(e as Error).message}`);
+    }
     const ifaces = [...this.opts.pods.map((x) => x.hostVeth), ...this.opts.interfaces];
     for (const ifname of ifaces) {
       try {
@@ -114,6 +120,8 @@ export class Agent {
   }
 
   private onBatch(batch: Buffer): void {
+    // kernel timestamps are CLOCK_MONOTONIC: convert with an offset measured for this batch
+    this.correlator.wall = measureWallClock(loadNative().clockPair());
     this.decoder.decode(batch);
     this.correlator.tick(monoNow());
   }

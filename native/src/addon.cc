@@ -1,5 +1,6 @@
 // JS surface of the native transport (typed in native/index.d.ts).
 #include <string.h>
+#include <time.h>
 
 #include "events.h"
 #include "strata.h"
@@ -253,11 +254,26 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
   Pump pump_;
 };
 
+// CLOCK_REALTIME and CLOCK_MONOTONIC read back to back (BPF timestamps are CLOCK_MONOTONIC): the
+// offset between them, in ns, exactly enough to convert a batch's timestamps to wall clock.
+static Napi::Value ClockPair(const Napi::CallbackInfo& info) {
+  struct timespec mono1, real, mono2;
+  clock_gettime(CLOCK_MONOTONIC, &mono1);
+  clock_gettime(CLOCK_REALTIME, &real);
+  clock_gettime(CLOCK_MONOTONIC, &mono2);
+  const int64_t mono = ((int64_t)mono1.tv_sec * 1000000000 + mono1.tv_nsec + (int64_t)mono2.tv_sec * 1000000000 + mono2.tv_nsec) / 2;
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("realtimeNs", Napi::BigInt::New(info.Env(), (int64_t)real.tv_sec * 1000000000 + real.tv_nsec));
+  o.Set("monotonicNs", Napi::BigInt::New(info.Env(), mono));
+  return o;
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Probes", ProbesWrap::Init(env));
   exports.Set("eventsVersion", Napi::Number::New(env, STRATA_EVENTS_VERSION));
   exports.Set("probeFeatures", Napi::Function::New<ProbeFeaturesJs>(env, "probeFeatures"));
   exports.Set("cleanupStale", Napi::Function::New<CleanupStale>(env, "cleanupStale"));
+  exports.Set("clockPair", Napi::Function::New<ClockPair>(env, "clockPair"));
   return exports;
 }
 

@@ -1,5 +1,6 @@
 // A tiny OTLP/HTTP traces receiver for tests: accepts POST /v1/traces on 127.0.0.1 and keeps the
-// decoded requests. Can be stopped and started again on the same port (backend down / back).
+// decoded requests. Can be stopped and started again on the same port (backend down / back), and
+// scripted to fail, or to never answer, particular requests.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type DecodedResourceSpans, decodeExportTraceServiceRequest } from './otlp-decode.ts';
@@ -11,9 +12,16 @@ export interface ReceivedRequest {
   decoded: DecodedResourceSpans[];
 }
 
+/** what request n (1-based, counted over restarts) gets: accepted, an HTTP status, or no answer */
+export type HttpResponse = 'ok' | 'hang' | number;
+
 export class OtlpReceiver {
+  /** accepted requests only */
   readonly requests: ReceivedRequest[] = [];
   readonly errors: string[] = [];
+  /** every POST /v1/traces, answered or not */
+  calls = 0;
+  respond: (n: number) => HttpResponse = () => 'ok';
   port = 0;
   private server: Server | undefined;
 
@@ -35,7 +43,7 @@ export class OtlpReceiver {
     this.server = server;
   }
 
-  /** stops listening and drops open connections, so that the next export fails to connect */
+  /** stops listening and drops open connections (answered or not), so that the next export fails */
   async stop(): Promise<void> {
     const server = this.server;
     if (!server) return;
@@ -51,6 +59,13 @@ export class OtlpReceiver {
     req.on('end', () => {
       if (req.method !== 'POST' || req.url !== '/v1/traces') {
         res.writeHead(404).end();
+        return;
+      }
+      const n = ++this.calls;
+      const what = this.respond(n);
+      if (what === 'hang') return; // until the client gives up or stop() drops the connection
+      if (what !== 'ok') {
+        res.writeHead(what).end();
         return;
       }
       const body = Buffer.concat(chunks);

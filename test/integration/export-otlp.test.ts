@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { SpanKind } from '@opentelemetry/api';
+import { createExporters } from '../../agent/src/export/factory.ts';
 import {
   createOtlpHttpExporter,
   DEFAULT_OTLP_TRACES_URL,
@@ -8,16 +8,10 @@ import {
 } from '../../agent/src/export/otlp.ts';
 import { SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
+import { assertOtlpRowsMatch } from '../helpers/otlp-assert.ts';
 import { flattenSpans, loadOtlpSchema } from '../helpers/otlp-decode.ts';
-import { hrToNanos, IDS, REMOTE_PARENT_ID, spanTree, TRACE_ID, TRACESTATE, waitFor } from '../helpers/otlp-fixture.ts';
+import { IDS, REMOTE_PARENT_ID, spanTree, TRACE_ID, TRACESTATE, waitFor } from '../helpers/otlp-fixture.ts';
 import { OtlpReceiver } from '../helpers/otlp-receiver.ts';
-
-// proto SpanKind = API SpanKind + 1
-const PROTO_KIND: Record<number, number> = {
-  [SpanKind.INTERNAL]: 1,
-  [SpanKind.SERVER]: 2,
-  [SpanKind.CLIENT]: 3,
-};
 
 describe('OTLP http/protobuf export', () => {
   const receiver = new OtlpReceiver();
@@ -55,24 +49,7 @@ describe('OTLP http/protobuf export', () => {
     assert.equal(receiver.requests[0]?.headers['x-strata-test'], '1');
     assert.equal(rows.length, records.length);
 
-    for (const r of records) {
-      const row = rows.find((x) => x.span.spanId === r.spanId);
-      assert.ok(row, `span ${r.spanId} received`);
-      const s = row.span;
-      assert.equal(s.traceId, r.traceId);
-      assert.equal(s.parentSpanId, r.parentSpanId ?? '');
-      assert.equal(s.name, r.name);
-      assert.equal(s.kind, PROTO_KIND[r.kind]);
-      assert.equal(s.startTimeUnixNano, hrToNanos(r.start));
-      assert.equal(s.endTimeUnixNano, hrToNanos(r.end));
-      assert.deepEqual(s.attributes, r.attributes);
-      assert.equal(s.status.code, r.status?.code ?? 0);
-      assert.equal(s.status.message, r.status?.message ?? '');
-      assert.equal(row.scope.name, 'strata');
-      assert.deepEqual(row.resource, { ...r.resource.attributes, 'service.name': r.resource.serviceName });
-      // Span.flags (field 16, W3C flags + IS_REMOTE) is newer than the generated schema the test
-      // decodes with (otlp-proto-schema): it is not asserted here.
-    }
+    assertOtlpRowsMatch(rows, records);
     const server = rows.find((x) => x.span.spanId === IDS.server)?.span;
     assert.equal(server?.traceId, TRACE_ID);
     assert.equal(server?.parentSpanId, REMOTE_PARENT_ID);
@@ -128,5 +105,68 @@ describe('OTLP http/protobuf export', () => {
     assert.equal(st.spansExported, 2);
     assert.equal(st.spansDropped, 3);
     await sink.shutdown();
+  });
+
+  it('retries 503 with backoff within the timeout (the SDK exporter retries by itself)', async () => {
+    const calls0 = receiver.calls;
+    receiver.respond = (n) => (n - calls0 === 1 ? 503 : 'ok');
+    try {
+      const sink = new SdkSpanSink({
+        // the SDK's first backoff is 0.8..1.2 s
+        exporters: createExporters({ otlp: { protocol: 'http/protobuf', endpoint: receiver.url, timeoutMs: 5000 } }),
+        batch: { scheduledDelayMillis: 50 },
+        log: () => {},
+      });
+      const from = receiver.requests.length;
+      sink.emit({ ...(spanTree()[3] as SpanRecord), spanId: 'f1f1f1f1f1f1f1f1', name: 'retried' });
+      await sink.flush();
+      const st = sink.stats();
+      assert.equal(receiver.calls - calls0, 2, 'one failed attempt, then success');
+      assert.equal(st.exportsSucceeded, 1);
+      assert.equal(st.exportsFailed, 0);
+      assert.deepEqual(
+        flattenSpans(receiver.requests.slice(from).flatMap((q) => q.decoded)).map((x) => x.span.name),
+        ['retried'],
+      );
+      assert.ok((st.exporters[0]?.exportLatencyMs.lastMs ?? 0) >= 700, 'the export includes the backoff');
+      await sink.shutdown();
+    } finally {
+      receiver.respond = () => 'ok';
+    }
+  });
+
+  it('bounds the queue while the backend does not answer: overflow and the timed-out export are dropped, the rest follows', async () => {
+    const calls0 = receiver.calls;
+    receiver.respond = (n) => (n - calls0 === 1 ? 'hang' : 'ok');
+    try {
+      const sink = new SdkSpanSink({
+        exporters: createExporters({ otlp: { protocol: 'http/protobuf', endpoint: receiver.url, timeoutMs: 300 } }),
+        batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 20 },
+        log: () => {},
+      });
+      const base = spanTree()[3] as SpanRecord;
+      const mk = (i: number, prefix: string): SpanRecord => ({ ...base, spanId: (0xa000 + i).toString(16).padStart(16, '0'), name: `${prefix}-${i}` });
+      const from = receiver.requests.length;
+      sink.emit(mk(0, 'hung'));
+      sink.emit(mk(1, 'hung')); // a full batch: exported at once, and the backend does not answer
+      for (let i = 2; i < 8; i++) sink.emit(mk(i, 'queued')); // 4 fit in the queue, 2 do not
+      let st = sink.stats();
+      assert.equal(st.spansDroppedQueueFull, 2);
+      assert.equal(st.exporters[0]?.queued, 4);
+
+      st = await waitFor(() => {
+        const s = sink.stats();
+        return s.spansExported >= 4 ? s : undefined;
+      }, 'the queued spans after the hung export timed out');
+      assert.equal(st.exportsFailed, 1);
+      assert.equal(st.spansDropped, 4, '2 overflowed + 2 in the timed-out export');
+      const names = flattenSpans(receiver.requests.slice(from).flatMap((q) => q.decoded)).map((x) => x.span.name);
+      assert.deepEqual(names.sort(), ['queued-2', 'queued-3', 'queued-4', 'queued-5']);
+      assert.match(st.exporters[0]?.lastError ?? '', /timed out/);
+      assert.ok((st.exporters[0]?.exportLatencyMs.maxMs ?? 0) >= 250);
+      await sink.shutdown();
+    } finally {
+      receiver.respond = () => 'ok';
+    }
   });
 });

@@ -116,6 +116,8 @@ describe('walking skeleton: one request, one cross-layer trace', { skip: why }, 
       return metricValue(m, 'strata_correlator_non_http_total') >= 2 && metricValue(m, 'strata_correlator_incomplete_total') >= 1;
     }, 'non-HTTP and incomplete counters', 15_000);
     assert.equal((await fetch(`http://127.0.0.1:${lt.agent?.metricsPort}/healthz`)).status, 200);
+    // nesting held without the clamp that guards against clock-offset drift
+    assert.equal(metricValue(await metrics(), 'strata_correlator_clock_clamps_total'), 0);
     // and the agent still traces
     await runClient(lab, { paths: ['/after-garbage'] });
     assertTree(await treeOf('/after-garbage'), '/after-garbage');

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { type ExportResult, ExportResultCode } from '@opentelemetry/core';
 import { InMemorySpanExporter, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
+import { EXPORT_LATENCY_BUCKETS_MS, SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
 import { IDS, REMOTE_PARENT_ID, spanTree, TRACE_ID, TRACE_ID_2, TRACESTATE, waitFor } from '../helpers/otlp-fixture.ts';
 
@@ -212,6 +212,73 @@ describe('SdkSpanSink', () => {
     assert.equal(st.spansExported, 4);
     assert.equal(st.spansDropped, 3);
     assert.equal(st.exporters[0]?.queued, 0);
+    await sink.shutdown();
+  });
+
+  it('records the duration of each export call per exporter as a histogram (count, sum, last, max, cumulative buckets)', async () => {
+    const delays: number[] = [];
+    const delayed: SpanExporter = {
+      export(_spans: ReadableSpan[], cb: (r: ExportResult) => void) {
+        const ms = delays.shift() ?? 0;
+        if (ms === 0) cb({ code: ExportResultCode.SUCCESS });
+        else setTimeout(() => cb({ code: ExportResultCode.FAILED, error: new Error('slow and failed') }), ms);
+      },
+      shutdown: async () => {},
+    };
+    const mem = new InMemorySpanExporter();
+    const sink = new SdkSpanSink({ exporters: [delayed, mem], batch: { scheduledDelayMillis: 60_000 }, log: () => {} });
+    const empty = sink.stats().exporters[0]?.exportLatencyMs;
+    assert.deepEqual(empty, { bucketsMs: [1, 5, 10, 50, 100, 500, 1000, 5000], buckets: [0, 0, 0, 0, 0, 0, 0, 0], count: 0, sumMs: 0, lastMs: 0, maxMs: 0 });
+    assert.deepEqual(EXPORT_LATENCY_BUCKETS_MS, empty?.bucketsMs);
+
+    const base = spanTree()[3] as SpanRecord;
+    delays.push(0, 120);
+    sink.emit(base);
+    await sink.flush(); // synchronous result: well under 1 ms
+    sink.emit({ ...base, spanId: 'e1e1e1e1e1e1e1e1' });
+    await sink.flush(); // 120 ms, failed: counted the same way
+    const st = sink.stats();
+    const lat = st.exporters[0]?.exportLatencyMs;
+    assert.ok(lat);
+    assert.equal(lat.count, 2);
+    assert.ok(lat.lastMs >= 115 && lat.lastMs < 5000, `last ${lat.lastMs}`);
+    assert.equal(lat.maxMs, lat.lastMs);
+    assert.ok(lat.sumMs >= lat.lastMs && lat.sumMs - lat.lastMs <= 1);
+    // cumulative: the fast call in every bucket, the slow one from the 500 ms bucket on (or later if slower)
+    assert.equal(lat.buckets[0], 1);
+    assert.equal(lat.buckets[3], 1, '<= 50 ms');
+    assert.equal(lat.buckets[7], 2, '<= 5000 ms');
+    for (let i = 1; i < lat.buckets.length; i++) assert.ok((lat.buckets[i] as number) >= (lat.buckets[i - 1] as number));
+    // per exporter: the in-memory exporter has its own
+    assert.equal(st.exporters[1]?.exportLatencyMs.count, 2);
+    assert.equal(st.exporters[1]?.exportLatencyMs.buckets[7], 2);
+    // a snapshot: later exports do not change it
+    sink.emit({ ...base, spanId: 'e2e2e2e2e2e2e2e2' });
+    await sink.flush();
+    assert.equal(lat.count, 2);
+    assert.equal(lat.buckets[7], 2);
+    assert.equal(sink.stats().exporters[0]?.exportLatencyMs.count, 3);
+    await sink.shutdown();
+  });
+
+  it('counts an export that never reports within exportTimeoutMillis as failed', async () => {
+    const hanging: SpanExporter = { export() {}, shutdown: async () => {} };
+    const lines: string[] = [];
+    const sink = new SdkSpanSink({
+      exporters: [hanging],
+      batch: { scheduledDelayMillis: 10, exportTimeoutMillis: 80 },
+      log: (l) => lines.push(l),
+      flushTimeoutMillis: 1000,
+    });
+    sink.emit(spanTree()[3] as SpanRecord);
+    const st = await waitFor(() => {
+      const s = sink.stats();
+      return s.exportsFailed === 1 ? s : undefined;
+    }, 'the timed-out export to be counted');
+    assert.equal(st.spansDropped, 1);
+    assert.equal(st.exporters[0]?.lastError, 'export timed out after 80 ms');
+    assert.ok((st.exporters[0]?.exportLatencyMs.lastMs ?? 0) >= 75);
+    assert.match(lines[0] ?? '', /failed to export 1 spans: export timed out/);
     await sink.shutdown();
   });
 });

@@ -113,6 +113,8 @@ export interface CorrelatorStats {
   tracesKept: number;
   /** local traces decided early because too many were held */
   heldEvictions: number;
+  /** span times moved inside their parent (clock offset drift between batches) */
+  clockClamps: number;
 }
 
 /** observation points kept per message: socket write + a few interfaces + socket read */
@@ -204,10 +206,14 @@ interface Exchange {
 
 export type WallClock = (monoNs: number) => HrTime;
 
-/** mono -> wall with an offset measured now (CLOCK_MONOTONIC is what bpf_ktime_get_ns reads). */
-export function measureWallClock(): WallClock {
-  const mono = process.hrtime.bigint();
-  const wallNs = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+/**
+ * mono -> wall with an offset measured now (CLOCK_MONOTONIC is what bpf_ktime_get_ns reads).
+ * `pair` reads both clocks back to back (the agent uses the native clockPair, per batch);
+ * without it, the process start time plus the monotonic clock stand in.
+ */
+export function measureWallClock(pair?: { realtimeNs: bigint; monotonicNs: bigint }): WallClock {
+  const mono = pair?.monotonicNs ?? process.hrtime.bigint();
+  const wallNs = pair?.realtimeNs ?? BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
   const off = wallNs - mono;
   const offSec = Number(off / 1_000_000_000n);
   const offNs = Number(off % 1_000_000_000n);
@@ -221,7 +227,7 @@ export function measureWallClock(): WallClock {
 export class Correlator implements EventHandler {
   readonly stats: CorrelatorStats = {
     conns: 0, messages: 0, connEvictions: 0, idleCloses: 0, messageEvictions: 0, clientEvictions: 0, exchanges: 0, spansEmitted: 0, hopSpansEmitted: 0,
-    nonHttp: 0, orphanResponses: 0, incomplete: 0, malformedContext: 0, truncatedHeads: 0, pointsDropped: 0, spansSampledOut: 0, tracesSampledOut: 0, tracesKept: 0, heldEvictions: 0,
+    nonHttp: 0, orphanResponses: 0, incomplete: 0, malformedContext: 0, truncatedHeads: 0, pointsDropped: 0, spansSampledOut: 0, tracesSampledOut: 0, tracesKept: 0, heldEvictions: 0, clockClamps: 0,
   };
   private readonly opts: CorrelatorOptions;
   // LRU-bounded tables (lru-cache: O(1) eviction; a Map used as a FIFO degrades with deletions)
@@ -771,6 +777,28 @@ export class Correlator implements EventHandler {
     this.release(set, root.keep);
   }
 
+  /**
+   * Spans of one local trace converted with clock offsets measured at different batches can be
+   * off by the offset's drift (NTP slewing): keep every child inside its parent on this node.
+   */
+  private nest(spans: SpanRecord[]): void {
+    if (spans.length < 2) return;
+    const byId = new Map(spans.map((x) => [x.spanId, x]));
+    for (const x of spans) {
+      const p = x.parentSpanId ? byId.get(x.parentSpanId) : undefined;
+      if (!p) continue;
+      if (hrLess(x.start, p.start)) {
+        x.start = p.start;
+        this.stats.clockClamps++;
+      }
+      if (hrLess(p.end, x.end)) {
+        x.end = p.end;
+        this.stats.clockClamps++;
+      }
+      if (hrLess(x.end, x.start)) x.end = x.start;
+    }
+  }
+
   private decide(root: Exchange, spans: SpanRecord[], rootDone: boolean): boolean {
     const s = this.opts.sampling;
     if (s.keepErrors && spans.some((x) => x.status?.code === SpanStatusCode.ERROR)) return true;
@@ -786,6 +814,7 @@ export class Correlator implements EventHandler {
   private release(spans: SpanRecord[], keep: boolean): void {
     if (keep) {
       this.stats.tracesKept++;
+      this.nest(spans);
       for (const x of spans) this.sink.emit(x);
     } else {
       this.stats.tracesSampledOut++;
@@ -852,6 +881,8 @@ export class Correlator implements EventHandler {
     return r;
   }
 }
+
+const hrLess = (a: HrTime, b: HrTime) => a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
 
 /** a request: sent by the client endpoint, its first byte at seq (client's sequence space) */
 function reqMsgKey(clientEp: string, seq: number): string {

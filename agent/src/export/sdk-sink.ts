@@ -91,6 +91,46 @@ export interface ExporterStats {
   /** spans waiting in this exporter's batch queue */
   queued: number;
   lastError?: string;
+  /** how long export calls took (for strata_export_duration_seconds) */
+  exportLatencyMs: ExportLatencyStats;
+}
+
+/** upper bounds, in ms, of the export latency histogram buckets */
+export const EXPORT_LATENCY_BUCKETS_MS: readonly number[] = Object.freeze([1, 5, 10, 50, 100, 500, 1000, 5000]);
+
+/**
+ * Wall-clock duration of this exporter's export calls: from the batch processor handing a batch to
+ * the exporter until the exporter reports the result, retries inside the exporter included, successes
+ * and failures alike (a call that never reports counts with exportTimeoutMillis, as failed).
+ * Shaped like a Prometheus histogram: `buckets[i]` is the number of calls that took at most
+ * `bucketsMs[i]` ms (cumulative, like `le`); `count` is the +Inf bucket. Divide by 1000 for seconds.
+ */
+export interface ExportLatencyStats {
+  /** EXPORT_LATENCY_BUCKETS_MS */
+  bucketsMs: readonly number[];
+  /** cumulative: calls with duration <= bucketsMs[i] */
+  buckets: number[];
+  /** all calls */
+  count: number;
+  sumMs: number;
+  /** duration of the most recent call (0 before the first) */
+  lastMs: number;
+  /** slowest call so far (0 before the first) */
+  maxMs: number;
+}
+
+function newLatencyStats(): ExportLatencyStats {
+  return { bucketsMs: EXPORT_LATENCY_BUCKETS_MS, buckets: EXPORT_LATENCY_BUCKETS_MS.map(() => 0), count: 0, sumMs: 0, lastMs: 0, maxMs: 0 };
+}
+
+function observeLatency(l: ExportLatencyStats, ms: number): void {
+  l.count++;
+  l.sumMs += ms;
+  l.lastMs = ms;
+  if (ms > l.maxMs) l.maxMs = ms;
+  for (let i = l.bucketsMs.length - 1; i >= 0 && ms <= (l.bucketsMs[i] as number); i--) {
+    l.buckets[i] = (l.buckets[i] as number) + 1;
+  }
 }
 
 const DEFAULT_BATCH: Required<BatchOptions> = {
@@ -122,16 +162,27 @@ class ExportPipeline implements SpanProcessor {
       spansDropped: 0,
       spansDroppedQueueFull: 0,
       queued: 0,
+      exportLatencyMs: newLatencyStats(),
     };
     this.stats = stats;
+    const exportTimeoutMillis = batch.exportTimeoutMillis;
     const counting: SpanExporter = {
       export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
         // the BatchSpanProcessor has taken these out of its queue
         stats.queued -= spans.length;
+        const started = performance.now();
         let done = false;
+        // the BatchSpanProcessor gives up on an export after exportTimeoutMillis without telling
+        // anyone: count it then, as failed (a result coming later is ignored)
+        const timer = setTimeout(() => {
+          finish({ code: ExportResultCode.FAILED, error: new Error(`export timed out after ${exportTimeoutMillis} ms`) });
+        }, exportTimeoutMillis);
+        timer.unref();
         const finish = (result: ExportResult) => {
           if (done) return;
           done = true;
+          clearTimeout(timer);
+          observeLatency(stats.exportLatencyMs, performance.now() - started);
           if (result.code === ExportResultCode.SUCCESS) {
             stats.exportsSucceeded++;
             stats.spansExported += spans.length;
@@ -378,7 +429,10 @@ export class SdkSpanSink implements SpanSink {
   }
 
   stats(): SdkSinkStats {
-    const exporters = this.pipelines.map((p) => ({ ...p.stats }));
+    const exporters = this.pipelines.map((p) => ({
+      ...p.stats,
+      exportLatencyMs: { ...p.stats.exportLatencyMs, buckets: [...p.stats.exportLatencyMs.buckets] },
+    }));
     const sum = (f: (s: ExporterStats) => number) => exporters.reduce((a, s) => a + f(s), 0);
     return {
       ...this.counters,

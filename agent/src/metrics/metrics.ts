@@ -177,6 +177,7 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_correlator_truncated_heads_total', 'HTTP heads cut by the capture (kept as far as seen).', () => correlator().truncatedHeads);
   counter('strata_correlator_points_dropped_total', 'Observation points beyond the per-message cap (retransmissions), not turned into hop spans.', () => correlator().pointsDropped);
   counter('strata_correlator_idle_closes_total', 'Connections ended by the agent after a quiet period without events.', () => correlator().idleCloses);
+  counter('strata_correlator_clock_clamps_total', 'Span times moved inside their parent because the clock offset drifted between batches.', () => correlator().clockClamps);
   counter('strata_sampling_traces_kept_total', 'Local traces exported by the sampling decision (errors, slow, sampled caller, ratio).', () => correlator().tracesKept);
   counter('strata_sampling_traces_dropped_total', 'Local traces not exported by the sampling decision.', () => correlator().tracesSampledOut);
   counter('strata_sampling_spans_dropped_total', 'Spans not exported by the sampling decision.', () => correlator().spansSampledOut);
