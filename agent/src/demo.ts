@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { curlFromClient, labDown, labUp } from '../../lab/lab.ts';
 import { Agent, monoNow } from './agent.ts';
 import { JAEGER_FILE, OTLP_FILE } from './export/file-exporter.ts';
+import { resolveOtlpTracesUrl } from './export/otlp.ts';
 import type { JaegerSpan, JaegerTraces } from './export/jaeger-json.ts';
 import { readPodsFile } from './k8s/pods-file.ts';
 
@@ -25,7 +26,8 @@ export async function runDemo(argv: string[]): Promise<number> {
       nodeNetns: `/run/netns/${lab.nodeNetns}`,
       interfaces: [lab.clientVeth],
       tracesDir: dir,
-      otlpUrl: process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? process.env.OTEL_EXPORTER_OTLP_ENDPOINT,
+      // only when asked: the demo's output is the files
+      otlpUrl: process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_ENDPOINT ? resolveOtlpTracesUrl() : undefined,
     });
     await agent.start();
     out(`agent: probes attached (syscalls in 2 pod netns, TC on ${lab.pods.ingress.hostVeth}, ${lab.pods.app.hostVeth}, ${lab.clientVeth})`);

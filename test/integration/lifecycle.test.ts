@@ -40,6 +40,21 @@ describe('agent lifecycle', { skip: why }, () => {
     chain(await lt.tree('/optional-missing'));
   });
 
+  test('after SIGKILL, the next start removes filters strata left on interfaces it no longer watches', async () => {
+    // the running agent (from the previous test) watches the client veth too: kill it hard
+    assert.ok(lt.agent);
+    await stopAgent(lt.agent, 'SIGKILL');
+    lt.agent = undefined;
+    assert.match(tcFilters(lt.lab.nodeNetns, lt.lab.clientVeth), /tc_ingress/, 'left behind by SIGKILL');
+    const args = lt.agentArgs();
+    const i = args.indexOf('--iface');
+    args.splice(i, 2); // this time without the client veth
+    lt.agent = await startAgent(args);
+    assert.equal(tcFilters(lt.lab.nodeNetns, lt.lab.clientVeth), '', 'stale filter removed');
+    assert.match(lt.agent.stderr(), new RegExp(`removed a stale strata TC filter from ${lt.lab.clientVeth}`));
+    assert.match(tcFilters(lt.lab.nodeNetns, lt.lab.pods.app.hostVeth), /tc_ingress/, 'its own filters attached');
+  });
+
   test('SIGTERM: exit 0 within the shutdown bound, nothing left attached', async () => {
     assert.ok(lt.agent);
     const t0 = Date.now();
