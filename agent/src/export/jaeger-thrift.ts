@@ -19,7 +19,7 @@ import type { ExporterConfig, JaegerExporter } from '@opentelemetry/exporter-jae
 import { type Resource, resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { errorMessage } from './log.ts';
-import { exportWithRetry, isRetryableHttpError, type RetryOptions, retryPolicy } from './retry.ts';
+import { exportWithRetry, isRetryableHttpError, type RetryOptions, retryPolicy, InFlight } from './retry.ts';
 
 const require = createRequire(import.meta.url);
 const sdkExporter = () => (require('@opentelemetry/exporter-jaeger') as typeof import('@opentelemetry/exporter-jaeger')).JaegerExporter;
@@ -99,7 +99,7 @@ export class JaegerThriftExporter implements SpanExporter {
   private readonly maxProcesses: number;
   private readonly processes = new Map<string, Process>(); // insertion order = LRU order
   private readonly keys = new WeakMap<Resource, string>();
-  private readonly pending = new Set<Promise<unknown>>();
+  private readonly inFlight = new InFlight();
   private stopped = false;
   /** attempts repeated after a retryable failure */
   retries = 0;
@@ -249,14 +249,12 @@ export class JaegerThriftExporter implements SpanExporter {
   }
 
   private track(p: Promise<unknown>): void {
-    this.pending.add(p);
-    const forget = () => this.pending.delete(p);
-    p.then(forget, forget);
+    this.inFlight.track(p);
   }
 
   /** waits for the exports in flight (retries included) */
   async forceFlush(): Promise<void> {
-    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+    await this.inFlight.drain();
   }
 
   async shutdown(): Promise<void> {

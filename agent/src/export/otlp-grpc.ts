@@ -11,7 +11,7 @@ import type { Metadata } from '@grpc/grpc-js';
 import { type ExportResult, ExportResultCode } from '@opentelemetry/core';
 import type { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { exportWithRetry, isRetryableGrpcError, type RetryOptions, retryPolicy } from './retry.ts';
+import { exportWithRetry, isRetryableGrpcError, type RetryOptions, retryPolicy, InFlight } from './retry.ts';
 
 const require = createRequire(import.meta.url);
 const grpcJs = () => require('@grpc/grpc-js') as typeof import('@grpc/grpc-js');
@@ -52,7 +52,7 @@ export class OtlpGrpcTraceExporter implements SpanExporter {
   private readonly timeoutMillis: number;
   private readonly policy: Required<RetryOptions>;
   private inner: OTLPTraceExporter | undefined;
-  private readonly pending = new Set<Promise<unknown>>();
+  private readonly inFlight = new InFlight();
   private stopped = false;
   /** attempts repeated after a retryable failure */
   retries = 0;
@@ -107,14 +107,12 @@ export class OtlpGrpcTraceExporter implements SpanExporter {
   }
 
   private track(p: Promise<unknown>): void {
-    this.pending.add(p);
-    const forget = () => this.pending.delete(p);
-    p.then(forget, forget);
+    this.inFlight.track(p);
   }
 
   /** waits for the exports in flight (retries included) */
   async forceFlush(): Promise<void> {
-    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+    await this.inFlight.drain();
   }
 
   async shutdown(): Promise<void> {

@@ -134,3 +134,19 @@ export function isRetryableHttpError(error: unknown): boolean {
   const text = error instanceof Error ? error.message : String(error);
   return RETRYABLE_HTTP_STATUS.test(text) || RETRYABLE_NETWORK.test(text);
 }
+
+/** Promises still running (exports and their retries, channel shutdowns), awaited on flush. */
+export class InFlight {
+  private readonly pending = new Set<Promise<unknown>>();
+
+  track(p: Promise<unknown>): void {
+    this.pending.add(p);
+    const forget = () => this.pending.delete(p);
+    p.then(forget, forget);
+  }
+
+  /** waits until nothing is in flight, including work started while waiting */
+  async drain(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+  }
+}
