@@ -45,12 +45,16 @@ if ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
   mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
 fi
 
-# npm deps (devDependency `node` pins Node 24 for every npm script) + native build.
+# npm deps (devDependency `node` pins Node 24 for every npm script); `npm ci` also builds the
+# addon and the BPF objects through the package's install script.
+addon=build/Release/strata_native.node
 if [ ! -f node_modules/.strata-installed ] || [ package-lock.json -nt node_modules/.strata-installed ]; then
   log "npm ci"
   npm ci --no-audit --no-fund
   touch node_modules/.strata-installed
+elif [ ! -f "$addon" ] || [ -n "$(find bpf native binding.gyp -newer "$addon" -type f 2>/dev/null | head -1)" ]; then
+  log "building native addon and BPF objects"
+  npm run --silent build >/dev/null
 fi
-log "building native addon and BPF objects"
-npm run --silent build >/dev/null
+[ -f "$addon" ] || { log "error: $addon was not built"; exit 1; }
 log "ready: $(npm exec --silent -- node -v)"
