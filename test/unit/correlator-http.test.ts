@@ -4,9 +4,9 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SpanKind } from '@opentelemetry/api';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
-import { conversation, runRecords, shape, type Turn } from '../helpers/conversation.ts';
+import { CLIENT, SERVER, conversation, runRecords, shape, type Turn } from '../helpers/conversation.ts';
 import { lcg } from '../helpers/rng.ts';
-import { cut } from '../helpers/synth.ts';
+import { cut, pktRecord } from '../helpers/synth.ts';
 
 const B = (s: string) => Buffer.from(s, 'latin1');
 const whole = (d: Buffer) => [d];
@@ -184,5 +184,27 @@ describe('trace context formats', () => {
   test('X-Request-ID becomes an attribute', () => {
     const { span } = serverSpan('X-Request-ID: abc-123');
     assert.equal(span?.attributes['http.request.header.x-request-id'], 'abc-123');
+  });
+});
+
+describe('orphans and pending work are counted', () => {
+  test('a request without its response is pending until the connection ends, then incomplete', () => {
+    const turns: Turn[] = [{ request: B('GET /wait HTTP/1.1\r\nHost: app\r\n\r\n'), response: Buffer.alloc(0) }];
+    const open = runRecords(conversation(turns, whole, whole), 16, 1.2e6);
+    assert.equal(open.correlator.stats.pending, 2, 'proxy and app side');
+    const closed = runRecords(conversation(turns, whole, whole, { serverCloses: true }));
+    assert.equal(closed.correlator.stats.pending, 0);
+    assert.equal(closed.correlator.stats.incomplete, 2);
+  });
+
+  test('packets no traced socket sent or received are counted once each', () => {
+    const src = { ip: [10, 244, 1, 99] as [number, number, number, number], port: 5555 };
+    const dst = { ip: [10, 244, 1, 98] as [number, number, number, number], port: 80 };
+    const stray = [1, 2, 3].map((i) => pktRecord({ ts: 1e6 + i, ifindex: 7, src, dst, seq: 1000 * i, dataLen: 100, dir: 1 }));
+    // and one packet of a conversation that a traced socket does read: not an orphan
+    const conv = conversation([TURNS[0]!], whole, whole, { serverOnly: true });
+    const claimed = pktRecord({ ts: 1_001_500, ifindex: 7, src: CLIENT, dst: SERVER, seq: 0xfffff000, dataLen: TURNS[0]!.request.length, dir: 2 });
+    const r = runRecords([...stray, claimed, ...conv]);
+    assert.equal(r.correlator.stats.packetsWithoutConnection, 3);
   });
 });

@@ -27,7 +27,7 @@ class FakeSource implements StatsSource {
   p: Record<string, number> | undefined = { records: 90, batches: 9, droppedBatches: 1, droppedRecords: 10, polls: 30 };
   d: Record<string, number> = { records: 90, batches: 9, unknownType: 1, badVersion: 2, malformed: 3, skippedBytes: 0 };
   c: Record<string, number> = {
-    conns: 5, messages: 6, connEvictions: 1, idleCloses: 2, tracesKept: 11, tracesSampledOut: 12, spansSampledOut: 13, heldEvictions: 14, clockClamps: 0, messageEvictions: 3, clientEvictions: 4, exchanges: 20, spansEmitted: 40,
+    conns: 5, messages: 6, connEvictions: 1, idleCloses: 2, tracesKept: 11, tracesSampledOut: 12, spansSampledOut: 13, heldEvictions: 14, clockClamps: 0, pending: 15, packetsWithoutConnection: 16, messageEvictions: 3, clientEvictions: 4, exchanges: 20, spansEmitted: 40,
     hopSpansEmitted: 120, nonHttp: 2, orphanResponses: 1, incomplete: 3, malformedContext: 1, truncatedHeads: 2, pointsDropped: 5,
   };
   exporters: ExporterStats[] = [
@@ -101,7 +101,8 @@ const OWN = [
   'strata_decoder_records_total', 'strata_bpf_run_time_seconds_total', 'strata_bpf_runs_total', 'strata_correlator_exchanges_total',
   'strata_correlator_non_http_total', 'strata_correlator_orphan_responses_total', 'strata_correlator_incomplete_total',
   'strata_correlator_malformed_context_total', 'strata_correlator_truncated_heads_total', 'strata_correlator_points_dropped_total',
-  'strata_correlator_idle_closes_total', 'strata_correlator_clock_clamps_total', 'strata_sampling_traces_kept_total', 'strata_sampling_traces_dropped_total',
+  'strata_correlator_idle_closes_total', 'strata_correlator_clock_clamps_total', 'strata_correlator_pending_exchanges',
+  'strata_correlator_packets_without_connection_total', 'strata_sampling_traces_kept_total', 'strata_sampling_traces_dropped_total',
   'strata_sampling_spans_dropped_total', 'strata_sampling_held_evictions_total', 'strata_correlator_connections', 'strata_correlator_messages', 'strata_correlator_evictions_total',
   'strata_spans_total', 'strata_drops_total', 'strata_export_spans_rejected_total', 'strata_export_spans_total', 'strata_export_requests_total',
   'strata_export_queue_spans', 'strata_export_duration_seconds', 'strata_probe_attached',
@@ -168,6 +169,8 @@ describe('createMetrics', () => {
     assert.equal(v('strata_correlator_truncated_heads_total'), 2);
     assert.equal(v('strata_correlator_idle_closes_total'), 2);
     assert.equal(v('strata_sampling_traces_kept_total'), 11);
+    assert.equal(v('strata_correlator_pending_exchanges'), 15);
+    assert.equal(v('strata_correlator_packets_without_connection_total'), 16);
     assert.equal(v('strata_sampling_traces_dropped_total'), 12);
     assert.equal(v('strata_sampling_spans_dropped_total'), 13);
     assert.equal(v('strata_sampling_held_evictions_total'), 14);

@@ -113,6 +113,10 @@ export interface CorrelatorStats {
   tracesKept: number;
   /** local traces decided early because too many were held */
   heldEvictions: number;
+  /** exchanges whose request was seen and whose response has not ended */
+  pending: number;
+  /** data packets on traced interfaces that no traced socket on this node sent or received */
+  packetsWithoutConnection: number;
   /** span times moved inside their parent (clock offset drift between batches) */
   clockClamps: number;
 }
@@ -126,6 +130,8 @@ const ROLE_CLIENT = 2;
 interface Point {
   ts: number;
   kind: 'write' | 'read' | 'pkt';
+  /** packets: shared by the two readings of the packet; set when a socket claims either */
+  claim?: { claimed: boolean };
   label: string;
   ifname?: string;
   dir?: number;
@@ -227,7 +233,7 @@ export function measureWallClock(pair?: { realtimeNs: bigint; monotonicNs: bigin
 export class Correlator implements EventHandler {
   readonly stats: CorrelatorStats = {
     conns: 0, messages: 0, connEvictions: 0, idleCloses: 0, messageEvictions: 0, clientEvictions: 0, exchanges: 0, spansEmitted: 0, hopSpansEmitted: 0,
-    nonHttp: 0, orphanResponses: 0, incomplete: 0, malformedContext: 0, truncatedHeads: 0, pointsDropped: 0, spansSampledOut: 0, tracesSampledOut: 0, tracesKept: 0, heldEvictions: 0, clockClamps: 0,
+    nonHttp: 0, orphanResponses: 0, incomplete: 0, malformedContext: 0, truncatedHeads: 0, pointsDropped: 0, spansSampledOut: 0, tracesSampledOut: 0, tracesKept: 0, heldEvictions: 0, pending: 0, packetsWithoutConnection: 0, clockClamps: 0,
   };
   private readonly opts: CorrelatorOptions;
   // LRU-bounded tables (lru-cache: O(1) eviction; a Map used as a FIFO degrades with deletions)
@@ -268,8 +274,11 @@ export class Correlator implements EventHandler {
     });
     this.msgs = new LRUCache<string, Msg>({
       max: this.opts.maxMessages,
-      disposeAfter: (_m, _k, reason) => {
+      disposeAfter: (m, k, reason) => {
         if (reason === 'evict') this.stats.messageEvictions++;
+        // each packet is filed under a request and a response reading: count it once, from the
+        // request reading, when no socket on this node claimed either
+        if (k.charCodeAt(0) === 0x3e) for (const q of m.points) if (q.claim && !q.claim.claimed) this.stats.packetsWithoutConnection++;
       },
     });
     this.held = new LRUCache<Exchange, SpanRecord[]>({
@@ -342,7 +351,7 @@ export class Correlator implements EventHandler {
     if (e.dataLen === 0 || !(e.flags & FLAGS.F_SEQ_VALID)) return;
     const iface = this.topo.iface(e.ifindex);
     const name = iface?.name ?? `if${e.ifindex}`;
-    const pt: Point = { ts: e.tsNs, kind: 'pkt', label: name, ifname: name, dir: e.dir, pod: iface?.pod };
+    const pt: Point = { ts: e.tsNs, kind: 'pkt', label: name, ifname: name, dir: e.dir, pod: iface?.pod, claim: { claimed: false } };
     // which end is the client is unknown here: file the point under both readings; the
     // message nobody claims expires
     const src = `${addrString(e.buf, e.tuple.saddrOff, e.tuple.family)}:${e.tuple.sport}`;
@@ -405,6 +414,7 @@ export class Correlator implements EventHandler {
     };
     if (truncated) this.stats.truncatedHeads++;
     this.stats.exchanges++;
+    this.stats.pending++;
     c.reqOpen = ex;
     c.awaiting.push(ex);
     const label = `${c.pod?.workload ?? c.comm} socket`;
@@ -521,6 +531,7 @@ export class Correlator implements EventHandler {
     if (c.respOpen === ex) c.respOpen = undefined;
     if (ex.done) return;
     ex.done = true;
+    this.stats.pending--;
     ex.incomplete = incomplete;
     if (incomplete) this.stats.incomplete++;
     if (ex.role === ROLE_SERVER) {
@@ -568,6 +579,7 @@ export class Correlator implements EventHandler {
   /** adds an observation point; a message seen more often than this (retransmissions, loops) keeps its first ones */
   private point(key: string, p: Point): void {
     const m = this.msg(key, p.ts);
+    if (p.kind !== 'pkt') for (const q of m.points) if (q.claim) q.claim.claimed = true;
     if (m.points.length < MAX_POINTS) m.points.push(p);
     else this.stats.pointsDropped++;
   }

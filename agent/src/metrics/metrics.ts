@@ -184,6 +184,8 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_sampling_held_evictions_total', 'Local traces decided before their root ended because too many were held.', () => correlator().heldEvictions);
   gauge('strata_correlator_connections', 'Connections tracked.', () => correlator().conns);
   gauge('strata_correlator_messages', 'Messages (request/response observation sets) tracked.', () => correlator().messages);
+  gauge('strata_correlator_pending_exchanges', 'HTTP exchanges whose request was seen and whose response has not ended.', () => correlator().pending);
+  counter('strata_correlator_packets_without_connection_total', 'Data packets on traced interfaces that no traced socket on this node sent or received.', () => correlator().packetsWithoutConnection);
 
   const evictions = new Counter({
     name: 'strata_correlator_evictions_total', help: 'Entries evicted from bounded tables (oldest first, when full).', labelNames: ['table'], registers: [registry],
