@@ -11,6 +11,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* load-time knobs (rodata, frozen before the verifier runs, so it sees them as constants) */
 const volatile __u32 sock_payload_cap = 256; /* multiple of 8, <= STRATA_SOCK_PAYLOAD_MAX */
 const volatile __u8 filter_netns = 1;        /* 0: trace every netns (tests, debugging) */
+const volatile __u8 filter_cgroups = 0;      /* 1: also trace processes of the cgroups in traced_cgroups */
 
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
@@ -26,6 +27,17 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } traced_netns SEC(".maps");
+
+/*
+ * cgroup v2 ids (the cgroup directory's inode) whose processes are traced whatever their netns:
+ * pods with hostNetwork share the node's netns, so only their cgroup tells them apart.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} traced_cgroups SEC(".maps");
 
 struct inflight {
 	__u64 enter_ts;
@@ -72,6 +84,19 @@ static __always_inline bool netns_traced(__u32 inum)
 	if (!filter_netns)
 		return true;
 	return bpf_map_lookup_elem(&traced_netns, &inum) != NULL;
+}
+
+/* the current process: in a traced netns, or (when enabled) in a traced cgroup */
+static __always_inline bool task_traced(__u32 netns)
+{
+	__u64 cg;
+
+	if (netns_traced(netns))
+		return true;
+	if (!filter_cgroups) /* load-time constant: the lookup below is gone when off */
+		return false;
+	cg = bpf_get_current_cgroup_id();
+	return bpf_map_lookup_elem(&traced_cgroups, &cg) != NULL;
 }
 
 /*
@@ -187,7 +212,7 @@ static __always_inline int on_enter(__u8 op, int fd, __u64 buf, __u64 count, __u
 	struct sock *sk = NULL;
 	__u64 id;
 
-	if (!netns_traced(task_netns())) {
+	if (!task_traced(task_netns())) {
 		stat_inc(STRATA_STAT_FILTERED);
 		return 0;
 	}
@@ -407,7 +432,7 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	struct sock *sk;
 	__u64 now;
 
-	if (!netns_traced(task_netns()))
+	if (!task_traced(task_netns()))
 		return 0;
 	sk = fd_tcp_sock(fd);
 	if (!sk)

@@ -11,6 +11,8 @@ export interface ProbeOptions {
   ringBytes?: number;
   /** false: trace every network namespace (default true: only those added with netnsAdd) */
   filterNetns?: boolean;
+  /** true: also trace processes of the cgroups added with cgroupAdd, whatever their netns (hostNetwork pods) */
+  filterCgroups?: boolean;
 }
 
 export interface PumpOptions {
@@ -101,6 +103,9 @@ export declare class Probes {
   detachTc(ifname: string, netns?: string): void;
   netnsAdd(inode: number): void;
   netnsDelete(inode: number): void;
+  /** a cgroup v2 id (the inode of its directory under the cgroup2 mount); needs filterCgroups */
+  cgroupAdd(id: number | bigint): void;
+  cgroupDelete(id: number | bigint): void;
   /** starts the ring-buffer pump thread; onBatch gets concatenated records */
   start(onBatch: (batch: Buffer, records: number) => void, opts?: PumpOptions): void;
   stop(): void;

@@ -82,7 +82,9 @@ export class Agent {
     if (this.opts.metricsPort !== undefined) await this.serve(this.opts.metricsPort);
     const native = loadNative();
     try {
-      this.probes = new native.Probes({ sockPayloadCap: this.opts.sockPayloadCap ?? 256, ...this.opts.probes });
+      const cgroups = this.opts.pods.flatMap((x) => x.cgroupIds ?? []);
+      this.probes = new native.Probes({ sockPayloadCap: this.opts.sockPayloadCap ?? 256, ...this.opts.probes, filterCgroups: cgroups.length > 0 });
+      for (const id of cgroups) this.probes.cgroupAdd(id);
     } catch (e) {
       throw this.probeError(STRATA_ERR_PROBE_LOAD, 'loading the BPF programs failed', e);
     }

@@ -84,6 +84,8 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
                            InstanceMethod<&ProbesWrap::DetachTc>("detachTc"),
                            InstanceMethod<&ProbesWrap::NetnsAdd>("netnsAdd"),
                            InstanceMethod<&ProbesWrap::NetnsDelete>("netnsDelete"),
+                           InstanceMethod<&ProbesWrap::CgroupAdd>("cgroupAdd"),
+                           InstanceMethod<&ProbesWrap::CgroupDelete>("cgroupDelete"),
                            InstanceMethod<&ProbesWrap::Start>("start"),
                            InstanceMethod<&ProbesWrap::Stop>("stop"),
                            InstanceMethod<&ProbesWrap::Stats>("stats"),
@@ -106,6 +108,7 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
       o.wakeup_bytes = OptU32(opt, "wakeupBytes", (uint32_t)o.wakeup_bytes);
       o.ring_bytes = OptU32(opt, "ringBytes", o.ring_bytes);
       if (opt.Has("filterNetns")) o.filter_netns = opt.Get("filterNetns").ToBoolean();
+      if (opt.Has("filterCgroups")) o.filter_cgroups = opt.Get("filterCgroups").ToBoolean();
     }
     NativeError err{};
     if (o.sock_payload_cap % 8 || o.sock_payload_cap > STRATA_SOCK_PAYLOAD_MAX ||
@@ -160,6 +163,30 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
     uint32_t inum = info[0].As<Napi::Number>().Uint32Value();
     uint8_t one = 1;
     if (!probes_.MapUpdate("traced_netns", &inum, 4, &one, 1, &err)) return Throw(info.Env(), err);
+    return info.Env().Undefined();
+  }
+
+  // cgroup ids are u64 inode numbers: taken as a JS number (exact below 2^53) or a BigInt
+  static uint64_t CgroupId(const Napi::Value& v) {
+    if (v.IsBigInt()) {
+      bool lossless = true;
+      return v.As<Napi::BigInt>().Uint64Value(&lossless);
+    }
+    return (uint64_t)v.As<Napi::Number>().Int64Value();
+  }
+
+  Napi::Value CgroupAdd(const Napi::CallbackInfo& info) {
+    NativeError err{};
+    uint64_t id = CgroupId(info[0]);
+    uint8_t one = 1;
+    if (!probes_.MapUpdate("traced_cgroups", &id, 8, &one, 1, &err)) return Throw(info.Env(), err);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value CgroupDelete(const Napi::CallbackInfo& info) {
+    NativeError err{};
+    uint64_t id = CgroupId(info[0]);
+    if (!probes_.MapDelete("traced_cgroups", &id, 8, &err)) return Throw(info.Env(), err);
     return info.Env().Undefined();
   }
 

@@ -111,6 +111,7 @@ bool Probes::Open(const Options& o, NativeError* err) {
   if (!sock_) return Fail(err, errno, "open", "sock.bpf.o", "open BPF object");
   sock_->rodata->sock_payload_cap = o.sock_payload_cap;
   sock_->rodata->filter_netns = o.filter_netns ? 1 : 0;
+  sock_->rodata->filter_cgroups = o.filter_cgroups ? 1 : 0;
   sock_->rodata->wakeup_bytes = o.wakeup_bytes;
   int e = bpf_map__set_max_entries(sock_->maps.events, o.ring_bytes);
   if (e) return Fail(err, e, "open", "events", "ring buffer size");

@@ -67,6 +67,7 @@ class Probes {
     uint64_t wakeup_bytes = 256 * 1024;
     uint32_t ring_bytes = 16 * 1024 * 1024;
     bool filter_netns = true;
+    bool filter_cgroups = false;
   };
   ~Probes();
   bool Open(const Options& o, NativeError* err);

@@ -12,6 +12,8 @@ export interface PodEntry {
   netnsInode: number;
   hostVeth: string;
   labels?: Record<string, string>;
+  /** cgroup v2 ids of the pod's containers: traced whatever the netns (hostNetwork pods) */
+  cgroupIds?: number[];
 }
 
 export class PodsFileError extends Error {

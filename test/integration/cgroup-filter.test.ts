@@ -1,0 +1,64 @@
+// The kernel-side filter by cgroup: processes of a traced cgroup are traced whatever their netns
+// (hostNetwork pods share the node's), others in the same netns are not.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { Decoder } from '../../agent/src/events/decode.ts';
+import { loadNative } from '../../agent/src/probes/native.ts';
+import { requireKernel } from '../helpers/kernel.ts';
+import { waitFor } from '../helpers/otlp-fixture.ts';
+
+function cgroup2Mount(): string | undefined {
+  const line = readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === 'cgroup2');
+  return line?.split(' ')[1];
+}
+
+// a process that talks HTTP to itself over loopback, forever (until killed)
+const CHATTER = `
+  const net = require('node:net');
+  const srv = net.createServer((s) => s.on('data', () => s.write('HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n'))).listen(0, '127.0.0.1', () => {
+    const c = net.connect(srv.address().port, '127.0.0.1', () => setInterval(() => c.write('GET /cg HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'), 5));
+    c.on('data', () => {});
+  });`;
+
+test('processes of a traced cgroup are traced, their netns neighbours are not', async (t) => {
+  if (!requireKernel(t)) return;
+  const root = cgroup2Mount();
+  if (!root) {
+    if (process.env.CI === 'true') assert.fail('no cgroup2 mount');
+    t.skip('no cgroup2 mount');
+    return;
+  }
+  const dir = join(root, `strata-test-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  const children: ChildProcess[] = [];
+  const probes = new (loadNative().Probes)({ filterCgroups: true });
+  try {
+    probes.attachSyscalls();
+    probes.cgroupAdd(statSync(dir).ino);
+    const byPid = new Map<number, number>();
+    const decoder = new Decoder({ onSock: (e) => byPid.set(e.pid, (byPid.get(e.pid) ?? 0) + 1), onPkt() {}, onState() {} });
+    probes.start((b) => decoder.decode(b), { pollMs: 10 });
+    // one chatter moved into the cgroup before it starts talking, one left where it is
+    const inside = spawn('sh', ['-c', `echo $$ > ${join(dir, 'cgroup.procs')} && exec "${process.execPath}" -e "$0"`, CHATTER], { stdio: 'ignore' });
+    const outside = spawn(process.execPath, ['-e', CHATTER], { stdio: 'ignore' });
+    children.push(inside, outside);
+    await waitFor(() => (byPid.get(inside.pid ?? -1) ?? 0) >= 20, 'events from the process in the traced cgroup', 15_000);
+    // the outsider made as many syscalls meanwhile, in the same netns: none got through
+    assert.equal(byPid.get(outside.pid ?? -1) ?? 0, 0);
+    assert.ok(probes.stats().filtered > 0);
+  } finally {
+    for (const c of children) c.kill('SIGKILL');
+    probes.close();
+    await waitFor(() => {
+      try {
+        rmdirSync(dir);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'cgroup removed', 10_000);
+  }
+});
