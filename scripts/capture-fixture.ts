@@ -1,10 +1,10 @@
 // Records the raw ring-buffer batches of a real lab run, for replay: test/fixtures (decoder and
 // correlator tests, no root needed to replay) and bench/correlator.ts (throughput on real events).
-// Run as root: node scripts/capture-fixture.ts [--name skeleton] [--requests 0] [--dir test/fixtures]
+// Run as root: node scripts/capture-fixture.ts [--name skeleton] [--scenario basic|http] [--requests 0] [--dir test/fixtures]
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { curlFromClient, labDown, labUp, runClient } from '../lab/lab.ts';
+import { curlFromClient, labDown, labUp, pipelineFromClient, runClient } from '../lab/lab.ts';
 import { Agent, monoNow } from '../agent/src/agent.ts';
 import { readPodsFile } from '../agent/src/k8s/pods-file.ts';
 
@@ -18,7 +18,7 @@ export interface Capture {
  * Two GETs through NGINX to the app (the first with a traceparent), then `requests` more over
  * 16 keep-alive connections; writes <dir>/<name>.batches (length-prefixed) and <name>.meta.json.
  */
-export async function captureLab(dir: string, name: string, requests = 0): Promise<Capture> {
+export async function captureLab(dir: string, name: string, requests = 0, scenario: 'basic' | 'http' = 'basic'): Promise<Capture> {
   const prefix = 'capfx';
   const lab = await labUp({ prefix });
   try {
@@ -33,11 +33,24 @@ export async function captureLab(dir: string, name: string, requests = 0): Promi
     await agent.start();
     await curlFromClient(lab, `${lab.nginxUrl}/fx/with-context`, ['-H', 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01']);
     await curlFromClient(lab, `${lab.nginxUrl}/fx/plain`);
+    let want = 6;
+    if (scenario === 'http') {
+      // the traffic shapes of issue 3, through real NGINX and upstreams
+      const upload = `${lab.stateDir}/upload.bin`;
+      writeFileSync(upload, Buffer.alloc(1 << 20, 0x61));
+      await pipelineFromClient(lab, lab.nginxUrl, ['/fx/pipe/1', '/fx/pipe/2', '/fx/pipe/3']);
+      await curlFromClient(lab, `${lab.nginxUrl}/chunked/5`);
+      await curlFromClient(lab, `${lab.nginxUrl}/fx/upload`, ['-X', 'POST', '--data-binary', `@${upload}`]);
+      await curlFromClient(lab, `${lab.nginxUrl}/h10/fx`);
+      await curlFromClient(lab, `${lab.nginxUrl}/fx/b3`, ['-H', 'b3: 0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1']);
+      await curlFromClient(lab, `${lab.nginxUrl}/svc/fx`);
+      want += 8 * 3;
+    }
     if (requests > 0) {
       const paths = Array.from({ length: requests }, (_, i) => (i % 10 === 9 ? `/chunked/3?i=${i}` : `/load/${i}`));
       await runClient(lab, { paths, concurrency: 16, keepalive: true });
     }
-    const want = 6 + requests * 3;
+    want += requests * 3;
     const deadline = Date.now() + 15_000;
     while (agent.correlator.stats.spansEmitted < want && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
@@ -69,7 +82,14 @@ export async function captureLab(dir: string, name: string, requests = 0): Promi
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { values } = parseArgs({ options: { name: { type: 'string', default: 'skeleton' }, requests: { type: 'string', default: '0' }, dir: { type: 'string', default: 'test/fixtures' } } });
-  const c = await captureLab(resolve(values.dir ?? 'test/fixtures'), values.name ?? 'skeleton', Number(values.requests));
+  const { values } = parseArgs({
+    options: {
+      name: { type: 'string', default: 'skeleton' },
+      requests: { type: 'string', default: '0' },
+      dir: { type: 'string', default: 'test/fixtures' },
+      scenario: { type: 'string', default: 'basic' },
+    },
+  });
+  const c = await captureLab(resolve(values.dir ?? 'test/fixtures'), values.name ?? 'skeleton', Number(values.requests), values.scenario === 'http' ? 'http' : 'basic');
   console.log(`captured ${c.batches} batches, ${c.records} records, ${c.spans} exchange spans`);
 }
