@@ -7,7 +7,6 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import {
   curlFromClient,
   inNetns,
@@ -20,6 +19,7 @@ import {
   rawFromClient,
   runClient,
 } from '../../lab/lab.ts';
+import { waitFor } from '../helpers/otlp-fixture.ts';
 
 function missingPrerequisite(): string | undefined {
   if (process.getuid?.() !== 0) return 'root is required (network namespaces)';
@@ -58,13 +58,7 @@ function running(pid: number): boolean {
   }
 }
 
-async function until(what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
+const until = (what: string, check: () => boolean, timeoutMs = 5000) => waitFor(check, what, timeoutMs);
 
 function assertGone(prefix: string, stateDir: string, pids: number[]): void {
   assert.deepEqual(labNetns(prefix), [], 'no netns of the lab remains');

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { loadNative } from '../../agent/src/probes/native.ts';
 import { requireKernel, tcFilters } from '../helpers/kernel.ts';
+import { waitFor } from '../helpers/otlp-fixture.ts';
 
 const ADDON = fileURLToPath(new URL('../../build/Release/strata_native.node', import.meta.url));
 
@@ -22,14 +23,6 @@ function progExists(id: number): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
