@@ -97,14 +97,14 @@ export class Agent {
       this.attached.push({ name: 'sock_syscalls', attached: false });
       throw this.probeError(STRATA_ERR_PROBE_ATTACH, 'the socket syscall tracepoints (required) could not attach', e);
     }
-    for (const pod of this.opts.pods) p.netnsAdd(pod.netnsInode);
+    for (const pod of this.opts.pods) if (!pod.hostNetwork) p.netnsAdd(pod.netnsInode);
     // filters a previous strata left behind (SIGKILL, OOM kill) on any interface of the node
     try {
       for (const s of p.cleanupStale(this.opts.nodeNetns)) this.log(`strata: removed a stale strata TC filter from ${s.ifname}`);
     } catch (e) {
       this.log(`strata: warning: could not look for stale TC filters: ${(e as Error).message}`);
     }
-    const ifaces = [...this.opts.pods.map((x) => x.hostVeth), ...this.opts.interfaces];
+    const ifaces = [...this.opts.pods.filter((x) => x.hostVeth).map((x) => x.hostVeth), ...this.opts.interfaces];
     for (const ifname of ifaces) {
       try {
         const ifindex = p.attachTc(ifname, this.opts.nodeNetns);

@@ -2,9 +2,11 @@
 // (hostNetwork pods share the node's), others in the same netns are not.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { Agent } from '../../agent/src/agent.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
 import { loadNative } from '../../agent/src/probes/native.ts';
 import { requireKernel } from '../helpers/kernel.ts';
@@ -52,6 +54,54 @@ test('processes of a traced cgroup are traced, their netns neighbours are not', 
   } finally {
     for (const c of children) c.kill('SIGKILL');
     probes.close();
+    await waitFor(() => {
+      try {
+        rmdirSync(dir);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'cgroup removed', 10_000);
+  }
+});
+
+test('the agent traces a hostNetwork pod by the cgroups the pods file names, and names its spans after it', async (t) => {
+  if (!requireKernel(t)) return;
+  const root = cgroup2Mount();
+  if (!root) {
+    if (process.env.CI === 'true') assert.fail('no cgroup2 mount');
+    t.skip('no cgroup2 mount');
+    return;
+  }
+  const dir = join(root, `strata-test-agent-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  const traces = mkdtempSync(join(tmpdir(), 'strata-cg-'));
+  const children: ChildProcess[] = [];
+  const agent = new Agent({
+    nodeName: 'node-1',
+    pods: [{ name: 'chatter-7d4b9c6f5-x2x9z', namespace: 'default', uid: 'u-1', node: 'node-1', ip: '', netnsInode: 0, hostVeth: '', hostNetwork: true, cgroupIds: [statSync(dir).ino], labels: { app: 'chatter' } }],
+    nodeNetns: '',
+    interfaces: [],
+    tracesDir: traces,
+    log: () => {},
+  });
+  const services = new Set<string>();
+  const emit = agent.sink.emit.bind(agent.sink);
+  agent.sink.emit = (r) => {
+    services.add(`${r.resource.serviceName}/${r.resource.attributes['k8s.pod.name'] ?? ''}`);
+    emit(r);
+  };
+  try {
+    await agent.start();
+    const inside = spawn('sh', ['-c', `echo $$ > ${join(dir, 'cgroup.procs')} && exec "${process.execPath}" -e "$0"`, CHATTER], { stdio: 'ignore' });
+    children.push(inside);
+    await waitFor(() => agent.correlator.stats.spansEmitted >= 4, 'spans of the hostNetwork pod', 15_000);
+    // exchange spans carry the pod; the socket-to-socket hops on loopback are strata-net's
+    assert.deepEqual([...services].filter((x) => !x.startsWith('strata-net/')), ['chatter/chatter-7d4b9c6f5-x2x9z']);
+  } finally {
+    for (const c of children) c.kill('SIGKILL');
+    await agent.stop();
+    rmSync(traces, { recursive: true, force: true });
     await waitFor(() => {
       try {
         rmdirSync(dir);

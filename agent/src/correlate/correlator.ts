@@ -31,6 +31,8 @@ export interface PodInfo {
 export interface Topology {
   nodeName: string;
   podByNetns(inode: number): PodInfo | undefined;
+  /** hostNetwork pods: known by the cgroup of their containers */
+  podByCgroup?(id: number): PodInfo | undefined;
   iface(ifindex: number): { name: string; pod?: PodInfo } | undefined;
 }
 
@@ -569,7 +571,7 @@ export class Correlator implements EventHandler {
       sk: e.sk, pid: e.pid, tid: e.tid, netns: e.netns, fd: e.fd, comm, role: ROLE_UNKNOWN, family: e.tuple.family,
       localIp: addrString(e.buf, e.tuple.saddrOff, e.tuple.family), localPort: e.tuple.sport,
       remoteIp: addrString(e.buf, e.tuple.daddrOff, e.tuple.family), remotePort: e.tuple.dport,
-      clientEp: '', pod: this.topo.podByNetns(e.netns), awaiting: [], respStartTs: 0, respStartSeq: -1,
+      clientEp: '', pod: this.topo.podByNetns(e.netns) ?? this.topo.podByCgroup?.(e.cgroupId), awaiting: [], respStartTs: 0, respStartSeq: -1,
       lastReqTs: e.tsNs, lastRespTs: e.tsNs, lastTs: e.tsNs, nonHttpCounted: false,
     };
     this.conns.set(e.sk, c); // may evict (and close) the least recently used connection

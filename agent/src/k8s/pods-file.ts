@@ -10,10 +10,13 @@ export interface PodEntry {
   node: string;
   ip: string;
   netnsInode: number;
+  /** the pod's veth on the node; "" for hostNetwork pods */
   hostVeth: string;
   labels?: Record<string, string>;
-  /** cgroup v2 ids of the pod's containers: traced whatever the netns (hostNetwork pods) */
+  /** cgroup v2 ids of the pod's containers: traced whatever the netns */
   cgroupIds?: number[];
+  /** the pod uses the node's netns: traced by cgroupIds only, never by netns, no veth */
+  hostNetwork?: boolean;
 }
 
 export class PodsFileError extends Error {
@@ -30,8 +33,15 @@ export function readPodsFile(path: string): PodEntry[] {
   if (!Array.isArray(raw)) throw new PodsFileError(`pods file ${path}: expected a JSON array of pods`);
   return raw.map((p, i) => {
     const o = p as Partial<PodEntry>;
-    if (typeof o.name !== 'string' || typeof o.netnsInode !== 'number' || typeof o.hostVeth !== 'string') {
-      throw new PodsFileError(`pods file ${path}: entry ${i} needs name, netnsInode and hostVeth`);
+    if (typeof o.name !== 'string') throw new PodsFileError(`pods file ${path}: entry ${i} needs a name`);
+    if (o.hostNetwork) {
+      if (!Array.isArray(o.cgroupIds) || o.cgroupIds.length === 0 || !o.cgroupIds.every((c) => Number.isSafeInteger(c) && c > 0)) {
+        throw new PodsFileError(`pods file ${path}: hostNetwork pod ${o.name} needs cgroupIds (cgroup v2 ids of its containers)`);
+      }
+      return { namespace: 'default', uid: '', node: '', ip: '', netnsInode: 0, hostVeth: '', ...o } as PodEntry;
+    }
+    if (typeof o.netnsInode !== 'number' || typeof o.hostVeth !== 'string') {
+      throw new PodsFileError(`pods file ${path}: entry ${i} needs netnsInode and hostVeth (or hostNetwork with cgroupIds)`);
     }
     return { namespace: 'default', uid: '', node: '', ip: '', ...o } as PodEntry;
   });
@@ -46,6 +56,7 @@ export function workloadOf(p: { name: string; labels?: Record<string, string> })
 export class StaticTopology implements Topology {
   private readonly byNetns = new Map<number, PodInfo>();
   private readonly byVeth = new Map<string, PodInfo>();
+  private readonly byCgroup = new Map<number, PodInfo>();
   private readonly ifaces = new Map<number, { name: string; pod?: PodInfo }>();
 
   readonly nodeName: string;
@@ -57,8 +68,9 @@ export class StaticTopology implements Topology {
 
   addPod(p: PodEntry): PodInfo {
     const info: PodInfo = { name: p.name, namespace: p.namespace, uid: p.uid, node: p.node || this.nodeName, workload: workloadOf(p) };
-    this.byNetns.set(p.netnsInode, info);
-    this.byVeth.set(p.hostVeth, info);
+    if (!p.hostNetwork) this.byNetns.set(p.netnsInode, info);
+    if (p.hostVeth) this.byVeth.set(p.hostVeth, info);
+    for (const id of p.cgroupIds ?? []) this.byCgroup.set(id, info);
     return info;
   }
 
@@ -69,6 +81,10 @@ export class StaticTopology implements Topology {
 
   podByNetns(inode: number): PodInfo | undefined {
     return this.byNetns.get(inode);
+  }
+
+  podByCgroup(id: number): PodInfo | undefined {
+    return this.byCgroup.get(id);
   }
 
   iface(ifindex: number): { name: string; pod?: PodInfo } | undefined {
