@@ -5,7 +5,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { Agent } from '../../agent/src/agent.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
 import { loadNative } from '../../agent/src/probes/native.ts';
@@ -17,6 +17,32 @@ function cgroup2Mount(): string | undefined {
   return line?.split(' ')[1];
 }
 
+/** a fresh cgroup under the cgroup2 mount, or undefined after skipping (failing under CI) */
+function makeCgroup(t: TestContext, name: string): string | undefined {
+  if (!requireKernel(t)) return undefined;
+  const root = cgroup2Mount();
+  if (!root) {
+    if (process.env.CI === 'true') assert.fail('no cgroup2 mount');
+    t.skip('no cgroup2 mount');
+    return undefined;
+  }
+  const dir = join(root, `${name}-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** a cgroup can be removed once its processes are gone: poll until it is */
+function removeCgroup(dir: string): Promise<unknown> {
+  return waitFor(() => {
+    try {
+      rmdirSync(dir);
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'cgroup removed', 10_000);
+}
+
 // a process that talks HTTP to itself over loopback, forever (until killed)
 const CHATTER = `
   const net = require('node:net');
@@ -26,15 +52,8 @@ const CHATTER = `
   });`;
 
 test('processes of a traced cgroup are traced, their netns neighbours are not', async (t) => {
-  if (!requireKernel(t)) return;
-  const root = cgroup2Mount();
-  if (!root) {
-    if (process.env.CI === 'true') assert.fail('no cgroup2 mount');
-    t.skip('no cgroup2 mount');
-    return;
-  }
-  const dir = join(root, `strata-test-${process.pid}`);
-  mkdirSync(dir, { recursive: true });
+  const dir = makeCgroup(t, 'strata-test');
+  if (!dir) return;
   const children: ChildProcess[] = [];
   const probes = new (loadNative().Probes)({ filterCgroups: true });
   try {
@@ -54,27 +73,13 @@ test('processes of a traced cgroup are traced, their netns neighbours are not', 
   } finally {
     for (const c of children) c.kill('SIGKILL');
     probes.close();
-    await waitFor(() => {
-      try {
-        rmdirSync(dir);
-        return true;
-      } catch {
-        return false;
-      }
-    }, 'cgroup removed', 10_000);
+    await removeCgroup(dir);
   }
 });
 
 test('the agent traces a hostNetwork pod by the cgroups the pods file names, and names its spans after it', async (t) => {
-  if (!requireKernel(t)) return;
-  const root = cgroup2Mount();
-  if (!root) {
-    if (process.env.CI === 'true') assert.fail('no cgroup2 mount');
-    t.skip('no cgroup2 mount');
-    return;
-  }
-  const dir = join(root, `strata-test-agent-${process.pid}`);
-  mkdirSync(dir, { recursive: true });
+  const dir = makeCgroup(t, 'strata-test-agent');
+  if (!dir) return;
   const traces = mkdtempSync(join(tmpdir(), 'strata-cg-'));
   const children: ChildProcess[] = [];
   const agent = new Agent({
@@ -102,13 +107,6 @@ test('the agent traces a hostNetwork pod by the cgroups the pods file names, and
     for (const c of children) c.kill('SIGKILL');
     await agent.stop();
     rmSync(traces, { recursive: true, force: true });
-    await waitFor(() => {
-      try {
-        rmdirSync(dir);
-        return true;
-      } catch {
-        return false;
-      }
-    }, 'cgroup removed', 10_000);
+    await removeCgroup(dir);
   }
 });

@@ -233,36 +233,24 @@ export function createMetrics(src: StatsSource): Registry {
 
   // export, per exporter
   counter('strata_export_spans_rejected_total', 'Spans refused before reaching any exporter (invalid ids or times, or emitted after shutdown).', () => sink().spansRejected);
-  const exportSpans = new Counter({
-    name: 'strata_export_spans_total',
-    help: 'Spans per exporter: result="exported" acknowledged by the backend, "dropped" lost (failed export or queue full).',
-    labelNames: ['exporter', 'result'], registers: [registry],
-    collect() {
-      this.reset();
-      const ex = sink().exporters;
-      exporterNames(ex).forEach((name, i) => {
-        const e = ex[i] as ExporterStats;
-        exportSpansOf(name, 'exported').inc(e.spansExported);
-        exportSpansOf(name, 'dropped').inc(e.spansDropped);
-      });
-    },
-  });
-  const exportSpansOf = children<{ inc: Inc }>((exporter, result) => exportSpans.labels(exporter, result));
-  const exportRequests = new Counter({
-    name: 'strata_export_requests_total',
-    help: 'Export calls (one batch each) per exporter, by result: success or failure.',
-    labelNames: ['exporter', 'result'], registers: [registry],
-    collect() {
-      this.reset();
-      const ex = sink().exporters;
-      exporterNames(ex).forEach((name, i) => {
-        const e = ex[i] as ExporterStats;
-        exportRequestsOf(name, 'success').inc(e.exportsSucceeded);
-        exportRequestsOf(name, 'failure').inc(e.exportsFailed);
-      });
-    },
-  });
-  const exportRequestsOf = children<{ inc: Inc }>((exporter, result) => exportRequests.labels(exporter, result));
+  // one counter per exporter and result, read from the sink's per-exporter statistics
+  const perExporter = (name: string, help: string, results: [string, (e: ExporterStats) => number][]) => {
+    const c: Counter<'exporter' | 'result'> = new Counter({
+      name, help, labelNames: ['exporter', 'result'], registers: [registry],
+      collect() {
+        this.reset();
+        const ex = sink().exporters;
+        exporterNames(ex).forEach((exporter, i) => {
+          for (const [result, read] of results) of(exporter, result).inc(read(ex[i] as ExporterStats));
+        });
+      },
+    });
+    const of = children<{ inc: Inc }>((exporter, result) => c.labels(exporter, result));
+  };
+  perExporter('strata_export_spans_total', 'Spans per exporter: result="exported" acknowledged by the backend, "dropped" lost (failed export or queue full).',
+    [['exported', (e) => e.spansExported], ['dropped', (e) => e.spansDropped]]);
+  perExporter('strata_export_requests_total', 'Export calls (one batch each) per exporter, by result: success or failure.',
+    [['success', (e) => e.exportsSucceeded], ['failure', (e) => e.exportsFailed]]);
   const exportQueue = new Gauge({
     name: 'strata_export_queue_spans', help: "Spans waiting in the exporter's batch queue.", labelNames: ['exporter'], registers: [registry],
     collect() {
