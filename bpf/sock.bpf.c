@@ -117,19 +117,34 @@ static __always_inline __u32 task_netns(void)
 /* fd -> struct sock of a TCP socket, or NULL. Walks task->files->fdt->fd[fd]. */
 static __always_inline struct sock *fd_tcp_sock(int fd)
 {
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct fdtable *fdt;
 	struct file **fds;
 	struct file *f = NULL;
 	struct socket *so;
 	struct sock *sk;
 	umode_t mode;
+	unsigned int max_fds;
 
-	if (fd < 0 || !fdt)
+	if (fd < 0)
 		return NULL;
-	if ((unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+	/* as in task_netns(): plain loads through a BTF task pointer where the kernel has it */
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		fdt = t->files->fdt;
+		if (!fdt)
+			return NULL;
+		max_fds = fdt->max_fds;
+		fds = fdt->fd;
+	} else {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		fdt = BPF_CORE_READ(t, files, fdt);
+		if (!fdt)
+			return NULL;
+		max_fds = BPF_CORE_READ(fdt, max_fds);
+		fds = BPF_CORE_READ(fdt, fd);
+	}
+	if ((unsigned int)fd >= max_fds)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
 	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
 		return NULL;
 	mode = BPF_CORE_READ(f, f_inode, i_mode);
@@ -173,6 +188,39 @@ static __always_inline void fill_tuple(struct strata_tuple *tu, struct sock *sk)
 	}
 }
 
+/*
+ * What a socket's events repeat (its tuple and netns), read once per socket instead of with
+ * seven probe reads per syscall. Filled when a connection is accepted or connected (or first
+ * seen), dropped at close and when the kernel moves the socket to TCP_CLOSE, so a struct sock
+ * address reused for a new socket never inherits an old tuple.
+ */
+struct sk_meta {
+	struct strata_tuple tuple;
+	__u32 netns;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sk_meta);
+} sk_cache SEC(".maps");
+
+static __always_inline struct sk_meta *sk_meta_of(struct sock *sk, bool refresh)
+{
+	__u64 k = (__u64)sk;
+	struct sk_meta *m = refresh ? NULL : bpf_map_lookup_elem(&sk_cache, &k);
+	struct sk_meta fresh = {};
+
+	if (m)
+		return m;
+	fill_tuple(&fresh.tuple, sk);
+	fresh.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	bpf_map_update_elem(&sk_cache, &k, &fresh, BPF_ANY);
+	return bpf_map_lookup_elem(&sk_cache, &k);
+}
+
 static __always_inline __u32 sock_event_size(void)
 {
 	return sizeof(struct strata_sock_event) - STRATA_SOCK_PAYLOAD_MAX + sock_payload_cap;
@@ -183,6 +231,7 @@ static __always_inline struct strata_sock_event *sock_event_new(__u8 op, __u64 e
 {
 	struct strata_sock_event *e = event_reserve(sock_event_size());
 	__u64 id = bpf_get_current_pid_tgid();
+	struct sk_meta *m;
 
 	if (!e)
 		return NULL;
@@ -193,13 +242,20 @@ static __always_inline struct strata_sock_event *sock_event_new(__u8 op, __u64 e
 	e->ret = 0;
 	e->pid = id >> 32;
 	e->tid = (__u32)id;
-	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	e->fd = fd;
 	e->seq = 0;
 	e->op = op;
 	e->dir = STRATA_DIR_NONE;
 	e->payload_len = 0;
-	fill_tuple(&e->tuple, sk);
+	/* a new connection: its tuple is final now (connect bound the local port) */
+	m = sk_meta_of(sk, op == STRATA_OP_ACCEPT || op == STRATA_OP_CONNECT);
+	if (m) {
+		e->netns = m->netns;
+		e->tuple = m->tuple;
+	} else {
+		e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+		fill_tuple(&e->tuple, sk);
+	}
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	return e;
 }
@@ -443,6 +499,10 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	e->hdr.type = STRATA_EV_SOCK_CLOSE;
 	event_submit(e);
+	{
+		__u64 k = (__u64)sk;
+		bpf_map_delete_elem(&sk_cache, &k);
+	}
 	return 0;
 }
 
@@ -471,5 +531,9 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	e->_pad0 = 0;
 	fill_tuple(&e->tuple, sk);
 	event_submit(e);
+	if (ctx->newstate == TCP_CLOSE) {
+		__u64 k = (__u64)sk;
+		bpf_map_delete_elem(&sk_cache, &k);
+	}
 	return 0;
 }
