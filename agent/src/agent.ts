@@ -117,7 +117,10 @@ export class Agent {
       }
     }
     p.start((batch) => this.onBatch(batch), { pollMs: 10 });
-    this.timer = setInterval(() => this.correlator.tick(monoNow()), 50);
+    this.timer = setInterval(() => {
+      this.correlator.tick(monoNow());
+      this.warnDrops();
+    }, 50);
     this.ready = true;
   }
 
@@ -126,6 +129,30 @@ export class Agent {
     this.correlator.wall = measureWallClock(loadNative().clockPair());
     this.decoder.decode(batch);
     this.correlator.tick(monoNow());
+  }
+
+  private dropsSeen = { total: 0, at: 0 };
+
+  /** Losses in the pipeline: one aggregated warning per interval, never a line per event. */
+  private warnDrops(): void {
+    const now = Date.now();
+    if (now - this.dropsSeen.at < DROP_WARN_INTERVAL_MS) return;
+    const k = this.probes?.stats();
+    const p = this.probes?.pumpStats();
+    const d = this.decoder.stats;
+    const parts: [string, number][] = [
+      ['kernel ring buffer full', k?.rbDrops ?? 0],
+      ['kernel reads failed', k?.readErrors ?? 0],
+      ['JS queue full', p?.droppedRecords ?? 0],
+      ['undecodable', d.malformed + d.unknownType + d.badVersion],
+      ['export', this.sink.stats().spansDropped],
+    ];
+    const total = parts.reduce((a, [, n]) => a + n, 0);
+    if (total > this.dropsSeen.total) {
+      const what = parts.filter(([, n]) => n > 0).map(([w, n]) => `${w}: ${n}`).join(', ');
+      this.log(`strata: warning: ${total - this.dropsSeen.total} events or spans lost since the last report (totals: ${what}); see strata_drops_total`);
+      this.dropsSeen = { total, at: now };
+    }
   }
 
   private probeError(code: string, what: string, e: unknown): StrataError {
@@ -185,6 +212,9 @@ export class Agent {
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
 }
+
+/** at most one drop warning per this interval */
+const DROP_WARN_INTERVAL_MS = 10_000;
 
 export function monoNow(): number {
   return Number(process.hrtime.bigint());

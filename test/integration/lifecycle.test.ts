@@ -55,6 +55,23 @@ describe('agent lifecycle', { skip: why }, () => {
     assert.match(tcFilters(lt.lab.nodeNetns, lt.lab.pods.app.hostVeth), /tc_ingress/, 'its own filters attached');
   });
 
+  test('losses are counted by stage and reported in one aggregated warning, not a line per event', async () => {
+    assert.ok(lt.agent);
+    await stopAgent(lt.agent, 'SIGTERM');
+    // a one-page ring buffer: a burst overflows it between two polls
+    lt.agent = await startAgent([...lt.agentArgs(), '--set', 'probes.ringBufferBytes=4096', '--set', 'probes.wakeupBytes=4096']);
+    const agent = lt.agent;
+    await runClient(lt.lab, { paths: Array.from({ length: 300 }, (_, i) => `/burst/${i}`), concurrency: 20, keepalive: true });
+    await waitFor(async () => {
+      const m = await (await fetch(`http://127.0.0.1:${agent.metricsPort}/metrics`)).text();
+      return metricValue(m, 'strata_drops_total', 'stage="kernel_ringbuf"') > 0;
+    }, 'ring buffer drops counted');
+    await waitFor(() => /lost since the last report/.test(agent.stderr()), 'the drop warning');
+    const lines = agent.stderr().split('\n').filter((l) => l.includes('lost since the last report'));
+    assert.equal(lines.length, 1, 'one line for the whole burst');
+    assert.match(lines[0] as string, /kernel ring buffer full: \d+/);
+  });
+
   test('SIGTERM: exit 0 within the shutdown bound, nothing left attached', async () => {
     assert.ok(lt.agent);
     const t0 = Date.now();
