@@ -7,6 +7,7 @@ import { machine, release, version as kernelVersion } from 'node:os';
 import { parseArgs } from 'node:util';
 import { EXIT_CHECK, EXIT_OK, EXIT_USAGE, STRATA_ERR_USAGE, StrataError } from './errors.ts';
 import { isNativeError, loadNative } from './probes/native.ts';
+import type { FeatureProbe } from '../../native/index.d.ts';
 
 export interface CapabilityState {
   name: string;
@@ -17,22 +18,13 @@ export interface CapabilityState {
   neededFor: string;
 }
 
-export interface ProbeCheck {
+/** a feature probe's result (native probeFeatures), plus whether the agent needs it and why it failed */
+export interface ProbeCheck extends FeatureProbe {
   /** sock_syscalls (the agent's own objects), tracepoint, tracepoint_sock, raw_tp, tp_btf, kprobe, fentry, tc */
   name: string;
-  section: string;
   required: boolean;
-  ok: boolean;
-  attached: boolean;
-  /** errno name ("" when ok) */
-  code: string;
-  errno: number;
-  /** open | load | attach ("" when ok) */
-  stage: string;
-  message: string;
   /** why it failed, in plain words ("" when ok) */
   reason: string;
-  log: string[];
 }
 
 export interface CheckReport {

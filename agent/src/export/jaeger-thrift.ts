@@ -140,7 +140,7 @@ export class JaegerThriftExporter implements SpanExporter {
       const failed = results.find((r) => r.code !== ExportResultCode.SUCCESS);
       resultCallback(failed ?? { code: ExportResultCode.SUCCESS });
     });
-    this.track(done);
+    this.inFlight.track(done);
   }
 
   private processFor(resource: Resource): Process {
@@ -233,7 +233,7 @@ export class JaegerThriftExporter implements SpanExporter {
 
   private close(exporter: JaegerExporter): void {
     this.sendersClosed++;
-    this.track(exporter.shutdown().catch(() => {}));
+    this.inFlight.track(exporter.shutdown().catch(() => {}));
   }
 
   /** closes an evicted process's sender when no call to it is queued any more */
@@ -245,11 +245,7 @@ export class JaegerThriftExporter implements SpanExporter {
       p.exporter = undefined;
       this.close(exporter);
     };
-    this.track(tail.then(check, check));
-  }
-
-  private track(p: Promise<unknown>): void {
-    this.inFlight.track(p);
+    this.inFlight.track(tail.then(check, check));
   }
 
   /** waits for the exports in flight (retries included) */

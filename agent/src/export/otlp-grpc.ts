@@ -82,7 +82,7 @@ export class OtlpGrpcTraceExporter implements SpanExporter {
     const done = exportWithRetry(() => this.attempt(spans), isRetryableGrpcError, this.timeoutMillis, this.policy, { onRetry }).then(
       (o) => resultCallback(o.result),
     );
-    this.track(done);
+    this.inFlight.track(done);
   }
 
   private attempt(spans: ReadableSpan[]): Promise<ExportResult> {
@@ -103,11 +103,7 @@ export class OtlpGrpcTraceExporter implements SpanExporter {
     if (this.inner !== inner) return;
     this.inner = undefined;
     this.channelsReplaced++;
-    this.track(inner.shutdown().catch(() => {}));
-  }
-
-  private track(p: Promise<unknown>): void {
-    this.inFlight.track(p);
+    this.inFlight.track(inner.shutdown().catch(() => {}));
   }
 
   /** waits for the exports in flight (retries included) */
