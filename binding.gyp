@@ -8,17 +8,9 @@
           "action_name": "compile_bpf",
           "inputs": [
             "bpf/build.sh",
-            "bpf/include/events.h",
-            "bpf/include/common.bpf.h",
-            "bpf/sock.bpf.c",
-            "bpf/veth_tc.bpf.c",
-            "bpf/features.bpf.c"
+            "<!@(ls bpf/*.bpf.c bpf/include/*.h)"
           ],
-          "outputs": [
-            "<(module_root_dir)/build/bpf/sock.skel.h",
-            "<(module_root_dir)/build/bpf/veth_tc.skel.h",
-            "<(module_root_dir)/build/bpf/features.skel.h"
-          ],
+          "outputs": ["<(module_root_dir)/build/bpf/objects.gen.h"],
           "action": ["bash", "bpf/build.sh", "<(module_root_dir)/build/bpf"]
         }
       ]

@@ -5,6 +5,7 @@
  * packet on a veth and the read in another netns without any header (design.md section 3).
  */
 #include "common.bpf.h"
+#include <bpf/bpf_tracing.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -480,10 +481,8 @@ ENTER(connect, STRATA_OP_CONNECT, 0, -1, -1, -1)
 EXIT(connect)
 
 /* close: the socket still exists at entry; nothing is needed from the exit */
-SEC("tracepoint/syscalls/sys_enter_close")
-int enter_close(struct trace_event_raw_sys_enter *ctx)
+static __always_inline int on_close(int fd)
 {
-	int fd = (int)ctx->args[0];
 	struct strata_sock_event *e;
 	struct sock *sk;
 	__u64 now;
@@ -507,15 +506,11 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 }
 
 /* TCP state changes (connection reset, FIN, established), filtered by the socket's netns */
-SEC("tracepoint/sock/inet_sock_set_state")
-int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+static __always_inline int on_state(struct sock *sk, int oldstate, int newstate)
 {
-	struct sock *sk = (struct sock *)ctx->skaddr;
 	struct strata_state_event *e;
 	__u32 inum;
 
-	if (ctx->protocol != IPPROTO_TCP)
-		return 0;
 	inum = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	if (!netns_traced(inum))
 		return 0;
@@ -526,14 +521,129 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	e->sk = (__u64)sk;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->netns = inum;
-	e->oldstate = ctx->oldstate;
-	e->newstate = ctx->newstate;
+	e->oldstate = oldstate;
+	e->newstate = newstate;
 	e->_pad0 = 0;
 	fill_tuple(&e->tuple, sk);
 	event_submit(e);
-	if (ctx->newstate == TCP_CLOSE) {
+	if (newstate == TCP_CLOSE) {
 		__u64 k = (__u64)sk;
 		bpf_map_delete_elem(&sk_cache, &k);
 	}
 	return 0;
+}
+
+/* ---- variant 1: tracepoints (need tracefs for their ids) ---- */
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_close((int)ctx->args[0]);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	return on_state((struct sock *)ctx->skaddr, ctx->oldstate, ctx->newstate);
+}
+
+/*
+ * ---- variant 2: raw tracepoints (no tracefs), chosen by the loader when tracefs is absent ----
+ * sys_enter/sys_exit fire for every syscall of every task: the syscall number is checked first,
+ * so the cost for other syscalls is one switch. The arguments are read from the task's user
+ * pt_regs (PT_REGS_PARM*_CORE_SYSCALL: di, si, dx, r10 on x86_64). 32-bit compat syscalls have
+ * other numbers and are not traced by this variant.
+ */
+#if defined(__TARGET_ARCH_x86)
+enum { NR_read = 0, NR_write = 1, NR_close = 3, NR_readv = 19, NR_writev = 20, NR_sendfile = 40,
+       NR_connect = 42, NR_accept = 43, NR_sendto = 44, NR_recvfrom = 45, NR_sendmsg = 46,
+       NR_recvmsg = 47, NR_accept4 = 288 };
+#define REGS_SYSCALL_NR(regs) BPF_CORE_READ(regs, orig_ax)
+#elif defined(__TARGET_ARCH_arm64)
+enum { NR_read = 63, NR_write = 64, NR_close = 57, NR_readv = 65, NR_writev = 66, NR_sendfile = 71,
+       NR_connect = 203, NR_accept = 202, NR_sendto = 206, NR_recvfrom = 207, NR_sendmsg = 211,
+       NR_recvmsg = 212, NR_accept4 = 242 };
+#define REGS_SYSCALL_NR(regs) BPF_CORE_READ(regs, syscallno)
+#else
+#error "syscall numbers for the raw_tp variant: add this architecture"
+#endif
+
+/* the op of a traced syscall, 0 for every other one */
+static __always_inline __u8 nr_op(long nr)
+{
+	switch (nr) {
+	case NR_read: return STRATA_OP_READ;
+	case NR_recvfrom: return STRATA_OP_RECVFROM;
+	case NR_recvmsg: return STRATA_OP_RECVMSG;
+	case NR_readv: return STRATA_OP_READV;
+	case NR_write: return STRATA_OP_WRITE;
+	case NR_sendto: return STRATA_OP_SENDTO;
+	case NR_sendmsg: return STRATA_OP_SENDMSG;
+	case NR_writev: return STRATA_OP_WRITEV;
+	case NR_sendfile: return STRATA_OP_SENDFILE;
+	case NR_accept: return STRATA_OP_ACCEPT;
+	case NR_accept4: return STRATA_OP_ACCEPT;
+	case NR_connect: return STRATA_OP_CONNECT;
+	case NR_close: return STRATA_OP_CLOSE;
+	default: return 0;
+	}
+}
+
+SEC("raw_tp/sys_enter")
+int raw_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	__u8 op = nr_op((long)ctx->args[1]);
+	__u64 a1, a2, a3;
+	int fd;
+
+	if (!op)
+		return 0;
+	fd = (int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	if (op == STRATA_OP_CLOSE)
+		return on_close(fd);
+	a1 = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	a2 = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	a3 = PT_REGS_PARM4_CORE_SYSCALL(regs);
+	/* the same argument positions as the tracepoint variant's ENTER() lines above */
+	switch (op) {
+	case STRATA_OP_READ:
+	case STRATA_OP_READV:
+	case STRATA_OP_WRITE:
+	case STRATA_OP_WRITEV:
+		return on_enter(op, fd, a1, a2, 0);
+	case STRATA_OP_RECVFROM:
+	case STRATA_OP_SENDTO:
+		return on_enter(op, fd, a1, a2, a3);
+	case STRATA_OP_RECVMSG:
+	case STRATA_OP_SENDMSG:
+		return on_enter(op, fd, a1, 0, a2);
+	case STRATA_OP_SENDFILE:
+		return on_enter(op, fd, 0, a3, 0);
+	default: /* accept, accept4, connect */
+		return on_enter(op, fd, 0, 0, 0);
+	}
+}
+
+SEC("raw_tp/sys_exit")
+int raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	__u8 op = nr_op(REGS_SYSCALL_NR(regs));
+
+	if (!op || op == STRATA_OP_CLOSE)
+		return 0;
+	return on_exit((__s64)ctx->args[1]);
+}
+
+SEC("raw_tp/inet_sock_set_state")
+int raw_sock_state(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct sock *sk = (struct sock *)ctx->args[0];
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	return on_state(sk, (int)ctx->args[1], (int)ctx->args[2]);
 }

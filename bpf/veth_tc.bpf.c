@@ -6,62 +6,49 @@
  * each message (a run of data in one direction) and control packets (SYN/FIN/RST) become events;
  * the rest of the message is counted in the flow state and reported with the next event.
  */
-#include "common.bpf.h"
+#include "flow.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const volatile __u32 pkt_payload_cap = 128; /* multiple of 8, <= STRATA_PKT_PAYLOAD_MAX */
 
-#define TCP_FIN 0x01
-#define TCP_SYN 0x02
-#define TCP_RST 0x04
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
 
-struct flow_key {
-	__u8 a[16]; /* the lower (addr, port) endpoint */
-	__u8 b[16];
-	__u16 aport;
-	__u16 bport;
-	__u32 ifindex;
-};
-
-struct flow_state {
-	__u8 last_sender; /* 0: none yet, 1: a, 2: b */
-	__u8 _pad[3];
-	__u32 pkts;  /* data packets of the current message after its first */
-	__u32 bytes; /* and their bytes */
-};
-
-/* bounded: an evicted flow only means its next packet is reported as a message start */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct flow_key);
-	__type(value, struct flow_state);
-} flows SEC(".maps");
+STRATA_FLOW_MAP(flows);
 
 struct strata_pkt_event _pkt_event_btf = {};
 
-struct l4 {
-	struct strata_tuple tu;
-	__u32 seq, ack, off; /* off: TCP payload offset from skb->data */
-	__u16 data_len;
-	__u8 flags;
-};
-
+/*
+ * Ethernet [+ one 802.1Q/802.1ad tag] + IPv4 (options allowed) or IPv6 (no extension headers) +
+ * TCP, by direct packet access. Returns -1 for anything else or anything cut short: the caller
+ * counts it as PKT_NOT_TCP. Offsets in p are from skb->data.
+ */
 static __always_inline int parse(struct __sk_buff *skb, struct l4 *p)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct tcphdr *th;
-	__u32 l3off = sizeof(*eth), l4off, ip_total;
+	__u32 l3off = sizeof(*eth), l4off, ip_end;
+	__u16 proto;
 
 	if ((void *)(eth + 1) > end)
 		return -1;
 	__builtin_memset(&p->tu, 0, sizeof(p->tu));
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+	proto = eth->h_proto;
+	/* on a real device the tag is usually in skb->vlan_tci already; crafted or untagged-offload
+	 * frames carry it inline */
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct vlan_hdr *vh = data + l3off;
+		if ((void *)(vh + 1) > end)
+			return -1;
+		proto = vh->h_vlan_encapsulated_proto;
+		l3off += sizeof(*vh);
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = data + l3off;
-		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP)
+		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl < 5)
 			return -1;
 		/* fragments other than the first carry no TCP header */
 		if (ip->frag_off & bpf_htons(0x1fff))
@@ -70,8 +57,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct l4 *p)
 		__builtin_memcpy(p->tu.daddr, &ip->daddr, 4);
 		p->tu.family = AF_INET;
 		l4off = l3off + ip->ihl * 4;
-		ip_total = bpf_ntohs(ip->tot_len) + l3off;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		ip_end = l3off + bpf_ntohs(ip->tot_len);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = data + l3off;
 		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
 			return -1; /* extension headers: not parsed (README limits) */
@@ -79,91 +66,46 @@ static __always_inline int parse(struct __sk_buff *skb, struct l4 *p)
 		__builtin_memcpy(p->tu.daddr, &ip6->daddr, 16);
 		p->tu.family = AF_INET6;
 		l4off = l3off + sizeof(*ip6);
-		ip_total = bpf_ntohs(ip6->payload_len) + l4off;
+		ip_end = l4off + bpf_ntohs(ip6->payload_len);
 	} else {
 		return -1;
 	}
 	if (l4off > 255)
 		return -1;
 	th = data + l4off;
-	if ((void *)(th + 1) > end)
+	if ((void *)(th + 1) > end || th->doff < 5)
 		return -1;
-	p->tu.sport = bpf_ntohs(th->source);
-	p->tu.dport = bpf_ntohs(th->dest);
-	p->seq = bpf_ntohl(th->seq);
-	p->ack = bpf_ntohl(th->ack_seq);
-	p->flags = ((__u8 *)th)[13];
+	l4_from_tcp(p, th);
 	p->off = l4off + th->doff * 4;
-	/* GSO skbs: tot_len describes the first segment; skb->len the whole super-packet */
-	if (skb->len > p->off)
-		p->data_len = skb->len - p->off;
-	else
-		p->data_len = 0;
-	(void)ip_total;
+	/*
+	 * Where the TCP payload ends: the IP length, which excludes Ethernet padding (a 54-byte ACK
+	 * padded to 60 carries no data). GSO/GRO super-packets carry the whole length there too,
+	 * except BIG TCP (tot_len 0) and lengths past the skb: then skb->len.
+	 */
+	if (ip_end <= l4off || ip_end > skb->len)
+		ip_end = skb->len;
+	p->data_len = ip_end > p->off ? ip_end - p->off : 0;
 	return 0;
-}
-
-static __always_inline int ep_cmp(const __u8 *x, __u16 xp, const __u8 *y, __u16 yp)
-{
-	for (int i = 0; i < 16; i++) {
-		if (x[i] != y[i])
-			return x[i] < y[i] ? -1 : 1;
-	}
-	return xp < yp ? -1 : (xp > yp ? 1 : 0);
 }
 
 static __always_inline void observe(struct __sk_buff *skb, __u8 dir)
 {
-	struct flow_state *st, init = {};
 	struct flow_key k = {};
 	struct strata_pkt_event *e;
 	struct l4 p;
 	__u8 sender;
-	__u32 agg_pkts = 0, agg_bytes = 0, n;
+	__u32 agg_pkts, agg_bytes, n;
 
 	stat_inc(STRATA_STAT_PKT_SEEN);
 	if (parse(skb, &p)) {
 		stat_inc(STRATA_STAT_PKT_NOT_TCP);
 		return;
 	}
-	if (ep_cmp(p.tu.saddr, p.tu.sport, p.tu.daddr, p.tu.dport) <= 0) {
-		__builtin_memcpy(k.a, p.tu.saddr, 16);
-		__builtin_memcpy(k.b, p.tu.daddr, 16);
-		k.aport = p.tu.sport;
-		k.bport = p.tu.dport;
-		sender = 1;
-	} else {
-		__builtin_memcpy(k.a, p.tu.daddr, 16);
-		__builtin_memcpy(k.b, p.tu.saddr, 16);
-		k.aport = p.tu.dport;
-		k.bport = p.tu.sport;
-		sender = 2;
-	}
+	sender = flow_key_init(&k, &p.tu);
 	k.ifindex = skb->ifindex;
-
-	st = bpf_map_lookup_elem(&flows, &k);
-	if (!st) {
-		bpf_map_update_elem(&flows, &k, &init, BPF_NOEXIST);
-		st = bpf_map_lookup_elem(&flows, &k);
-		if (!st)
-			return;
-	}
-	if (p.data_len > 0) {
-		if (st->last_sender == sender) {
-			/* continuation of the current message: count it, emit nothing */
-			__sync_fetch_and_add(&st->pkts, 1);
-			__sync_fetch_and_add(&st->bytes, p.data_len);
-			stat_inc(STRATA_STAT_PKT_AGGREGATED);
-			return;
-		}
-		agg_pkts = st->pkts;
-		agg_bytes = st->bytes;
-		st->last_sender = sender;
-		st->pkts = 0;
-		st->bytes = 0;
-	} else if (!(p.flags & (TCP_SYN | TCP_FIN | TCP_RST))) {
-		return; /* pure ACK / window update */
-	}
+	if (!flow_should_emit(&flows, &k, &p, sender, STRATA_STAT_PKT_AGGREGATED, &agg_pkts,
+			      &agg_bytes))
+		return;
 
 	e = event_reserve(sizeof(*e) - STRATA_PKT_PAYLOAD_MAX + pkt_payload_cap);
 	if (!e)

@@ -12,16 +12,9 @@
 #ifndef STRATA_EVENTS_H
 #define STRATA_EVENTS_H
 
+/* BPF programs include vmlinux.h first; user space (C or C++) takes the UAPI types. */
 #ifndef __VMLINUX_H__
 #include <linux/types.h>
-#ifndef __cplusplus
-_Static_assert(sizeof(struct strata_hdr) == 16, "strata_hdr layout");
-_Static_assert(sizeof(struct strata_tuple) == 40, "strata_tuple layout");
-_Static_assert(sizeof(struct strata_sock_event) == 128 + STRATA_SOCK_PAYLOAD_MAX, "sock event layout");
-_Static_assert(sizeof(struct strata_state_event) == 80, "state event layout");
-_Static_assert(sizeof(struct strata_pkt_event) == 88 + STRATA_PKT_PAYLOAD_MAX, "pkt event layout");
-#endif
-
 #endif
 
 /* Constants are enums, not #defines, so that they reach BTF and the generated decoder. */
@@ -40,6 +33,14 @@ enum strata_event_type {
 	STRATA_EV_SOCK_CLOSE = 4,  /* close of a TCP socket fd */
 	STRATA_EV_SOCK_STATE = 5,  /* sock:inet_sock_set_state */
 	STRATA_EV_PKT = 6,         /* TC: first data packet of a message, or a control packet */
+	STRATA_EV_NETDEV = 7,      /* net_dev: a packet at a device's rx/queue/xmit tracepoint */
+};
+
+/* where in a device's path a net_dev event was seen */
+enum strata_netdev_point {
+	STRATA_NETDEV_POINT_RX = 1,    /* net:netif_receive_skb: the device handed it to the stack */
+	STRATA_NETDEV_POINT_QUEUE = 2, /* net:net_dev_queue: the stack queued it to the device */
+	STRATA_NETDEV_POINT_XMIT = 3,  /* net:net_dev_xmit: the driver transmitted it */
 };
 
 /* which syscall produced a sock event */
@@ -136,6 +137,26 @@ struct strata_pkt_event {
 	__u8 payload[STRATA_PKT_PAYLOAD_MAX];
 };
 
+/*
+ * net_dev: a packet seen at a device's receive, queue or transmit tracepoint, in any netns.
+ * Headers only (the payload is usually paged there): payload comes from TC.
+ */
+struct strata_netdev_event {
+	struct strata_hdr hdr;
+	__u64 skb;         /* struct sk_buff address: follows a packet across veth -> bridge -> veth */
+	__u32 ifindex;     /* in the netns below */
+	__u32 netns;       /* inode of the device's network namespace */
+	__u32 seq;         /* TCP sequence number (host order) */
+	__u32 ack;
+	__u32 skb_len;
+	__u16 data_len;    /* TCP payload bytes in this packet */
+	__u8 tcp_flags;    /* FIN=1 SYN=2 RST=4 PSH=8 ACK=16 */
+	__u8 point;        /* enum strata_netdev_point */
+	__u32 agg_pkts;    /* as strata_pkt_event, per (device, point) */
+	__u32 agg_bytes;
+	struct strata_tuple tuple; /* as on the wire: s = sender */
+};
+
 /* per-CPU counters, index into the `stats` map */
 enum strata_stat {
 	STRATA_STAT_EVENTS = 0,        /* records submitted */
@@ -146,15 +167,23 @@ enum strata_stat {
 	STRATA_STAT_PKT_AGGREGATED = 5,/* data packets counted, not emitted */
 	STRATA_STAT_PKT_NOT_TCP = 6,   /* packets that were not TCP over IPv4/IPv6 */
 	STRATA_STAT_READ_ERRORS = 7,   /* bpf_probe_read failures */
-	STRATA_STAT_MAX = 8,
+	STRATA_STAT_NETDEV_SEEN = 8,   /* packets seen by net_dev on a watched device */
+	STRATA_STAT_NETDEV_AGGREGATED = 9, /* net_dev data packets counted, not emitted */
+	STRATA_STAT_MAX = 10,
 };
 
-#ifndef __cplusplus
-_Static_assert(sizeof(struct strata_hdr) == 16, "strata_hdr layout");
-_Static_assert(sizeof(struct strata_tuple) == 40, "strata_tuple layout");
-_Static_assert(sizeof(struct strata_sock_event) == 128 + STRATA_SOCK_PAYLOAD_MAX, "sock event layout");
-_Static_assert(sizeof(struct strata_state_event) == 80, "state event layout");
-_Static_assert(sizeof(struct strata_pkt_event) == 88 + STRATA_PKT_PAYLOAD_MAX, "pkt event layout");
+/* after the structs, in every language this header is compiled as */
+#ifdef __cplusplus
+#define STRATA_STATIC_ASSERT static_assert
+#else
+#define STRATA_STATIC_ASSERT _Static_assert
 #endif
+STRATA_STATIC_ASSERT(sizeof(struct strata_hdr) == 16, "strata_hdr layout");
+STRATA_STATIC_ASSERT(sizeof(struct strata_tuple) == 40, "strata_tuple layout");
+STRATA_STATIC_ASSERT(sizeof(struct strata_sock_event) == 128 + STRATA_SOCK_PAYLOAD_MAX, "sock event layout");
+STRATA_STATIC_ASSERT(sizeof(struct strata_state_event) == 80, "state event layout");
+STRATA_STATIC_ASSERT(sizeof(struct strata_pkt_event) == 88 + STRATA_PKT_PAYLOAD_MAX, "pkt event layout");
+STRATA_STATIC_ASSERT(sizeof(struct strata_netdev_event) == 96, "netdev event layout");
+#undef STRATA_STATIC_ASSERT
 
 #endif

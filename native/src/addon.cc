@@ -74,18 +74,65 @@ static uint32_t OptU32(const Napi::Object& o, const char* k, uint32_t def) {
   return o.Has(k) && o.Get(k).IsNumber() ? o.Get(k).As<Napi::Number>().Uint32Value() : def;
 }
 
+static std::string Str(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || !info[i].IsString()) {
+    Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a string").ThrowAsJavaScriptException();
+    return std::string();
+  }
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+static bool Buf(const Napi::CallbackInfo& info, size_t i, Napi::Buffer<uint8_t>* out) {
+  if (info.Length() <= i || !info[i].IsBuffer()) {
+    Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a Buffer").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = info[i].As<Napi::Buffer<uint8_t>>();
+  return true;
+}
+
+// listObjects(): every embedded object opened (not loaded): no privilege needed
+static Napi::Value ListObjectsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<ObjectInfo> v;
+  NativeError err{};
+  if (!ListObjects(&v, &err)) {
+    ToJsError(env, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", v[i].name);
+    Napi::Array progs = Napi::Array::New(env, v[i].programs.size());
+    for (size_t j = 0; j < v[i].programs.size(); j++) {
+      Napi::Object p = Napi::Object::New(env);
+      p.Set("name", v[i].programs[j].name);
+      p.Set("section", v[i].programs[j].section);
+      progs.Set(j, p);
+    }
+    o.Set("programs", progs);
+    Napi::Array maps = Napi::Array::New(env, v[i].maps.size());
+    for (size_t j = 0; j < v[i].maps.size(); j++) maps.Set(j, v[i].maps[j]);
+    o.Set("maps", maps);
+    a.Set(i, o);
+  }
+  return a;
+}
+
 class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
  public:
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Probes",
                        {
-                           InstanceMethod<&ProbesWrap::AttachSyscalls>("attachSyscalls"),
+                           InstanceMethod<&ProbesWrap::Load>("load"),
+                           InstanceMethod<&ProbesWrap::Attach>("attach"),
                            InstanceMethod<&ProbesWrap::AttachTc>("attachTc"),
                            InstanceMethod<&ProbesWrap::DetachTc>("detachTc"),
-                           InstanceMethod<&ProbesWrap::NetnsAdd>("netnsAdd"),
-                           InstanceMethod<&ProbesWrap::NetnsDelete>("netnsDelete"),
-                           InstanceMethod<&ProbesWrap::CgroupAdd>("cgroupAdd"),
-                           InstanceMethod<&ProbesWrap::CgroupDelete>("cgroupDelete"),
+                           InstanceMethod<&ProbesWrap::MapUpdate>("mapUpdate"),
+                           InstanceMethod<&ProbesWrap::MapDelete>("mapDelete"),
+                           InstanceMethod<&ProbesWrap::TestRun>("testRun"),
+                           InstanceMethod<&ProbesWrap::Loaded>("loaded"),
                            InstanceMethod<&ProbesWrap::Start>("start"),
                            InstanceMethod<&ProbesWrap::Stop>("stop"),
                            InstanceMethod<&ProbesWrap::Stats>("stats"),
@@ -100,25 +147,10 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
 
   ProbesWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProbesWrap>(info) {
     Napi::Env env = info.Env();
-    Probes::Options o;
-    if (info.Length() > 0 && info[0].IsObject()) {
-      auto opt = info[0].As<Napi::Object>();
-      o.sock_payload_cap = OptU32(opt, "sockPayloadCap", o.sock_payload_cap);
-      o.pkt_payload_cap = OptU32(opt, "pktPayloadCap", o.pkt_payload_cap);
-      o.wakeup_bytes = OptU32(opt, "wakeupBytes", (uint32_t)o.wakeup_bytes);
-      o.ring_bytes = OptU32(opt, "ringBytes", o.ring_bytes);
-      if (opt.Has("filterNetns")) o.filter_netns = opt.Get("filterNetns").ToBoolean();
-      if (opt.Has("filterCgroups")) o.filter_cgroups = opt.Get("filterCgroups").ToBoolean();
-    }
+    uint32_t ring_bytes = 16 * 1024 * 1024;
+    if (info.Length() > 0 && info[0].IsObject()) ring_bytes = OptU32(info[0].As<Napi::Object>(), "ringBytes", ring_bytes);
     NativeError err{};
-    if (o.sock_payload_cap % 8 || o.sock_payload_cap > STRATA_SOCK_PAYLOAD_MAX ||
-        o.pkt_payload_cap % 8 || o.pkt_payload_cap > STRATA_PKT_PAYLOAD_MAX ||
-        o.pkt_payload_cap == 0) {
-      err = {EINVAL, "open", "options", "payload caps must be multiples of 8 within the maxima"};
-      ToJsError(env, err).ThrowAsJavaScriptException();
-      return;
-    }
-    if (!probes_.Open(o, &err)) {
+    if (!probes_.Init(ring_bytes, &err)) {
       probes_.Close();
       ToJsError(env, err).ThrowAsJavaScriptException();
     }
@@ -135,66 +167,117 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
     return env.Undefined();
   }
 
-  Napi::Value AttachSyscalls(const Napi::CallbackInfo& info) {
+  // load(object, {knobs?: {name: number|boolean|bigint}, programs?: string[]})
+  Napi::Value Load(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = Str(info, 0);
+    if (env.IsExceptionPending()) return env.Undefined();
+    std::vector<Knob> knobs;
+    std::vector<std::string> programs;
+    bool some = false;
+    if (info.Length() > 1 && info[1].IsObject()) {
+      auto o = info[1].As<Napi::Object>();
+      if (o.Has("knobs") && o.Get("knobs").IsObject()) {
+        auto k = o.Get("knobs").As<Napi::Object>();
+        auto names = k.GetPropertyNames();
+        for (uint32_t i = 0; i < names.Length(); i++) {
+          std::string n = names.Get(i).As<Napi::String>().Utf8Value();
+          Napi::Value v = k.Get(n);
+          uint64_t val = 0;
+          if (v.IsBoolean()) val = v.As<Napi::Boolean>().Value() ? 1 : 0;
+          else if (v.IsBigInt()) { bool lossless; val = v.As<Napi::BigInt>().Uint64Value(&lossless); }
+          else if (v.IsNumber()) val = (uint64_t)v.As<Napi::Number>().Int64Value();
+          else continue;  // undefined: keep the object's default
+          knobs.push_back({n, val});
+        }
+      }
+      if (o.Has("programs") && o.Get("programs").IsArray()) {
+        auto a = o.Get("programs").As<Napi::Array>();
+        some = true;
+        for (uint32_t i = 0; i < a.Length(); i++) programs.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+      }
+    }
     NativeError err{};
-    if (!probes_.AttachSyscalls(&err)) return Throw(info.Env(), err);
+    if (!probes_.Load(name, knobs, some ? &programs : nullptr, &err)) return Throw(env, err);
+    return env.Undefined();
+  }
+
+  Napi::Value Attach(const Napi::CallbackInfo& info) {
+    std::string object = Str(info, 0), program = Str(info, 1);
+    if (info.Env().IsExceptionPending()) return info.Env().Undefined();
+    NativeError err{};
+    if (!probes_.Attach(object, program, &err)) return Throw(info.Env(), err);
     return info.Env().Undefined();
   }
 
+  // attachTc(object, ifname, netns?, {ingress?, egress?})
   Napi::Value AttachTc(const Napi::CallbackInfo& info) {
+    std::string object = Str(info, 0), ifname = Str(info, 1);
+    if (info.Env().IsExceptionPending()) return info.Env().Undefined();
+    std::string netns = OptNetns(info, 2);
+    std::string ingress = "tc_ingress", egress = "tc_egress";
+    if (info.Length() > 3 && info[3].IsObject()) {
+      auto o = info[3].As<Napi::Object>();
+      if (o.Get("ingress").IsString()) ingress = o.Get("ingress").As<Napi::String>().Utf8Value();
+      if (o.Get("egress").IsString()) egress = o.Get("egress").As<Napi::String>().Utf8Value();
+    }
     NativeError err{};
-    std::string ifname = info[0].As<Napi::String>();
-    std::string netns = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : std::string();
     int ifindex = 0;
-    if (!probes_.AttachTc(ifname, netns, &ifindex, &err)) return Throw(info.Env(), err);
+    if (!probes_.AttachTc(object, ifname, netns, ingress, egress, &ifindex, &err)) return Throw(info.Env(), err);
     return Napi::Number::New(info.Env(), ifindex);
   }
 
   Napi::Value DetachTc(const Napi::CallbackInfo& info) {
+    std::string ifname = Str(info, 0);
+    if (info.Env().IsExceptionPending()) return info.Env().Undefined();
     NativeError err{};
-    std::string ifname = info[0].As<Napi::String>();
-    std::string netns = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : std::string();
-    if (!probes_.DetachTc(ifname, netns, &err)) return Throw(info.Env(), err);
+    if (!probes_.DetachTc(ifname, OptNetns(info, 1), &err)) return Throw(info.Env(), err);
     return info.Env().Undefined();
   }
 
-  Napi::Value NetnsAdd(const Napi::CallbackInfo& info) {
+  // mapUpdate(map, key, value, object?)
+  Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
+    std::string map = Str(info, 0);
+    Napi::Buffer<uint8_t> key, val;
+    if (info.Env().IsExceptionPending() || !Buf(info, 1, &key) || !Buf(info, 2, &val)) return info.Env().Undefined();
     NativeError err{};
-    uint32_t inum = info[0].As<Napi::Number>().Uint32Value();
-    uint8_t one = 1;
-    if (!probes_.MapUpdate("traced_netns", &inum, 4, &one, 1, &err)) return Throw(info.Env(), err);
+    if (!probes_.MapUpdate(OptNetns(info, 3), map, key.Data(), key.Length(), val.Data(), val.Length(), &err))
+      return Throw(info.Env(), err);
     return info.Env().Undefined();
   }
 
-  // cgroup ids are u64 inode numbers: taken as a JS number (exact below 2^53) or a BigInt
-  static uint64_t CgroupId(const Napi::Value& v) {
-    if (v.IsBigInt()) {
-      bool lossless = true;
-      return v.As<Napi::BigInt>().Uint64Value(&lossless);
-    }
-    return (uint64_t)v.As<Napi::Number>().Int64Value();
-  }
-
-  Napi::Value CgroupAdd(const Napi::CallbackInfo& info) {
+  // mapDelete(map, key, object?)
+  Napi::Value MapDelete(const Napi::CallbackInfo& info) {
+    std::string map = Str(info, 0);
+    Napi::Buffer<uint8_t> key;
+    if (info.Env().IsExceptionPending() || !Buf(info, 1, &key)) return info.Env().Undefined();
     NativeError err{};
-    uint64_t id = CgroupId(info[0]);
-    uint8_t one = 1;
-    if (!probes_.MapUpdate("traced_cgroups", &id, 8, &one, 1, &err)) return Throw(info.Env(), err);
+    if (!probes_.MapDelete(OptNetns(info, 2), map, key.Data(), key.Length(), &err)) return Throw(info.Env(), err);
     return info.Env().Undefined();
   }
 
-  Napi::Value CgroupDelete(const Napi::CallbackInfo& info) {
+  // testRun(object, program, packet): {retval, records}
+  Napi::Value TestRun(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string object = Str(info, 0), program = Str(info, 1);
+    Napi::Buffer<uint8_t> pkt;
+    if (env.IsExceptionPending() || !Buf(info, 2, &pkt)) return env.Undefined();
+    if (pump_.running()) return Throw(env, {EBUSY, "load", object + "/" + program, "the pump is draining the ring buffer: stop() it first"});
     NativeError err{};
-    uint64_t id = CgroupId(info[0]);
-    if (!probes_.MapDelete("traced_cgroups", &id, 8, &err)) return Throw(info.Env(), err);
-    return info.Env().Undefined();
+    int retval = 0;
+    std::vector<uint8_t> records;
+    if (!probes_.TestRun(object, program, pkt.Data(), pkt.Length(), &retval, &records, &err)) return Throw(env, err);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("retval", Napi::Number::New(env, retval));
+    o.Set("records", Napi::Buffer<uint8_t>::Copy(env, records.data(), records.size()));
+    return o;
   }
 
-  Napi::Value NetnsDelete(const Napi::CallbackInfo& info) {
-    NativeError err{};
-    uint32_t inum = info[0].As<Napi::Number>().Uint32Value();
-    if (!probes_.MapDelete("traced_netns", &inum, 4, &err)) return Throw(info.Env(), err);
-    return info.Env().Undefined();
+  Napi::Value Loaded(const Napi::CallbackInfo& info) {
+    auto v = probes_.Loaded();
+    Napi::Array a = Napi::Array::New(info.Env(), v.size());
+    for (size_t i = 0; i < v.size(); i++) a.Set(i, v[i]);
+    return a;
   }
 
   Napi::Value Start(const Napi::CallbackInfo& info) {
@@ -213,14 +296,12 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
     return info.Env().Undefined();
   }
 
+  // indexed by enum strata_stat (names: STAT_NAMES in agent/src/events/layout.generated.ts)
   Napi::Value Stats(const Napi::CallbackInfo& info) {
-    static const char* names[STRATA_STAT_MAX] = {"events",        "rbDrops",   "filtered",
-                                                 "notTcp",        "pktSeen",   "pktAggregated",
-                                                 "pktNotTcp",     "readErrors"};
     auto v = probes_.Stats();
-    Napi::Object o = Napi::Object::New(info.Env());
-    for (int i = 0; i < STRATA_STAT_MAX; i++) o.Set(names[i], Napi::Number::New(info.Env(), (double)v[i]));
-    return o;
+    Napi::Array a = Napi::Array::New(info.Env(), v.size());
+    for (size_t i = 0; i < v.size(); i++) a.Set(i, Napi::Number::New(info.Env(), (double)v[i]));
+    return a;
   }
 
   Napi::Value PumpStats(const Napi::CallbackInfo& info) {
@@ -246,6 +327,7 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
     Napi::Array a = Napi::Array::New(env, v.size());
     for (size_t i = 0; i < v.size(); i++) {
       Napi::Object o = Napi::Object::New(env);
+      o.Set("object", v[i].object);
       o.Set("name", v[i].name);
       o.Set("id", v[i].id);
       o.Set("runTimeNs", Napi::Number::New(env, (double)v[i].run_time_ns));
@@ -261,6 +343,7 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
     Napi::Array a = Napi::Array::New(env, v.size());
     for (size_t i = 0; i < v.size(); i++) {
       Napi::Object o = Napi::Object::New(env);
+      o.Set("object", v[i].object);
       o.Set("ifname", v[i].ifname);
       o.Set("netns", v[i].netns);
       o.Set("ifindex", v[i].ifindex);
@@ -298,6 +381,7 @@ static Napi::Value ClockPair(const Napi::CallbackInfo& info) {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Probes", ProbesWrap::Init(env));
   exports.Set("eventsVersion", Napi::Number::New(env, STRATA_EVENTS_VERSION));
+  exports.Set("listObjects", Napi::Function::New<ListObjectsJs>(env, "listObjects"));
   exports.Set("probeFeatures", Napi::Function::New<ProbeFeaturesJs>(env, "probeFeatures"));
   exports.Set("cleanupStale", Napi::Function::New<CleanupStale>(env, "cleanupStale"));
   exports.Set("clockPair", Napi::Function::New<ClockPair>(env, "clockPair"));

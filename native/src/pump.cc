@@ -47,7 +47,12 @@ void Pump::Flush() {
   napi_status st = tsfn_.NonBlockingCall(b, [](Napi::Env env, Napi::Function fn, Batch* b) {
     b->queued->fetch_sub(1);
     if (env != nullptr && fn != nullptr) {
-      auto buf = Napi::Buffer<uint8_t>::Copy(env, b->data->data(), b->data->size());
+      // the batch's own memory becomes the Buffer (no second copy); freed with the Buffer.
+      // Where external buffers are forbidden (V8 sandbox) NewOrCopy copies and finalizes now.
+      std::vector<uint8_t>* v = b->data;
+      auto buf = Napi::Buffer<uint8_t>::NewOrCopy(env, v->data(), v->size(),
+                                                  [](Napi::Env, uint8_t*, std::vector<uint8_t>* d) { delete d; }, v);
+      b->data = nullptr;
       fn.Call({buf, Napi::Number::New(env, b->records)});
     }
     delete b->data;

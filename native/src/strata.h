@@ -9,8 +9,7 @@
 #include <thread>
 #include <vector>
 
-struct sock_bpf;
-struct veth_tc_bpf;
+struct bpf_object;
 struct ring_buffer;
 struct bpf_link;
 
@@ -29,7 +28,7 @@ std::vector<std::string> LastLibbpfLog();
 void InstallLibbpfLogger();
 
 struct TcAttachment {
-  std::string ifname, netns;
+  std::string object, ifname, netns;
   int ifindex = 0;
   bool created_hook = false;
 };
@@ -55,42 +54,71 @@ struct StaleTc {
 bool CleanupStaleTc(const std::string& netns, std::vector<StaleTc>* removed, NativeError* err);
 
 struct ProgStat {
-  std::string name;
+  std::string object, name;
   uint32_t id;
   uint64_t run_time_ns, run_cnt;
 };
 
+// The BPF objects built into the addon (build/bpf/objects.gen.h), listed without loading.
+struct ProgramInfo {
+  std::string name, section;
+};
+struct ObjectInfo {
+  std::string name;
+  std::vector<ProgramInfo> programs;
+  std::vector<std::string> maps;
+};
+bool ListObjects(std::vector<ObjectInfo>* out, NativeError* err);
+
+// A load-time constant (`const volatile` in .rodata), set by its name before the verifier runs.
+struct Knob {
+  std::string name;
+  uint64_t value;
+};
+
+// The objects loaded by name, sharing one ring buffer (`events`) and one counter array (`stats`)
+// that this class creates before any object is opened. It knows no object in particular.
 class Probes {
  public:
-  struct Options {
-    uint32_t sock_payload_cap = 256, pkt_payload_cap = 128;
-    uint64_t wakeup_bytes = 256 * 1024;
-    uint32_t ring_bytes = 16 * 1024 * 1024;
-    bool filter_netns = true;
-    bool filter_cgroups = false;
-  };
   ~Probes();
-  bool Open(const Options& o, NativeError* err);
-  // attach every syscall tracepoint program; returns names that failed (with errors)
-  bool AttachSyscalls(NativeError* err);
-  bool AttachTc(const std::string& ifname, const std::string& netns, int* ifindex, NativeError* err);
+  bool Init(uint32_t ring_bytes, NativeError* err);
+  // opens the embedded object `name`, writes the knobs, reuses the shared maps and loads it;
+  // with a non-null `programs`, only those programs load (bpf_program__set_autoload)
+  bool Load(const std::string& name, const std::vector<Knob>& knobs,
+            const std::vector<std::string>* programs, NativeError* err);
+  // bpf_program__attach: tracepoint, raw_tp, uprobe... as the program's section says
+  bool Attach(const std::string& object, const std::string& program, NativeError* err);
+  bool AttachTc(const std::string& object, const std::string& ifname, const std::string& netns,
+                const std::string& ingress, const std::string& egress, int* ifindex,
+                NativeError* err);
   bool DetachTc(const std::string& ifname, const std::string& netns, NativeError* err);
-  bool MapUpdate(const std::string& map, const void* key, size_t klen, const void* val, size_t vlen,
+  // a map by name in any loaded object (object "" ) or in one
+  bool MapUpdate(const std::string& object, const std::string& map, const void* key, size_t klen,
+                 const void* val, size_t vlen, NativeError* err);
+  bool MapDelete(const std::string& object, const std::string& map, const void* key, size_t klen,
                  NativeError* err);
-  bool MapDelete(const std::string& map, const void* key, size_t klen, NativeError* err);
+  // BPF_PROG_TEST_RUN of one loaded program on `data`; the ring-buffer records it produced are
+  // drained into `records` (the caller makes sure no pump is draining the ring)
+  bool TestRun(const std::string& object, const std::string& program, const void* data,
+               size_t len, int* retval, std::vector<uint8_t>* records, NativeError* err);
   std::vector<uint64_t> Stats();
   std::vector<ProgStat> ProgStats();
   bool EnableRunStats(NativeError* err);
-  int RingFd() const;
+  int RingFd() const { return ring_fd_; }
+  std::vector<std::string> Loaded() const;
   void Close();
   const std::vector<TcAttachment>& tc() const { return tc_; }
 
  private:
-  sock_bpf* sock_ = nullptr;
-  veth_tc_bpf* tc_skel_ = nullptr;
+  struct Object {
+    std::string name;
+    bpf_object* obj;
+  };
+  bpf_object* Find(const std::string& object) const;
+  std::vector<Object> objects_;
   std::vector<bpf_link*> links_;
   std::vector<TcAttachment> tc_;
-  int stats_fd_ = -1;
+  int ring_fd_ = -1, counters_fd_ = -1, stats_fd_ = -1;
 };
 
 // Drains the ring buffer on its own thread; hands batches to JS (one call per batch).

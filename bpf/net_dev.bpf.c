@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Packets at a device's receive, queue and transmit points (net:netif_receive_skb,
+ * net:net_dev_queue, net:net_dev_xmit), on the devices the agent watches in any netns: the
+ * node's uplinks and each traced pod's own eth0 (between the pod's socket and its host veth).
+ * Attached as raw tracepoints (args[0] is the skb), so no tracefs is needed. Headers only: at
+ * these points the payload is often paged, and TC has it anyway (platform.md). Aggregated like
+ * veth_tc: per (device, netns, point), the first data packet of each message plus SYN/FIN/RST.
+ */
+#include "flow.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct netdev_key {
+	__u32 netns;   /* inode of the device's netns */
+	__u32 ifindex;
+};
+
+/* the devices observed; everything else returns after one lookup */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct netdev_key);
+	__type(value, __u8);
+} netdev_watch SEC(".maps");
+
+STRATA_FLOW_MAP(nd_flows);
+
+struct strata_netdev_event _netdev_event_btf = {};
+enum strata_netdev_point _netdev_point_btf;
+
+/*
+ * Offsets of the IP header from skb->head. At netif_receive_skb the tracepoint runs before
+ * __netif_receive_skb_core resets network_header, but eth_type_trans has already pulled the MAC
+ * header: skb->data is the IP header. On the way out (queue, xmit) skb->data is the MAC header
+ * and network_header is set by the stack.
+ */
+static __always_inline int parse(struct sk_buff *skb, __u8 point, struct l4 *p)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	unsigned char *data = BPF_CORE_READ(skb, data);
+	__u16 proto = BPF_CORE_READ(skb, protocol);
+	__u32 len = BPF_CORE_READ(skb, len);
+	__u32 data_off = data - head, nh, th_off, ip_len;
+	struct tcphdr th;
+
+	if (point == STRATA_NETDEV_POINT_RX)
+		nh = data_off;
+	else
+		nh = BPF_CORE_READ(skb, network_header);
+	if (nh == 0xffff || nh < data_off)
+		return -1;
+	__builtin_memset(&p->tu, 0, sizeof(p->tu));
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			return -1;
+		if (ip.protocol != IPPROTO_TCP || ip.ihl < 5 || (ip.frag_off & bpf_htons(0x1fff)))
+			return -1;
+		__builtin_memcpy(p->tu.saddr, &ip.saddr, 4);
+		__builtin_memcpy(p->tu.daddr, &ip.daddr, 4);
+		p->tu.family = AF_INET;
+		th_off = nh + ip.ihl * 4;
+		ip_len = bpf_ntohs(ip.tot_len);
+		ip_len = ip_len > ip.ihl * 4 ? ip_len - ip.ihl * 4 : 0; /* TCP header + payload */
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return -1;
+		if (ip6.nexthdr != IPPROTO_TCP)
+			return -1;
+		__builtin_memcpy(p->tu.saddr, &ip6.saddr, 16);
+		__builtin_memcpy(p->tu.daddr, &ip6.daddr, 16);
+		p->tu.family = AF_INET6;
+		th_off = nh + sizeof(ip6);
+		ip_len = bpf_ntohs(ip6.payload_len);
+	} else {
+		return -1;
+	}
+	if (bpf_probe_read_kernel(&th, sizeof(th), head + th_off) || th.doff < 5)
+		return -1;
+	l4_from_tcp(p, &th);
+	p->off = th_off + th.doff * 4; /* from head */
+	{
+		/* bytes of the skb from the TCP payload on; the IP length bounds it (padding),
+		 * except on GSO/BIG TCP skbs where it may be 0 or describe one segment */
+		__u32 end = data_off + len;
+		__u32 ip_end = th_off + ip_len;
+		if (ip_len && ip_end > p->off && ip_end < end)
+			end = ip_end;
+		p->data_len = end > p->off ? end - p->off : 0;
+	}
+	return 0;
+}
+
+static __always_inline int observe(struct sk_buff *skb, __u8 point)
+{
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	struct netdev_key wk;
+	struct flow_key k = {};
+	struct strata_netdev_event *e;
+	struct l4 p;
+	__u32 agg_pkts, agg_bytes;
+	__u8 sender;
+
+	if (!dev)
+		return 0;
+	wk.ifindex = BPF_CORE_READ(dev, ifindex);
+	wk.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	if (!bpf_map_lookup_elem(&netdev_watch, &wk))
+		return 0;
+	stat_inc(STRATA_STAT_NETDEV_SEEN);
+	if (parse(skb, point, &p)) {
+		stat_inc(STRATA_STAT_PKT_NOT_TCP);
+		return 0;
+	}
+	sender = flow_key_init(&k, &p.tu);
+	k.ifindex = wk.ifindex;
+	k.netns = wk.netns;
+	k.point = point;
+	if (!flow_should_emit(&nd_flows, &k, &p, sender, STRATA_STAT_NETDEV_AGGREGATED, &agg_pkts,
+			      &agg_bytes))
+		return 0;
+	e = event_reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	hdr_init(&e->hdr, STRATA_EV_NETDEV, sizeof(*e), bpf_ktime_get_ns());
+	e->hdr.flags = STRATA_F_SEQ_VALID;
+	e->skb = (__u64)skb;
+	e->ifindex = wk.ifindex;
+	e->netns = wk.netns;
+	e->seq = p.seq;
+	e->ack = p.ack;
+	e->skb_len = BPF_CORE_READ(skb, len);
+	e->data_len = p.data_len;
+	e->tcp_flags = p.flags;
+	e->point = point;
+	e->agg_pkts = agg_pkts;
+	e->agg_bytes = agg_bytes;
+	e->tuple = p.tu;
+	event_submit(e);
+	return 0;
+}
+
+/* raw tracepoints: args[0] is the skb for all three (net_dev_xmit: skb, rc, dev, len) */
+SEC("raw_tp/netif_receive_skb")
+int nd_rx(struct bpf_raw_tracepoint_args *ctx)
+{
+	return observe((struct sk_buff *)ctx->args[0], STRATA_NETDEV_POINT_RX);
+}
+
+SEC("raw_tp/net_dev_queue")
+int nd_queue(struct bpf_raw_tracepoint_args *ctx)
+{
+	return observe((struct sk_buff *)ctx->args[0], STRATA_NETDEV_POINT_QUEUE);
+}
+
+SEC("raw_tp/net_dev_xmit")
+int nd_xmit(struct bpf_raw_tracepoint_args *ctx)
+{
+	/* rc != 0: the driver did not take it (busy/dropped); the packet will come again */
+	if (ctx->args[1] != 0)
+		return 0;
+	return observe((struct sk_buff *)ctx->args[0], STRATA_NETDEV_POINT_XMIT);
+}
