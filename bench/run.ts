@@ -14,7 +14,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Decoder } from '../agent/src/events/decode.ts';
-import { loadNative, type ProbeOptions, type ProgStat, type Probes } from '../agent/src/probes/native.ts';
+import { loadNative, type ProgStat } from '../agent/src/probes/native.ts';
+import { ProbeSet } from '../agent/src/probes/probe-set.ts';
+import type { ProbeSettings } from '../agent/src/probes/registry.ts';
 import {
   fmtPct,
   fmtRatio,
@@ -65,7 +67,7 @@ const log = (msg: string) => process.stderr.write(`[bench ${((performance.now() 
 // ---- everything that must not outlive the bench ----
 
 const liveChildren = new Set<ChildProcess>();
-const liveProbes = new Set<Probes>();
+const liveProbes = new Set<ProbeSet>();
 let tmpDir = '';
 
 function cleanup(): void {
@@ -85,8 +87,8 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   });
 }
 
-function withProbes<T>(opts: ProbeOptions, body: (p: Probes) => Promise<T>): Promise<T> {
-  const probes = new (loadNative().Probes)(opts);
+function withProbes<T>(opts: ProbeSettings, body: (p: ProbeSet) => Promise<T>): Promise<T> {
+  const probes = new ProbeSet(opts);
   liveProbes.add(probes);
   return body(probes).finally(() => {
     probes.close();
@@ -157,7 +159,7 @@ function runLoad<T>(bin: string, args: string[], onReady: (netnsIno: number) => 
 }
 
 /** Waits until every event the kernel submitted has reached the decoder (or was counted dropped). */
-async function drain(probes: Probes, decoder: Decoder, timeoutMs = 15000): Promise<boolean> {
+async function drain(probes: ProbeSet, decoder: Decoder, timeoutMs = 15000): Promise<boolean> {
   const end = performance.now() + timeoutMs;
   let prev = -1;
   while (performance.now() < end) {
@@ -270,7 +272,7 @@ async function throughputRun(v: ThroughputVariant, bins: Bins): Promise<Throughp
     };
   }
   return withProbes({ wakeupBytes: v.wakeupBytes, filterNetns: true }, async (probes) => {
-    probes.attachSyscalls();
+    probes.open('sock_syscalls');
     const decoder = new Decoder(emptyHandler());
     let lastBatchAt = 0;
     probes.start(
@@ -389,7 +391,7 @@ async function syscallRun(v: SyscallVariant, bins: Bins): Promise<SyscallRun> {
     };
   }
   return withProbes({ filterNetns: true }, async (probes) => {
-    probes.attachSyscalls();
+    probes.open('sock_syscalls');
     if (v.runStats) probes.enableRunStats();
     // the pump runs as in the agent, so the traced variant pays for draining too
     const decoder = new Decoder(emptyHandler());

@@ -1,18 +1,26 @@
 // Typed surface of build/Release/strata_native.node (native/src/addon.cc).
 
 export interface ProbeOptions {
-  /** bytes of payload captured per socket syscall: multiple of 8, <= 512 (default 256) */
-  sockPayloadCap?: number;
-  /** bytes of payload captured per packet event: multiple of 8, 8..128 (default 128) */
-  pktPayloadCap?: number;
-  /** kernel wakes the consumer only when this much is pending (default 256 KiB) */
-  wakeupBytes?: number;
-  /** ring buffer size, a power of two multiple of the page size (default 16 MiB) */
+  /** size of the ring buffer every object shares, a power of two multiple of the page size (default 16 MiB) */
   ringBytes?: number;
-  /** false: trace every network namespace (default true: only those added with netnsAdd) */
-  filterNetns?: boolean;
-  /** true: also trace processes of the cgroups added with cgroupAdd, whatever their netns (hostNetwork pods) */
-  filterCgroups?: boolean;
+}
+
+/** A load-time constant of an object (`const volatile` in .rodata), by variable name. */
+export type Knobs = Record<string, number | boolean | bigint | undefined>;
+
+export interface LoadOptions {
+  /** written before the verifier runs; undefined values keep the object's default */
+  knobs?: Knobs;
+  /** only these programs load (the others' autoload is turned off); default: every program */
+  programs?: string[];
+}
+
+/** An object built into the addon (bpf/<name>.bpf.c), opened without loading. */
+export interface ObjectListing {
+  name: string;
+  programs: { name: string; section: string }[];
+  /** its maps, internal ones (.rodata, .bss) left out */
+  maps: string[];
 }
 
 export interface PumpOptions {
@@ -24,17 +32,6 @@ export interface PumpOptions {
   maxQueued?: number;
 }
 
-export interface KernelStats {
-  events: number;
-  rbDrops: number;
-  filtered: number;
-  notTcp: number;
-  pktSeen: number;
-  pktAggregated: number;
-  pktNotTcp: number;
-  readErrors: number;
-}
-
 export interface PumpStats {
   records: number;
   batches: number;
@@ -44,6 +41,8 @@ export interface PumpStats {
 }
 
 export interface ProgStat {
+  /** the object it belongs to (bpf/<object>.bpf.c) */
+  object: string;
   name: string;
   id: number;
   runTimeNs: number;
@@ -51,6 +50,7 @@ export interface ProgStat {
 }
 
 export interface TcAttachment {
+  object: string;
   ifname: string;
   netns: string;
   ifindex: number;
@@ -93,23 +93,38 @@ export interface NativeError extends Error {
   log: string[];
 }
 
+/**
+ * The BPF objects of one agent, opened by name. The ring buffer (`events`) and the counter array
+ * (`stats`) are created by the constructor and shared by every object loaded afterwards.
+ */
 export declare class Probes {
-  /** opens and loads every BPF object (stages open, load) */
+  /** creates the shared maps (stage open) */
   constructor(opts?: ProbeOptions);
-  /** attaches every syscall/socket tracepoint; throws NativeError naming the section */
-  attachSyscalls(): void;
-  /** clsact ingress+egress on ifname inside netns (a /run/netns path; "" = ours); returns ifindex */
-  attachTc(ifname: string, netns?: string): number;
+  /** opens the embedded object, writes its knobs, shares the maps and loads it (stages open, load) */
+  load(object: string, opts?: LoadOptions): void;
+  /** attaches one loaded program as its section says (tracepoint, raw_tp, ...); throws naming the section */
+  attach(object: string, program: string): void;
+  /**
+   * clsact ingress+egress on ifname inside netns (a /run/netns path; "" = ours) with two programs of
+   * a loaded object (default tc_ingress/tc_egress); returns the ifindex
+   */
+  attachTc(object: string, ifname: string, netns?: string, programs?: { ingress?: string; egress?: string }): number;
   detachTc(ifname: string, netns?: string): void;
-  netnsAdd(inode: number): void;
-  netnsDelete(inode: number): void;
-  /** a cgroup v2 id (the inode of its directory under the cgroup2 mount); needs filterCgroups */
-  cgroupAdd(id: number | bigint): void;
-  cgroupDelete(id: number | bigint): void;
-  /** starts the ring-buffer pump thread; onBatch gets concatenated records */
+  /** updates a map by name (in `object`, or the first loaded object that has it) */
+  mapUpdate(map: string, key: Buffer, value: Buffer, object?: string): void;
+  mapDelete(map: string, key: Buffer, object?: string): void;
+  /**
+   * Runs a loaded program once on `packet` (BPF_PROG_TEST_RUN) and drains the ring-buffer records
+   * it produced (throws EBUSY while the pump runs). retval is what the program returned.
+   */
+  testRun(object: string, program: string, packet: Buffer): { retval: number; records: Buffer };
+  /** names of the loaded objects, in load order */
+  loaded(): string[];
+  /** starts the ring-buffer pump thread; onBatch gets concatenated records (the batch's own memory, not a copy) */
   start(onBatch: (batch: Buffer, records: number) => void, opts?: PumpOptions): void;
   stop(): void;
-  stats(): KernelStats;
+  /** kernel counters summed over CPUs, indexed by enum strata_stat (STAT_NAMES in layout.generated.ts) */
+  stats(): number[];
   pumpStats(): PumpStats;
   /** turns on kernel BPF run-time statistics (run_time_ns, run_cnt) while this object lives */
   enableRunStats(): void;
@@ -117,9 +132,15 @@ export declare class Probes {
   attachments(): TcAttachment[];
   /** see the module-level cleanupStale (it needs no loaded object; offered here for convenience) */
   cleanupStale(netns?: string): StaleTcFilter[];
-  /** stops the pump, detaches everything, frees the objects; idempotent */
+  /** stops the pump, detaches everything, frees the objects and the shared maps; idempotent */
   close(): void;
 }
+
+/** Every object built into the addon with its programs and sections; opens, never loads: no privilege needed. */
+export declare function listObjects(): ObjectListing[];
+
+/** ifindex of ifname in netns (a path; "" = ours) and its IFLA_LINK (a veth's peer ifindex, in the peer's netns) */
+export declare function linkInfo(ifname: string, netns?: string): { ifindex: number; iflink: number };
 
 export declare const eventsVersion: number;
 

@@ -11,7 +11,9 @@ import { SdkSpanSink } from './export/sdk-sink.ts';
 import { type ExportConfig, createExporters } from './export/factory.ts';
 import { type PodEntry, StaticTopology } from './k8s/pods-file.ts';
 import { createMetrics } from './metrics/metrics.ts';
-import { type Probes, isNativeError, loadNative } from './probes/native.ts';
+import { isNativeError, loadNative } from './probes/native.ts';
+import { ProbeSet } from './probes/probe-set.ts';
+import { FAMILIES, type ProbeFamily, type ProbeSettings } from './probes/registry.ts';
 
 export interface AgentOptions {
   nodeName: string;
@@ -28,8 +30,8 @@ export interface AgentOptions {
   tracesDir?: string;
   /** the batch span processor in front of each exporter (bounded queue) */
   exportQueue?: { maxQueueSize?: number; maxExportBatchSize?: number; scheduledDelayMillis?: number; exportTimeoutMillis?: number };
-  /** kernel-side knobs, set before the programs load */
-  probes?: { sockPayloadCap?: number; pktPayloadCap?: number; ringBytes?: number; wakeupBytes?: number };
+  /** kernel-side knobs, set before the programs load; syscallAttach picks the socket probes' variant */
+  probes?: Omit<ProbeSettings, 'filterCgroups'>;
   /** port for /metrics, /healthz, /readyz; undefined = no server; 0 = any */
   metricsPort?: number;
   metricsHost?: string;
@@ -45,11 +47,13 @@ export class Agent {
   readonly correlator: Correlator;
   readonly sink: SdkSpanSink;
   readonly metrics: Registry;
-  private probes?: Probes;
+  private probes?: ProbeSet;
   private timer?: NodeJS.Timeout;
   private server?: Server;
   private ready = false;
   private readonly attached: { name: string; attached: boolean }[] = [];
+  /** per loaded family: its object and the variant its preflight chose */
+  private readonly loadedFamilies: { name: string; object: string; variant: string; required: boolean }[] = [];
   private readonly log: (msg: string) => void;
   metricsPort = 0;
 
@@ -58,7 +62,7 @@ export class Agent {
   constructor(opts: AgentOptions) {
     this.opts = opts;
     this.log = opts.log ?? ((m) => process.stderr.write(`${m}\n`));
-    this.topology = new StaticTopology(opts.nodeName, opts.pods);
+    this.topology = new StaticTopology(opts.nodeName, opts.pods, netnsInodeOr0(opts.nodeNetns || '/proc/self/ns/net'));
     const exp: ExportConfig = { ...opts.export };
     if (opts.otlpUrl) exp.otlp = { endpoint: opts.otlpUrl, protocol: 'http/protobuf' };
     if (opts.tracesDir) exp.files = { dir: opts.tracesDir };
@@ -67,7 +71,7 @@ export class Agent {
     this.correlator = new Correlator(this.sink, this.topology, opts.correlator);
     this.decoder = new Decoder(this.correlator);
     this.metrics = createMetrics({
-      kernel: () => this.probes?.stats() as Record<string, number> | undefined,
+      kernel: () => this.probes?.stats(),
       pump: () => this.probes?.pumpStats() as Record<string, number> | undefined,
       decoder: () => this.decoder.stats as unknown as Record<string, number>,
       correlator: () => this.correlator.stats as unknown as Record<string, number>,
@@ -80,48 +84,59 @@ export class Agent {
 
   async start(): Promise<void> {
     if (this.opts.metricsPort !== undefined) await this.serve(this.opts.metricsPort);
-    const native = loadNative();
+    const cgroups = this.opts.pods.flatMap((x) => x.cgroupIds ?? []);
+    const settings: ProbeSettings = { sockPayloadCap: this.opts.sockPayloadCap ?? 256, ...this.opts.probes, filterCgroups: cgroups.length > 0 };
     try {
-      const cgroups = this.opts.pods.flatMap((x) => x.cgroupIds ?? []);
-      this.probes = new native.Probes({ sockPayloadCap: this.opts.sockPayloadCap ?? 256, ...this.opts.probes, filterCgroups: cgroups.length > 0 });
-      for (const id of cgroups) this.probes.cgroupAdd(id);
+      this.probes = new ProbeSet(settings);
     } catch (e) {
-      throw this.probeError(STRATA_ERR_PROBE_LOAD, 'loading the BPF programs failed', e);
+      throw this.probeError(STRATA_ERR_PROBE_LOAD, 'creating the BPF maps failed', e);
     }
     const p = this.probes;
     p.enableRunStats();
-    try {
-      p.attachSyscalls();
-      this.attached.push({ name: 'sock_syscalls', attached: true });
-    } catch (e) {
-      this.attached.push({ name: 'sock_syscalls', attached: false });
-      throw this.probeError(STRATA_ERR_PROBE_ATTACH, 'the socket syscall tracepoints (required) could not attach', e);
-    }
-    for (const pod of this.opts.pods) if (!pod.hostNetwork) p.netnsAdd(pod.netnsInode);
-    // filters a previous strata left behind (SIGKILL, OOM kill) on any interface of the node
-    try {
-      for (const s of p.cleanupStale(this.opts.nodeNetns)) this.log(`strata: removed a stale strata TC filter from ${s.ifname}`);
-    } catch (e) {
-      this.log(`strata: warning: could not look for stale TC filters: ${(e as Error).message}`);
-    }
-    const ifaces = [...this.opts.pods.filter((x) => x.hostVeth).map((x) => x.hostVeth), ...this.opts.interfaces];
-    for (const ifname of ifaces) {
-      try {
-        const ifindex = p.attachTc(ifname, this.opts.nodeNetns);
-        this.topology.addInterface(ifindex, ifname);
-        this.attached.push({ name: `tc:${ifname}`, attached: true });
-      } catch (e) {
-        // one pod's veth missing must not stop tracing the others
-        this.attached.push({ name: `tc:${ifname}`, attached: false });
-        this.log(`strata: warning: TC probe on ${ifname} not attached: ${(e as Error).message}`);
-      }
-    }
+    // every family from the registry: preflight, load, attach, wire; required ones stop the agent
+    for (const f of FAMILIES) this.startFamily(p, f);
     p.start((batch) => this.onBatch(batch), { pollMs: 10 });
     this.timer = setInterval(() => {
       this.correlator.tick(monoNow());
       this.warnDrops();
     }, 50);
     this.ready = true;
+  }
+
+  private startFamily(p: ProbeSet, f: ProbeFamily): void {
+    const pf = p.preflight(f);
+    const fail = (code: string, what: string, e: unknown) => {
+      this.attached.push({ name: f.name, attached: false });
+      if (f.required) throw this.probeError(code, `${what} (${f.name}, required)`, e);
+      this.log(`strata: warning: optional probe ${f.name} not attached: ${what}: ${(e as Error).message}`);
+    };
+    if (!pf.ok) return fail(STRATA_ERR_PROBE_LOAD, `it cannot run here: ${pf.reason}`, new Error(pf.reason));
+    try {
+      p.load(f);
+    } catch (e) {
+      return fail(STRATA_ERR_PROBE_LOAD, `loading ${f.object}.bpf.o failed`, e);
+    }
+    try {
+      p.attach(f);
+    } catch (e) {
+      return fail(STRATA_ERR_PROBE_ATTACH, `${f.summary} could not attach`, e);
+    }
+    if (pf.variant) this.log(`strata: ${f.name} attached via ${pf.variant}${pf.reason ? `: ${pf.reason}` : ''}`);
+    this.attached.push({ name: f.name, attached: true });
+    this.loadedFamilies.push({ name: f.name, object: f.object, variant: pf.variant ?? 'default', required: f.required });
+    f.wire?.({
+      probes: p, pods: this.opts.pods, nodeNetns: this.opts.nodeNetns, nodeNetnsInode: this.nodeNetnsInode(), interfaces: this.opts.interfaces,
+      topology: this.topology, log: this.log, attached: (name, ok) => this.attached.push({ name, attached: ok }),
+    });
+  }
+
+  private nodeNetnsInode(): number {
+    return netnsInodeOr0(this.opts.nodeNetns || '/proc/self/ns/net');
+  }
+
+  /** per family: the variant its preflight chose ("tracepoint" or "raw_tp" for the socket syscalls) */
+  families(): readonly { name: string; object: string; variant: string; required: boolean }[] {
+    return this.loadedFamilies;
   }
 
   private onBatch(batch: Buffer): void {
@@ -222,4 +237,12 @@ export function monoNow(): number {
 
 export function netnsInode(path: string): number {
   return statSync(path).ino;
+}
+
+function netnsInodeOr0(path: string): number {
+  try {
+    return statSync(path).ino;
+  } catch {
+    return 0;
+  }
 }

@@ -1,13 +1,19 @@
 // `strata check`: can the agent run here, and which probes will attach? Kernel, BTF, tracefs
 // and capabilities are read; probes are not guessed but tried: each program of
-// bpf/features.bpf.o is loaded and attached on its own, and the agent's own objects are loaded
-// and their syscall tracepoints attached (then everything is detached and freed).
+// bpf/features.bpf.o is loaded and attached on its own, and every probe family of the registry
+// is put through its preflight, loaded and attached as the agent would (then everything is
+// detached and freed).
 import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
 import { machine, release, version as kernelVersion } from 'node:os';
 import { parseArgs } from 'node:util';
 import { EXIT_CHECK, EXIT_OK, EXIT_USAGE, STRATA_ERR_USAGE, StrataError } from './errors.ts';
 import { isNativeError, loadNative } from './probes/native.ts';
+import { BTF, TRACEFS, type TracefsState, readPreflightEnv, readTracefs } from './probes/preflight.ts';
+import { ProbeSet } from './probes/probe-set.ts';
+import { FAMILIES, type ProbeFamily, SOCK_SYSCALLS, programsOf } from './probes/registry.ts';
 import type { FeatureProbe } from '../../native/index.d.ts';
+
+export { readTracefs };
 
 export interface CapabilityState {
   name: string;
@@ -18,13 +24,21 @@ export interface CapabilityState {
   neededFor: string;
 }
 
-/** a feature probe's result (native probeFeatures), plus whether the agent needs it and why it failed */
+/**
+ * A probe family of the registry (tried as the agent would) or a feature probe (native
+ * probeFeatures), whether the agent needs it, and why it failed.
+ */
 export interface ProbeCheck extends FeatureProbe {
-  /** sock_syscalls (the agent's own objects), tracepoint, tracepoint_sock, raw_tp, tp_btf, kprobe, fentry, tc */
+  /** a family (sock_syscalls, veth_tc, net_dev) or a feature (tracepoint, tracepoint_sock, raw_tp, tp_btf, kprobe, fentry, tc) */
   name: string;
   required: boolean;
   /** why it failed, in plain words ("" when ok) */
   reason: string;
+  /** families only: "family" (features: "feature") */
+  kind: 'family' | 'feature';
+  /** families only: the variant the preflight chose (sock_syscalls: tracepoint | raw_tp) and why */
+  variant?: string;
+  note?: string;
 }
 
 export interface CheckReport {
@@ -32,20 +46,7 @@ export interface CheckReport {
   ok: boolean;
   kernel: { release: string; version: string; machine: string };
   btf: { path: string; present: boolean };
-  tracefs: {
-    /** tracefs mounted at /sys/kernel/tracing (per /proc/mounts) */
-    mounted: boolean;
-    /** every tracefs mount point in /proc/mounts */
-    mountPoints: string[];
-    /** tracefs missing at /sys/kernel/tracing but there through debugfs (/sys/kernel/debug/tracing) */
-    debugfsFallback: boolean;
-    /** where tracepoint ids are read from; null = nowhere */
-    path: string | null;
-    /** this process can read it (tracefs is usually root-only) */
-    accessible: boolean;
-    /** no tracefs at all: tracepoints cannot attach, only raw tracepoints could */
-    rawTracepointFallbackNeeded: boolean;
-  };
+  tracefs: TracefsState;
   capabilities: {
     /** CapEff of /proc/self/status, hex as printed there */
     effective: string;
@@ -69,10 +70,8 @@ const CAPS: { name: string; bit: number; neededFor: string }[] = [
   { name: 'CAP_SYS_RESOURCE', bit: 24, neededFor: 'raising RLIMIT_MEMLOCK for BPF maps (kernels before 5.11 only)' },
 ];
 
-const REQUIRED_PROBES = new Set(['sock_syscalls', 'tracepoint', 'tracepoint_sock']);
-const TRACEFS = '/sys/kernel/tracing';
-const DEBUGFS_TRACING = '/sys/kernel/debug/tracing';
-const BTF = '/sys/kernel/btf/vmlinux';
+/** the feature probes the chosen socket-syscall variant needs */
+const REQUIRED_FEATURES: Record<string, string[]> = { tracepoint: ['tracepoint', 'tracepoint_sock'], raw_tp: ['raw_tp'] };
 
 function kernelAtLeast(rel: string, major: number, minor: number): boolean {
   const m = /^(\d+)\.(\d+)/.exec(rel);
@@ -98,23 +97,6 @@ export function readCapabilities(status = readFileSync('/proc/self/status', 'utf
   return { effective: hex, list, sufficient: missing.length === 0, missing };
 }
 
-export function readTracefs(mounts = readFileSync('/proc/mounts', 'utf8'), exists: (p: string) => boolean = existsSync): CheckReport['tracefs'] {
-  const entries = mounts
-    .split('\n')
-    .map((l) => l.split(' '))
-    .filter((f) => f.length >= 3)
-    // /proc/mounts escapes spaces and friends as octal
-    .map((f) => ({ dir: (f[1] as string).replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))), type: f[2] as string }));
-  const mountPoints = entries.filter((e) => e.type === 'tracefs').map((e) => e.dir);
-  const mounted = mountPoints.includes(TRACEFS);
-  // debugfs automounts tracefs at tracing/ on first access
-  const debugfs = mountPoints.includes(DEBUGFS_TRACING) || entries.some((e) => e.type === 'debugfs' && e.dir === '/sys/kernel/debug');
-  const debugfsFallback = !mounted && debugfs;
-  const path = mounted ? TRACEFS : debugfsFallback ? DEBUGFS_TRACING : null;
-  const accessible = path !== null && exists(`${path}/events`);
-  return { mounted, mountPoints, debugfsFallback, path, accessible, rawTracepointFallbackNeeded: path === null };
-}
-
 export function runCheck(): CheckReport {
   const rel = release();
   const kernel = { release: rel, version: kernelVersion(), machine: machine() };
@@ -122,13 +104,11 @@ export function runCheck(): CheckReport {
   const tracefs = readTracefs();
   const capabilities = readCapabilities(undefined, rel);
   const probes = tryProbes();
-  for (const p of probes) if (!p.ok) p.reason = explain(p, { tracefs, capabilities, btf });
+  for (const p of probes) if (!p.ok && !p.reason) p.reason = explain(p, { tracefs, capabilities, btf });
   const missing: string[] = [];
   if (!btf.present) missing.push(`BTF: ${BTF} is missing: strata's CO-RE programs need a kernel built with CONFIG_DEBUG_INFO_BTF`);
   if (!capabilities.sufficient) missing.push(`capabilities: missing ${capabilities.missing.join(', ')}`);
-  if (tracefs.rawTracepointFallbackNeeded) {
-    missing.push(`tracefs: not mounted at ${TRACEFS} nor reachable via debugfs (mount -t tracefs tracefs ${TRACEFS}); the raw tracepoint fallback is not built yet`);
-  } else if (!tracefs.accessible) {
+  if (tracefs.path && !tracefs.accessible && SOCK_SYSCALLS.preflight({ tracefs, btf: btf.present }, {}).variant === 'tracepoint') {
     missing.push(`tracefs: mounted at ${tracefs.path} but this process cannot read it (run as root)`);
   }
   for (const p of probes) if (p.required && !p.ok) missing.push(`probe ${p.name}: ${p.reason}`);
@@ -141,27 +121,43 @@ function tryProbes(): ProbeCheck[] {
     native = loadNative();
   } catch (e) {
     const reason = `the native addon could not be loaded (npm run build): ${(e as Error).message.split('\n')[0]}`;
-    return ['sock_syscalls', 'tracepoint', 'tracepoint_sock', 'raw_tp', 'tp_btf', 'kprobe', 'fentry', 'tc'].map((name) => ({
-      name, section: '', required: REQUIRED_PROBES.has(name), ok: false, attached: false, code: 'ENOENT', errno: 2, stage: 'open', message: reason, reason, log: [],
-    }));
+    const fail = (name: string, required: boolean, kind: ProbeCheck['kind']): ProbeCheck => ({
+      name, section: '', required, kind, ok: false, attached: false, code: 'ENOENT', errno: 2, stage: 'open', message: reason, reason, log: [],
+    });
+    return [...FAMILIES.map((f) => fail(f.name, f.required, 'family')),
+      ...['tracepoint', 'tracepoint_sock', 'raw_tp', 'tp_btf', 'kprobe', 'fentry', 'tc'].map((n) => fail(n, false, 'feature'))];
   }
-  const out: ProbeCheck[] = [trySockSyscalls(native)];
-  for (const f of native.probeFeatures()) out.push({ ...f, required: REQUIRED_PROBES.has(f.name), reason: '' });
-  return out;
+  const families = FAMILIES.map(tryFamily);
+  const variant = families.find((f) => f.name === SOCK_SYSCALLS.name)?.variant ?? 'tracepoint';
+  const needed = new Set(REQUIRED_FEATURES[variant] ?? []);
+  const features = native.probeFeatures().map((f): ProbeCheck => ({ ...f, required: needed.has(f.name), reason: '', kind: 'feature' }));
+  return [...families, ...features];
 }
 
-/** What the agent itself does first: load sock.bpf.o + veth_tc.bpf.o, attach the syscall tracepoints. */
-function trySockSyscalls(native: ReturnType<typeof loadNative>): ProbeCheck {
+/** What the agent does with a family: preflight, load (its variant), attach what attaches at start. */
+function tryFamily(f: ProbeFamily): ProbeCheck {
+  const env = readPreflightEnv();
+  const pf = f.preflight(env, {});
+  const progs = programsOf(f, pf.variant);
+  const kinds = [...new Set(progs.map((p) => p.kind))].join('+');
   const r: ProbeCheck = {
-    name: 'sock_syscalls', section: 'tracepoint/syscalls/* + tracepoint/sock/inet_sock_set_state', required: true,
-    ok: false, attached: false, code: '', errno: 0, stage: '', message: '', reason: '', log: [],
+    name: f.name, kind: 'family', section: `${f.object}.bpf.o: ${progs.length} ${kinds} programs`, required: f.required,
+    ok: false, attached: false, code: '', errno: 0, stage: '', message: '', reason: '', log: [], variant: pf.variant, note: pf.reason,
   };
-  let p;
+  if (!pf.ok) {
+    Object.assign(r, { code: 'ENOTSUP', errno: 95, stage: 'open', message: pf.reason, reason: pf.reason });
+    return r;
+  }
+  let p: ProbeSet | undefined;
   try {
-    p = new native.Probes({});
-    p.attachSyscalls();
-    r.ok = r.attached = true;
-    r.message = "the agent's BPF objects load and its socket syscall tracepoints attach";
+    p = new ProbeSet({}, env);
+    p.load(f);
+    p.attach(f);
+    r.ok = true;
+    r.attached = f.attach === 'programs';
+    r.message = f.attach === 'programs'
+      ? `${f.summary}: loads and attaches${pf.variant ? ` (${pf.variant})` : ''}`
+      : `${f.summary}: loads (attached per interface by the agent)`;
   } catch (e) {
     if (isNativeError(e)) Object.assign(r, { code: e.code, errno: e.errno, stage: e.stage, message: e.message, log: e.log });
     else Object.assign(r, { code: 'EUNKNOWN', stage: 'open', message: (e as Error).message });
@@ -199,7 +195,7 @@ function explain(p: ProbeCheck, ctx: Pick<CheckReport, 'tracefs' | 'capabilities
     case 'tracepoint_sock':
     case 'sock_syscalls':
       if (ctx.tracefs.rawTracepointFallbackNeeded) {
-        return `${what}: tracefs is not mounted (mount -t tracefs tracefs ${TRACEFS}); tracepoint ids are read from it, and the raw tracepoint fallback is not built yet`;
+        return `${what}: tracefs is not mounted (mount -t tracefs tracefs ${TRACEFS}); tracepoint ids are read from it (the agent uses raw tracepoints instead)`;
       }
       return `${what}: ${p.message}`;
     case 'tp_btf':
@@ -235,7 +231,7 @@ export function formatCheck(r: CheckReport): string {
   if (t.path && !t.accessible) row(false, 'tracefs', `mounted at ${t.path} but not readable by this process (run as root)`);
   else if (t.mounted) row(true, 'tracefs', `mounted at ${TRACEFS}; the raw tracepoint fallback is not needed`);
   else if (t.path) row('warn', 'tracefs', `not mounted at ${TRACEFS}; reachable through debugfs at ${t.path}`);
-  else row(false, 'tracefs', `not mounted: mount -t tracefs tracefs ${TRACEFS} (tracepoints need it; the raw tracepoint fallback would be needed and is not built yet)`);
+  else row('warn', 'tracefs', `not mounted: the socket syscalls use raw tracepoints instead (mount -t tracefs tracefs ${TRACEFS} for tracepoints)`);
   const have = r.capabilities.list.filter((c) => c.have).map((c) => c.name);
   const lacking = r.capabilities.list.filter((c) => !c.have);
   row(
@@ -247,6 +243,7 @@ export function formatCheck(r: CheckReport): string {
   for (const p of r.probes) {
     const kind = p.required ? 'required' : 'optional';
     row(p.ok ? true : p.required ? false : 'warn', p.name, p.ok ? `${kind}: ${p.section}: ${p.message}` : `${kind}: ${p.section ? `${p.section}: ` : ''}${p.reason}`);
+    if (p.ok && p.note) lines.push(`  ${''.padEnd(8)} ${''.padEnd(16)}   ${p.note}`);
   }
   lines.push('');
   const optionalMissing = r.probes.filter((p) => !p.ok && !p.required).map((p) => p.name);

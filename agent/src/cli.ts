@@ -123,7 +123,7 @@ async function runAgent(argv: string[]): Promise<number> {
     throw e;
   }
   // one machine-readable line for supervisors and tests
-  process.stdout.write(`${JSON.stringify({ event: 'ready', metricsPort: agent.metricsPort, pid: process.pid })}\n`);
+  process.stdout.write(`${JSON.stringify({ event: 'ready', metricsPort: agent.metricsPort, pid: process.pid, probes: Object.fromEntries(agent.families().map((f) => [f.name, f.variant])) })}\n`);
   return new Promise<number>(() => {}); // runs until a signal
 }
 

@@ -91,6 +91,23 @@ static bool Buf(const Napi::CallbackInfo& info, size_t i, Napi::Buffer<uint8_t>*
   return true;
 }
 
+// linkInfo(ifname, netns?): {ifindex, iflink}
+static Napi::Value LinkInfoJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string ifname = Str(info, 0);
+  if (env.IsExceptionPending()) return env.Undefined();
+  int ifindex = 0, iflink = 0;
+  NativeError err{};
+  if (!LinkInfo(OptNetns(info, 1), ifname, &ifindex, &iflink, &err)) {
+    ToJsError(env, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("ifindex", ifindex);
+  o.Set("iflink", iflink);
+  return o;
+}
+
 // listObjects(): every embedded object opened (not loaded): no privilege needed
 static Napi::Value ListObjectsJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -381,6 +398,7 @@ static Napi::Value ClockPair(const Napi::CallbackInfo& info) {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Probes", ProbesWrap::Init(env));
   exports.Set("eventsVersion", Napi::Number::New(env, STRATA_EVENTS_VERSION));
+  exports.Set("linkInfo", Napi::Function::New<LinkInfoJs>(env, "linkInfo"));
   exports.Set("listObjects", Napi::Function::New<ListObjectsJs>(env, "listObjects"));
   exports.Set("probeFeatures", Napi::Function::New<ProbeFeaturesJs>(env, "probeFeatures"));
   exports.Set("cleanupStale", Napi::Function::New<CleanupStale>(env, "cleanupStale"));

@@ -4,7 +4,10 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <sys/socket.h>
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
@@ -341,6 +344,57 @@ bool Probes::DetachTc(const std::string& ifname, const std::string& netns, Nativ
     }
   }
   return Fail(err, ENOENT, "detach", ifname, "not attached");
+}
+
+// RTM_GETLINK for one interface, asked inside its netns: its ifindex and IFLA_LINK (a veth's peer
+// ifindex, in the peer's netns; the ifindex itself when the device has no link).
+bool LinkInfo(const std::string& netns, const std::string& ifname, int* ifindex, int* iflink, NativeError* err) {
+  const std::string target = ifname + (netns.empty() ? "" : "@" + netns);
+  return InNetns(netns, err, target, [&]() {
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) return Fail(err, errno, "attach", target, "netlink socket");
+    struct {
+      nlmsghdr nh;
+      ifinfomsg ifi;
+      char attrs[64];
+    } req = {};
+    req.nh.nlmsg_type = RTM_GETLINK;
+    req.nh.nlmsg_flags = NLM_F_REQUEST;
+    req.ifi.ifi_family = AF_UNSPEC;
+    req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(ifinfomsg));
+    if (ifname.size() >= IFNAMSIZ) {
+      close(fd);
+      return Fail(err, EINVAL, "attach", target, "interface name");
+    }
+    auto* rta = (rtattr*)((char*)&req + NLMSG_ALIGN(req.nh.nlmsg_len));
+    rta->rta_type = IFLA_IFNAME;
+    rta->rta_len = RTA_LENGTH(ifname.size() + 1);
+    memcpy(RTA_DATA(rta), ifname.c_str(), ifname.size() + 1);
+    req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+    if (send(fd, &req, req.nh.nlmsg_len, 0) < 0) {
+      int e = errno;
+      close(fd);
+      return Fail(err, e, "attach", target, "netlink send");
+    }
+    char buf[16384];
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    int e = errno;
+    close(fd);
+    if (n < 0) return Fail(err, e, "attach", target, "netlink recv");
+    auto* nh = (nlmsghdr*)buf;
+    if (!NLMSG_OK(nh, (size_t)n)) return Fail(err, EIO, "attach", target, "netlink reply");
+    if (nh->nlmsg_type == NLMSG_ERROR) {
+      auto* me = (nlmsgerr*)NLMSG_DATA(nh);
+      return Fail(err, me->error ? me->error : EIO, "attach", target, "interface");
+    }
+    auto* ifi = (ifinfomsg*)NLMSG_DATA(nh);
+    *ifindex = ifi->ifi_index;
+    *iflink = ifi->ifi_index;
+    int len = nh->nlmsg_len - NLMSG_LENGTH(sizeof(*ifi));
+    for (rtattr* a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len))
+      if (a->rta_type == IFLA_LINK) *iflink = *(int*)RTA_DATA(a);
+    return true;
+  });
 }
 
 bool CleanupStaleTc(const std::string& netns, std::vector<StaleTc>* removed, NativeError* err) {

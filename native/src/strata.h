@@ -53,6 +53,9 @@ struct StaleTc {
 // agent that died without detaching (SIGKILL, OOM). Other filters are left alone.
 bool CleanupStaleTc(const std::string& netns, std::vector<StaleTc>* removed, NativeError* err);
 
+// ifindex and IFLA_LINK of ifname inside netns (path; "" = ours)
+bool LinkInfo(const std::string& netns, const std::string& ifname, int* ifindex, int* iflink, NativeError* err);
+
 struct ProgStat {
   std::string object, name;
   uint32_t id;

@@ -3,6 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import type { TestContext } from 'node:test';
+import { allProgramNames } from '../../agent/src/probes/registry.ts';
 
 export function missingPrerequisites(needs: { nginx?: boolean } = {}): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (BPF, netns, TC)';
@@ -27,11 +28,11 @@ export function requireKernel(t: TestContext, needs: { nginx?: boolean } = {}): 
   return false;
 }
 
-/** BPF program names strata loads (bpftool shows names truncated to 15 chars). */
+/** BPF program names strata loads, from the probe registry (bpftool shows names truncated to 15 chars). */
 export function loadedStrataProgs(): string[] {
   const out = execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  const ours = /^(enter_|exit_|sock_state$|tc_ingress$|tc_egress$)/;
-  return (JSON.parse(out) as { name?: string }[]).map((p) => p.name ?? '').filter((n) => ours.test(n));
+  const ours = new Set(allProgramNames());
+  return (JSON.parse(out) as { name?: string }[]).map((p) => p.name ?? '').filter((n) => ours.has(n));
 }
 
 /** TC filters on an interface inside a netns (ingress + egress), as `tc` prints them. */

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { Agent } from '../../agent/src/agent.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
-import { loadNative } from '../../agent/src/probes/native.ts';
+import { ProbeSet } from '../../agent/src/probes/probe-set.ts';
 import { requireKernel } from '../helpers/kernel.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
 
@@ -55,9 +55,9 @@ test('processes of a traced cgroup are traced, their netns neighbours are not', 
   const dir = makeCgroup(t, 'strata-test');
   if (!dir) return;
   const children: ChildProcess[] = [];
-  const probes = new (loadNative().Probes)({ filterCgroups: true });
+  const probes = new ProbeSet({ filterCgroups: true });
   try {
-    probes.attachSyscalls();
+    probes.open('sock_syscalls');
     probes.cgroupAdd(statSync(dir).ino);
     const byPid = new Map<number, number>();
     const decoder = new Decoder({ onSock: (e) => byPid.set(e.pid, (byPid.get(e.pid) ?? 0) + 1), onPkt() {}, onState() {} });

@@ -31,7 +31,8 @@ async function attachThenKill(netnsPath: string, ifname: string): Promise<void> 
   const code = `
     const { Probes } = require(${JSON.stringify(ADDON)});
     const p = new Probes();
-    p.attachTc(${JSON.stringify(ifname)}, ${JSON.stringify(netnsPath)});
+    p.load('veth_tc');
+    p.attachTc('veth_tc', ${JSON.stringify(ifname)}, ${JSON.stringify(netnsPath)});
     process.stdout.write('attached\\n');
     setInterval(() => {}, 1 << 30);`;
   const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 export interface ConfigShape {
   node: { name: string; netns: string; interfaces: string[] };
   discovery: { podsFile: string | null };
-  probes: { sockPayloadBytes: number; pktPayloadBytes: number; ringBufferBytes: number; wakeupBytes: number };
+  probes: { sockPayloadBytes: number; pktPayloadBytes: number; ringBufferBytes: number; wakeupBytes: number; syscallAttach: 'auto' | 'tracepoint' | 'raw_tp' };
   correlator: { graceMs: number; idleTimeoutS: number; maxConnections: number; maxMessages: number; proxyComms: string[] };
   privacy: { headerAllowList: string[]; redactHeaders: string[] };
   sampling: { ratio: number; slowThresholdMs: number; keepErrors: boolean; respectParentSampled: boolean };
@@ -38,7 +38,7 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
   return {
     node: { name: env.NODE_NAME?.trim() || host, netns: '', interfaces: [] },
     discovery: { podsFile: null },
-    probes: { sockPayloadBytes: 256, pktPayloadBytes: 128, ringBufferBytes: 16 * 1024 * 1024, wakeupBytes: 256 * 1024 },
+    probes: { sockPayloadBytes: 256, pktPayloadBytes: 128, ringBufferBytes: 16 * 1024 * 1024, wakeupBytes: 256 * 1024, syscallAttach: 'auto' },
     correlator: { graceMs: 100, idleTimeoutS: 30, maxConnections: 65536, maxMessages: 65536, proxyComms: ['nginx', 'envoy', 'haproxy', 'traefik'] },
     privacy: {
       headerAllowList: ['x-request-id', 'user-agent', 'content-type'],
@@ -240,6 +240,7 @@ export const SCHEMA = {
     pktPayloadBytes: int(8, 128, 'payload bytes captured per packet event', { multipleOf: 8 }),
     ringBufferBytes: int(4096, 1 << 30, 'size of the kernel->agent ring buffer', { powerOfTwo: true }),
     wakeupBytes: int(0, 1 << 30, 'the kernel wakes the agent only past this many pending bytes (at most probes.ringBufferBytes)'),
+    syscallAttach: oneOf(['auto', 'tracepoint', 'raw_tp'] as const, 'socket syscalls through tracepoints (need tracefs) or raw tracepoints; auto: tracepoints when tracefs is there'),
   },
   correlator: {
     graceMs: int(0, 60_000, 'wait this long after an exchange ends before emitting its spans (late events)'),

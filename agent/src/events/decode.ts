@@ -1,12 +1,14 @@
 // Walks a batch of ring-buffer records (concatenated by the native pump) and hands each one to a
 // handler through a reused view object: no per-event allocation. Offsets come from
 // layout.generated.ts (BTF of the compiled objects), never from hand-kept numbers.
-import { CONSTS, EVENT_TYPE, HDR, PKT_EVENT, PKT_EVENT_SIZES, SOCK_EVENT, SOCK_EVENT_SIZES, STATE_EVENT, TUPLE } from './layout.generated.ts';
+import { CONSTS, EVENT_TYPE, HDR, NETDEV_EVENT, NETDEV_EVENT_SIZES, PKT_EVENT, PKT_EVENT_SIZES, SOCK_EVENT, SOCK_EVENT_SIZES, STATE_EVENT, TUPLE } from './layout.generated.ts';
 
 // the readers below assume these widths; fail at load, not with garbage, if events.h changes
 const EXPECT: [string, number, number][] = [
   ['sock.seq', SOCK_EVENT_SIZES.seq, 4], ['sock.ret', SOCK_EVENT_SIZES.ret, 8], ['sock.sk', SOCK_EVENT_SIZES.sk, 8],
   ['sock.payload_len', SOCK_EVENT_SIZES.payload_len, 2], ['pkt.seq', PKT_EVENT_SIZES.seq, 4], ['pkt.data_len', PKT_EVENT_SIZES.data_len, 2],
+  ['netdev.skb', NETDEV_EVENT_SIZES.skb, 8], ['netdev.seq', NETDEV_EVENT_SIZES.seq, 4], ['netdev.data_len', NETDEV_EVENT_SIZES.data_len, 2],
+  ['netdev.point', NETDEV_EVENT_SIZES.point, 1],
 ];
 for (const [name, got, want] of EXPECT) if (got !== want) throw new Error(`events.h field ${name} is ${got} bytes, decoder reads ${want}`);
 
@@ -70,10 +72,33 @@ export interface PktEvent extends Common {
   payloadLen: number;
 }
 
+/** net_dev: a packet at a watched device's rx/queue/xmit point (headers only, no payload) */
+export interface NetDevEvent extends Common {
+  /** packet identity: low 53 bits of the struct sk_buff address */
+  skb: number;
+  ifindex: number;
+  /** inode of the device's network namespace */
+  netns: number;
+  /** NETDEV_POINT: RX (netif_receive_skb), QUEUE (net_dev_queue), XMIT (net_dev_xmit) */
+  point: number;
+  seq: number;
+  ack: number;
+  skbLen: number;
+  /** TCP payload bytes */
+  dataLen: number;
+  tcpFlags: number;
+  aggPkts: number;
+  aggBytes: number;
+  /** as on the wire: s = sender */
+  tuple: Tuple;
+}
+
 export interface EventHandler {
   onSock(e: SockEvent): void;
   onState(e: StateEvent): void;
   onPkt(e: PktEvent): void;
+  /** optional: a handler without it ignores net_dev events (they are still counted as records) */
+  onNetDev?(e: NetDevEvent): void;
 }
 
 export interface DecodeStats {
@@ -105,6 +130,7 @@ export class Decoder {
   private readonly sock: SockEvent;
   private readonly state: StateEvent;
   private readonly pkt: PktEvent;
+  private readonly netdev: NetDevEvent;
 
   private readonly handler: EventHandler;
 
@@ -114,6 +140,7 @@ export class Decoder {
     this.sock = { buf: empty, type: 0, flags: 0, tsNs: 0, enterTsNs: 0, sk: 0, cgroupId: 0, ret: 0, pid: 0, tid: 0, netns: 0, fd: 0, seq: 0, op: 0, dir: 0, tuple: newTuple(), commOff: 0, payloadOff: 0, payloadLen: 0 };
     this.state = { buf: empty, type: 0, flags: 0, tsNs: 0, sk: 0, pid: 0, netns: 0, oldState: 0, newState: 0, tuple: newTuple() };
     this.pkt = { buf: empty, type: 0, flags: 0, tsNs: 0, ifindex: 0, seq: 0, ack: 0, skbLen: 0, dataLen: 0, tcpFlags: 0, dir: 0, aggPkts: 0, aggBytes: 0, tuple: newTuple(), payloadOff: 0, payloadLen: 0 };
+    this.netdev = { buf: empty, type: 0, flags: 0, tsNs: 0, skb: 0, ifindex: 0, netns: 0, point: 0, seq: 0, ack: 0, skbLen: 0, dataLen: 0, tcpFlags: 0, aggPkts: 0, aggBytes: 0, tuple: newTuple() };
   }
 
   /** Decodes every record of one batch. Never throws on bad input: it counts and stops. */
@@ -135,6 +162,9 @@ export class Decoder {
       } else if (type === EVENT_TYPE.EV_PKT) {
         if (len < PKT_EVENT.payload) this.stats.malformed++;
         else this.handler.onPkt(this.readPkt(b, o, len));
+      } else if (type === EVENT_TYPE.EV_NETDEV) {
+        if (len < NETDEV_EVENT.SIZE) this.stats.malformed++;
+        else this.handler.onNetDev?.(this.readNetDev(b, o));
       } else if (type === EVENT_TYPE.EV_SOCK_STATE) {
         if (len < STATE_EVENT.SIZE) this.stats.malformed++;
         else this.handler.onState(this.readState(b, o));
@@ -208,6 +238,24 @@ export class Decoder {
     readTuple(b, o + PKT_EVENT.tuple, e.tuple);
     e.payloadOff = o + PKT_EVENT.payload;
     e.payloadLen = Math.min(b.readUInt16LE(o + PKT_EVENT.payload_len), len - PKT_EVENT.payload);
+    return e;
+  }
+
+  private readNetDev(b: Buffer, o: number): NetDevEvent {
+    const e = this.netdev;
+    this.common(e, b, o);
+    e.skb = ptr53(b, o + NETDEV_EVENT.skb);
+    e.ifindex = b.readUInt32LE(o + NETDEV_EVENT.ifindex);
+    e.netns = b.readUInt32LE(o + NETDEV_EVENT.netns);
+    e.point = b[o + NETDEV_EVENT.point];
+    e.seq = b.readUInt32LE(o + NETDEV_EVENT.seq);
+    e.ack = b.readUInt32LE(o + NETDEV_EVENT.ack);
+    e.skbLen = b.readUInt32LE(o + NETDEV_EVENT.skb_len);
+    e.dataLen = b.readUInt16LE(o + NETDEV_EVENT.data_len);
+    e.tcpFlags = b[o + NETDEV_EVENT.tcp_flags];
+    e.aggPkts = b.readUInt32LE(o + NETDEV_EVENT.agg_pkts);
+    e.aggBytes = b.readUInt32LE(o + NETDEV_EVENT.agg_bytes);
+    readTuple(b, o + NETDEV_EVENT.tuple, e.tuple);
     return e;
   }
 }

@@ -53,17 +53,33 @@ export function workloadOf(p: { name: string; labels?: Record<string, string> })
   return l['app.kubernetes.io/name'] ?? l.app ?? p.name.replace(/-[a-z0-9]{8,10}-[a-z0-9]{5}$/, '');
 }
 
+/** An observed interface: on the node (a host veth, an uplink) or inside a pod (its own eth0). */
+export interface IfaceInfo {
+  name: string;
+  pod?: PodInfo;
+  side: 'node' | 'pod';
+}
+
 export class StaticTopology implements Topology {
   private readonly byNetns = new Map<number, PodInfo>();
   private readonly byVeth = new Map<string, PodInfo>();
   private readonly byCgroup = new Map<number, PodInfo>();
-  private readonly ifaces = new Map<number, { name: string; pod?: PodInfo }>();
+  /** by `${netns inode}:${ifindex}`; ifindex is per netns */
+  private readonly ifaces = new Map<string, IfaceInfo>();
+  /** inode of the node's netns (where TC attaches); 0 until known */
+  private nodeNetns: number;
 
   readonly nodeName: string;
 
-  constructor(nodeName: string, pods: PodEntry[] = []) {
+  constructor(nodeName: string, pods: PodEntry[] = [], nodeNetnsInode = 0) {
     this.nodeName = nodeName;
+    this.nodeNetns = nodeNetnsInode;
     for (const p of pods) this.addPod(p);
+  }
+
+  /** the node's netns inode: interfaces registered without a netns, or with this one, are the node's */
+  setNodeNetns(inode: number): void {
+    this.nodeNetns = inode;
   }
 
   addPod(p: PodEntry): PodInfo {
@@ -74,9 +90,14 @@ export class StaticTopology implements Topology {
     return info;
   }
 
-  /** records where a TC program was attached (ifindex is per netns: one node netns per agent) */
-  addInterface(ifindex: number, name: string): void {
-    this.ifaces.set(ifindex, { name, pod: this.byVeth.get(name) });
+  /**
+   * Records an observed interface. netns undefined (or the node's): a node interface, its pod the
+   * one behind that host veth. A pod's netns inode: the pod's own interface.
+   */
+  addInterface(ifindex: number, name: string, netns?: number): void {
+    const node = netns === undefined || netns === this.nodeNetns;
+    const info: IfaceInfo = node ? { name, pod: this.byVeth.get(name), side: 'node' } : { name, pod: this.podByNetns(netns), side: 'pod' };
+    this.ifaces.set(`${node ? this.nodeNetns : netns}:${ifindex}`, info);
   }
 
   podByNetns(inode: number): PodInfo | undefined {
@@ -87,7 +108,8 @@ export class StaticTopology implements Topology {
     return this.byCgroup.get(id);
   }
 
-  iface(ifindex: number): { name: string; pod?: PodInfo } | undefined {
-    return this.ifaces.get(ifindex);
+  /** netns undefined: the node's (what TC pkt events mean) */
+  iface(ifindex: number, netns?: number): IfaceInfo | undefined {
+    return this.ifaces.get(`${netns ?? this.nodeNetns}:${ifindex}`);
   }
 }

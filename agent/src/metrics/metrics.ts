@@ -4,9 +4,11 @@
 // component's reset shows as a counter reset, which rate() handles.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ExportLatencyStats, ExporterStats, SdkSinkStats } from '../export/sdk-sink.ts';
+import type { KernelStats } from '../probes/probe-set.ts';
 
 export interface StatsSource {
-  kernel(): Record<string, number> | undefined;
+  /** kernel counters by their generated names (enum strata_stat -> STAT_NAMES) */
+  kernel(): Partial<KernelStats> | undefined;
   pump(): Record<string, number> | undefined;
   decoder(): Record<string, number>;
   correlator(): Record<string, number>;
@@ -16,6 +18,7 @@ export interface StatsSource {
   sink(): SdkSinkStats;
   /** kernel BPF run-time statistics per program (run_time_ns, run_cnt), when enabled */
   progStats(): { name: string; runTimeNs: number; runCnt: number }[];
+  /** attachments: one per probe family of the registry (the agent reports each) plus per-interface ones (tc:<ifname>) */
   probes(): { name: string; attached: boolean }[];
 }
 

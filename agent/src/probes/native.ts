@@ -4,7 +4,8 @@ import type * as Native from '../../../native/index.d.ts';
 
 const require = createRequire(import.meta.url);
 
-export type { KernelStats, NativeError, ProbeOptions, ProgStat, PumpOptions, PumpStats } from '../../../native/index.d.ts';
+export type { NativeError, ProbeOptions, ProgStat, PumpOptions, PumpStats } from '../../../native/index.d.ts';
+export type { KernelStats } from './probe-set.ts';
 export type Probes = Native.Probes;
 
 let cached: typeof Native | undefined;

@@ -1,0 +1,160 @@
+// The probe families of one agent over the native transport: loads each family's object with
+// its knobs and variant, attaches its programs, and turns the filter maps into typed calls.
+// Native knows objects and maps by name only; what a family is lives in registry.ts.
+import { STAT_NAMES } from '../events/layout.generated.ts';
+import { type Probes, loadNative } from './native.ts';
+import { type PreflightEnv, readPreflightEnv } from './preflight.ts';
+import { FAMILIES, type Preflight, type ProbeFamily, type ProbeSettings, programsOf } from './registry.ts';
+import type { PumpOptions, PumpStats, ProgStat, StaleTcFilter, TcAttachment } from '../../../native/index.d.ts';
+
+export type KernelStats = Record<(typeof STAT_NAMES)[number], number>;
+
+/** Probes.stats() (indexed by enum strata_stat) as named counters */
+export function kernelStats(v: number[]): KernelStats {
+  return Object.fromEntries(STAT_NAMES.map((n, i) => [n, v[i] ?? 0])) as KernelStats;
+}
+
+const u32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0);
+  return b;
+};
+const u64 = (v: number | bigint) => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(v));
+  return b;
+};
+const ONE = Buffer.from([1]);
+
+export class ProbeSet {
+  readonly native: Probes;
+  readonly settings: ProbeSettings;
+  readonly env: PreflightEnv;
+  /** what each loaded family's preflight said (its variant) */
+  readonly preflights = new Map<string, Preflight>();
+
+  constructor(settings: ProbeSettings = {}, env: PreflightEnv = readPreflightEnv()) {
+    this.settings = settings;
+    this.env = env;
+    this.native = new (loadNative().Probes)({ ringBytes: settings.ringBytes });
+  }
+
+  preflight(f: ProbeFamily): Preflight {
+    return f.preflight(this.env, this.settings);
+  }
+
+  /** Loads a family's object (its chosen variant only). Throws a NativeError (stage open/load) or a preflight Error. */
+  load(f: ProbeFamily): Preflight {
+    const pf = this.preflight(f);
+    if (!pf.ok) throw new Error(`${f.name}: ${pf.reason}`);
+    this.native.load(f.object, { knobs: f.knobs(this.settings), programs: programsOf(f, pf.variant).map((p) => p.name) });
+    this.preflights.set(f.name, pf);
+    return pf;
+  }
+
+  /** Attaches a loaded family's programs that attach at start (not TC: per interface). */
+  attach(f: ProbeFamily): void {
+    if (f.attach !== 'programs') return;
+    for (const p of programsOf(f, this.preflights.get(f.name)?.variant)) this.native.attach(f.object, p.name);
+  }
+
+  /** load + attach by family name (tests, bench) */
+  open(...names: string[]): this {
+    for (const n of names) {
+      const f = FAMILIES.find((x) => x.name === n);
+      if (!f) throw new Error(`no probe family ${n}`);
+      this.load(f);
+      this.attach(f);
+    }
+    return this;
+  }
+
+  attachTc(f: ProbeFamily, ifname: string, netns = ''): number {
+    const progs = programsOf(f, this.preflights.get(f.name)?.variant);
+    const ingress = progs.find((p) => p.hook === 'ingress')?.name;
+    const egress = progs.find((p) => p.hook === 'egress')?.name;
+    return this.native.attachTc(f.object, ifname, netns, { ingress, egress });
+  }
+
+  detachTc(ifname: string, netns = ''): void {
+    this.native.detachTc(ifname, netns);
+  }
+
+  // filter maps (bpf/sock.bpf.c traced_netns/traced_cgroups, bpf/net_dev.bpf.c netdev_watch)
+  netnsAdd(inode: number): void {
+    this.native.mapUpdate('traced_netns', u32(inode), ONE);
+  }
+
+  netnsDelete(inode: number): void {
+    this.native.mapDelete('traced_netns', u32(inode));
+  }
+
+  /** a cgroup v2 id (the inode of its directory); needs filterCgroups */
+  cgroupAdd(id: number | bigint): void {
+    this.native.mapUpdate('traced_cgroups', u64(id), ONE);
+  }
+
+  cgroupDelete(id: number | bigint): void {
+    this.native.mapDelete('traced_cgroups', u64(id));
+  }
+
+  /** net_dev observes the device ifindex of the netns with this inode */
+  netdevWatch(netns: number, ifindex: number): void {
+    this.native.mapUpdate('netdev_watch', Buffer.concat([u32(netns), u32(ifindex)]), ONE);
+  }
+
+  netdevUnwatch(netns: number, ifindex: number): void {
+    this.native.mapDelete('netdev_watch', Buffer.concat([u32(netns), u32(ifindex)]));
+  }
+
+  linkInfo(ifname: string, netns = ''): { ifindex: number; iflink: number } {
+    return loadNative().linkInfo(ifname, netns);
+  }
+
+  stats(): KernelStats {
+    return kernelStats(this.native.stats());
+  }
+
+  start(onBatch: (batch: Buffer, records: number) => void, opts?: PumpOptions): void {
+    this.native.start(onBatch, opts);
+  }
+
+  stop(): void {
+    this.native.stop();
+  }
+
+  pumpStats(): PumpStats {
+    return this.native.pumpStats();
+  }
+
+  enableRunStats(): void {
+    this.native.enableRunStats();
+  }
+
+  progStats(): ProgStat[] {
+    return this.native.progStats();
+  }
+
+  attachments(): TcAttachment[] {
+    return this.native.attachments();
+  }
+
+  cleanupStale(netns?: string): StaleTcFilter[] {
+    return this.native.cleanupStale(netns);
+  }
+
+  close(): void {
+    this.native.close();
+  }
+}
+
+/** A ProbeSet with the named families loaded and attached (by default: the socket syscalls). */
+export function openProbes(settings: ProbeSettings = {}, families: string[] = ['sock_syscalls']): ProbeSet {
+  const s = new ProbeSet(settings);
+  try {
+    return s.open(...families);
+  } catch (e) {
+    s.close();
+    throw e;
+  }
+}

@@ -1,0 +1,260 @@
+// The probe families, declared once. Each names its BPF object (bpf/<object>.bpf.c), its
+// programs and how they attach, whether the agent can run without it, a preflight that says in
+// plain words why it cannot run here (or which variant it will use), the event types it emits,
+// the kernel counters it increments, and what the agent wires for it once attached (filter maps,
+// interfaces). The agent, `strata check`, the metrics and the tests iterate over FAMILIES; nothing
+// else lists probes or says "required".
+import { EVENT_TYPE, type STAT_NAMES } from '../events/layout.generated.ts';
+import type { EventHandler } from '../events/decode.ts';
+import type { PodEntry, StaticTopology } from '../k8s/pods-file.ts';
+import type { PreflightEnv } from './preflight.ts';
+import type { Knobs } from '../../../native/index.d.ts';
+import type { ProbeSet } from './probe-set.ts';
+
+export type AttachKind = 'tracepoint' | 'raw_tp' | 'tc' | 'uprobe' | 'kprobe' | 'fentry';
+export type StatName = (typeof STAT_NAMES)[number];
+export type SyscallAttach = 'auto' | 'tracepoint' | 'raw_tp';
+
+export interface ProgramDesc {
+  /** the program's name in the object */
+  name: string;
+  kind: AttachKind;
+  /** the variant it belongs to; undefined: every variant */
+  variant?: string;
+  /** tc programs: the clsact hook */
+  hook?: 'ingress' | 'egress';
+}
+
+export interface EventDesc {
+  /** hdr.type (EVENT_TYPE) */
+  type: number;
+  name: string;
+  /** the decoder's reader calls this handler method */
+  handler: keyof EventHandler;
+}
+
+/** The kernel-side knobs, as the agent's configuration gives them. */
+export interface ProbeSettings {
+  /** payload bytes captured per socket syscall: multiple of 8, <= 512 (default 256) */
+  sockPayloadCap?: number;
+  /** payload bytes captured per packet event: multiple of 8, 8..128 (default 128) */
+  pktPayloadCap?: number;
+  /** the kernel wakes the consumer only past this many pending bytes (default 256 KiB) */
+  wakeupBytes?: number;
+  /** ring buffer size shared by every family (default 16 MiB) */
+  ringBytes?: number;
+  /** false: trace every network namespace (default true: only those added with netnsAdd) */
+  filterNetns?: boolean;
+  /** true: also trace processes of the cgroups added with cgroupAdd (hostNetwork pods) */
+  filterCgroups?: boolean;
+  /** socket syscalls through tracepoints (need tracefs) or raw tracepoints; auto: by tracefs */
+  syscallAttach?: SyscallAttach;
+}
+
+export interface Preflight {
+  ok: boolean;
+  /** plain words: why it cannot run, or how it will run ("" when there is nothing to say) */
+  reason: string;
+  /** the variant chosen (a family with variants loads only that variant's programs) */
+  variant?: string;
+}
+
+/** What the agent hands a family to wire itself after attach. */
+export interface WireContext {
+  probes: ProbeSet;
+  pods: readonly PodEntry[];
+  /** netns path of the node's interfaces; "" = the agent's own */
+  nodeNetns: string;
+  /** inode of that netns */
+  nodeNetnsInode: number;
+  /** the node's uplinks to observe */
+  interfaces: readonly string[];
+  topology: StaticTopology;
+  log: (msg: string) => void;
+  /** reports one attachment (strata_probe_attached{probe}) */
+  attached: (name: string, ok: boolean) => void;
+}
+
+export interface ProbeFamily {
+  /** the family's name: strata_probe_attached{probe}, `strata check` rows */
+  name: string;
+  /** bpf/<object>.bpf.c */
+  object: string;
+  summary: string;
+  /** false: the agent carries on without it (one warning, metric 0) */
+  required: boolean;
+  programs: ProgramDesc[];
+  /** how its programs attach: all at start ('programs'), or per interface ('tc') */
+  attach: 'programs' | 'tc';
+  knobs(s: ProbeSettings): Knobs;
+  preflight(env: PreflightEnv, s: ProbeSettings): Preflight;
+  events: EventDesc[];
+  /** the kernel counters its programs increment (besides events, rbDrops, readErrors) */
+  stats: StatName[];
+  /** after load and attach: filter maps, interfaces; failures of single items are warnings */
+  wire?(ctx: WireContext): void;
+}
+
+/** every object's wakeup knob (bpf/include/common.bpf.h) */
+const common = (s: ProbeSettings): Knobs => ({ wakeup_bytes: s.wakeupBytes });
+
+function payloadCap(what: string, v: number | undefined, max: number): number | undefined {
+  if (v !== undefined && (v % 8 !== 0 || v <= 0 || v > max)) throw new RangeError(`${what} must be a multiple of 8 in 8..${max} (got ${v})`);
+  return v;
+}
+
+const SYSCALLS = ['read', 'recvfrom', 'recvmsg', 'readv', 'write', 'sendto', 'sendmsg', 'writev', 'sendfile64', 'accept', 'accept4', 'connect'];
+
+export const SOCK_SYSCALLS: ProbeFamily = {
+  name: 'sock_syscalls',
+  object: 'sock',
+  summary: 'socket syscalls (accept/connect/read*/write*/sendfile/close) and TCP state changes of traced pods',
+  required: true,
+  attach: 'programs',
+  programs: [
+    ...SYSCALLS.flatMap((n): ProgramDesc[] => [
+      { name: `enter_${n}`, kind: 'tracepoint', variant: 'tracepoint' },
+      { name: `exit_${n}`, kind: 'tracepoint', variant: 'tracepoint' },
+    ]),
+    { name: 'enter_close', kind: 'tracepoint', variant: 'tracepoint' },
+    { name: 'sock_state', kind: 'tracepoint', variant: 'tracepoint' },
+    { name: 'raw_sys_enter', kind: 'raw_tp', variant: 'raw_tp' },
+    { name: 'raw_sys_exit', kind: 'raw_tp', variant: 'raw_tp' },
+    { name: 'raw_sock_state', kind: 'raw_tp', variant: 'raw_tp' },
+  ],
+  knobs: (s) => ({
+    ...common(s),
+    sock_payload_cap: payloadCap('sockPayloadCap', s.sockPayloadCap, 512),
+    filter_netns: s.filterNetns ?? true,
+    filter_cgroups: s.filterCgroups ?? false,
+  }),
+  preflight(env, s) {
+    const mode = s.syscallAttach ?? 'auto';
+    const t = env.tracefs;
+    if (!env.btf) return { ok: false, reason: 'the kernel has no BTF (/sys/kernel/btf/vmlinux): the CO-RE programs cannot be relocated' };
+    if (mode === 'tracepoint' && !t.accessible) {
+      return { ok: false, reason: `probes.syscallAttach is "tracepoint" but tracefs is ${t.path ? `not readable at ${t.path}` : 'not mounted'} (mount -t tracefs tracefs /sys/kernel/tracing, or use "auto"/"raw_tp")` };
+    }
+    if (mode === 'raw_tp') return { ok: true, variant: 'raw_tp', reason: 'raw tracepoints sys_enter/sys_exit, as probes.syscallAttach says' };
+    if (mode === 'tracepoint' || t.accessible) return { ok: true, variant: 'tracepoint', reason: '' };
+    return {
+      ok: true, variant: 'raw_tp',
+      reason: `tracefs is ${t.path ? `not readable at ${t.path}` : 'not mounted at /sys/kernel/tracing nor /sys/kernel/debug/tracing'}: raw tracepoints sys_enter/sys_exit instead (they need no tracefs)`,
+    };
+  },
+  events: [
+    { type: EVENT_TYPE.EV_SOCK_DATA, name: 'sock_data', handler: 'onSock' },
+    { type: EVENT_TYPE.EV_SOCK_ACCEPT, name: 'sock_accept', handler: 'onSock' },
+    { type: EVENT_TYPE.EV_SOCK_CONNECT, name: 'sock_connect', handler: 'onSock' },
+    { type: EVENT_TYPE.EV_SOCK_CLOSE, name: 'sock_close', handler: 'onSock' },
+    { type: EVENT_TYPE.EV_SOCK_STATE, name: 'sock_state', handler: 'onState' },
+  ],
+  stats: ['filtered', 'notTcp'],
+  wire(ctx) {
+    for (const pod of ctx.pods) {
+      if (!pod.hostNetwork) ctx.probes.netnsAdd(pod.netnsInode);
+      for (const id of pod.cgroupIds ?? []) ctx.probes.cgroupAdd(id);
+    }
+  },
+};
+
+export const VETH_TC: ProbeFamily = {
+  name: 'veth_tc',
+  object: 'veth_tc',
+  summary: "TC clsact ingress+egress on the pods' host veths and the node's uplinks, observe only",
+  required: false,
+  attach: 'tc',
+  programs: [
+    { name: 'tc_ingress', kind: 'tc', hook: 'ingress' },
+    { name: 'tc_egress', kind: 'tc', hook: 'egress' },
+  ],
+  knobs: (s) => ({ ...common(s), pkt_payload_cap: payloadCap('pktPayloadCap', s.pktPayloadCap, 128) }),
+  preflight: (env) => (env.btf ? { ok: true, reason: '' } : { ok: false, reason: 'the kernel has no BTF (/sys/kernel/btf/vmlinux)' }),
+  events: [{ type: EVENT_TYPE.EV_PKT, name: 'pkt', handler: 'onPkt' }],
+  stats: ['pktSeen', 'pktAggregated', 'pktNotTcp'],
+  wire(ctx) {
+    // filters a previous strata left behind (SIGKILL, OOM kill) on any interface of the node
+    try {
+      for (const s of ctx.probes.cleanupStale(ctx.nodeNetns)) ctx.log(`strata: removed a stale strata TC filter from ${s.ifname}`);
+    } catch (e) {
+      ctx.log(`strata: warning: could not look for stale TC filters: ${(e as Error).message}`);
+    }
+    const ifaces = [...ctx.pods.filter((x) => x.hostVeth).map((x) => x.hostVeth), ...ctx.interfaces];
+    for (const ifname of ifaces) {
+      try {
+        const ifindex = ctx.probes.attachTc(this, ifname, ctx.nodeNetns);
+        ctx.topology.addInterface(ifindex, ifname);
+        ctx.attached(`tc:${ifname}`, true);
+      } catch (e) {
+        // one pod's veth missing must not stop tracing the others
+        ctx.attached(`tc:${ifname}`, false);
+        ctx.log(`strata: warning: TC probe on ${ifname} not attached: ${(e as Error).message}`);
+      }
+    }
+  },
+};
+
+export const NET_DEV: ProbeFamily = {
+  name: 'net_dev',
+  object: 'net_dev',
+  summary: "packets at the receive/queue/xmit points of the node's uplinks and each traced pod's own interface",
+  required: false,
+  attach: 'programs',
+  programs: [
+    { name: 'nd_rx', kind: 'raw_tp' },
+    { name: 'nd_queue', kind: 'raw_tp' },
+    { name: 'nd_xmit', kind: 'raw_tp' },
+  ],
+  knobs: common,
+  preflight: (env) => (env.btf
+    ? { ok: true, reason: '' }
+    : { ok: false, reason: 'the kernel has no BTF (/sys/kernel/btf/vmlinux): the skb and net_device fields cannot be relocated' }),
+  events: [{ type: EVENT_TYPE.EV_NETDEV, name: 'netdev', handler: 'onNetDev' }],
+  stats: ['netdevSeen', 'netdevAggregated'],
+  wire(ctx) {
+    const watch = (what: string, netns: number, ifindex: number, name: string) => {
+      ctx.probes.netdevWatch(netns, ifindex);
+      ctx.topology.addInterface(ifindex, name, netns);
+      ctx.log(`strata: net_dev watches ${what}`);
+    };
+    for (const ifname of ctx.interfaces) {
+      try {
+        watch(`uplink ${ifname}`, ctx.nodeNetnsInode, ctx.probes.linkInfo(ifname, ctx.nodeNetns).ifindex, ifname);
+      } catch (e) {
+        ctx.log(`strata: warning: net_dev cannot watch ${ifname}: ${(e as Error).message}`);
+      }
+    }
+    // a pod's own interface is its host veth's peer: IFLA_LINK of the host veth, in the pod's netns
+    for (const pod of ctx.pods) {
+      if (pod.hostNetwork || !pod.hostVeth) continue;
+      try {
+        const { iflink } = ctx.probes.linkInfo(pod.hostVeth, ctx.nodeNetns);
+        watch(`${pod.name}'s interface (peer of ${pod.hostVeth})`, pod.netnsInode, iflink, `${pod.name}:eth`);
+      } catch (e) {
+        ctx.log(`strata: warning: net_dev cannot watch the interface of pod ${pod.name}: ${(e as Error).message}`);
+      }
+    }
+  },
+};
+
+/** In load order: the required family first, so that its failure stops the agent before anything else loads. */
+export const FAMILIES: readonly ProbeFamily[] = [SOCK_SYSCALLS, VETH_TC, NET_DEV];
+
+/** Objects built from bpf/ that are no agent family: features.bpf.o is `strata check`'s own feature probes. */
+export const NON_AGENT_OBJECTS: readonly string[] = ['features'];
+
+export function family(name: string): ProbeFamily {
+  const f = FAMILIES.find((x) => x.name === name || x.object === name);
+  if (!f) throw new Error(`no probe family ${name}`);
+  return f;
+}
+
+/** the programs of a family that load for a variant */
+export function programsOf(f: ProbeFamily, variant?: string): ProgramDesc[] {
+  return f.programs.filter((p) => p.variant === undefined || p.variant === variant);
+}
+
+/** every program name the agent may load (as bpftool shows them: 15 characters at most) */
+export function allProgramNames(): string[] {
+  return FAMILIES.flatMap((f) => f.programs.map((p) => p.name.slice(0, 15)));
+}
