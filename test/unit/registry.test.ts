@@ -1,0 +1,82 @@
+// The probe registry against what was built: every program of every agent object is declared by
+// exactly one family (with an attach kind matching its section), every declared program exists,
+// every event type has one emitting family and a decoder, and the objects are the layout's.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { test } from 'node:test';
+import { Decoder, type EventHandler } from '../../agent/src/events/decode.ts';
+import { BPF_OBJECTS, CONSTS, EVENT_TYPE, HDR, STAT_NAMES } from '../../agent/src/events/layout.generated.ts';
+import { loadNative } from '../../agent/src/probes/native.ts';
+import { FAMILIES, NON_AGENT_OBJECTS, type AttachKind } from '../../agent/src/probes/registry.ts';
+
+const ADDON = new URL('../../build/Release/strata_native.node', import.meta.url);
+
+/** the attach kind a section means (libbpf's section names) */
+function kindOf(section: string): AttachKind | undefined {
+  const s = section.replace(/^\?/, '');
+  if (s.startsWith('tracepoint/') || s.startsWith('tp/')) return 'tracepoint';
+  if (s.startsWith('raw_tp/') || s.startsWith('raw_tracepoint/')) return 'raw_tp';
+  if (s === 'tc' || s.startsWith('classifier')) return 'tc';
+  if (s.startsWith('uprobe') || s.startsWith('uretprobe')) return 'uprobe';
+  if (s.startsWith('kprobe') || s.startsWith('kretprobe')) return 'kprobe';
+  if (s.startsWith('fentry') || s.startsWith('fexit')) return 'fentry';
+  return undefined;
+}
+
+test('every program of the built objects is declared by one family, and every declared one exists', (t) => {
+  if (!existsSync(ADDON)) {
+    if (process.env.CI === 'true') assert.fail('native addon not built');
+    t.skip('native addon not built (npm run build)');
+    return;
+  }
+  // opens the embedded objects without loading them: no privilege needed
+  const objects = loadNative().listObjects();
+  assert.deepEqual(objects.map((o) => o.name).sort(), [...BPF_OBJECTS].sort(), 'the addon embeds the objects the layout was generated from');
+  const agentObjects = objects.filter((o) => !NON_AGENT_OBJECTS.includes(o.name));
+  for (const n of NON_AGENT_OBJECTS) assert.ok(objects.some((o) => o.name === n), `${n}.bpf.o is built (named as a non-agent object)`);
+  assert.deepEqual(agentObjects.map((o) => o.name).sort(), [...new Set(FAMILIES.map((f) => f.object))].sort(), 'one family per agent object');
+
+  const problems: string[] = [];
+  for (const o of agentObjects) {
+    const fams = FAMILIES.filter((f) => f.object === o.name);
+    for (const p of o.programs) {
+      const decl = fams.flatMap((f) => f.programs.filter((d) => d.name === p.name).map((d) => ({ f, d })));
+      if (decl.length === 0) problems.push(`${o.name}/${p.name} (${p.section}) is declared by no family`);
+      else if (decl.length > 1) problems.push(`${o.name}/${p.name} is declared ${decl.length} times`);
+      else if (decl[0]?.d.kind !== kindOf(p.section)) problems.push(`${o.name}/${p.name}: declared ${decl[0]?.d.kind}, section ${p.section}`);
+    }
+    for (const f of fams) {
+      for (const d of f.programs) if (!o.programs.some((p) => p.name === d.name)) problems.push(`${f.name} declares ${d.name}, missing from ${o.name}.bpf.o`);
+    }
+    // the shared maps every family's events go through
+    for (const m of ['events', 'stats']) if (!o.maps.includes(m)) problems.push(`${o.name}.bpf.o has no ${m} map`);
+  }
+  assert.deepEqual(problems, []);
+  // bpftool and the kernel know programs by 15 characters: names must stay unique there
+  const short = FAMILIES.flatMap((f) => f.programs.map((p) => p.name.slice(0, 15)));
+  assert.equal(new Set(short).size, short.length, 'program names unique within 15 characters');
+});
+
+test('every event type is emitted by one family and reaches the handler it names', () => {
+  const declared = FAMILIES.flatMap((f) => f.events.map((e) => ({ f: f.name, ...e })));
+  assert.deepEqual(declared.map((e) => e.type).sort((a, b) => a - b), Object.values(EVENT_TYPE).sort((a, b) => a - b));
+  for (const e of declared) {
+    const calls: string[] = [];
+    const h: Required<EventHandler> = { onSock: () => calls.push('onSock'), onState: () => calls.push('onState'), onPkt: () => calls.push('onPkt'), onNetDev: () => calls.push('onNetDev') };
+    const d = new Decoder(h);
+    // a zero record of that type, as long as its struct (the decoder checks the minimum length)
+    const rec = Buffer.alloc(1024);
+    rec.writeUInt16LE(e.type, HDR.type);
+    rec[HDR.version] = CONSTS.EVENTS_VERSION;
+    rec.writeUInt32LE(rec.length, HDR.len);
+    d.decode(rec);
+    assert.deepEqual(calls, [e.handler], `${e.f}: ${e.name}`);
+  }
+});
+
+test('families declare only generated kernel counters, each owned once', () => {
+  const owned = FAMILIES.flatMap((f) => f.stats);
+  for (const s of owned) assert.ok((STAT_NAMES as readonly string[]).includes(s), s);
+  assert.equal(new Set(owned).size, owned.length);
+  assert.equal(FAMILIES.filter((f) => f.required).map((f) => f.name).join(), 'sock_syscalls', 'the socket syscalls are the one required family');
+});
