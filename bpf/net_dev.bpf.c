@@ -26,6 +26,25 @@ struct {
 
 STRATA_FLOW_MAP(nd_flows);
 
+/*
+ * What net_dev_queue decided to emit, by skb, for net_dev_xmit: once a driver's ndo_start_xmit
+ * returned, the skb may already belong to the peer (veth hands it over) or be freed and reused,
+ * so the xmit point never reads the skb: it reports the packet its queue point parsed.
+ */
+struct pending {
+	struct l4 p;
+	__u32 agg_pkts;
+	__u32 agg_bytes;
+	__u32 skb_len;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct pending);
+} nd_pending SEC(".maps");
+
 struct strata_netdev_event _netdev_event_btf = {};
 enum strata_netdev_point _netdev_point_btf;
 
@@ -93,27 +112,53 @@ static __always_inline int parse(struct sk_buff *skb, __u8 point, struct l4 *p)
 	return 0;
 }
 
+static __always_inline void emit(__u64 skb, struct netdev_key *wk, __u8 point, struct l4 *p,
+				 __u32 agg_pkts, __u32 agg_bytes, __u32 skb_len)
+{
+	struct strata_netdev_event *e = event_reserve(sizeof(*e));
+
+	if (!e)
+		return;
+	hdr_init(&e->hdr, STRATA_EV_NETDEV, sizeof(*e), bpf_ktime_get_ns());
+	e->hdr.flags = STRATA_F_SEQ_VALID;
+	e->skb = skb;
+	e->ifindex = wk->ifindex;
+	e->netns = wk->netns;
+	e->seq = p->seq;
+	e->ack = p->ack;
+	e->skb_len = skb_len;
+	e->data_len = p->data_len;
+	e->tcp_flags = p->flags;
+	e->point = point;
+	e->agg_pkts = agg_pkts;
+	e->agg_bytes = agg_bytes;
+	e->tuple = p->tu;
+	event_submit(e);
+}
+
+static __always_inline bool watched(struct net_device *dev, struct netdev_key *wk)
+{
+	if (!dev)
+		return false;
+	wk->ifindex = BPF_CORE_READ(dev, ifindex);
+	wk->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	return bpf_map_lookup_elem(&netdev_watch, wk) != NULL;
+}
+
+/* rx and queue: the skb is alive and skb->dev is the device */
 static __always_inline int observe(struct sk_buff *skb, __u8 point)
 {
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
 	struct netdev_key wk;
 	struct flow_key k = {};
-	struct strata_netdev_event *e;
 	struct l4 p;
-	__u32 agg_pkts, agg_bytes;
+	__u32 agg_pkts, agg_bytes, len;
 	__u8 sender;
 
-	if (!dev)
-		return 0;
-	wk.ifindex = BPF_CORE_READ(dev, ifindex);
-	wk.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
-	if (!bpf_map_lookup_elem(&netdev_watch, &wk))
+	if (!watched(BPF_CORE_READ(skb, dev), &wk))
 		return 0;
 	stat_inc(STRATA_STAT_NETDEV_SEEN);
-	if (parse(skb, point, &p)) {
-		stat_inc(STRATA_STAT_PKT_NOT_TCP);
-		return 0;
-	}
+	if (parse(skb, point, &p))
+		return 0; /* not TCP (ARP, ICMP, ...): counted as seen only */
 	sender = flow_key_init(&k, &p.tu);
 	k.ifindex = wk.ifindex;
 	k.netns = wk.netns;
@@ -121,28 +166,17 @@ static __always_inline int observe(struct sk_buff *skb, __u8 point)
 	if (!flow_should_emit(&nd_flows, &k, &p, sender, STRATA_STAT_NETDEV_AGGREGATED, &agg_pkts,
 			      &agg_bytes))
 		return 0;
-	e = event_reserve(sizeof(*e));
-	if (!e)
-		return 0;
-	hdr_init(&e->hdr, STRATA_EV_NETDEV, sizeof(*e), bpf_ktime_get_ns());
-	e->hdr.flags = STRATA_F_SEQ_VALID;
-	e->skb = (__u64)skb;
-	e->ifindex = wk.ifindex;
-	e->netns = wk.netns;
-	e->seq = p.seq;
-	e->ack = p.ack;
-	e->skb_len = BPF_CORE_READ(skb, len);
-	e->data_len = p.data_len;
-	e->tcp_flags = p.flags;
-	e->point = point;
-	e->agg_pkts = agg_pkts;
-	e->agg_bytes = agg_bytes;
-	e->tuple = p.tu;
-	event_submit(e);
+	len = BPF_CORE_READ(skb, len);
+	if (point == STRATA_NETDEV_POINT_QUEUE) {
+		struct pending pd = { .p = p, .agg_pkts = agg_pkts, .agg_bytes = agg_bytes, .skb_len = len };
+		__u64 key = (__u64)skb;
+		bpf_map_update_elem(&nd_pending, &key, &pd, BPF_ANY);
+	}
+	emit((__u64)skb, &wk, point, &p, agg_pkts, agg_bytes, len);
 	return 0;
 }
 
-/* raw tracepoints: args[0] is the skb for all three (net_dev_xmit: skb, rc, dev, len) */
+/* raw tracepoints: args[0] is the skb (net_dev_xmit: skb, rc, dev, len) */
 SEC("raw_tp/netif_receive_skb")
 int nd_rx(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -158,8 +192,20 @@ int nd_queue(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tp/net_dev_xmit")
 int nd_xmit(struct bpf_raw_tracepoint_args *ctx)
 {
-	/* rc != 0: the driver did not take it (busy/dropped); the packet will come again */
+	__u64 key = ctx->args[0];
+	struct netdev_key wk;
+	struct pending *pd;
+
+	/* rc != 0 (NETDEV_TX_BUSY): the driver did not take it; it is retried, keep it pending */
 	if (ctx->args[1] != 0)
 		return 0;
-	return observe((struct sk_buff *)ctx->args[0], STRATA_NETDEV_POINT_XMIT);
+	/* the device comes from the argument: skb->dev may already be the veth peer */
+	if (!watched((struct net_device *)ctx->args[2], &wk))
+		return 0;
+	pd = bpf_map_lookup_elem(&nd_pending, &key);
+	if (!pd)
+		return 0; /* aggregated at queue, or queued before the watch began */
+	emit(key, &wk, STRATA_NETDEV_POINT_XMIT, &pd->p, pd->agg_pkts, pd->agg_bytes, pd->skb_len);
+	bpf_map_delete_elem(&nd_pending, &key);
+	return 0;
 }

@@ -220,8 +220,11 @@ export const NET_DEV: ProbeFamily = {
     for (const ifname of ctx.interfaces) {
       try {
         watch(`uplink ${ifname}`, ctx.nodeNetnsInode, ctx.probes.linkInfo(ifname, ctx.nodeNetns).ifindex, ifname);
+        ctx.attached(`net_dev:${ifname}`, true);
       } catch (e) {
-        ctx.log(`strata: warning: net_dev cannot watch ${ifname}: ${(e as Error).message}`);
+        ctx.attached(`net_dev:${ifname}`, false);
+        // a missing uplink is already the TC probe's one warning
+        if ((e as { code?: string }).code !== 'ENODEV') ctx.log(`strata: warning: net_dev cannot watch ${ifname}: ${(e as Error).message}`);
       }
     }
     // a pod's own interface is its host veth's peer: IFLA_LINK of the host veth, in the pod's netns
