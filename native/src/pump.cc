@@ -49,9 +49,17 @@ void Pump::Flush() {
     if (env != nullptr && fn != nullptr) {
       // the batch's own memory becomes the Buffer (no second copy); freed with the Buffer.
       // Where external buffers are forbidden (V8 sandbox) NewOrCopy copies and finalizes now.
+      // V8 is told about the bytes it now keeps alive, so that GC pressure follows the batches.
       std::vector<uint8_t>* v = b->data;
-      auto buf = Napi::Buffer<uint8_t>::NewOrCopy(env, v->data(), v->size(),
-                                                  [](Napi::Env, uint8_t*, std::vector<uint8_t>* d) { delete d; }, v);
+      const int64_t bytes = (int64_t)v->size();
+      auto buf = Napi::Buffer<uint8_t>::NewOrCopy(
+          env, v->data(), v->size(),
+          [bytes](Napi::Env e, uint8_t*, std::vector<uint8_t>* d) {
+            Napi::MemoryManagement::AdjustExternalMemory(e, -bytes);
+            delete d;
+          },
+          v);
+      Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
       b->data = nullptr;
       fn.Call({buf, Napi::Number::New(env, b->records)});
     }

@@ -11,6 +11,7 @@ import { Decoder, type NetDevEvent, addrString } from '../../agent/src/events/de
 import { FLAGS, NETDEV_POINT } from '../../agent/src/events/layout.generated.ts';
 import { loadNative } from '../../agent/src/probes/native.ts';
 import { ProbeSet } from '../../agent/src/probes/probe-set.ts';
+import { netdevUnwatch, netdevWatch } from '../../agent/src/probes/registry.ts';
 import { requireKernel } from '../helpers/kernel.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
 
@@ -69,7 +70,7 @@ test('net_dev: packets of a watched pod interface, at rx/queue/xmit, and none fr
 
     probes = new ProbeSet({ wakeupBytes: 0 }).open('net_dev');
     // what the agent does for a pod: the peer of its host veth, in the pod's netns
-    probes.netdevWatch(podInode, watched.iflink);
+    netdevWatch(probes, podInode, watched.iflink);
     const events: Ev[] = [];
     const decoder = new Decoder({
       onSock: () => assert.fail('sock event'), onState: () => assert.fail('state event'), onPkt: () => assert.fail('pkt event'),
@@ -125,7 +126,7 @@ test('net_dev: packets of a watched pod interface, at rx/queue/xmit, and none fr
     assert.ok(probes.stats().netdevSeen >= events.length);
 
     // unwatched: the kernel stops at the watch lookup (counted synchronously, before the client exits)
-    probes.netdevUnwatch(podInode, watched.iflink);
+    netdevUnwatch(probes, podInode, watched.iflink);
     const seen = probes.stats().netdevSeen;
     await exchange('10.99.1.2');
     assert.equal(probes.stats().netdevSeen, seen, 'no packet of the unwatched device got past the watch map');

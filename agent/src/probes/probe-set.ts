@@ -14,7 +14,7 @@ export function kernelStats(v: number[]): KernelStats {
   return Object.fromEntries(STAT_NAMES.map((n, i) => [n, v[i] ?? 0])) as KernelStats;
 }
 
-const u32 = (v: number) => {
+export const u32 = (v: number) => {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(v >>> 0);
   return b;
@@ -24,7 +24,7 @@ const u64 = (v: number | bigint) => {
   b.writeBigUInt64LE(BigInt(v));
   return b;
 };
-const ONE = Buffer.from([1]);
+export const ONE = Buffer.from([1]);
 
 export class ProbeSet {
   readonly native: Probes;
@@ -96,15 +96,6 @@ export class ProbeSet {
 
   cgroupDelete(id: number | bigint): void {
     this.native.mapDelete('traced_cgroups', u64(id));
-  }
-
-  /** net_dev observes the device ifindex of the netns with this inode */
-  netdevWatch(netns: number, ifindex: number): void {
-    this.native.mapUpdate('netdev_watch', Buffer.concat([u32(netns), u32(ifindex)]), ONE);
-  }
-
-  netdevUnwatch(netns: number, ifindex: number): void {
-    this.native.mapDelete('netdev_watch', Buffer.concat([u32(netns), u32(ifindex)]));
   }
 
   linkInfo(ifname: string, netns = ''): { ifindex: number; iflink: number } {

@@ -9,7 +9,7 @@ import type { EventHandler } from '../events/decode.ts';
 import type { PodEntry, StaticTopology } from '../k8s/pods-file.ts';
 import type { PreflightEnv } from './preflight.ts';
 import type { Knobs } from '../../../native/index.d.ts';
-import type { ProbeSet } from './probe-set.ts';
+import { ONE, type ProbeSet, u32 } from './probe-set.ts';
 
 export type AttachKind = 'tracepoint' | 'raw_tp' | 'tc' | 'uprobe' | 'kprobe' | 'fentry';
 export type StatName = (typeof STAT_NAMES)[number];
@@ -213,7 +213,7 @@ export const NET_DEV: ProbeFamily = {
   stats: ['netdevSeen', 'netdevAggregated'],
   wire(ctx) {
     const watch = (what: string, netns: number, ifindex: number, name: string) => {
-      ctx.probes.netdevWatch(netns, ifindex);
+      netdevWatch(ctx.probes, netns, ifindex);
       ctx.topology.addInterface(ifindex, name, netns);
       ctx.log(`strata: net_dev watches ${what}`);
     };
@@ -239,6 +239,15 @@ export const NET_DEV: ProbeFamily = {
     }
   },
 };
+
+/** net_dev observes the device ifindex of the netns with this inode (bpf/net_dev.bpf.c netdev_watch) */
+export function netdevWatch(p: ProbeSet, netns: number, ifindex: number): void {
+  p.native.mapUpdate('netdev_watch', Buffer.concat([u32(netns), u32(ifindex)]), ONE, NET_DEV.object);
+}
+
+export function netdevUnwatch(p: ProbeSet, netns: number, ifindex: number): void {
+  p.native.mapDelete('netdev_watch', Buffer.concat([u32(netns), u32(ifindex)]), NET_DEV.object);
+}
 
 /** In load order: the required family first, so that its failure stops the agent before anything else loads. */
 export const FAMILIES: readonly ProbeFamily[] = [SOCK_SYSCALLS, VETH_TC, NET_DEV];
