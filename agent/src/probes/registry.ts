@@ -232,7 +232,8 @@ export const NET_DEV: ProbeFamily = {
       if (pod.hostNetwork || !pod.hostVeth) continue;
       try {
         const { iflink } = ctx.probes.linkInfo(pod.hostVeth, ctx.nodeNetns);
-        watch(`${pod.name}'s interface (peer of ${pod.hostVeth})`, pod.netnsInode, iflink, `${pod.name}:eth`);
+        // CNI names the pod end CNI_IFNAME, eth0 unless configured otherwise (the lab too)
+        watch(`${pod.name}'s interface (peer of ${pod.hostVeth})`, pod.netnsInode, iflink, 'eth0');
       } catch (e) {
         ctx.log(`strata: warning: net_dev cannot watch the interface of pod ${pod.name}: ${(e as Error).message}`);
       }
