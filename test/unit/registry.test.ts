@@ -7,7 +7,8 @@ import { test } from 'node:test';
 import { Decoder, type EventHandler } from '../../agent/src/events/decode.ts';
 import { BPF_OBJECTS, CONSTS, EVENT_TYPE, HDR, STAT_NAMES } from '../../agent/src/events/layout.generated.ts';
 import { loadNative } from '../../agent/src/probes/native.ts';
-import { FAMILIES, NON_AGENT_OBJECTS, type AttachKind } from '../../agent/src/probes/registry.ts';
+import { type AttachKind, FAMILIES, NON_AGENT_OBJECTS, type ProbeFamily, SOCK_SYSCALLS } from '../../agent/src/probes/registry.ts';
+import type { ObjectListing } from '../../native/index.d.ts';
 
 const ADDON = new URL('../../build/Release/strata_native.node', import.meta.url);
 
@@ -23,6 +24,43 @@ function kindOf(section: string): AttachKind | undefined {
   return undefined;
 }
 
+/** what differs between the families' declarations and the objects' programs, in words */
+function mismatches(objects: ObjectListing[], families: readonly ProbeFamily[], nonAgent: readonly string[]): string[] {
+  const problems: string[] = [];
+  const agentObjects = objects.filter((o) => !nonAgent.includes(o.name));
+  for (const o of agentObjects) {
+    const fams = families.filter((f) => f.object === o.name);
+    if (fams.length === 0) problems.push(`${o.name}.bpf.o belongs to no family (nor is it a named non-agent object)`);
+    for (const p of o.programs) {
+      const decl = fams.flatMap((f) => f.programs.filter((d) => d.name === p.name).map((d) => ({ f, d })));
+      if (decl.length === 0) problems.push(`${o.name}/${p.name} (${p.section}) is declared by no family`);
+      else if (decl.length > 1) problems.push(`${o.name}/${p.name} is declared ${decl.length} times`);
+      else if (decl[0]?.d.kind !== kindOf(p.section)) problems.push(`${o.name}/${p.name}: declared ${decl[0]?.d.kind}, section ${p.section}`);
+    }
+    // the shared maps every family's events go through
+    for (const m of ['events', 'stats']) if (!o.maps.includes(m)) problems.push(`${o.name}.bpf.o has no ${m} map`);
+  }
+  for (const f of families) {
+    const o = agentObjects.find((x) => x.name === f.object);
+    if (!o) problems.push(`${f.name}: no object ${f.object}.bpf.o`);
+    else for (const d of f.programs) if (!o.programs.some((p) => p.name === d.name)) problems.push(`${f.name} declares ${d.name}, missing from ${o.name}.bpf.o`);
+  }
+  return problems;
+}
+
+test('the comparison itself: an undeclared program and a declared one missing are both reported', () => {
+  const objects: ObjectListing[] = [
+    { name: 'sock', programs: [...SOCK_SYSCALLS.programs.map((p) => ({ name: p.name, section: p.kind === 'raw_tp' ? 'raw_tp/x' : 'tracepoint/x/y' })), { name: 'enter_splice', section: 'tracepoint/syscalls/sys_enter_splice' }], maps: ['events', 'stats'] },
+  ];
+  const missing = { ...SOCK_SYSCALLS, programs: [...SOCK_SYSCALLS.programs, { name: 'enter_recvmmsg', kind: 'tracepoint' as const }] };
+  assert.deepEqual(mismatches(objects, [missing], []), [
+    'sock/enter_splice (tracepoint/syscalls/sys_enter_splice) is declared by no family',
+    'sock_syscalls declares enter_recvmmsg, missing from sock.bpf.o',
+  ]);
+  assert.deepEqual(mismatches([...objects, { name: 'ovs', programs: [], maps: [] }], [SOCK_SYSCALLS], []).filter((m) => m.startsWith('ovs')),
+    ['ovs.bpf.o belongs to no family (nor is it a named non-agent object)', 'ovs.bpf.o has no events map', 'ovs.bpf.o has no stats map']);
+});
+
 test('every program of the built objects is declared by one family, and every declared one exists', (t) => {
   if (!existsSync(ADDON)) {
     if (process.env.CI === 'true') assert.fail('native addon not built');
@@ -32,26 +70,8 @@ test('every program of the built objects is declared by one family, and every de
   // opens the embedded objects without loading them: no privilege needed
   const objects = loadNative().listObjects();
   assert.deepEqual(objects.map((o) => o.name).sort(), [...BPF_OBJECTS].sort(), 'the addon embeds the objects the layout was generated from');
-  const agentObjects = objects.filter((o) => !NON_AGENT_OBJECTS.includes(o.name));
   for (const n of NON_AGENT_OBJECTS) assert.ok(objects.some((o) => o.name === n), `${n}.bpf.o is built (named as a non-agent object)`);
-  assert.deepEqual(agentObjects.map((o) => o.name).sort(), [...new Set(FAMILIES.map((f) => f.object))].sort(), 'one family per agent object');
-
-  const problems: string[] = [];
-  for (const o of agentObjects) {
-    const fams = FAMILIES.filter((f) => f.object === o.name);
-    for (const p of o.programs) {
-      const decl = fams.flatMap((f) => f.programs.filter((d) => d.name === p.name).map((d) => ({ f, d })));
-      if (decl.length === 0) problems.push(`${o.name}/${p.name} (${p.section}) is declared by no family`);
-      else if (decl.length > 1) problems.push(`${o.name}/${p.name} is declared ${decl.length} times`);
-      else if (decl[0]?.d.kind !== kindOf(p.section)) problems.push(`${o.name}/${p.name}: declared ${decl[0]?.d.kind}, section ${p.section}`);
-    }
-    for (const f of fams) {
-      for (const d of f.programs) if (!o.programs.some((p) => p.name === d.name)) problems.push(`${f.name} declares ${d.name}, missing from ${o.name}.bpf.o`);
-    }
-    // the shared maps every family's events go through
-    for (const m of ['events', 'stats']) if (!o.maps.includes(m)) problems.push(`${o.name}.bpf.o has no ${m} map`);
-  }
-  assert.deepEqual(problems, []);
+  assert.deepEqual(mismatches(objects, FAMILIES, NON_AGENT_OBJECTS), []);
   // bpftool and the kernel know programs by 15 characters: names must stay unique there
   const short = FAMILIES.flatMap((f) => f.programs.map((p) => p.name.slice(0, 15)));
   assert.equal(new Set(short).size, short.length, 'program names unique within 15 characters');
