@@ -6,7 +6,6 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 
-#include "features.skel.h"
 #include "strata.h"
 
 namespace strata {
@@ -41,22 +40,23 @@ FeatureResult ProbeOne(const Feature& f) {
   FeatureResult r;
   r.name = f.name;
   LastLibbpfLog();  // drop what earlier calls left, so the log belongs to this probe
-  features_bpf* skel = features_bpf__open();
-  if (!skel) {
-    Fill(&r, errno, "open", "open features.bpf.o");
+  NativeError oerr{};
+  bpf_object* obj = OpenEmbedded("features", &oerr);
+  if (!obj) {
+    Fill(&r, oerr.err, "open", "open features.bpf.o");
     r.log = LastLibbpfLog();
     return r;
   }
-  bpf_program* prog = bpf_object__find_program_by_name(skel->obj, f.prog);
+  bpf_program* prog = bpf_object__find_program_by_name(obj, f.prog);
   if (!prog) {
     Fill(&r, ENOENT, "open", std::string("program ") + f.prog);
-    features_bpf__destroy(skel);
+    bpf_object__close(obj);
     return r;
   }
   r.section = bpf_program__section_name(prog);
   // sections start with "?": every program is off unless switched on here
   bpf_program__set_autoload(prog, true);
-  int e = features_bpf__load(skel);
+  int e = bpf_object__load(obj);
   if (e) {
     Fill(&r, e, "load", "load " + r.section);
   } else if (f.attach) {
@@ -73,7 +73,7 @@ FeatureResult ProbeOne(const Feature& f) {
     r.message = "loaded (attached per interface by the agent)";
   }
   r.log = LastLibbpfLog();
-  features_bpf__destroy(skel);
+  bpf_object__close(obj);
   return r;
 }
 }  // namespace

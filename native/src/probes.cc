@@ -123,7 +123,7 @@ static bool InNetns(const std::string& path, NativeError* err, const std::string
 
 Probes::~Probes() { Close(); }
 
-static bpf_object* OpenEmbedded(const std::string& name, NativeError* err) {
+bpf_object* OpenEmbedded(const std::string& name, NativeError* err) {
   for (const auto& o : kObjects) {
     if (name != o.name) continue;
     size_t sz = 0;

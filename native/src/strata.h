@@ -72,6 +72,8 @@ struct ObjectInfo {
   std::vector<std::string> maps;
 };
 bool ListObjects(std::vector<ObjectInfo>* out, NativeError* err);
+// opens (does not load) an object of the generated table by name; nullptr and err on failure
+bpf_object* OpenEmbedded(const std::string& name, NativeError* err);
 
 // A load-time constant (`const volatile` in .rodata), set by its name before the verifier runs.
 struct Knob {
