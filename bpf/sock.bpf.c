@@ -596,7 +596,7 @@ int raw_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	__u8 op = nr_op((long)ctx->args[1]);
-	__u64 a1, a2, a3;
+	__u64 a1, a2, a3, buf, count, flags;
 	int fd;
 
 	if (!op)
@@ -607,24 +607,31 @@ int raw_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	a1 = PT_REGS_PARM2_CORE_SYSCALL(regs);
 	a2 = PT_REGS_PARM3_CORE_SYSCALL(regs);
 	a3 = PT_REGS_PARM4_CORE_SYSCALL(regs);
-	/* the same argument positions as the tracepoint variant's ENTER() lines above */
+	/* the same argument positions as the tracepoint variant's ENTER() lines above; one
+	 * on_enter() call site keeps the program as small as one tracepoint program */
+	buf = 0, count = 0, flags = 0;
 	switch (op) {
 	case STRATA_OP_READ:
 	case STRATA_OP_READV:
 	case STRATA_OP_WRITE:
 	case STRATA_OP_WRITEV:
-		return on_enter(op, fd, a1, a2, 0);
+		buf = a1, count = a2;
+		break;
 	case STRATA_OP_RECVFROM:
 	case STRATA_OP_SENDTO:
-		return on_enter(op, fd, a1, a2, a3);
+		buf = a1, count = a2, flags = a3;
+		break;
 	case STRATA_OP_RECVMSG:
 	case STRATA_OP_SENDMSG:
-		return on_enter(op, fd, a1, 0, a2);
+		buf = a1, flags = a2;
+		break;
 	case STRATA_OP_SENDFILE:
-		return on_enter(op, fd, 0, a3, 0);
+		count = a3;
+		break;
 	default: /* accept, accept4, connect */
-		return on_enter(op, fd, 0, 0, 0);
+		break;
 	}
+	return on_enter(op, fd, buf, count, flags);
 }
 
 SEC("raw_tp/sys_exit")
