@@ -2,6 +2,7 @@
 // exactly one family (with an attach kind matching its section), every declared program exists,
 // every event type has one emitting family and a decoder, and the objects are the layout's.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import { Decoder, type EventHandler } from '../../agent/src/events/decode.ts';
@@ -99,4 +100,19 @@ test('families declare only generated kernel counters, each owned once', () => {
   for (const s of owned) assert.ok((STAT_NAMES as readonly string[]).includes(s), s);
   assert.equal(new Set(owned).size, owned.length);
   assert.equal(FAMILIES.filter((f) => f.required).map((f) => f.name).join(), 'sock_syscalls', 'the socket syscalls are the one required family');
+});
+
+test('listObjects needs no privilege: an unprivileged user lists the same objects and programs', (t) => {
+  if (!existsSync(ADDON) || process.getuid?.() !== 0) {
+    t.skip('needs the addon built and root to drop privileges from');
+    return;
+  }
+  const code = `const n = require(${JSON.stringify(ADDON.pathname)}); process.stdout.write(JSON.stringify(n.listObjects()));`;
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', process.execPath, '-e', code], { encoding: 'utf8' });
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+    t.skip('setpriv (util-linux) not installed');
+    return;
+  }
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), loadNative().listObjects());
 });
