@@ -124,10 +124,18 @@ export class Agent {
     if (pf.variant) this.log(`strata: ${f.name} attached via ${pf.variant}${pf.reason ? `: ${pf.reason}` : ''}`);
     this.attached.push({ name: f.name, attached: true });
     this.loadedFamilies.push({ name: f.name, object: f.object, variant: pf.variant ?? 'default', required: f.required });
-    f.wire?.({
-      probes: p, pods: this.opts.pods, nodeNetns: this.opts.nodeNetns, nodeNetnsInode: this.nodeNetnsInode(), interfaces: this.opts.interfaces,
-      topology: this.topology, log: this.log, attached: (name, ok) => this.attached.push({ name, attached: ok }),
-    });
+    try {
+      f.wire?.({
+        probes: p, pods: this.opts.pods, nodeNetns: this.opts.nodeNetns, nodeNetnsInode: this.nodeNetnsInode(), interfaces: this.opts.interfaces,
+        topology: this.topology, log: this.log, attached: (name, ok) => this.attached.push({ name, attached: ok }),
+      });
+    } catch (e) {
+      // a family's wiring handles single items itself (one veth, one pod): what escapes is the whole family
+      const me = this.attached.find((a) => a.name === f.name);
+      if (me) me.attached = false;
+      if (f.required) throw this.probeError(STRATA_ERR_PROBE_ATTACH, `${f.summary}: setting up its filters failed (${f.name}, required)`, e);
+      this.log(`strata: warning: optional probe ${f.name} not set up: ${(e as Error).message}`);
+    }
   }
 
   private nodeNetnsInode(): number {
