@@ -3,7 +3,7 @@
 // Variants alternate within each round (A B, then B A) so machine drift hits them alike; figures
 // are median (min..max) over the rounds. The load runs in small C programs (bench/*.c, built with
 // gcc into a temp dir) inside a private netns, so the probes see only the bench's own traffic.
-// Usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 300000] [--budget-s 170]
+// Usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 300000] [--budget-s 170] [--syscall-attach tracepoint|raw_tp]
 // Needs root. Progress goes to stderr; the tables and, last, one JSON line go to stdout.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -40,11 +40,12 @@ const { values: argv } = parseArgs({
     'load-ms': { type: 'string', default: '1500' },
     calls: { type: 'string', default: '300000' },
     'budget-s': { type: 'string', default: '170' },
+    'syscall-attach': { type: 'string', default: 'tracepoint' },
     help: { type: 'boolean', default: false },
   },
 });
 if (argv.help) {
-  process.stdout.write('usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 300000] [--budget-s 170]\n');
+  process.stdout.write('usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 300000] [--budget-s 170] [--syscall-attach tracepoint|raw_tp]\n');
   process.exit(0);
 }
 const posInt = (name: string, v: string): number => {
@@ -58,6 +59,8 @@ const LOAD_MS = posInt('load-ms', argv['load-ms']);
 const CALLS = Math.floor(posInt('calls', argv.calls) / 10000) * 10000;
 if (CALLS === 0) throw new Error('--calls must be at least 10000');
 const BUDGET_MS = posInt('budget-s', argv['budget-s']) * 1000;
+/** the socket probes' variant (registry: sock_syscalls); raw_tp runs for every syscall of every task */
+const SYSCALL_ATTACH = argv['syscall-attach'] === 'raw_tp' ? 'raw_tp' : 'tracepoint';
 // sysloop writes CALLS/10 warm-up calls first; the BPF run counters see those too
 const SYSLOOP_WRITES = CALLS + Math.floor(CALLS / 10);
 
@@ -88,7 +91,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 }
 
 function withProbes<T>(opts: ProbeSettings, body: (p: ProbeSet) => Promise<T>): Promise<T> {
-  const probes = new ProbeSet(opts);
+  const probes = new ProbeSet({ syscallAttach: SYSCALL_ATTACH, ...opts });
   liveProbes.add(probes);
   return body(probes).finally(() => {
     probes.close();
@@ -369,7 +372,7 @@ interface SyscallRun {
   load: SysloopResult;
 }
 
-const WATCHED_PROGS = ['enter_write', 'exit_write', 'enter_read', 'exit_read'];
+const WATCHED_PROGS = SYSCALL_ATTACH === 'raw_tp' ? ['raw_sys_enter', 'raw_sys_exit'] : ['enter_write', 'exit_write', 'enter_read', 'exit_read'];
 
 async function syscallRun(v: SyscallVariant, bins: Bins): Promise<SyscallRun> {
   if (v.probes === 'none') {
