@@ -3,9 +3,10 @@
 // absent (a private mount namespace with tracefs and debugfs unmounted). Either way a request
 // through the lab gives the same span tree as with tracepoints: same names, kinds and parents.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
+import type { CheckReport } from '../../agent/src/check.ts';
 import { runClient } from '../../lab/lab.ts';
 import { type AgentProc, metricValue, startAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { missingPrerequisites } from '../helpers/kernel.ts';
@@ -101,5 +102,33 @@ describe('socket probes through raw tracepoints', { skip: why }, () => {
     assert.deepEqual(agent.ready().probes, { sock_syscalls: 'raw_tp', veth_tc: 'default', net_dev: 'default' }, 'the ready line names the variant');
     assert.match(agent.stderr(), /sock_syscalls attached via raw_tp: tracefs is not mounted/);
     assert.deepEqual(await traceThrough(agent, '/rt-auto'), reference);
+  });
+});
+
+describe('strata check without tracefs', { skip: why }, () => {
+  test('the socket probes are reported runnable through raw tracepoints, and raw_tp becomes the required feature', () => {
+    const script = 'umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; ' +
+      'if [ -e /sys/kernel/tracing/events ]; then exit 97; fi; exec "$0" "$@"';
+    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, process.execPath, CLI, 'check', '--json'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+    const rep = JSON.parse(r.stdout) as CheckReport;
+    assert.equal(rep.ok, true);
+    assert.deepEqual(rep.missing, []);
+    assert.equal(rep.tracefs.rawTracepointFallbackNeeded, true);
+    const probe = (name: string) => {
+      const p = rep.probes.find((x) => x.name === name);
+      assert.ok(p, name);
+      return p;
+    };
+    const sock = probe('sock_syscalls');
+    assert.deepEqual([sock.kind, sock.required, sock.ok, sock.attached, sock.variant], ['family', true, true, true, 'raw_tp']);
+    assert.match(sock.note ?? '', /tracefs is not mounted/);
+    assert.deepEqual([probe('raw_tp').required, probe('raw_tp').ok], [true, true]);
+    for (const name of ['tracepoint', 'tracepoint_sock']) {
+      const p = probe(name);
+      assert.deepEqual([p.required, p.ok], [false, false], name);
+      assert.match(p.reason, /tracefs is not mounted/);
+    }
+    for (const f of ['veth_tc', 'net_dev']) assert.deepEqual([probe(f).kind, probe(f).required, probe(f).ok], ['family', false, true], f);
   });
 });
