@@ -31,7 +31,8 @@ static Napi::Array StaleToJs(Napi::Env env, const std::vector<StaleTc>& v) {
   return a;
 }
 
-static std::string OptNetns(const Napi::CallbackInfo& info, size_t i) {
+// optional string argument i ("" when absent): a netns path, an object name
+static std::string OptStr(const Napi::CallbackInfo& info, size_t i) {
   return info.Length() > i && info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : std::string();
 }
 
@@ -39,7 +40,7 @@ static std::string OptNetns(const Napi::CallbackInfo& info, size_t i) {
 static Napi::Value CleanupStale(const Napi::CallbackInfo& info) {
   NativeError err{};
   std::vector<StaleTc> removed;
-  if (!CleanupStaleTc(OptNetns(info, 0), &removed, &err)) {
+  if (!CleanupStaleTc(OptStr(info, 0), &removed, &err)) {
     ToJsError(info.Env(), err).ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
@@ -98,7 +99,7 @@ static Napi::Value LinkInfoJs(const Napi::CallbackInfo& info) {
   if (env.IsExceptionPending()) return env.Undefined();
   int ifindex = 0, iflink = 0;
   NativeError err{};
-  if (!LinkInfo(OptNetns(info, 1), ifname, &ifindex, &iflink, &err)) {
+  if (!LinkInfo(OptStr(info, 1), ifname, &ifindex, &iflink, &err)) {
     ToJsError(env, err).ThrowAsJavaScriptException();
     return env.Undefined();
   }
@@ -231,7 +232,7 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
   Napi::Value AttachTc(const Napi::CallbackInfo& info) {
     std::string object = Str(info, 0), ifname = Str(info, 1);
     if (info.Env().IsExceptionPending()) return info.Env().Undefined();
-    std::string netns = OptNetns(info, 2);
+    std::string netns = OptStr(info, 2);
     std::string ingress = "tc_ingress", egress = "tc_egress";
     if (info.Length() > 3 && info[3].IsObject()) {
       auto o = info[3].As<Napi::Object>();
@@ -248,7 +249,7 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
     std::string ifname = Str(info, 0);
     if (info.Env().IsExceptionPending()) return info.Env().Undefined();
     NativeError err{};
-    if (!probes_.DetachTc(ifname, OptNetns(info, 1), &err)) return Throw(info.Env(), err);
+    if (!probes_.DetachTc(ifname, OptStr(info, 1), &err)) return Throw(info.Env(), err);
     return info.Env().Undefined();
   }
 
@@ -258,7 +259,7 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
     Napi::Buffer<uint8_t> key, val;
     if (info.Env().IsExceptionPending() || !Buf(info, 1, &key) || !Buf(info, 2, &val)) return info.Env().Undefined();
     NativeError err{};
-    if (!probes_.MapUpdate(OptNetns(info, 3), map, key.Data(), key.Length(), val.Data(), val.Length(), &err))
+    if (!probes_.MapUpdate(OptStr(info, 3), map, key.Data(), key.Length(), val.Data(), val.Length(), &err))
       return Throw(info.Env(), err);
     return info.Env().Undefined();
   }
@@ -269,7 +270,7 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
     Napi::Buffer<uint8_t> key;
     if (info.Env().IsExceptionPending() || !Buf(info, 1, &key)) return info.Env().Undefined();
     NativeError err{};
-    if (!probes_.MapDelete(OptNetns(info, 2), map, key.Data(), key.Length(), &err)) return Throw(info.Env(), err);
+    if (!probes_.MapDelete(OptStr(info, 2), map, key.Data(), key.Length(), &err)) return Throw(info.Env(), err);
     return info.Env().Undefined();
   }
 
