@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { Agent } from '../../agent/src/agent.ts';
+import { defaultConfig, toAgentOptions } from '../../agent/src/config/index.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
 import { loadNative } from '../../agent/src/probes/native.ts';
 import { requireKernel } from '../helpers/kernel.ts';
@@ -83,6 +84,8 @@ test('the agent traces a hostNetwork pod by the cgroups the pods file names, and
   const traces = mkdtempSync(join(tmpdir(), 'strata-cg-'));
   const children: ChildProcess[] = [];
   const agent = new Agent({
+    ...toAgentOptions(defaultConfig({}, 'node-1'), []),
+    export: {},
     nodeName: 'node-1',
     pods: [{ name: 'chatter-7d4b9c6f5-x2x9z', namespace: 'default', uid: 'u-1', node: 'node-1', ip: '', netnsInode: 0, hostVeth: '', hostNetwork: true, cgroupIds: [statSync(dir).ino], labels: { app: 'chatter' } }],
     nodeNetns: '',

@@ -79,3 +79,18 @@ export function splitTarget(target: string): { path: string; query: string } {
   const q = target.indexOf('?');
   return q < 0 ? { path: target, query: '' } : { path: target.slice(0, q), query: target.slice(q + 1) };
 }
+
+/**
+ * A request line is valid when its target is visible ASCII (RFC 9112: no controls, no spaces, no
+ * raw bytes >= 0x80) and, when the capture holds the whole line, its version is HTTP/1.0 or 1.1.
+ * `GET ` followed by binary passes looksLikeRequest but is junk.
+ */
+export function validRequestLine(head: HttpHead): boolean {
+  const t = head.target;
+  if (t.length === 0 && head.version !== '') return false;
+  for (let i = 0; i < t.length; i++) {
+    const c = t.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f) return false;
+  }
+  return head.version === '' || head.version === 'HTTP/1.1' || head.version === 'HTTP/1.0';
+}
