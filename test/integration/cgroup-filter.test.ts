@@ -104,8 +104,8 @@ test('the agent traces a hostNetwork pod by the cgroups the pods file names, and
     const inside = spawn('sh', ['-c', `echo $$ > ${join(dir, 'cgroup.procs')} && exec "${process.execPath}" -e "$0"`, CHATTER], { stdio: 'ignore' });
     children.push(inside);
     await waitFor(() => agent.correlator.stats.spansEmitted >= 4, 'spans of the hostNetwork pod', 15_000);
-    // exchange spans carry the pod; the socket-to-socket hops on loopback are strata-net's
-    assert.deepEqual([...services].filter((x) => !x.startsWith('strata-net/')), ['chatter/chatter-7d4b9c6f5-x2x9z']);
+    // exchange spans carry the pod; the socket-to-socket hops on loopback are under the node layer's service (net:node <node>)
+    assert.deepEqual([...services].filter((x) => !x.startsWith('net:')), ['chatter/chatter-7d4b9c6f5-x2x9z']);
   } finally {
     for (const c of children) c.kill('SIGKILL');
     await agent.stop();

@@ -54,7 +54,8 @@ describe('walking skeleton: one request, one cross-layer trace', { skip: why }, 
     const hops = t.filter((r) => r.span.kind === KIND_INTERNAL && r.span.parentSpanId === upstream.span.spanId);
     const onAppVeth = hops.filter((r) => r.span.attributes['network.interface.name'] === lab.pods.app.hostVeth);
     assert.ok(onAppVeth.length >= 2, `hops on ${lab.pods.app.hostVeth}: ${hops.map((h) => h.span.name).join(', ')}`);
-    assert.ok(hops.some((h) => h.span.name === `net ${lab.pods.app.hostVeth} -> frontend socket` && h.span.attributes['k8s.pod.name'] === 'frontend'));
+    // named after the pods joined, not the lab's interface names: the app pod's veth, then its socket
+    assert.ok(hops.some((h) => h.span.name === 'request frontend veth -> frontend' && h.span.attributes['k8s.pod.name'] === 'frontend'));
     assert.ok(hops.some((h) => h.span.attributes['strata.layer'] === 'bridge'));
     for (const r of t) {
       // every span of the trace carries its own request's path: nothing cross-linked
