@@ -247,7 +247,7 @@ export class Correlator implements EventHandler {
       error: !failed ? undefined : ex.invalid ? `invalid request: ${ex.invalid}` : ex.incomplete ? 'incomplete exchange' : `HTTP ${ex.status}`,
       hopsIncomplete,
       headers,
-      process: { pid: c.pid, tid: c.tid, comm: c.comm, executable: c.executable, netns: c.netns },
+      process: c.process,
       pod: c.pod,
       node: this.topo.nodeName,
       local: { ip: c.localIp, port: c.localPort },

@@ -9,7 +9,7 @@ import type { ExecutableOf, PodInfo, Topology } from '../k8s/topology.ts';
 import { type HttpHead, looksLikeRequest, validRequestLine } from './http.ts';
 import type { ExchangeIds } from './ids.ts';
 import { reqMsgKey, respMsgKey } from './hops.ts';
-import type { InvalidReason, ObservationPoint } from './records.ts';
+import type { InvalidReason, ObservationPoint, ProcessInfo } from './records.ts';
 import { type Framing, type HeadCut, HttpStream } from './stream.ts';
 
 export const ROLE_UNKNOWN = 0;
@@ -36,6 +36,8 @@ export interface Conn {
   pod?: PodInfo;
   /** name of this socket's observation points: the workload, else the program */
   owner: string;
+  /** the process, as records carry it (one object per connection, shared by its records) */
+  process: ProcessInfo;
   /** request direction and response direction parsers (created when the role is known) */
   req?: HttpStream<SockEvent>;
   resp?: HttpStream<SockEvent>;
@@ -359,7 +361,7 @@ export class Exchanges {
       sk: e.sk, pid: e.pid, tid: e.tid, netns: e.netns, fd: e.fd, comm, executable, role: ROLE_UNKNOWN, family: e.tuple.family,
       localIp: addrString(e.buf, e.tuple.saddrOff, e.tuple.family), localPort: e.tuple.sport,
       remoteIp: addrString(e.buf, e.tuple.daddrOff, e.tuple.family), remotePort: e.tuple.dport,
-      clientEp: '', pod, owner: pod?.workload ?? executable, awaiting: [], reqStartTs: e.tsNs, reqStartSeq: -1, respStartTs: 0, respStartSeq: -1,
+      clientEp: '', pod, owner: pod?.workload ?? executable, process: { pid: e.pid, tid: e.tid, comm, executable, netns: e.netns }, awaiting: [], reqStartTs: e.tsNs, reqStartSeq: -1, respStartTs: 0, respStartSeq: -1,
       lastReqTs: e.tsNs, lastRespTs: e.tsNs, lastTs: e.tsNs, nonHttpCounted: false, maxReqPoints: 0, maxRespPoints: 0, prevRespEnd: 0,
     };
     this.conns.set(e.sk, c); // may evict (and close) the least recently used connection

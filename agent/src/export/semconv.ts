@@ -10,7 +10,7 @@
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { Attributes } from '@opentelemetry/api';
 import { LRUCache } from 'lru-cache';
-import type { ExchangeRecord, HopRecord, ObservationPoint } from '../correlate/records.ts';
+import type { ExchangeRecord, HopRecord, Layer, ObservationPoint, ProcessInfo } from '../correlate/records.ts';
 import { splitTarget } from '../correlate/http.ts';
 import { Routes } from './route.ts';
 import { MAX_NAME, MAX_VALUE, clean } from './sanitize.ts';
@@ -29,10 +29,27 @@ export class SpanMapper {
   private readonly routes: Routes;
   /** one descriptor per process/pod and per layer/node, reused so the sink keys its Resources by identity */
   private readonly resources: LRUCache<string, SpanResource>;
+  /** per process as the correlator shares it (one object per connection): no key built per span */
+  private readonly byProcess = new WeakMap<ProcessInfo, SpanResource>();
+  private readonly net = new Map<string, Partial<Record<Layer, SpanResource>>>();
+  private readonly maxResources: number;
+  /** route of each recent path (paths repeat: the pattern match or id heuristic runs once per path) */
+  private readonly routeOf: LRUCache<string, string>;
 
   constructor(o: SpanMapperOptions) {
     this.routes = new Routes(o.routes);
-    this.resources = new LRUCache<string, SpanResource>({ max: Math.max(1, o.maxResources) });
+    this.maxResources = Math.max(1, o.maxResources);
+    this.resources = new LRUCache<string, SpanResource>({ max: this.maxResources });
+    this.routeOf = new LRUCache<string, string>({ max: 4096 });
+  }
+
+  private route(path: string): string {
+    let r = this.routeOf.get(path);
+    if (r === undefined) {
+      r = this.routes.route(path);
+      this.routeOf.set(path, r);
+    }
+    return r;
   }
 
   /** the exchange span, then its hop spans */
@@ -41,7 +58,7 @@ export class SpanMapper {
     const { path, query } = splitTarget(r.target);
     const cleanPath = clean(path, MAX_VALUE);
     const method = r.method === '_OTHER' ? '_OTHER' : clean(r.method, 16);
-    const route = this.routes.route(path);
+    const route = this.route(path);
     const a: Attributes = {
       'http.request.method': method,
       'network.protocol.name': 'http',
@@ -154,28 +171,38 @@ export class SpanMapper {
 
   private processResource(r: ExchangeRecord): SpanResource {
     const p = r.process;
-    const key = `p/${p.pid}/${r.pod?.uid ?? ''}/${p.executable}`;
-    let res = this.resources.get(key);
+    let res = this.byProcess.get(p);
     if (res) return res;
-    const exe = clean(p.executable, 64);
-    const attrs: Attributes = { 'k8s.node.name': r.node, 'process.pid': p.pid, 'process.executable.name': exe };
-    if (r.pod) {
-      attrs['k8s.pod.name'] = r.pod.name;
-      attrs['k8s.namespace.name'] = r.pod.namespace;
-      if (r.pod.uid) attrs['k8s.pod.uid'] = r.pod.uid;
-      attrs['k8s.deployment.name'] = r.pod.workload;
+    const key = `p/${p.pid}/${r.pod?.uid ?? ''}/${p.executable}`;
+    res = this.resources.get(key);
+    if (!res) {
+      const exe = clean(p.executable, 64);
+      const attrs: Attributes = { 'k8s.node.name': r.node, 'process.pid': p.pid, 'process.executable.name': exe };
+      if (r.pod) {
+        attrs['k8s.pod.name'] = r.pod.name;
+        attrs['k8s.namespace.name'] = r.pod.namespace;
+        if (r.pod.uid) attrs['k8s.pod.uid'] = r.pod.uid;
+        attrs['k8s.deployment.name'] = r.pod.workload;
+      }
+      res = { serviceName: r.pod?.workload ?? exe, attributes: attrs };
+      this.resources.set(key, res);
     }
-    res = { serviceName: r.pod?.workload ?? exe, attributes: attrs };
-    this.resources.set(key, res);
+    this.byProcess.set(p, res);
     return res;
   }
 
-  private netResource(layer: string, node: string): SpanResource {
-    const key = `n/${layer}/${node}`;
-    let res = this.resources.get(key);
-    if (res) return res;
-    res = { serviceName: `net:${layer} ${node}`, attributes: { 'k8s.node.name': node, 'strata.layer': layer } };
-    this.resources.set(key, res);
+  private netResource(layer: Layer, node: string): SpanResource {
+    let perNode = this.net.get(node);
+    if (!perNode) {
+      if (this.net.size >= this.maxResources) this.net.clear();
+      perNode = {};
+      this.net.set(node, perNode);
+    }
+    let res = perNode[layer];
+    if (!res) {
+      res = { serviceName: `net:${layer} ${node}`, attributes: { 'k8s.node.name': node, 'strata.layer': layer } };
+      perNode[layer] = res;
+    }
     return res;
   }
 }
