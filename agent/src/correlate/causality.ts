@@ -49,20 +49,21 @@ export class Causality {
    * The parent exchange on this node: for a SERVER, the traced CLIENT that wrote its request (its
    * key, or one seq lower when the read also consumed a FIN); for a CLIENT, its in-process cause.
    */
-  parentOf(ex: Exchange, refresh = true): Exchange | undefined {
+  parentOf(ex: Exchange): Exchange | undefined {
     if (ex.role !== ROLE_SERVER) return ex.cause;
-    const get = (k: string) => (refresh ? this.clientByReqKey.get(k) : this.clientByReqKey.peek(k));
-    const p = get(ex.reqKey);
-    if (p || ex.reqSeq < 0) return p;
-    const alt = get(finKey(ex.reqKey, ex.reqSeq));
-    return alt;
+    if (ex.parent !== undefined) return ex.parent ?? undefined;
+    let p = this.clientByReqKey.get(ex.reqKey);
+    if (!p && ex.reqSeq >= 0) p = this.clientByReqKey.get(finKey(ex.reqKey, ex.reqSeq));
+    // looked up once, when the exchange is emitted (or a child resolves its ids): fixed from then on
+    ex.parent = p ?? null;
+    return p;
   }
 
   /** The exchange that started this trace on this node (no local parent). */
   localRoot(ex: Exchange): Exchange {
     let cur = ex;
     for (let i = 0; i < 32; i++) {
-      const p = this.parentOf(cur, false);
+      const p = this.parentOf(cur);
       if (!p) return cur;
       cur = p;
     }

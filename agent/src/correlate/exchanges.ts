@@ -91,6 +91,8 @@ export interface Exchange {
   pipelined: boolean;
   /** for CLIENT exchanges: the SERVER exchange of the same process that caused it */
   cause?: Exchange;
+  /** the local parent once looked up (null: none), fixed from then on like the ids derived from it */
+  parent?: Exchange | null;
   children: number;
   ids?: ExchangeIds;
   /** set when emitted */

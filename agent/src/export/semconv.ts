@@ -129,12 +129,18 @@ export class SpanMapper {
       events,
       resource: this.processResource(r),
     });
-    for (const h of r.hops) out(this.hop(r, h, cleanPath, method));
+    // consecutive hops share a point: label each point once
+    let prev: ObservationPoint | undefined;
+    let prevLabel = '';
+    for (const h of r.hops) {
+      const from = h.from === prev ? prevLabel : pointLabel(h.from, r.node);
+      prev = h.to;
+      prevLabel = pointLabel(h.to, r.node);
+      out(this.hop(r, h, from, prevLabel, cleanPath, method));
+    }
   }
 
-  private hop(r: ExchangeRecord, h: HopRecord, path: string, method: string): SpanRecord {
-    const from = pointLabel(h.from, r.node);
-    const to = pointLabel(h.to, r.node);
+  private hop(r: ExchangeRecord, h: HopRecord, from: string, to: string, path: string, method: string): SpanRecord {
     const a: Attributes = {
       'strata.layer': h.layer,
       'strata.from': from,
