@@ -1,4 +1,5 @@
-// Composition root of the agent: probes -> pump -> decoder -> correlator -> span sink, plus
+// Composition root of the agent: probes -> pump -> decoder -> correlator (exchange records) ->
+// span mapping (export/semconv.ts) -> span sink (one BatchSpanProcessor per exporter), plus
 // metrics. The same code runs in the lab and on a node; only discovery differs.
 import { statSync } from 'node:fs';
 import { type Server, createServer } from 'node:http';

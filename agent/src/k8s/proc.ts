@@ -16,7 +16,8 @@ export function procExecutables(max: number, procRoot = '/proc'): ExecutableOf {
     } catch {
       try {
         const argv0 = readFileSync(`${procRoot}/${pid}/cmdline`, 'latin1').split('\0')[0] ?? '';
-        name = basename(argv0.split(' ')[0] ?? '');
+        // a process may rewrite its argv into one line ("nginx: worker process")
+        name = basename(argv0.split(' ')[0] ?? '').replace(/:$/, '');
       } catch {
         // gone already, or not ours to read: the caller falls back to comm
       }
