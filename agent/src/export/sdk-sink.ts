@@ -1,12 +1,12 @@
 // SpanSink in front of the OpenTelemetry SDK's export machinery: each SpanRecord becomes a
 // ReadableSpan (readable-span.ts) with exactly the record's ids, parent, times, kind, attributes,
 // events and status, and goes to every exporter's own BatchSpanProcessor (bounded, counted).
-// Resources are built once per distinct resource (resourceFromAttributes, merged over the SDK's
-// default resource as a TracerProvider would) and cached by content, bounded (LRU).
+// Resources are built once per distinct resource (resourceFromAttributes) and cached by content,
+// bounded (LRU).
 // The options are the sink's slice of the validated configuration: no defaults here.
 import { type Context, isValidSpanId, isValidTraceId } from '@opentelemetry/api';
 import { type ExportResult, ExportResultCode, type InstrumentationScope } from '@opentelemetry/core';
-import { defaultResource, type Resource, resourceFromAttributes } from '@opentelemetry/resources';
+import { type Resource, resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchSpanProcessor, type ReadableSpan, type Span, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { LRUCache } from 'lru-cache';
 import { defaultWarn, errorMessage, type LogFn, rateLimitedLog } from './log.ts';
@@ -286,8 +286,7 @@ export class SdkSpanSink implements SpanSink {
     }
     const hit = this.resources.get(key);
     if (hit) return hit;
-    // what a TracerProvider would have attached: the SDK's default resource under ours
-    const built = defaultResource().merge(resourceFromAttributes({ ...resource.attributes, 'service.name': resource.serviceName }));
+    const built = resourceFromAttributes({ ...resource.attributes, 'service.name': resource.serviceName });
     this.resources.set(key, built);
     this.counters.providersCreated++;
     return built;
