@@ -53,6 +53,27 @@ describe('hop chains', () => {
     assert.deepEqual(marked.sort(), ['/fx/pipe/2', '/fx/pipe/3']);
   });
 
+  test('a retransmission seen twice on one interface does not make the next chain look short', () => {
+    const B = (x: string) => Buffer.from(x, 'latin1');
+    const turn = (p: string): Turn => ({ request: B(`GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`), response: B('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n') });
+    const recs = conversation([turn('/r/1'), turn('/r/2')], (d) => [d], (d) => [d], { serverOnly: true });
+    const len = turn('/r/1').request.length;
+    const rlen = turn('/r/1').response.length;
+    // the first request crosses the traced interface twice (retransmitted), the second once
+    const pkts = [
+      pktRecord({ ts: 1_002_500, ifindex: 9, src: CLIENT, dst: SERVER, seq: 0xfffff000, dataLen: len, dir: 2 }),
+      pktRecord({ ts: 1_002_600, ifindex: 9, src: CLIENT, dst: SERVER, seq: 0xfffff000, dataLen: len, dir: 2 }),
+      pktRecord({ ts: 1_006_500, ifindex: 9, src: CLIENT, dst: SERVER, seq: (0xfffff000 + len) >>> 0, dataLen: len, dir: 2 }),
+      // and each response once on its way out
+      pktRecord({ ts: 1_004_500, ifindex: 9, src: SERVER, dst: CLIENT, seq: 0x1000, dataLen: rlen, dir: 1 }),
+      pktRecord({ ts: 1_008_500, ifindex: 9, src: SERVER, dst: CLIENT, seq: 0x1000 + rlen, dataLen: rlen, dir: 1 }),
+    ];
+    const r = runRecords([...recs, ...pkts]);
+    const servers = r.spans.filter((s) => s.kind === SpanKind.SERVER);
+    assert.equal(servers.length, 2);
+    for (const s of servers) assert.equal(s.attributes['strata.hops.incomplete'], undefined, String(s.attributes['url.path']));
+  });
+
   test('a response path with no points while the request path has them is marked', () => {
     // packets of the request seen on a traced interface, none of the response: both sockets traced
     const turn: Turn = { request: Buffer.from('GET /one-way HTTP/1.1\r\nHost: a\r\n\r\n', 'latin1'), response: Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n', 'latin1') };

@@ -189,7 +189,9 @@ export class Correlator implements EventHandler {
   private emit(ex: Exchange, nowNs: number): void {
     ex.emittedAt = nowNs;
     if (ex.invalid && !this.opts.exportInvalid) {
-      ex.keep = false; // counted by reason; nothing of it is exported
+      // counted by reason; nothing of it is exported, nor of a local trace it would have rooted
+      ex.keep = false;
+      this.sampling.discard(ex);
       return;
     }
     const ids = this.ids(ex);
@@ -271,17 +273,35 @@ export class Correlator implements EventHandler {
   private chainGap(ex: Exchange, req: ObservationPoint[], resp: ObservationPoint[]): string | undefined {
     const c = ex.conn;
     const hasResp = ex.respKey !== undefined;
+    // places, not points: a retransmission seen twice on one interface is not a longer chain
+    const nReq = distinctPlaces(req);
+    const nResp = distinctPlaces(resp);
     let why: string | undefined;
-    if (req.length < c.maxReqPoints || (hasResp && resp.length < c.maxRespPoints)) {
+    if (nReq < c.maxReqPlaces || (hasResp && nResp < c.maxRespPlaces)) {
       why = ex.pipelined ? PIPELINED : 'fewer observation points than earlier messages of this connection';
-    } else if (hasResp && req.length >= 2 && resp.length < 2) {
+    } else if (hasResp && nReq >= 2 && nResp < 2) {
       why = 'response path not observed';
-    } else if (hasResp && resp.length >= 2 && req.length < 2) {
+    } else if (hasResp && nResp >= 2 && nReq < 2) {
       why = ex.pipelined ? PIPELINED : 'request path not observed';
     }
-    if (req.length > c.maxReqPoints) c.maxReqPoints = req.length;
-    if (resp.length > c.maxRespPoints) c.maxRespPoints = resp.length;
+    if (nReq > c.maxReqPlaces) c.maxReqPlaces = nReq;
+    if (nResp > c.maxRespPlaces) c.maxRespPlaces = nResp;
     if (why) this.counts.hopsIncomplete++;
     return why;
   }
+}
+
+/** how many different places (socket, interface and direction, device and netns) saw the message */
+function distinctPlaces(pts: ObservationPoint[]): number {
+  let n = 0;
+  for (let i = 0; i < pts.length; i++) {
+    const p = pts[i] as ObservationPoint;
+    let seen = false;
+    for (let j = 0; j < i && !seen; j++) {
+      const q = pts[j] as ObservationPoint;
+      seen = q.kind === p.kind && q.name === p.name && q.dir === p.dir && q.netns === p.netns;
+    }
+    if (!seen) n++;
+  }
+  return n;
 }

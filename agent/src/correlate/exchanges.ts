@@ -56,9 +56,9 @@ export interface Conn {
   lastRespTs: number;
   lastTs: number;
   nonHttpCounted: boolean;
-  /** most observation points any emitted message of this connection had, per direction */
-  maxReqPoints: number;
-  maxRespPoints: number;
+  /** most distinct observation places any emitted message of this connection had, per direction */
+  maxReqPlaces: number;
+  maxRespPlaces: number;
   /** when the previous response on this connection ended (pipelining: the next request started before) */
   prevRespEnd: number;
 }
@@ -364,7 +364,7 @@ export class Exchanges {
       localIp: addrString(e.buf, e.tuple.saddrOff, e.tuple.family), localPort: e.tuple.sport,
       remoteIp: addrString(e.buf, e.tuple.daddrOff, e.tuple.family), remotePort: e.tuple.dport,
       clientEp: '', pod, owner: pod?.workload ?? executable, process: { pid: e.pid, tid: e.tid, comm, executable, netns: e.netns }, awaiting: [], reqStartTs: e.tsNs, reqStartSeq: -1, respStartTs: 0, respStartSeq: -1,
-      lastReqTs: e.tsNs, lastRespTs: e.tsNs, lastTs: e.tsNs, nonHttpCounted: false, maxReqPoints: 0, maxRespPoints: 0, prevRespEnd: 0,
+      lastReqTs: e.tsNs, lastRespTs: e.tsNs, lastTs: e.tsNs, nonHttpCounted: false, maxReqPlaces: 0, maxRespPlaces: 0, prevRespEnd: 0,
     };
     this.conns.set(e.sk, c); // may evict (and close) the least recently used connection
     return c;

@@ -173,7 +173,7 @@ export class Hops {
         return [...pts, ...alt.points].sort(byTs);
       }
     }
-    return pts.length > 1 ? [...pts].sort(byTs) : [...pts];
+    return pts.length > 1 ? [...pts].sort(byTs) : pts;
   }
 
   /** INTERNAL spans between consecutive points, ids derived from the message key */

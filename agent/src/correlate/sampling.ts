@@ -58,6 +58,14 @@ export class TailSampling {
     this.release(set, root.keep);
   }
 
+  /** the root will not be exported (an invalid request): neither is what was held for it */
+  discard(root: Exchange): void {
+    const h = this.held.get(root);
+    if (!h) return;
+    this.held.delete(root);
+    this.release(h, false);
+  }
+
   /** decides every held trace now (shutdown) */
   drain(): void {
     for (const [root, records] of [...this.held.entries()]) this.release(records, this.decide(root, records, false));
