@@ -12,6 +12,8 @@ import { Routes, idLike } from '../../agent/src/export/route.ts';
 import { INVALID_REQUEST_NAME, SpanMapper } from '../../agent/src/export/semconv.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
 import { procExecutables } from '../../agent/src/k8s/proc.ts';
+import { EVENT_TYPE } from '../../agent/src/events/layout.generated.ts';
+import { pktRecord, sockRecord } from '../helpers/synth.ts';
 import { conversation, runRecords, type Turn } from '../helpers/conversation.ts';
 import { mapperOptions, sinkOptions } from '../helpers/options.ts';
 import { spanTree } from '../helpers/otlp-fixture.ts';
@@ -115,6 +117,22 @@ describe('invalid requests', () => {
     assertClean(r.spans);
     const ua = ex.find((s) => s.attributes['user_agent.original'])?.attributes['user_agent.original'];
     assert.equal(ua, 'café \ufffd\ufffd\ufffd bot', 'UTF-8 decoded, controls and stray bytes replaced');
+  });
+
+  test('a process outside any pod with a hostile thread name: service, hop names and labels are clean', () => {
+    const peer = { ip: [10, 0, 0, 9] as [number, number, number, number], port: 5555 };
+    const me = { ip: [10, 0, 0, 1] as [number, number, number, number], port: 80 };
+    const side = { sk: 77, pid: 4242, netns: 999, local: me, remote: peer, comm: 'ev\x1b[2Jil\xff' };
+    const req = B('GET /x HTTP/1.1\r\nHost: a\r\n\r\n');
+    const r = runRecords([
+      sockRecord({ type: EVENT_TYPE.EV_SOCK_ACCEPT, ts: 1000, ...side }),
+      pktRecord({ ts: 1500, ifindex: 3, src: peer, dst: me, seq: 100, dataLen: req.length, dir: 1 }),
+      sockRecord({ type: EVENT_TYPE.EV_SOCK_DATA, ts: 2000, ...side, dir: 1, seq: 100, payload: req }),
+      sockRecord({ type: EVENT_TYPE.EV_SOCK_DATA, ts: 3000, ...side, dir: 2, seq: 500, payload: ok }),
+    ]);
+    assert.ok(r.spans.some((s) => s.kind === SpanKind.INTERNAL), 'a hop span');
+    assertClean(r.spans);
+    for (const s of r.spans) assert.ok(!/[\u0000-\u001f]/.test(s.resource.serviceName), s.resource.serviceName);
   });
 
   test('clean() leaves clean short strings alone (no copy)', () => {

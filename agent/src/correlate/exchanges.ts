@@ -9,7 +9,7 @@ import type { ExecutableOf, PodInfo, Topology } from '../k8s/topology.ts';
 import { type HttpHead, looksLikeRequest, validRequestLine } from './http.ts';
 import type { ExchangeIds } from './ids.ts';
 import { reqMsgKey, respMsgKey } from './hops.ts';
-import type { InvalidReason, ObservationPoint, ProcessInfo } from './records.ts';
+import type { Endpoint, InvalidReason, ObservationPoint, ProcessInfo } from './records.ts';
 import { type Framing, type HeadCut, HttpStream } from './stream.ts';
 
 export const ROLE_UNKNOWN = 0;
@@ -36,8 +36,10 @@ export interface Conn {
   pod?: PodInfo;
   /** name of this socket's observation points: the workload, else the program */
   owner: string;
-  /** the process, as records carry it (one object per connection, shared by its records) */
+  /** the process and the two ends, as records carry them (one object per connection, shared by its records) */
   process: ProcessInfo;
+  local: Endpoint;
+  remote: Endpoint;
   /** request direction and response direction parsers (created when the role is known) */
   req?: HttpStream<SockEvent>;
   resp?: HttpStream<SockEvent>;
@@ -359,11 +361,13 @@ export class Exchanges {
     const comm = e.buf.toString('latin1', e.commOff, e.commOff + 16).replace(/\0.*$/s, '');
     const pod = this.topo.podByNetns(e.netns) ?? this.topo.podByCgroup?.(e.cgroupId);
     const executable = this.exe?.(e.pid) ?? comm;
+    const localIp = addrString(e.buf, e.tuple.saddrOff, e.tuple.family);
+    const remoteIp = addrString(e.buf, e.tuple.daddrOff, e.tuple.family);
     c = {
       sk: e.sk, pid: e.pid, tid: e.tid, netns: e.netns, fd: e.fd, comm, executable, role: ROLE_UNKNOWN, family: e.tuple.family,
-      localIp: addrString(e.buf, e.tuple.saddrOff, e.tuple.family), localPort: e.tuple.sport,
-      remoteIp: addrString(e.buf, e.tuple.daddrOff, e.tuple.family), remotePort: e.tuple.dport,
-      clientEp: '', pod, owner: pod?.workload ?? executable, process: { pid: e.pid, tid: e.tid, comm, executable, netns: e.netns }, awaiting: [], reqStartTs: e.tsNs, reqStartSeq: -1, respStartTs: 0, respStartSeq: -1,
+      localIp, localPort: e.tuple.sport, remoteIp, remotePort: e.tuple.dport,
+      clientEp: '', pod, owner: pod?.workload ?? executable, process: { pid: e.pid, tid: e.tid, comm, executable, netns: e.netns },
+      local: { ip: localIp, port: e.tuple.sport }, remote: { ip: remoteIp, port: e.tuple.dport }, awaiting: [], reqStartTs: e.tsNs, reqStartSeq: -1, respStartTs: 0, respStartSeq: -1,
       lastReqTs: e.tsNs, lastRespTs: e.tsNs, lastTs: e.tsNs, nonHttpCounted: false, maxReqPlaces: 0, maxRespPlaces: 0, prevRespEnd: 0,
     };
     this.conns.set(e.sk, c); // may evict (and close) the least recently used connection

@@ -218,10 +218,13 @@ export class SpanMapper {
  * pod's own device "<pod> <dev>"; a node device (uplink) "<node> <dev>".
  */
 export function pointLabel(p: ObservationPoint, node: string): string {
-  if (p.kind === 'write' || p.kind === 'read') return p.name;
-  if (p.pod) return p.kind === 'tc' || p.side !== 'pod' ? `${p.pod.workload} veth` : `${p.pod.workload} ${p.name}`;
-  return `${node} ${p.name}`;
+  // a socket's name may be a thread name or program, which a process chooses: cleaned like the rest
+  if (p.kind === 'write' || p.kind === 'read') return clean(p.name, MAX_LABEL);
+  if (p.pod) return clean(p.kind === 'tc' || p.side !== 'pod' ? `${p.pod.workload} veth` : `${p.pod.workload} ${p.name}`, MAX_LABEL);
+  return clean(`${node} ${p.name}`, MAX_LABEL);
 }
+
+const MAX_LABEL = 60;
 
 function hostPort(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
