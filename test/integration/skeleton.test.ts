@@ -114,8 +114,9 @@ describe('walking skeleton: one request, one cross-layer trace', { skip: why }, 
     await inNetns(lab.clientNetns, process.execPath, ['-e', script]);
     await waitFor(async () => {
       const m = await metrics();
-      return metricValue(m, 'strata_correlator_non_http_total') >= 2 && metricValue(m, 'strata_correlator_incomplete_total') >= 1;
-    }, 'non-HTTP and incomplete counters', 15_000);
+      return metricValue(m, 'strata_correlator_non_http_total') >= 2 && metricValue(m, 'strata_correlator_incomplete_total') >= 1 &&
+        metricValue(m, 'strata_correlator_invalid_requests_total', 'reason="head_incomplete"') >= 1;
+    }, 'non-HTTP, incomplete and invalid-request counters', 15_000);
     assert.equal((await fetch(`http://127.0.0.1:${lt.agent?.metricsPort}/healthz`)).status, 200);
     // nesting held without the clamp that guards against clock-offset drift
     assert.equal(metricValue(await metrics(), 'strata_correlator_clock_clamps_total'), 0);
