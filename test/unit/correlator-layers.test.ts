@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SpanKind } from '@opentelemetry/api';
 import { Correlator, type NetDevEvent } from '../../agent/src/correlate/correlator.ts';
+import { layerBetween } from '../../agent/src/correlate/hops.ts';
+import type { ObservationPoint } from '../../agent/src/correlate/records.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
 import { DIR, EVENT_TYPE, FLAGS } from '../../agent/src/events/layout.generated.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
@@ -116,6 +118,19 @@ describe('hop layers from socket, net_dev and TC points', () => {
     assert.equal(hopsOf(spans, 'request')[2]?.attributes['network.interface.name'], 'va-lab');
     assert.equal(hopsOf(spans, 'request')[0]?.attributes['network.interface.name'], 'eth0');
     assert.equal(client.attributes['strata.hops.incomplete'], undefined);
+  });
+
+  test('net_dev on a node device: node; on a host-side veth (node netns, a pod behind it): like TC', () => {
+    const p = (x: Partial<ObservationPoint>): ObservationPoint => ({ kind: 'netdev', tsNs: 0, name: 'x', ...x });
+    const sock = p({ kind: 'write', name: 'frontend', pod: FRONTEND });
+    const uplink = p({ name: 'eth0', side: 'node' });
+    const hostVeth = p({ name: 'va-lab', side: 'node', pod: FRONTEND });
+    const tc = p({ kind: 'tc', name: 'vi-lab', side: 'node', pod: INGRESS });
+    assert.equal(layerBetween(tc, uplink), 'node');
+    assert.equal(layerBetween(sock, uplink), 'node');
+    assert.equal(layerBetween(hostVeth, tc), 'bridge');
+    assert.equal(layerBetween(sock, hostVeth), 'pod');
+    assert.equal(layerBetween(p({ name: 'eth0', side: 'pod', pod: FRONTEND }), hostVeth), 'veth');
   });
 
   test('without net_dev points: socket <-> veth is pod, veth <-> veth is bridge (as before)', () => {

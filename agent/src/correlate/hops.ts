@@ -67,7 +67,9 @@ type PointClass = 'socket' | 'poddev' | 'veth' | 'nodedev';
 function classOf(p: ObservationPoint): PointClass {
   if (p.kind === 'write' || p.kind === 'read') return 'socket';
   if (p.kind === 'tc') return 'veth';
-  return p.side === 'pod' ? 'poddev' : 'nodedev';
+  if (p.side === 'pod') return 'poddev';
+  // a device of the node's netns with a pod behind it is that pod's host-side veth
+  return p.pod ? 'veth' : 'nodedev';
 }
 
 /**
