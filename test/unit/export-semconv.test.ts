@@ -58,6 +58,10 @@ describe('span names', () => {
     assert.equal(routes.route('/t/eyJhbGciOiJIUzI1NiJ9_abc-DEF'), '/t/{id}');
     assert.equal(routes.route('/api/v1/getUserProfile/settings'), '/api/v1/getUserProfile/settings');
     assert.equal(routes.route('/slow/40'), '/slow/{id}');
+    // absolute-form (to a proxy): the path; no path at all (CONNECT host:port, OPTIONS *): no route
+    assert.equal(routes.route('http://shop.example:8080/cart/77'), '/cart/{id}');
+    assert.equal(routes.route('shop.example:443'), '');
+    assert.equal(routes.route('*'), '');
     for (const s of ['12', '2024-01-02', 'a1b2c3d4', '0x1f2e3d4c5b6a']) assert.ok(idLike(s), s);
     for (const s of ['orders', 'v1', 'dispatch', 'h10', 'index.html']) assert.ok(!idLike(s), s);
     // deep paths are cut: bounded whatever comes in

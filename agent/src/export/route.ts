@@ -45,9 +45,18 @@ export class Routes {
     });
   }
 
-  /** the route of a (raw, maybe cut) path: a configured pattern, or the path with ids as {id} */
-  route(path: string): string {
-    if (path === '' || path[0] !== '/') return path === '*' ? '*' : '/';
+  /**
+   * The route of a (raw, maybe cut) request target's path: a configured pattern, or the path with
+   * ids as {id}; the path of an absolute-form target (a proxy request); "" when there is no path
+   * (CONNECT authority, OPTIONS *): the span is then named after the method alone.
+   */
+  route(target: string): string {
+    let path = target;
+    if (path.startsWith('http://') || path.startsWith('https://')) {
+      const slash = path.indexOf('/', path.indexOf('//') + 2);
+      path = slash < 0 ? '/' : path.slice(slash);
+    }
+    if (path === '' || path[0] !== '/') return '';
     for (const p of this.patterns) if (matches(p, path)) return p.text;
     const segs = path.split('/');
     let out = '';

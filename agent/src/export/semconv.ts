@@ -94,7 +94,7 @@ export class SpanMapper {
       a['client.address'] = r.remote.ip;
       a['client.port'] = r.remote.port;
       a['url.scheme'] = 'http';
-      if (!r.invalid) a['http.route'] = route;
+      if (!r.invalid && route) a['http.route'] = route;
       a['strata.from'] = 'socket read';
       a['strata.to'] = 'socket write';
     } else {
@@ -120,7 +120,7 @@ export class SpanMapper {
       traceFlags: r.traceFlags,
       traceState: r.traceState,
       // {method} {route} (HTTP semconv; "HTTP" for an unknown method), never the raw target
-      name: r.invalid ? INVALID_REQUEST_NAME : clean(`${method === '_OTHER' ? 'HTTP' : method} ${route}`, MAX_NAME),
+      name: r.invalid ? INVALID_REQUEST_NAME : clean(route ? `${method === '_OTHER' ? 'HTTP' : method} ${route}` : method === '_OTHER' ? 'HTTP' : method, MAX_NAME),
       kind: server ? SpanKind.SERVER : SpanKind.CLIENT,
       start: r.start,
       end: r.end,
