@@ -15,11 +15,15 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { toBatchOptions, toCorrelatorOptions } from '../agent/src/config/agent-options.ts';
+import { defaultConfig } from '../agent/src/config/schema.ts';
 import { Correlator } from '../agent/src/correlate/correlator.ts';
+import type { ExchangeRecord, ExchangeSink } from '../agent/src/correlate/records.ts';
 import { Decoder } from '../agent/src/events/decode.ts';
 import { EVENT_TYPE, HDR, PKT_EVENT, SOCK_EVENT } from '../agent/src/events/layout.generated.ts';
+import { SpanExport } from '../agent/src/export/pipeline.ts';
 import { SdkSpanSink } from '../agent/src/export/sdk-sink.ts';
-import type { SpanRecord, SpanSink } from '../agent/src/export/types.ts';
+import { SpanMapper } from '../agent/src/export/semconv.ts';
 import { StaticTopology } from '../agent/src/k8s/pods-file.ts';
 import { loadFixture } from '../test/helpers/replay.ts';
 import { summarize } from './stats.ts';
@@ -35,13 +39,16 @@ const { values } = parseArgs({
   },
 });
 
-class CountSink implements SpanSink {
+/** the correlator's records mapped onto span records (semantic conventions), counted: no SDK */
+class CountSink implements ExchangeSink {
   n = 0;
-  emit(_s: SpanRecord): void {
+  private readonly mapper = new SpanMapper({ routes: [], maxResources: 256 });
+  private readonly count = () => {
     this.n++;
+  };
+  emit(r: ExchangeRecord): void {
+    this.mapper.map(r, this.count);
   }
-  async flush(): Promise<void> {}
-  async shutdown(): Promise<void> {}
 }
 
 class NullExporter implements SpanExporter {
@@ -108,8 +115,11 @@ function runOnce(set: ReturnType<typeof replaySet>, sinkKind: 'count' | 'sdk') {
   const topo = new StaticTopology(set.meta.nodeName, set.meta.pods);
   for (const i of set.meta.ifaces) topo.addInterface(i.ifindex, i.ifname);
   const exporter = new NullExporter();
-  const sink = sinkKind === 'count' ? new CountSink() : new SdkSpanSink({ exporters: [exporter], batch: { maxQueueSize: 1 << 20, scheduledDelayMillis: 60_000 } });
-  const correlator = new Correlator(sink, topo, {}, (ns) => [Math.floor(ns / 1e9), ns % 1e9]);
+  const config = defaultConfig();
+  const sink = sinkKind === 'count'
+    ? new CountSink()
+    : new SpanExport(new SdkSpanSink({ exporters: [exporter], batch: { ...toBatchOptions(config), maxQueueSize: 1 << 20, scheduledDelayMillis: 60_000 }, maxResources: 256 }), { routes: [], maxResources: 256 });
+  const correlator = new Correlator(sink, topo, toCorrelatorOptions(config), (ns) => [Math.floor(ns / 1e9), ns % 1e9]);
   const decoder = new Decoder(correlator);
   const t0 = process.cpuUsage();
   const w0 = performance.now();

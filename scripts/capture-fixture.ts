@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { curlFromClient, labDown, labUp, pipelineFromClient, runClient } from '../lab/lab.ts';
 import { Agent, monoNow } from '../agent/src/agent.ts';
+import { defaultConfig, toAgentOptions } from '../agent/src/config/index.ts';
 import { readPodsFile } from '../agent/src/k8s/pods-file.ts';
 
 export interface Capture {
@@ -23,7 +24,7 @@ export async function captureLab(dir: string, name: string, requests = 0, scenar
   const lab = await labUp({ prefix });
   try {
     const pods = readPodsFile(lab.podsFile);
-    const agent = new Agent({ nodeName: 'node-1', pods, nodeNetns: `/run/netns/${lab.nodeNetns}`, interfaces: [lab.clientVeth], tracesDir: `${lab.stateDir}/traces` });
+    const agent = new Agent({ ...toAgentOptions(defaultConfig(), pods), export: {}, nodeName: 'node-1', pods, nodeNetns: `/run/netns/${lab.nodeNetns}`, interfaces: [lab.clientVeth], tracesDir: `${lab.stateDir}/traces` });
     const batches: Buffer[] = [];
     const decode = agent.decoder.decode.bind(agent.decoder);
     agent.decoder.decode = (b: Buffer) => {

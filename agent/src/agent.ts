@@ -1,15 +1,19 @@
-// Composition root of the agent: probes -> pump -> decoder -> correlator -> span sink, plus
+// Composition root of the agent: probes -> pump -> decoder -> correlator (exchange records) ->
+// span mapping (export/semconv.ts) -> span sink (one BatchSpanProcessor per exporter), plus
 // metrics. The same code runs in the lab and on a node; only discovery differs.
 import { statSync } from 'node:fs';
 import { type Server, createServer } from 'node:http';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { Registry } from 'prom-client';
-import { Correlator, type CorrelatorConfig, measureWallClock } from './correlate/correlator.ts';
+import { Correlator, measureWallClock } from './correlate/correlator.ts';
+import type { CorrelatorOptions } from './correlate/options.ts';
 import { StrataError, EXIT_PROBE, STRATA_ERR_PROBE_ATTACH, STRATA_ERR_PROBE_LOAD } from './errors.ts';
 import { Decoder } from './events/decode.ts';
-import { SdkSpanSink } from './export/sdk-sink.ts';
+import { SpanExport } from './export/pipeline.ts';
+import { type BatchOptions, SdkSpanSink } from './export/sdk-sink.ts';
 import { type ExportConfig, createExporters } from './export/factory.ts';
 import { type PodEntry, StaticTopology } from './k8s/pods-file.ts';
+import { procExecutables } from './k8s/proc.ts';
 import { createMetrics } from './metrics/metrics.ts';
 import { isNativeError, loadNative } from './probes/native.ts';
 import { ProbeSet } from './probes/probe-set.ts';
@@ -29,15 +33,18 @@ export interface AgentOptions {
   /** directory for OTLP JSON + Jaeger JSON files; undefined = none */
   tracesDir?: string;
   /** the batch span processor in front of each exporter (bounded queue) */
-  exportQueue?: { maxQueueSize?: number; maxExportBatchSize?: number; scheduledDelayMillis?: number; exportTimeoutMillis?: number };
+  exportQueue: BatchOptions;
+  /** distinct span resources kept built (export.maxResources) */
+  maxResources: number;
+  /** route patterns for span names (correlator.routes) */
+  routes: readonly string[];
   /** kernel-side knobs, set before the programs load; syscallAttach picks the socket probes' variant */
   probes?: Omit<ProbeSettings, 'filterCgroups'>;
   /** port for /metrics, /healthz, /readyz; undefined = no server; 0 = any */
   metricsPort?: number;
   metricsHost?: string;
   sockPayloadCap?: number;
-  correlator?: CorrelatorConfig;
-  exportDelayMillis?: number;
+  correlator: CorrelatorOptions;
   log?: (msg: string) => void;
 }
 
@@ -67,8 +74,10 @@ export class Agent {
     if (opts.otlpUrl) exp.otlp = { endpoint: opts.otlpUrl, protocol: 'http/protobuf' };
     if (opts.tracesDir) exp.files = { dir: opts.tracesDir };
     const exporters: SpanExporter[] = createExporters(exp);
-    this.sink = new SdkSpanSink({ exporters, batch: { scheduledDelayMillis: opts.exportDelayMillis ?? 500, ...opts.exportQueue } });
-    this.correlator = new Correlator(this.sink, this.topology, opts.correlator);
+    this.sink = new SdkSpanSink({ exporters, batch: opts.exportQueue, maxResources: opts.maxResources });
+    // records -> spans (semantic conventions, names, resources) -> the sink
+    const spans = new SpanExport(this.sink, { routes: opts.routes, maxResources: opts.maxResources });
+    this.correlator = new Correlator(spans, this.topology, opts.correlator, measureWallClock(), procExecutables(opts.maxResources));
     this.decoder = new Decoder(this.correlator);
     this.metrics = createMetrics({
       kernel: () => this.probes?.stats(),

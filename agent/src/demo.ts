@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { curlFromClient, labDown, labUp } from '../../lab/lab.ts';
 import { Agent, monoNow } from './agent.ts';
+import { defaultConfig, toAgentOptions } from './config/index.ts';
 import { JAEGER_FILE, OTLP_FILE } from './export/file-exporter.ts';
 import { resolveOtlpTracesUrl } from './export/otlp.ts';
 import type { JaegerSpan, JaegerTraces } from './export/jaeger-json.ts';
@@ -20,9 +21,13 @@ export async function runDemo(argv: string[]): Promise<number> {
   out('strata demo: bringing up the lab (node netns + bridge, client, ingress-nginx pod, frontend pod)');
   const lab = await labUp({ prefix: PREFIX });
   try {
+    const pods = readPodsFile(lab.podsFile);
     const agent = new Agent({
+      // the defaults of the schema, and no exporter but the ones below
+      ...toAgentOptions(defaultConfig(), pods),
+      export: {},
       nodeName: lab.nodeName,
-      pods: readPodsFile(lab.podsFile),
+      pods,
       nodeNetns: `/run/netns/${lab.nodeNetns}`,
       interfaces: [lab.clientVeth],
       tracesDir: dir,

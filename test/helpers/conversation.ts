@@ -2,10 +2,12 @@
 // the client process (its writes = requests, reads = responses) and the server process.
 // Each direction is cut into segments by the caller; the events come out in time order.
 import type { SpanRecord } from '../../agent/src/export/types.ts';
-import { Correlator, type CorrelatorConfig } from '../../agent/src/correlate/correlator.ts';
+import { Correlator } from '../../agent/src/correlate/correlator.ts';
+import type { ExchangeRecord } from '../../agent/src/correlate/records.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
 import { EVENT_TYPE } from '../../agent/src/events/layout.generated.ts';
 import { StaticTopology } from '../../agent/src/k8s/pods-file.ts';
+import { type CorrelatorOverrides, correlatorOptions } from './options.ts';
 import { MemorySink } from './replay.ts';
 import { type Endpoint, sockRecord } from './synth.ts';
 
@@ -82,18 +84,18 @@ export function conversation(turns: Turn[], cutReq: CutFn, cutResp: CutFn, o: Co
 }
 
 /** Feeds the records, then drains everything, or only ticks at `tickAt` (monotonic ns). */
-export function runRecords(recs: Buffer[], batchSize = 16, tickAt?: number, opts: CorrelatorConfig = {}): { spans: SpanRecord[]; correlator: Correlator } {
+export function runRecords(recs: Buffer[], batchSize = 16, tickAt?: number, opts: CorrelatorOverrides = {}): { spans: SpanRecord[]; records: ExchangeRecord[]; correlator: Correlator } {
   const topo = new StaticTopology('node-1', [
     { name: 'ingress-nginx-abc12', namespace: 'ingress-nginx', uid: 'u1', node: 'node-1', ip: '10.244.1.10', netnsInode: C_NETNS, hostVeth: 'vi', labels: { app: 'ingress-nginx' } },
     { name: 'frontend-xyz', namespace: 'default', uid: 'u2', node: 'node-1', ip: '10.244.1.20', netnsInode: S_NETNS, hostVeth: 'va', labels: { app: 'frontend' } },
   ]);
   const sink = new MemorySink();
-  const correlator = new Correlator(sink, topo, opts, (ns) => [Math.floor(ns / 1e9), ns % 1e9]);
+  const correlator = new Correlator(sink, topo, correlatorOptions(opts), (ns) => [Math.floor(ns / 1e9), ns % 1e9]);
   const d = new Decoder(correlator);
   for (let i = 0; i < recs.length; i += batchSize) d.decode(Buffer.concat(recs.slice(i, i + batchSize)));
   if (tickAt === undefined) correlator.drain();
   else correlator.tick(tickAt);
-  return { spans: sink.spans, correlator };
+  return { spans: sink.spans, records: sink.records, correlator };
 }
 
 /** a span without its times: what must not depend on how the bytes were cut */

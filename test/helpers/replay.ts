@@ -4,9 +4,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Correlator } from '../../agent/src/correlate/correlator.ts';
+import type { ExchangeRecord, ExchangeSink } from '../../agent/src/correlate/records.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
-import type { SpanRecord, SpanSink } from '../../agent/src/export/types.ts';
+import { SpanMapper } from '../../agent/src/export/semconv.ts';
+import type { SpanRecord } from '../../agent/src/export/types.ts';
 import { type PodEntry, StaticTopology } from '../../agent/src/k8s/pods-file.ts';
+import { type CorrelatorOverrides, correlatorOptions, mapperOptions } from './options.ts';
 
 export interface FixtureMeta {
   nodeName: string;
@@ -30,13 +33,18 @@ export function loadFixture(name: string, dir = fileURLToPath(new URL('../fixtur
   return { batches, meta };
 }
 
-export class MemorySink implements SpanSink {
+/** Keeps the correlator's records, and the spans export/ makes of them (as the agent would export them). */
+export class MemorySink implements ExchangeSink {
+  readonly records: ExchangeRecord[] = [];
   readonly spans: SpanRecord[] = [];
-  emit(s: SpanRecord): void {
-    this.spans.push(s);
+  private readonly mapper: SpanMapper;
+  constructor(mapper = new SpanMapper(mapperOptions())) {
+    this.mapper = mapper;
   }
-  async flush(): Promise<void> {}
-  async shutdown(): Promise<void> {}
+  emit(r: ExchangeRecord): void {
+    this.records.push(r);
+    this.mapper.map(r, (s) => this.spans.push(s));
+  }
 }
 
 /** Splits batches into records (each starts with the common header; len at offset 4). */
@@ -52,12 +60,12 @@ export function records(batches: Buffer[]): Buffer[] {
   return out;
 }
 
-export function replay(batches: Buffer[], meta: FixtureMeta): { sink: MemorySink; correlator: Correlator; decoder: Decoder } {
+export function replay(batches: Buffer[], meta: FixtureMeta, opts: CorrelatorOverrides = {}): { sink: MemorySink; correlator: Correlator; decoder: Decoder } {
   const topo = new StaticTopology(meta.nodeName, meta.pods);
   for (const i of meta.ifaces) topo.addInterface(i.ifindex, i.ifname);
   const sink = new MemorySink();
   // fake wall clock: monotonic ns as is, from the epoch
-  const correlator = new Correlator(sink, topo, {}, (ns) => [Math.floor(ns / 1e9), ns % 1e9]);
+  const correlator = new Correlator(sink, topo, correlatorOptions(opts), (ns) => [Math.floor(ns / 1e9), ns % 1e9]);
   const decoder = new Decoder(correlator);
   for (const b of batches) decoder.decode(b);
   correlator.drain();

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { Agent } from '../../agent/src/agent.ts';
+import { defaultConfig, toAgentOptions } from '../../agent/src/config/index.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
 import { ProbeSet } from '../../agent/src/probes/probe-set.ts';
 import { requireKernel } from '../helpers/kernel.ts';
@@ -83,6 +84,8 @@ test('the agent traces a hostNetwork pod by the cgroups the pods file names, and
   const traces = mkdtempSync(join(tmpdir(), 'strata-cg-'));
   const children: ChildProcess[] = [];
   const agent = new Agent({
+    ...toAgentOptions(defaultConfig({}, 'node-1'), []),
+    export: {},
     nodeName: 'node-1',
     pods: [{ name: 'chatter-7d4b9c6f5-x2x9z', namespace: 'default', uid: 'u-1', node: 'node-1', ip: '', netnsInode: 0, hostVeth: '', hostNetwork: true, cgroupIds: [statSync(dir).ino], labels: { app: 'chatter' } }],
     nodeNetns: '',
@@ -101,8 +104,8 @@ test('the agent traces a hostNetwork pod by the cgroups the pods file names, and
     const inside = spawn('sh', ['-c', `echo $$ > ${join(dir, 'cgroup.procs')} && exec "${process.execPath}" -e "$0"`, CHATTER], { stdio: 'ignore' });
     children.push(inside);
     await waitFor(() => agent.correlator.stats.spansEmitted >= 4, 'spans of the hostNetwork pod', 15_000);
-    // exchange spans carry the pod; the socket-to-socket hops on loopback are strata-net's
-    assert.deepEqual([...services].filter((x) => !x.startsWith('strata-net/')), ['chatter/chatter-7d4b9c6f5-x2x9z']);
+    // exchange spans carry the pod; the socket-to-socket hops on loopback are under the node layer's service (net:node <node>)
+    assert.deepEqual([...services].filter((x) => !x.startsWith('net:')), ['chatter/chatter-7d4b9c6f5-x2x9z']);
   } finally {
     for (const c of children) c.kill('SIGKILL');
     await agent.stop();

@@ -8,6 +8,7 @@ import { SpanKind } from '@opentelemetry/api';
 import { JAEGER_FILE, OTLP_FILE, TraceFileExporter } from '../../agent/src/export/file-exporter.ts';
 import type { JaegerTraces } from '../../agent/src/export/jaeger-json.ts';
 import { SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
+import { sinkOptions } from '../helpers/options.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
 import { hrToNanos, spanTree, TRACE_ID, waitFor } from '../helpers/otlp-fixture.ts';
 
@@ -50,7 +51,7 @@ describe('TraceFileExporter', () => {
   it('writes otlp-traces.json and jaeger-traces.json holding the same spans', async () => {
     const dir = await newDir();
     const file = new TraceFileExporter({ dir, writeDelayMillis: 60_000 });
-    const sink = new SdkSpanSink({ exporters: [file], batch: { scheduledDelayMillis: 60_000 } });
+    const sink = new SdkSpanSink(sinkOptions({ exporters: [file], batch: { scheduledDelayMillis: 60_000 } }));
     const records = spanTree();
     for (const r of records) sink.emit(r);
     await sink.flush(); // BSP -> exporter.export -> exporter.forceFlush -> files
@@ -108,7 +109,7 @@ describe('TraceFileExporter', () => {
   it('writes after an export without a flush (debounced) and keeps the trace count bounded', async () => {
     const dir = await newDir();
     const file = new TraceFileExporter({ dir, maxTraces: 2, writeDelayMillis: 20 });
-    const sink = new SdkSpanSink({ exporters: [file], batch: { scheduledDelayMillis: 10 } });
+    const sink = new SdkSpanSink(sinkOptions({ exporters: [file], batch: { scheduledDelayMillis: 10 } }));
     const base = spanTree()[3] as SpanRecord;
     const traceOf = (i: number) => (0xabc0 + i).toString(16).padStart(32, '0');
     for (let i = 0; i < 3; i++) {

@@ -4,6 +4,7 @@ import { status } from '@grpc/grpc-js';
 import { createExporters } from '../../agent/src/export/factory.ts';
 import { OtlpGrpcTraceExporter } from '../../agent/src/export/otlp-grpc.ts';
 import { SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
+import { sinkOptions } from '../helpers/options.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
 import { assertOtlpRowsMatch } from '../helpers/otlp-assert.ts';
 import { flattenSpans, loadOtlpSchema } from '../helpers/otlp-decode.ts';
@@ -27,7 +28,7 @@ describe('OTLP gRPC export', () => {
     });
     assert.equal(exporters.length, 1);
     assert.ok(exporters[0] instanceof OtlpGrpcTraceExporter);
-    const sink = new SdkSpanSink({ exporters, batch: { scheduledDelayMillis: 50 } });
+    const sink = new SdkSpanSink(sinkOptions({ exporters, batch: { scheduledDelayMillis: 50 } }));
     const records = spanTree();
     for (const r of records) sink.emit(r);
     await sink.flush();
@@ -65,7 +66,7 @@ describe('OTLP gRPC export', () => {
   it('survives the backend going down: no throw, failures counted, later spans arrive when it is back on the same port', async () => {
     const lines: string[] = [];
     const exporters = createExporters({ otlp: { protocol: 'grpc', endpoint: receiver.url, timeoutMs: 500 } });
-    const sink = new SdkSpanSink({ exporters, batch: { scheduledDelayMillis: 50 }, log: (l) => lines.push(l) });
+    const sink = new SdkSpanSink(sinkOptions({ exporters, batch: { scheduledDelayMillis: 50 }, log: (l) => lines.push(l) }));
     // connect first, so that the outage hits an established channel
     sink.emit(mk(0, 'before'));
     await sink.flush();
@@ -114,7 +115,7 @@ describe('OTLP gRPC export', () => {
     receiver.respond = (n) => (n - calls0 <= 2 ? status.UNAVAILABLE : 'ok');
     try {
       const exporter = new OtlpGrpcTraceExporter({ url: receiver.url, timeoutMillis: 5000, retry: { initialBackoffMillis: 20 } });
-      const sink = new SdkSpanSink({ exporters: [exporter], batch: { scheduledDelayMillis: 50 }, log: () => {} });
+      const sink = new SdkSpanSink(sinkOptions({ exporters: [exporter], batch: { scheduledDelayMillis: 50 }, log: () => {} }));
       const from = receiver.requests.length;
       sink.emit(mk(10, 'retried'));
       await sink.flush();
@@ -144,11 +145,11 @@ describe('OTLP gRPC export', () => {
     receiver.respond = (n) => (n - calls0 === 1 ? 'hang' : 'ok');
     try {
       const exporters = createExporters({ otlp: { protocol: 'grpc', endpoint: receiver.url, timeoutMs: 300 } });
-      const sink = new SdkSpanSink({
+      const sink = new SdkSpanSink(sinkOptions({
         exporters,
         batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 20 },
         log: () => {},
-      });
+      }));
       const from = receiver.requests.length;
       sink.emit(mk(20, 'hung'));
       sink.emit(mk(21, 'hung')); // a full batch: exported at once, and the backend does not answer

@@ -4,6 +4,7 @@ import { type Attributes, SpanKind } from '@opentelemetry/api';
 import { createExporters } from '../../agent/src/export/factory.ts';
 import { JaegerThriftExporter } from '../../agent/src/export/jaeger-thrift.ts';
 import { SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
+import { sinkOptions } from '../helpers/options.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
 import { type DecodedJaegerSpan, type DecodedTag, loadJaegerThrift, tagMap } from '../helpers/jaeger-thrift-decode.ts';
 import { JaegerReceiver } from '../helpers/jaeger-receiver.ts';
@@ -52,7 +53,7 @@ describe('Jaeger thrift export', () => {
     const exporters = createExporters({ jaeger: { endpoint: receiver.url } });
     assert.equal(exporters.length, 1);
     assert.ok(exporters[0] instanceof JaegerThriftExporter);
-    const sink = new SdkSpanSink({ exporters, batch: { scheduledDelayMillis: 50 } });
+    const sink = new SdkSpanSink(sinkOptions({ exporters, batch: { scheduledDelayMillis: 50 } }));
     const records = spanTree();
     for (const r of records) sink.emit(r);
     await sink.flush();
@@ -122,7 +123,7 @@ describe('Jaeger thrift export', () => {
     url.password = 's3cr:et';
     const exporter = new JaegerThriftExporter({ endpoint: url.href });
     assert.equal(exporter.endpoint, receiver.url);
-    const sink = new SdkSpanSink({ exporters: [exporter], batch: { scheduledDelayMillis: 50 } });
+    const sink = new SdkSpanSink(sinkOptions({ exporters: [exporter], batch: { scheduledDelayMillis: 50 } }));
     sink.emit(mk(0, 'auth'));
     await sink.flush();
     const auth = receiver.batches[from]?.headers.authorization;
@@ -133,7 +134,7 @@ describe('Jaeger thrift export', () => {
   it('survives the backend going down: no throw, failures counted, later spans arrive when it is back on the same port', async () => {
     const lines: string[] = [];
     const exporters = createExporters({ jaeger: { endpoint: receiver.url, timeoutMs: 500 } });
-    const sink = new SdkSpanSink({ exporters, batch: { scheduledDelayMillis: 50 }, log: (l) => lines.push(l) });
+    const sink = new SdkSpanSink(sinkOptions({ exporters, batch: { scheduledDelayMillis: 50 }, log: (l) => lines.push(l) }));
     sink.emit(mk(1, 'before')); // a kept-alive connection exists when the backend goes away
     await sink.flush();
     assert.equal(sink.stats().spansExported, 1);
@@ -178,7 +179,7 @@ describe('Jaeger thrift export', () => {
     receiver.respond = (n) => (n - calls0 <= 2 ? 503 : 'ok');
     try {
       const exporter = new JaegerThriftExporter({ endpoint: receiver.url, timeoutMillis: 5000, retry: { initialBackoffMillis: 50 } });
-      const sink = new SdkSpanSink({ exporters: [exporter], batch: { scheduledDelayMillis: 50 }, log: () => {} });
+      const sink = new SdkSpanSink(sinkOptions({ exporters: [exporter], batch: { scheduledDelayMillis: 50 }, log: () => {} }));
       const from = receiver.batches.length;
       sink.emit(mk(10, 'retried'));
       await sink.flush();
@@ -223,11 +224,11 @@ describe('Jaeger thrift export', () => {
     receiver.respond = (n) => (n - calls0 === 1 ? 'hang' : 'ok');
     try {
       const exporters = createExporters({ jaeger: { endpoint: receiver.url, timeoutMs: 300 } });
-      const sink = new SdkSpanSink({
+      const sink = new SdkSpanSink(sinkOptions({
         exporters,
         batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 20 },
         log: () => {},
-      });
+      }));
       const from = receiver.batches.length;
       sink.emit(mk(20, 'hung'));
       sink.emit(mk(21, 'hung')); // a full batch: exported at once, and the backend does not answer
@@ -256,7 +257,7 @@ describe('Jaeger thrift export', () => {
   it('keeps a bounded number of processes (senders); evicted ones are closed, spans still go to the right process', async () => {
     const from = receiver.batches.length;
     const exporter = new JaegerThriftExporter({ endpoint: receiver.url, maxProcesses: 2 });
-    const sink = new SdkSpanSink({ exporters: [exporter], batch: { scheduledDelayMillis: 60_000 } });
+    const sink = new SdkSpanSink(sinkOptions({ exporters: [exporter], batch: { scheduledDelayMillis: 60_000 } }));
     const services = ['a', 'b', 'c', 'a', 'b'];
     services.forEach((svc, i) => {
       sink.emit({ ...mk(30 + i, `span-${svc}`), resource: { serviceName: svc, attributes: { 'k8s.pod.name': `${svc}-pod` } } });

@@ -7,6 +7,7 @@ import {
   resolveOtlpTracesUrl,
 } from '../../agent/src/export/otlp.ts';
 import { SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
+import { sinkOptions } from '../helpers/options.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
 import { assertOtlpRowsMatch } from '../helpers/otlp-assert.ts';
 import { flattenSpans, loadOtlpSchema } from '../helpers/otlp-decode.ts';
@@ -33,10 +34,10 @@ describe('OTLP http/protobuf export', () => {
 
   it('delivers spans with ids, names, parents, kinds, times, attributes and resources (decoded with the OTLP schema)', async (t) => {
     t.diagnostic(`OTLP schema from ${loadOtlpSchema().where}`);
-    const sink = new SdkSpanSink({
+    const sink = new SdkSpanSink(sinkOptions({
       exporters: [createOtlpHttpExporter({ url: receiver.url, headers: { 'x-strata-test': '1' }, timeoutMillis: 2000 })],
       batch: { scheduledDelayMillis: 50 },
-    });
+    }));
     const records = spanTree();
     for (const r of records) sink.emit(r);
     await sink.flush();
@@ -63,12 +64,12 @@ describe('OTLP http/protobuf export', () => {
 
   it('survives the backend going down: no throw, failure counted, later spans arrive when it is back', async () => {
     const lines: string[] = [];
-    const sink = new SdkSpanSink({
+    const sink = new SdkSpanSink(sinkOptions({
       // short timeout: connection refused is retried with backoff only within this budget
       exporters: [createOtlpHttpExporter({ url: receiver.url, timeoutMillis: 500 })],
       batch: { scheduledDelayMillis: 50 },
       log: (l) => lines.push(l),
-    });
+    }));
     const base = spanTree()[3] as SpanRecord;
     const mk = (i: number): SpanRecord => ({ ...base, spanId: (0xd00 + i).toString(16).padStart(16, '0'), name: `down-${i}` });
 
@@ -111,12 +112,12 @@ describe('OTLP http/protobuf export', () => {
     const calls0 = receiver.calls;
     receiver.respond = (n) => (n - calls0 === 1 ? 503 : 'ok');
     try {
-      const sink = new SdkSpanSink({
+      const sink = new SdkSpanSink(sinkOptions({
         // the SDK's first backoff is 0.8..1.2 s
         exporters: createExporters({ otlp: { protocol: 'http/protobuf', endpoint: receiver.url, timeoutMs: 5000 } }),
         batch: { scheduledDelayMillis: 50 },
         log: () => {},
-      });
+      }));
       const from = receiver.requests.length;
       sink.emit({ ...(spanTree()[3] as SpanRecord), spanId: 'f1f1f1f1f1f1f1f1', name: 'retried' });
       await sink.flush();
@@ -139,11 +140,11 @@ describe('OTLP http/protobuf export', () => {
     const calls0 = receiver.calls;
     receiver.respond = (n) => (n - calls0 === 1 ? 'hang' : 'ok');
     try {
-      const sink = new SdkSpanSink({
+      const sink = new SdkSpanSink(sinkOptions({
         exporters: createExporters({ otlp: { protocol: 'http/protobuf', endpoint: receiver.url, timeoutMs: 300 } }),
         batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 20 },
         log: () => {},
-      });
+      }));
       const base = spanTree()[3] as SpanRecord;
       const mk = (i: number, prefix: string): SpanRecord => ({ ...base, spanId: (0xa000 + i).toString(16).padStart(16, '0'), name: `${prefix}-${i}` });
       const from = receiver.requests.length;

@@ -75,6 +75,10 @@ describe('HTTP/1.x through real NGINX and real upstreams', { skip: why }, () => 
     assert.equal(raw.span.attributes['http.response.status_code'], 200);
     assert.equal(raw.span.attributes['strata.incomplete'], undefined);
     assert.ok(Number(raw.span.attributes['strata.response.bytes']) > 1500);
+    // the response path hop by hop, though NGINX may read the response together with the FIN
+    const back = t.filter((x) => x.span.kind === KIND_INTERNAL && x.span.parentSpanId === upstream?.span.spanId && x.span.attributes['strata.direction'] === 'response');
+    assert.ok(back.length >= 2, `response hops: ${back.map((h) => h.span.name).join(', ')}`);
+    assert.equal(upstream?.span.attributes['strata.hops.incomplete'], undefined);
     assertNested(t);
   });
 

@@ -54,7 +54,8 @@ describe('walking skeleton: one request, one cross-layer trace', { skip: why }, 
     const hops = t.filter((r) => r.span.kind === KIND_INTERNAL && r.span.parentSpanId === upstream.span.spanId);
     const onAppVeth = hops.filter((r) => r.span.attributes['network.interface.name'] === lab.pods.app.hostVeth);
     assert.ok(onAppVeth.length >= 2, `hops on ${lab.pods.app.hostVeth}: ${hops.map((h) => h.span.name).join(', ')}`);
-    assert.ok(hops.some((h) => h.span.name === `net ${lab.pods.app.hostVeth} -> frontend socket` && h.span.attributes['k8s.pod.name'] === 'frontend'));
+    // named after the pods joined, not the lab's interface names: the app pod's veth, then its socket
+    assert.ok(hops.some((h) => h.span.name === 'request frontend veth -> frontend' && h.span.attributes['k8s.pod.name'] === 'frontend'));
     assert.ok(hops.some((h) => h.span.attributes['strata.layer'] === 'bridge'));
     for (const r of t) {
       // every span of the trace carries its own request's path: nothing cross-linked
@@ -109,18 +110,26 @@ describe('walking skeleton: one request, one cross-layer trace', { skip: why }, 
         await send(Buffer.from([0, 1, 2, 255, 254, 13, 10, 13, 10, 7, 8]));
         await send('GET /truncated HTTP/1.1\\r\\nHost: x\\r\\nX-Half: ');
         await send(Buffer.alloc(4096, 0x41));
+        await send(Buffer.concat([Buffer.from('GET '), Buffer.from([0, 1, 255, 27, 91, 50, 74]), Buffer.from(' HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')]));
       })();`;
     await inNetns(lab.clientNetns, process.execPath, ['-e', script]);
     await waitFor(async () => {
       const m = await metrics();
-      return metricValue(m, 'strata_correlator_non_http_total') >= 2 && metricValue(m, 'strata_correlator_incomplete_total') >= 1;
-    }, 'non-HTTP and incomplete counters', 15_000);
+      return metricValue(m, 'strata_correlator_non_http_total') >= 2 && metricValue(m, 'strata_correlator_incomplete_total') >= 1 &&
+        metricValue(m, 'strata_correlator_invalid_requests_total', 'reason="head_incomplete"') >= 1 &&
+        metricValue(m, 'strata_correlator_invalid_requests_total', 'reason="bad_request_line"') >= 1;
+    }, 'non-HTTP, incomplete and invalid-request counters', 15_000);
     assert.equal((await fetch(`http://127.0.0.1:${lt.agent?.metricsPort}/healthz`)).status, 200);
     // nesting held without the clamp that guards against clock-offset drift
     assert.equal(metricValue(await metrics(), 'strata_correlator_clock_clamps_total'), 0);
     // and the agent still traces
     await runClient(lab, { paths: ['/after-garbage'] });
     assertTree(await treeOf('/after-garbage'), '/after-garbage');
+    // nothing raw reached the backend: no control characters in any name or string attribute
+    for (const r of rows()) {
+      assert.ok(!/[\u0000-\u001f\u007f]/.test(r.span.name), JSON.stringify(r.span.name));
+      for (const [k, v] of Object.entries(r.span.attributes)) assert.ok(typeof v !== 'string' || !/[\u0000-\u001f\u007f]/.test(v), `${k}: ${JSON.stringify(v)}`);
+    }
   });
 
   test('Jaeger JSON holds the same spans as OTLP after a clean stop, and nothing stays attached', async () => {

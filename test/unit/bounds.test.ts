@@ -7,9 +7,10 @@ import { Correlator } from '../../agent/src/correlate/correlator.ts';
 import { HttpStream } from '../../agent/src/correlate/stream.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
 import { EVENT_TYPE, HDR, SOCK_EVENT, TUPLE } from '../../agent/src/events/layout.generated.ts';
-import type { SpanRecord, SpanSink } from '../../agent/src/export/types.ts';
+import type { ExchangeRecord, ExchangeSink } from '../../agent/src/correlate/records.ts';
 import { StaticTopology } from '../../agent/src/k8s/pods-file.ts';
 import { conversation } from '../helpers/conversation.ts';
+import { correlatorOptions } from '../helpers/options.ts';
 import { loadFixture, records } from '../helpers/replay.ts';
 import { lcg } from '../helpers/rng.ts';
 import { cut, sockRecord } from '../helpers/synth.ts';
@@ -22,13 +23,11 @@ const heapMiB = () => {
   return process.memoryUsage().heapUsed / (1 << 20);
 };
 
-class CountingSink implements SpanSink {
+class CountingSink implements ExchangeSink {
   n = 0;
-  emit(_s: SpanRecord): void {
+  emit(_r: ExchangeRecord): void {
     this.n++;
   }
-  async flush(): Promise<void> {}
-  async shutdown(): Promise<void> {}
 }
 
 test('fuzz: 1,000,000 random and mutated inputs through decoder, parser and correlator', () => {
@@ -39,7 +38,7 @@ test('fuzz: 1,000,000 random and mutated inputs through decoder, parser and corr
     (d) => cut(d, lcg(3), 9), (d) => [d]);
   const seeds = [...records(batches), ...conv];
   const sink = new CountingSink();
-  const correlator = new Correlator(sink, new StaticTopology(meta.nodeName, meta.pods), { maxConns: 2048, maxMessages: 4096 });
+  const correlator = new Correlator(sink, new StaticTopology(meta.nodeName, meta.pods), correlatorOptions({ maxConns: 2048, maxMessages: 4096 }));
   const decoder = new Decoder(correlator);
   const rnd = lcg(12345);
   const parserTarget = { onStart() {}, onHead: () => ({ mode: 'chunked' as const }), onEnd() {}, onNonHttp() {} };
@@ -84,7 +83,7 @@ test('churn: 1,000,000 short connections that never report close leave the table
   const maxConns = 10_000;
   const maxMessages = 20_000;
   const sink = new CountingSink();
-  const correlator = new Correlator(sink, new StaticTopology('node-1', []), { maxConns, maxMessages });
+  const correlator = new Correlator(sink, new StaticTopology('node-1', []), correlatorOptions({ maxConns, maxMessages }));
   const decoder = new Decoder(correlator);
   const server = { ip: [10, 244, 1, 20] as [number, number, number, number], port: 8080 };
   const peer = { ip: [10, 244, 1, 10] as [number, number, number, number], port: 1 };

@@ -5,6 +5,7 @@ import { CONSTS, EVENT_TYPE, HDR, PKT_EVENT, SOCK_EVENT, TUPLE } from '../../age
 import { Correlator } from '../../agent/src/correlate/correlator.ts';
 import { StaticTopology } from '../../agent/src/k8s/pods-file.ts';
 import { MemorySink, loadFixture, records } from '../helpers/replay.ts';
+import { correlatorOptions } from '../helpers/options.ts';
 import { lcg } from '../helpers/rng.ts';
 
 function counting(): EventHandler & { sock: number; pkt: number; state: number } {
@@ -83,7 +84,7 @@ test('random and mutated batches never throw, through decoder and correlator', (
   const { batches, meta } = loadFixture('skeleton');
   const recs = records(batches);
   const topo = new StaticTopology(meta.nodeName, meta.pods);
-  const correlator = new Correlator(new MemorySink(), topo, { maxConns: 64, maxMessages: 64 });
+  const correlator = new Correlator(new MemorySink(), topo, correlatorOptions({ maxConns: 64, maxMessages: 64 }));
   const d = new Decoder(correlator);
   const rnd = lcg(1);
   for (let i = 0; i < 20000; i++) {

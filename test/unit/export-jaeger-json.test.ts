@@ -3,11 +3,12 @@ import { describe, it } from 'node:test';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { hrTimeToMicros, type JaegerProcess, type JaegerSpan, type JaegerTag, toJaegerTraces } from '../../agent/src/export/jaeger-json.ts';
 import { SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
+import { sinkOptions } from '../helpers/options.ts';
 import { IDS, REMOTE_PARENT_ID, spanTree, TRACE_ID, TRACE_ID_2 } from '../helpers/otlp-fixture.ts';
 
 async function treeSpans(): Promise<ReadableSpan[]> {
   const mem = new InMemorySpanExporter();
-  const sink = new SdkSpanSink({ exporters: [mem] });
+  const sink = new SdkSpanSink(sinkOptions({ exporters: [mem] }));
   for (const r of spanTree()) sink.emit(r);
   await sink.flush();
   const spans = mem.getFinishedSpans();

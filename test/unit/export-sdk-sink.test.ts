@@ -4,6 +4,7 @@ import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { type ExportResult, ExportResultCode } from '@opentelemetry/core';
 import { InMemorySpanExporter, type ReadableSpan, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { EXPORT_LATENCY_BUCKETS_MS, SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
+import { sinkOptions } from '../helpers/options.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
 import { IDS, REMOTE_PARENT_ID, spanTree, TRACE_ID, TRACE_ID_2, TRACESTATE, waitFor } from '../helpers/otlp-fixture.ts';
 
@@ -14,7 +15,7 @@ function byId(spans: ReadableSpan[]): Map<string, ReadableSpan> {
 describe('SdkSpanSink', () => {
   it('exports each record as an SDK span with exactly its ids, parent, times, kind, attributes, status, resource', async () => {
     const mem = new InMemorySpanExporter();
-    const sink = new SdkSpanSink({ exporters: [mem], batch: { scheduledDelayMillis: 60_000 } });
+    const sink = new SdkSpanSink(sinkOptions({ exporters: [mem], batch: { scheduledDelayMillis: 60_000 } }));
     const records = spanTree();
     for (const r of records) sink.emit(r);
     await sink.flush();
@@ -74,7 +75,7 @@ describe('SdkSpanSink', () => {
 
   it('bounds the provider cache (LRU), counts evictions, and keeps resources right after eviction', async () => {
     const mem = new InMemorySpanExporter();
-    const sink = new SdkSpanSink({ exporters: [mem], maxProviders: 2, batch: { scheduledDelayMillis: 60_000 } });
+    const sink = new SdkSpanSink(sinkOptions({ exporters: [mem], maxResources: 2, batch: { scheduledDelayMillis: 60_000 } }));
     const mk = (i: number, service: string, pod: string): SpanRecord => ({
       traceId: TRACE_ID,
       spanId: (i + 1).toString(16).padStart(16, '0'),
@@ -124,7 +125,7 @@ describe('SdkSpanSink', () => {
   it('refuses invalid records without throwing and counts them; emit after shutdown is counted too', async () => {
     const mem = new InMemorySpanExporter();
     const lines: string[] = [];
-    const sink = new SdkSpanSink({ exporters: [mem], log: (l) => lines.push(l) });
+    const sink = new SdkSpanSink(sinkOptions({ exporters: [mem], log: (l) => lines.push(l) }));
     const good = spanTree()[3] as SpanRecord;
     sink.emit({ ...good, traceId: 'nothex' });
     sink.emit({ ...good, spanId: '0000000000000000' });
@@ -155,11 +156,11 @@ describe('SdkSpanSink', () => {
       shutdown: async () => {},
     };
     const lines: string[] = [];
-    const sink = new SdkSpanSink({
+    const sink = new SdkSpanSink(sinkOptions({
       exporters: [failing, throwing],
       batch: { scheduledDelayMillis: 60_000, maxExportBatchSize: 512 },
       log: (l) => lines.push(l),
-    });
+    }));
     for (const r of spanTree()) sink.emit(r);
     await sink.flush();
     for (const r of spanTree()) sink.emit({ ...r, spanId: r.spanId.replace(/^../, 'ee') });
@@ -183,11 +184,11 @@ describe('SdkSpanSink', () => {
       },
       shutdown: async () => {},
     };
-    const sink = new SdkSpanSink({
+    const sink = new SdkSpanSink(sinkOptions({
       exporters: [hanging],
       batch: { maxQueueSize: 2, maxExportBatchSize: 2, scheduledDelayMillis: 60_000, exportTimeoutMillis: 60_000 },
       log: () => {},
-    });
+    }));
     const base = spanTree()[3] as SpanRecord;
     const mk = (i: number): SpanRecord => ({ ...base, spanId: (0x100 + i).toString(16).padStart(16, '0') });
     sink.emit(mk(0));
@@ -226,7 +227,7 @@ describe('SdkSpanSink', () => {
       shutdown: async () => {},
     };
     const mem = new InMemorySpanExporter();
-    const sink = new SdkSpanSink({ exporters: [delayed, mem], batch: { scheduledDelayMillis: 60_000 }, log: () => {} });
+    const sink = new SdkSpanSink(sinkOptions({ exporters: [delayed, mem], batch: { scheduledDelayMillis: 60_000 }, log: () => {} }));
     const empty = sink.stats().exporters[0]?.exportLatencyMs;
     assert.deepEqual(empty, { bucketsMs: [1, 5, 10, 50, 100, 500, 1000, 5000], buckets: [0, 0, 0, 0, 0, 0, 0, 0], count: 0, sumMs: 0, lastMs: 0, maxMs: 0 });
     assert.deepEqual(EXPORT_LATENCY_BUCKETS_MS, empty?.bucketsMs);
@@ -264,12 +265,11 @@ describe('SdkSpanSink', () => {
   it('counts an export that never reports within exportTimeoutMillis as failed', async () => {
     const hanging: SpanExporter = { export() {}, shutdown: async () => {} };
     const lines: string[] = [];
-    const sink = new SdkSpanSink({
+    const sink = new SdkSpanSink(sinkOptions({
       exporters: [hanging],
       batch: { scheduledDelayMillis: 10, exportTimeoutMillis: 80 },
       log: (l) => lines.push(l),
-      flushTimeoutMillis: 1000,
-    });
+    }));
     sink.emit(spanTree()[3] as SpanRecord);
     const st = await waitFor(() => {
       const s = sink.stats();

@@ -1,8 +1,10 @@
 // Maps the validated configuration onto the agent's constructor options (units converted:
-// ms/s -> ns for the correlator; byte knobs renamed to the addon's).
+// ms/s -> ns for the correlator; byte knobs renamed to the addon's). Each component gets its
+// slice here; none of them has defaults of its own.
 import type { AgentOptions } from '../agent.ts';
-import type { CorrelatorConfig } from '../correlate/correlator.ts';
+import type { CorrelatorOptions } from '../correlate/options.ts';
 import type { ExportConfig } from '../export/factory.ts';
+import type { BatchOptions } from '../export/sdk-sink.ts';
 import type { PodEntry } from '../k8s/pods-file.ts';
 import type { StrataConfig } from './schema.ts';
 
@@ -17,18 +19,29 @@ export function toExportConfig(c: StrataConfig): ExportConfig {
   return out;
 }
 
-export function toCorrelatorOptions(c: StrataConfig): CorrelatorConfig {
+export function toCorrelatorOptions(c: StrataConfig): CorrelatorOptions {
   const k = c.correlator;
   return {
     graceNs: k.graceMs * 1e6,
     idleNs: k.idleTimeoutS * 1e9,
     maxConns: k.maxConnections,
     maxMessages: k.maxMessages,
+    maxReady: k.maxReady,
+    lostQuietNs: k.lostQuietMs * 1e6,
+    retainNs: k.retainS * 1e9,
     proxyComms: [...k.proxyComms],
     headerAllowList: [...c.privacy.headerAllowList],
     redactHeaders: [...c.privacy.redactHeaders],
     sampling: { ...c.sampling },
+    maxHeldTraces: k.maxHeldTraces,
+    exportInvalid: k.exportInvalid,
   };
+}
+
+/** the batch span processor in front of each exporter */
+export function toBatchOptions(c: StrataConfig): BatchOptions {
+  const q = c.export.queue;
+  return { maxQueueSize: q.maxSpans, maxExportBatchSize: q.batchSize, scheduledDelayMillis: q.delayMs, exportTimeoutMillis: q.exportTimeoutMs };
 }
 
 export function toAgentOptions(config: StrataConfig, pods: PodEntry[]): AgentOptions {
@@ -38,11 +51,9 @@ export function toAgentOptions(config: StrataConfig, pods: PodEntry[]): AgentOpt
     nodeNetns: config.node.netns,
     interfaces: [...config.node.interfaces],
     export: toExportConfig(config),
-    exportQueue: {
-      maxQueueSize: config.export.queue.maxSpans,
-      maxExportBatchSize: config.export.queue.batchSize,
-      scheduledDelayMillis: config.export.queue.delayMs,
-    },
+    exportQueue: toBatchOptions(config),
+    maxResources: config.export.maxResources,
+    routes: [...config.correlator.routes],
     probes: {
       sockPayloadCap: config.probes.sockPayloadBytes,
       pktPayloadCap: config.probes.pktPayloadBytes,

@@ -2,5 +2,5 @@
 export { type AgentArgs, FLAG_ALIASES, parseAgentArgs } from './flags.ts';
 export { configHelp } from './help.ts';
 export { type ConfigIssue, type LoadOptions, type Setting, loadConfig } from './load.ts';
-export { toAgentOptions, toCorrelatorOptions, toExportConfig } from './agent-options.ts';
+export { toAgentOptions, toBatchOptions, toCorrelatorOptions, toExportConfig } from './agent-options.ts';
 export { type ConfigShape, type StrataConfig, SCHEMA, defaultConfig, envName, leafPaths } from './schema.ts';

@@ -6,14 +6,18 @@ export interface ConfigShape {
   node: { name: string; netns: string; interfaces: string[] };
   discovery: { podsFile: string | null };
   probes: { sockPayloadBytes: number; pktPayloadBytes: number; ringBufferBytes: number; wakeupBytes: number; syscallAttach: 'auto' | 'tracepoint' | 'raw_tp' };
-  correlator: { graceMs: number; idleTimeoutS: number; maxConnections: number; maxMessages: number; proxyComms: string[] };
+  correlator: {
+    graceMs: number; idleTimeoutS: number; maxConnections: number; maxMessages: number; proxyComms: string[];
+    maxReady: number; lostQuietMs: number; retainS: number; maxHeldTraces: number; routes: string[]; exportInvalid: boolean;
+  };
   privacy: { headerAllowList: string[]; redactHeaders: string[] };
   sampling: { ratio: number; slowThresholdMs: number; keepErrors: boolean; respectParentSampled: boolean };
   export: {
     otlp: { endpoint: string; protocol: OtlpProtocol; headers: Record<string, string>; timeoutMs: number };
     jaeger: { endpoint: string | null };
     files: { dir: string | null };
-    queue: { maxSpans: number; batchSize: number; delayMs: number };
+    queue: { maxSpans: number; batchSize: number; delayMs: number; exportTimeoutMs: number };
+    maxResources: number;
   };
   metrics: { port: number; host: string };
   shutdown: { timeoutS: number };
@@ -39,7 +43,10 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
     node: { name: env.NODE_NAME?.trim() || host, netns: '', interfaces: [] },
     discovery: { podsFile: null },
     probes: { sockPayloadBytes: 256, pktPayloadBytes: 128, ringBufferBytes: 16 * 1024 * 1024, wakeupBytes: 256 * 1024, syscallAttach: 'auto' },
-    correlator: { graceMs: 100, idleTimeoutS: 30, maxConnections: 65536, maxMessages: 65536, proxyComms: ['nginx', 'envoy', 'haproxy', 'traefik'] },
+    correlator: {
+      graceMs: 100, idleTimeoutS: 30, maxConnections: 65536, maxMessages: 65536, proxyComms: ['nginx', 'envoy', 'haproxy', 'traefik'],
+      maxReady: 65536, lostQuietMs: 1000, retainS: 10, maxHeldTraces: 4096, routes: [], exportInvalid: false,
+    },
     privacy: {
       headerAllowList: ['x-request-id', 'user-agent', 'content-type'],
       redactHeaders: ['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key'],
@@ -49,7 +56,8 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
       otlp: { endpoint: DEFAULT_OTLP_HTTP_ENDPOINT, protocol: 'http/protobuf', headers: {}, timeoutMs: 10000 },
       jaeger: { endpoint: null },
       files: { dir: null },
-      queue: { maxSpans: 8192, batchSize: 512, delayMs: 500 },
+      queue: { maxSpans: 8192, batchSize: 512, delayMs: 500, exportTimeoutMs: 30_000 },
+      maxResources: 256,
     },
     metrics: { port: 9464, host: '0.0.0.0' },
     shutdown: { timeoutS: 10 },
@@ -251,6 +259,15 @@ export const SCHEMA = {
       what: 'process names (1..15 characters)',
       test: (s) => s.length >= 1 && s.length <= 15,
     }),
+    maxReady: int(1, 1 << 24, 'finished exchanges waiting for their grace period, at most (beyond: emitted at once)'),
+    lostQuietMs: int(1, 600_000, 'a response whose framing was lost ends after this long without bytes'),
+    retainS: int(1, 3600, 'emitted exchanges and messages stay findable this long (late events of other CPUs)'),
+    maxHeldTraces: int(1, 1 << 20, 'local traces held for the sampling decision until their root ends, at most'),
+    routes: list('route patterns for span names, first match wins: /users/{id}/orders ({x}: one segment; a last * matches the rest); unmatched paths have id-like segments replaced by {id}', {
+      what: 'paths starting with / (at most 256 characters)',
+      test: (s) => s.startsWith('/') && s.length <= 256,
+    }),
+    exportInvalid: bool('also export junk requests and requests whose head never completed, as error spans named "HTTP invalid request" (always counted)'),
   },
   privacy: {
     headerAllowList: list('request headers copied to span attributes', { what: 'HTTP header names', test: (s) => TOKEN.test(s), lower: true }),
@@ -279,7 +296,9 @@ export const SCHEMA = {
       maxSpans: int(1, 1 << 20, 'spans queued for export at most (further spans are dropped and counted)'),
       batchSize: int(1, 1 << 20, 'spans per export request (at most export.queue.maxSpans)'),
       delayMs: int(0, 600_000, 'export a partial batch after this long'),
+      exportTimeoutMs: int(1, 600_000, 'the batch processor gives up on one export call after this long (counted as failed)'),
     },
+    maxResources: int(1, 1 << 16, 'distinct span resources (process, pod, layer) cached at most (least recently used evicted)'),
   },
   metrics: {
     port: int(0, 65535, 'port of /metrics, /healthz, /readyz (0 = any free port)'),

@@ -1,5 +1,6 @@
 // HTTP/1.x message heads from partial captures. A capture holds the first N bytes a syscall moved,
 // so the head may be cut: what was seen is kept and `complete` says whether the blank line was.
+import { isUtf8 } from 'node:buffer';
 
 const METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'OPTIONS', 'PATCH', 'CONNECT', 'TRACE']);
 const MAX_HEADERS = 64;
@@ -78,4 +79,23 @@ export function parseHead(b: Buffer, off: number, len: number, isRequest: boolea
 export function splitTarget(target: string): { path: string; query: string } {
   const q = target.indexOf('?');
   return q < 0 ? { path: target, query: '' } : { path: target.slice(0, q), query: target.slice(q + 1) };
+}
+
+/**
+ * A request line is valid when its target has no controls or spaces and its bytes >= 0x80, if any,
+ * are UTF-8 (RFC 9112 wants ASCII; raw UTF-8 paths are sent and served in practice), and, when the
+ * capture holds the whole line, its version is HTTP/1.0 or 1.1. `GET ` followed by binary passes
+ * looksLikeRequest but is junk.
+ */
+export function validRequestLine(head: HttpHead): boolean {
+  const t = head.target;
+  if (t.length === 0 && head.version !== '') return false;
+  let high = false;
+  for (let i = 0; i < t.length; i++) {
+    const c = t.charCodeAt(i);
+    if (c <= 0x20 || c === 0x7f) return false;
+    if (c >= 0x80) high = true;
+  }
+  if (high && !isUtf8(Buffer.from(t, 'latin1'))) return false;
+  return head.version === '' || head.version === 'HTTP/1.1' || head.version === 'HTTP/1.0';
 }

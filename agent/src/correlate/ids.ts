@@ -51,3 +51,52 @@ export function nthSpanId(base: string, i: number): string {
   const id = base.slice(0, 8) + hex8(tail);
   return id === '0000000000000000' ? '0000000000000001' : id;
 }
+
+/** The ids of one exchange's span: its own, its trace's, its parent's. */
+export interface ExchangeIds {
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  /** the parent is the caller's span (context header), not a span of this node */
+  remote: boolean;
+  flags: number;
+  traceState?: string;
+  format?: string;
+}
+
+/** What resolving ids needs to know about an exchange. */
+export interface IdSubject {
+  reqKey: string;
+  headers: Map<string, string>;
+  ids?: ExchangeIds;
+}
+
+export interface IdLookups<T extends IdSubject> {
+  /** the exchange's local parent (a traced caller on this node), if any */
+  parentOf(ex: T): T | undefined;
+  /** "server" or "client": part of the derived span id */
+  roleName(ex: T): string;
+  /** the caller's context from the request headers (malformed ones counted by the caller) */
+  extract(headers: Map<string, string>): { traceId: string; spanId: string; traceFlags: number; traceState?: string; format?: string } | undefined;
+}
+
+/**
+ * Ids of an exchange, resolved once: under its local parent's trace when it has one, else the
+ * caller's context from the request headers, else derived from the request's message key (so
+ * another agent seeing the same message names it alike).
+ */
+export function resolveIds<T extends IdSubject>(ex: T, l: IdLookups<T>, depth = 0): ExchangeIds {
+  if (ex.ids) return ex.ids;
+  const spanId = deriveSpanId(l.roleName(ex), ex.reqKey);
+  const parent = depth < 32 ? l.parentOf(ex) : undefined;
+  if (parent) {
+    const p = resolveIds(parent, l, depth + 1);
+    ex.ids = { traceId: p.traceId, spanId, parentSpanId: p.spanId, remote: false, flags: p.flags, traceState: p.traceState };
+    return ex.ids;
+  }
+  const x = l.extract(ex.headers);
+  ex.ids = x
+    ? { traceId: x.traceId, spanId, parentSpanId: x.spanId, remote: true, flags: x.traceFlags, traceState: x.traceState, format: x.format }
+    : { traceId: deriveTraceId(ex.reqKey), spanId, remote: false, flags: 1 };
+  return ex.ids;
+}

@@ -8,15 +8,25 @@ import { type HttpHead, looksLikeRequest, looksLikeResponse, parseHead } from '.
 
 export type Framing = { mode: 'none' } | { mode: 'length'; length: number } | { mode: 'chunked' } | { mode: 'close' } | { mode: 'opaque' };
 
-export interface StreamListener {
-  /** a message starts at byte `off` of the current event */
-  onStart(off: number): void;
-  /** its head: parsed (null when even the first line was not captured); `truncated` if cut */
-  onHead(head: HttpHead | null, truncated: boolean): Framing;
-  /** the message's last byte is at `off` of the current event; -1: the last byte of the previous event */
-  onEnd(off: number): void;
+/**
+ * Why a head is incomplete: bytes moved but not captured ('capture': the head was there, we did not
+ * see all of it), the connection ended inside it ('close'), or it exceeded MAX_HEAD ('too_long').
+ */
+export type HeadCut = 'capture' | 'close' | 'too_long';
+
+/**
+ * Called back from feed()/close() with the event being fed (`ev`, passed through untouched;
+ * undefined for close() or when the caller has none): a callback receives what it works on.
+ */
+export interface StreamListener<E> {
+  /** a message starts at byte `off` of the event */
+  onStart(ev: E | undefined, off: number): void;
+  /** its head: parsed (null when even the first line was not captured); `truncated` if cut, and why */
+  onHead(ev: E | undefined, head: HttpHead | null, truncated: boolean, cut?: HeadCut): Framing;
+  /** the message's last byte is at `off` of the event; -1: the last byte of the previous event */
+  onEnd(ev: E | undefined, off: number): void;
   /** the direction does not carry HTTP/1.x */
-  onNonHttp(): void;
+  onNonHttp(ev: E | undefined): void;
 }
 
 const IDLE = 0;
@@ -37,7 +47,7 @@ const C_TRAILER = 3; // after the 0-size chunk: lines until an empty one
 export const MAX_HEAD = 16 * 1024;
 const SNIFF = 8;
 
-export class HttpStream {
+export class HttpStream<E = unknown> {
   private mode = IDLE;
   private head: Buffer[] = [];
   private headBytes = 0;
@@ -53,9 +63,9 @@ export class HttpStream {
   private evTotal = 0;
   private bytes = 0;
   private readonly requests: boolean;
-  private readonly l: StreamListener;
+  private readonly l: StreamListener<E>;
 
-  constructor(requests: boolean, listener: StreamListener) {
+  constructor(requests: boolean, listener: StreamListener<E>) {
     this.requests = requests;
     this.l = listener;
   }
@@ -74,10 +84,10 @@ export class HttpStream {
     return this.mode !== IDLE && this.mode !== OPAQUE && this.mode !== NONHTTP;
   }
 
-  feed(b: Buffer, off: number, cap: number, total: number): void {
+  feed(b: Buffer, off: number, cap: number, total: number, ev?: E): void {
     if (this.mode === NONHTTP || this.mode === OPAQUE) return;
     if (this.mode === LOST && cap > 0 && this.startsMessage(b, off, cap)) {
-      this.l.onEnd(-1);
+      this.l.onEnd(ev, -1);
       this.mode = IDLE;
       this.lostChunked = false;
     }
@@ -86,7 +96,7 @@ export class HttpStream {
     if (this.mode === LOST && this.lostChunked && cap === total && endsWithLastChunk(b, off, cap)) {
       // a fully captured write/read that ends a chunked body
       this.lostChunked = false;
-      this.end(cap - 1);
+      this.end(cap - 1, ev);
       return;
     }
     let p = 0;
@@ -94,31 +104,31 @@ export class HttpStream {
       switch (this.mode) {
         case IDLE:
           this.bytes = total - p;
-          this.l.onStart(p);
+          this.l.onStart(ev, p);
           this.mode = HEAD;
           this.head = [];
           this.headBytes = 0;
           this.crlf = 0;
           break;
         case HEAD:
-          p = this.feedHead(b, off, p, cap);
+          p = this.feedHead(b, off, p, cap, ev);
           break;
         case LENGTH: {
           const take = Math.min(this.remaining, cap - p);
           this.remaining -= take;
           p += take;
-          if (this.remaining === 0) this.end(p - 1);
+          if (this.remaining === 0) this.end(p - 1, ev);
           break;
         }
         case CHUNKED:
-          p = this.feedChunked(b, off, p, cap);
+          p = this.feedChunked(b, off, p, cap, ev);
           break;
         default: // CLOSE, LOST, OPAQUE, NONHTTP: bytes are counted by the caller, not framed
           p = cap;
       }
       if (this.mode === NONHTTP || this.mode === OPAQUE) return;
     }
-    this.gap(total - cap, cap);
+    this.gap(total - cap, cap, ev);
   }
 
   /** the connection switched protocols (101, CONNECT tunnel): nothing further is HTTP/1.x */
@@ -130,10 +140,10 @@ export class HttpStream {
   close(): void {
     if (this.mode === HEAD && this.headBytes > 0) {
       // the connection ended inside a head: report what was seen, cut
-      this.headDone(true);
+      this.headDone(true, undefined, 'close');
       this.mode = LOST;
     }
-    if (this.mode === CLOSE || this.mode === LOST) this.l.onEnd(-1);
+    if (this.mode === CLOSE || this.mode === LOST) this.l.onEnd(undefined, -1);
     this.mode = IDLE;
   }
 
@@ -141,13 +151,13 @@ export class HttpStream {
     return this.requests ? looksLikeRequest(b, off, cap) : looksLikeResponse(b, off, cap);
   }
 
-  private end(off: number): void {
+  private end(off: number, ev: E | undefined): void {
     this.mode = IDLE;
     this.bytes -= this.evTotal - off - 1;
-    this.l.onEnd(off);
+    this.l.onEnd(ev, off);
   }
 
-  private feedHead(b: Buffer, off: number, p: number, cap: number): number {
+  private feedHead(b: Buffer, off: number, p: number, cap: number, ev: E | undefined): number {
     let q = p;
     let found = -1;
     for (; q < cap; q++) {
@@ -170,18 +180,18 @@ export class HttpStream {
     if (this.headBytes >= SNIFF || found >= 0) {
       if (!this.sniffOk()) {
         this.mode = NONHTTP;
-        this.l.onNonHttp();
+        this.l.onNonHttp(ev);
         return cap;
       }
     }
     if (found >= 0) {
-      this.headDone(false);
-      if (this.mode === IDLE) this.end(found);
+      this.headDone(false, ev);
+      if (this.mode === IDLE) this.end(found, ev);
       return found + 1;
     }
     if (this.headBytes >= MAX_HEAD) {
       // a head this long is not one we will ever finish: keep what we saw
-      this.headDone(true);
+      this.headDone(true, ev, 'too_long');
       this.mode = LOST;
     }
     return cap;
@@ -205,11 +215,11 @@ export class HttpStream {
     return true;
   }
 
-  private headDone(truncated: boolean): void {
+  private headDone(truncated: boolean, ev: E | undefined, cut?: HeadCut): void {
     const h = this.head.length === 1 ? (this.head[0] as Buffer) : Buffer.concat(this.head);
     this.head = [];
     const parsed = parseHead(h, 0, h.length, this.requests);
-    const f = this.l.onHead(parsed, truncated || !parsed?.complete);
+    const f = this.l.onHead(ev, parsed, truncated || !parsed?.complete, cut);
     if (truncated) return;
     switch (f.mode) {
       case 'none':
@@ -234,7 +244,7 @@ export class HttpStream {
     }
   }
 
-  private feedChunked(b: Buffer, off: number, p: number, cap: number): number {
+  private feedChunked(b: Buffer, off: number, p: number, cap: number, ev: E | undefined): number {
     while (p < cap) {
       if (this.cState === C_DATA) {
         const take = Math.min(this.chunkSize, cap - p);
@@ -277,7 +287,7 @@ export class HttpStream {
         // trailer section: ends with an empty line
         if (c === 0x0a) {
           if (this.lineLen === 0) {
-            this.end(p);
+            this.end(p, ev);
             return p + 1;
           }
           this.lineLen = 0;
@@ -300,18 +310,18 @@ export class HttpStream {
   }
 
   /** `n` bytes were moved after the captured ones, at offsets cap.. of this event */
-  private gap(n: number, at: number): void {
+  private gap(n: number, at: number, ev: E | undefined): void {
     if (n <= 0) return;
     switch (this.mode) {
       case IDLE:
         // a message starts where we cannot see it
         this.bytes = this.evTotal - at;
-        this.l.onStart(at);
-        this.l.onHead(null, true);
+        this.l.onStart(ev, at);
+        this.l.onHead(ev, null, true, 'capture');
         this.mode = LOST;
         return;
       case HEAD:
-        this.headDone(true);
+        this.headDone(true, ev, 'capture');
         this.mode = LOST;
         return;
       case LENGTH:
@@ -323,8 +333,8 @@ export class HttpStream {
           const rest = n - this.remaining;
           const last = at + this.remaining - 1;
           this.remaining = 0;
-          this.end(last);
-          this.gap(rest, last + 1);
+          this.end(last, ev);
+          this.gap(rest, last + 1, ev);
         }
         return;
       case CHUNKED:

@@ -15,4 +15,9 @@ export {
   type SdkSinkStats,
   SdkSpanSink,
 } from './sdk-sink.ts';
-export type { SpanRecord, SpanResource, SpanSink } from './types.ts';
+export { SpanExport } from './pipeline.ts';
+export { RecordSpan } from './readable-span.ts';
+export { Routes, idLike } from './route.ts';
+export { clean, MAX_NAME, MAX_VALUE } from './sanitize.ts';
+export { INVALID_REQUEST_NAME, pointLabel, SpanMapper, type SpanMapperOptions } from './semconv.ts';
+export type { SpanEvent, SpanRecord, SpanResource, SpanSink } from './types.ts';

@@ -1,73 +1,47 @@
-// SpanSink backed by the OpenTelemetry SDK: each SpanRecord becomes a real SDK span with exactly the
-// record's ids, parent, times, kind, attributes and status, and leaves through BatchSpanProcessors.
-//
-// How exact ids are obtained with public SDK API only:
-//  - span id: a custom IdGenerator returns the record's spanId for the one span being started;
-//  - trace id + parent: the span is started in a context holding a non-recording parent SpanContext
-//    built with trace.setSpanContext(ROOT_CONTEXT, {traceId, spanId: parentSpanId, ...});
-//  - root span (no parent): the same IdGenerator returns the record's traceId from generateTraceId();
-//  - trace state: a custom Sampler returns the record's tracestate (and always samples: the
-//    correlator already decided that this span is to be exported);
-//  - times: HrTime passed to startSpan({startTime}) and span.end(endTime), which the SDK keeps as is.
-// Tracer.startSpan is synchronous, so a single "pending record" slot read by the IdGenerator and the
-// Sampler is safe.
-import {
-  type TraceState as ApiTraceState,
-  type Attributes,
-  type Context,
-  isValidSpanId,
-  isValidTraceId,
-  ROOT_CONTEXT,
-  type SpanContext,
-  TraceFlags,
-  type Tracer,
-  trace,
-} from '@opentelemetry/api';
-import { type ExportResult, ExportResultCode, TraceState } from '@opentelemetry/core';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import {
-  BasicTracerProvider,
-  BatchSpanProcessor,
-  type IdGenerator,
-  type ReadableSpan,
-  type Sampler,
-  SamplingDecision,
-  type SamplingResult,
-  type Span,
-  type SpanExporter,
-  type SpanProcessor,
-} from '@opentelemetry/sdk-trace-base';
+// SpanSink in front of the OpenTelemetry SDK's export machinery: each SpanRecord becomes a
+// ReadableSpan (readable-span.ts) with exactly the record's ids, parent, times, kind, attributes,
+// events and status, and goes to every exporter's own BatchSpanProcessor (bounded, counted).
+// Resources are built once per distinct resource (resourceFromAttributes) and cached by content,
+// bounded (LRU).
+// The options are the sink's slice of the validated configuration: no defaults here.
+import { type Context, isValidSpanId, isValidTraceId } from '@opentelemetry/api';
+import { type ExportResult, ExportResultCode, type InstrumentationScope } from '@opentelemetry/core';
+import { type Resource, resourceFromAttributes } from '@opentelemetry/resources';
+import { BatchSpanProcessor, type ReadableSpan, type Span, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { LRUCache } from 'lru-cache';
 import { defaultWarn, errorMessage, type LogFn, rateLimitedLog } from './log.ts';
+import { RecordSpan } from './readable-span.ts';
 import type { SpanRecord, SpanResource, SpanSink } from './types.ts';
 
 export interface BatchOptions {
   /** spans held per exporter before new ones are dropped (counted in stats().spansDroppedQueueFull) */
-  maxQueueSize?: number;
-  maxExportBatchSize?: number;
-  scheduledDelayMillis?: number;
-  exportTimeoutMillis?: number;
+  maxQueueSize: number;
+  maxExportBatchSize: number;
+  scheduledDelayMillis: number;
+  /** one export call may take this long before it counts as failed; also bounds flush() and shutdown() */
+  exportTimeoutMillis: number;
 }
 
 export interface SdkSinkOptions {
   exporters: SpanExporter[];
-  batch?: BatchOptions;
-  /** distinct resources with a live TracerProvider (LRU); default 256 */
-  maxProviders?: number;
-  /** instrumentation scope of the emitted spans */
-  scopeName?: string;
-  scopeVersion?: string;
-  /** where warnings go (default: stderr); at most one line per warnIntervalMillis (default 10 s) */
+  batch: BatchOptions;
+  /** distinct resources kept built (LRU) */
+  maxResources: number;
+  /** where warnings go (default: stderr); at most one line per 10 s */
   log?: LogFn;
-  warnIntervalMillis?: number;
-  /** upper bound for flush() (default 30 s) */
-  flushTimeoutMillis?: number;
 }
 
+/** the instrumentation scope of every span strata emits */
+export const SCOPE: InstrumentationScope = Object.freeze({ name: 'strata' });
+/** repeated warnings: one line per this interval, never one per span */
+const WARN_INTERVAL_MS = 10_000;
+
 export interface SdkSinkStats {
-  /** spans handed to the SDK (started and ended) */
+  /** spans handed to the export pipelines */
   spansEmitted: number;
   /** records refused before reaching the SDK: invalid ids, or emitted after shutdown() */
   spansRejected: number;
+  /** the resource cache (named after the TracerProviders it replaced): built, evicted, held now */
   providersCreated: number;
   providersEvicted: number;
   providersCached: number;
@@ -133,13 +107,6 @@ function observeLatency(l: ExportLatencyStats, ms: number): void {
   }
 }
 
-const DEFAULT_BATCH: Required<BatchOptions> = {
-  maxQueueSize: 8192,
-  maxExportBatchSize: 512,
-  scheduledDelayMillis: 1000,
-  exportTimeoutMillis: 30_000,
-};
-
 /**
  * One exporter behind its own BatchSpanProcessor. Wraps the processor to count what the SDK would
  * drop silently (queue overflow) and wraps the exporter to count export results.
@@ -151,7 +118,7 @@ class ExportPipeline implements SpanProcessor {
   private readonly maxQueueSize: number;
   private closed = false;
 
-  constructor(exporter: SpanExporter, batch: Required<BatchOptions>, warn: LogFn) {
+  constructor(exporter: SpanExporter, batch: BatchOptions, warn: LogFn) {
     this.exporter = exporter;
     this.maxQueueSize = batch.maxQueueSize;
     const stats: ExporterStats = {
@@ -210,7 +177,7 @@ class ExportPipeline implements SpanProcessor {
 
   onEnd(span: ReadableSpan): void {
     if (this.closed) return;
-    if ((span.spanContext().traceFlags & TraceFlags.SAMPLED) === 0) return; // the BSP ignores it too
+    if ((span.spanContext().traceFlags & 1) === 0) return; // not sampled: the BSP ignores it too
     if (this.stats.queued >= this.maxQueueSize) {
       // same bound as the BSP's own queue, but counted
       this.stats.spansDroppedQueueFull++;
@@ -240,10 +207,6 @@ class ExportPipeline implements SpanProcessor {
   }
 }
 
-function stableJson(v: unknown): string {
-  return JSON.stringify(v);
-}
-
 /** cache key of a resource: service name + attributes, independent of attribute order */
 function computeResourceKey(r: SpanResource): string {
   const keys = Object.keys(r.attributes).sort();
@@ -252,27 +215,16 @@ function computeResourceKey(r: SpanResource): string {
     const v = r.attributes[k];
     if (v !== undefined) parts.push(k, v);
   }
-  return stableJson(parts);
-}
-
-interface PendingIds {
-  traceId: string;
-  spanId: string;
-  traceState: ApiTraceState | undefined;
+  return JSON.stringify(parts);
 }
 
 export class SdkSpanSink implements SpanSink {
   private readonly pipelines: ExportPipeline[];
-  private readonly providers = new Map<string, Tracer>(); // insertion order = LRU order
+  private readonly resources: LRUCache<string, Resource>;
+  /** content key of each resource descriptor seen (the mapper reuses its descriptors) */
   private readonly resourceKeys = new WeakMap<SpanResource, string>();
-  private readonly maxProviders: number;
-  private readonly scopeName: string;
-  private readonly scopeVersion: string | undefined;
   private readonly warn: LogFn;
   private readonly flushTimeoutMillis: number;
-  private readonly idGenerator: IdGenerator;
-  private readonly sampler: Sampler;
-  private pending: PendingIds | undefined;
   private shutDown = false;
   private readonly counters = {
     spansEmitted: 0,
@@ -285,34 +237,17 @@ export class SdkSpanSink implements SpanSink {
     if (!options || !Array.isArray(options.exporters) || options.exporters.length === 0) {
       throw new Error('SdkSpanSink: at least one exporter is required');
     }
-    this.maxProviders = Math.max(1, options.maxProviders ?? 256);
-    this.scopeName = options.scopeName ?? 'strata';
-    this.scopeVersion = options.scopeVersion;
-    this.flushTimeoutMillis = options.flushTimeoutMillis ?? 30_000;
-    this.warn = rateLimitedLog(options.log ?? defaultWarn, options.warnIntervalMillis ?? 10_000);
-    const batch = { ...DEFAULT_BATCH, ...definedOnly(options.batch ?? {}) };
+    this.flushTimeoutMillis = options.batch.exportTimeoutMillis;
+    this.warn = rateLimitedLog(options.log ?? defaultWarn, WARN_INTERVAL_MS);
+    const batch = { ...options.batch };
     if (batch.maxExportBatchSize > batch.maxQueueSize) batch.maxExportBatchSize = batch.maxQueueSize;
     this.pipelines = options.exporters.map((e) => new ExportPipeline(e, batch, this.warn));
-
-    const pending = () => this.pending;
-    this.idGenerator = {
-      generateTraceId(): string {
-        const p = pending();
-        if (!p) throw new Error('SdkSpanSink: span started outside emit()');
-        return p.traceId;
+    this.resources = new LRUCache<string, Resource>({
+      max: Math.max(1, options.maxResources),
+      disposeAfter: (_r, _k, reason) => {
+        if (reason === 'evict') this.counters.providersEvicted++;
       },
-      generateSpanId(): string {
-        const p = pending();
-        if (!p) throw new Error('SdkSpanSink: span started outside emit()');
-        return p.spanId;
-      },
-    };
-    this.sampler = {
-      shouldSample(): SamplingResult {
-        return { decision: SamplingDecision.RECORD_AND_SAMPLED, traceState: pending()?.traceState };
-      },
-      toString: () => 'StrataRecordSampler',
-    };
+    });
   }
 
   emit(span: SpanRecord): void {
@@ -321,8 +256,6 @@ export class SdkSpanSink implements SpanSink {
     } catch (err) {
       this.counters.spansRejected++;
       this.warn(`strata export: span ${span?.name} dropped: ${errorMessage(err)}`);
-    } finally {
-      this.pending = undefined;
     }
   }
 
@@ -337,65 +270,26 @@ export class SdkSpanSink implements SpanSink {
     if (r.parentSpanId !== undefined && !isValidSpanId(r.parentSpanId)) {
       throw new Error(`invalid parent span id ${r.parentSpanId}`);
     }
-    // the SDK would silently replace a malformed time with "now"
     if (!isHrTime(r.start) || !isHrTime(r.end)) {
       throw new Error(`invalid times start=${String(r.start)} end=${String(r.end)}`);
     }
-    const tracer = this.tracerFor(r.resource);
-    const traceState = r.traceState ? new TraceState(r.traceState) : undefined;
-    let ctx: Context = ROOT_CONTEXT;
-    if (r.parentSpanId !== undefined) {
-      const parent: SpanContext = {
-        traceId: r.traceId,
-        spanId: r.parentSpanId,
-        traceFlags: r.traceFlags,
-        isRemote: r.parentIsRemote ?? false,
-        traceState,
-      };
-      ctx = trace.setSpanContext(ROOT_CONTEXT, parent);
-    }
-    this.pending = { traceId: r.traceId, spanId: r.spanId, traceState };
-    const span = tracer.startSpan(
-      r.name,
-      { kind: r.kind, attributes: r.attributes, startTime: [r.start[0], r.start[1]], root: r.parentSpanId === undefined },
-      ctx,
-    );
-    this.pending = undefined;
-    if (r.status) span.setStatus(r.status);
-    span.end([r.end[0], r.end[1]]);
+    const span = new RecordSpan(r, this.resourceFor(r.resource), SCOPE);
+    for (const p of this.pipelines) p.onEnd(span);
     this.counters.spansEmitted++;
   }
 
-  private tracerFor(resource: SpanResource): Tracer {
+  private resourceFor(resource: SpanResource): Resource {
     let key = this.resourceKeys.get(resource);
     if (key === undefined) {
       key = computeResourceKey(resource);
       this.resourceKeys.set(resource, key);
     }
-    const hit = this.providers.get(key);
-    if (hit) {
-      // refresh LRU position
-      this.providers.delete(key);
-      this.providers.set(key, hit);
-      return hit;
-    }
-    while (this.providers.size >= this.maxProviders) {
-      const oldest = this.providers.keys().next().value as string;
-      // not shut down: the span processors are shared; spans already ended stay queued
-      this.providers.delete(oldest);
-      this.counters.providersEvicted++;
-    }
-    const attrs: Attributes = { ...resource.attributes, 'service.name': resource.serviceName };
-    const provider = new BasicTracerProvider({
-      resource: resourceFromAttributes(attrs),
-      idGenerator: this.idGenerator,
-      sampler: this.sampler,
-      spanProcessors: this.pipelines,
-    });
-    const tracer = provider.getTracer(this.scopeName, this.scopeVersion);
-    this.providers.set(key, tracer);
+    const hit = this.resources.get(key);
+    if (hit) return hit;
+    const built = resourceFromAttributes({ ...resource.attributes, 'service.name': resource.serviceName });
+    this.resources.set(key, built);
     this.counters.providersCreated++;
-    return tracer;
+    return built;
   }
 
   /** Exports everything pending. Never rejects: failures are counted in stats(). */
@@ -407,7 +301,6 @@ export class SdkSpanSink implements SpanSink {
   async shutdown(): Promise<void> {
     if (this.shutDown) return;
     this.shutDown = true;
-    this.providers.clear();
     await Promise.all(this.pipelines.map((p) => this.guard(p.shutdown(), p.stats.name, 'shutdown')));
   }
 
@@ -436,7 +329,7 @@ export class SdkSpanSink implements SpanSink {
     const sum = (f: (s: ExporterStats) => number) => exporters.reduce((a, s) => a + f(s), 0);
     return {
       ...this.counters,
-      providersCached: this.providers.size,
+      providersCached: this.resources.size,
       exportsSucceeded: sum((s) => s.exportsSucceeded),
       exportsFailed: sum((s) => s.exportsFailed),
       spansExported: sum((s) => s.spansExported),
@@ -457,12 +350,4 @@ function isHrTime(t: unknown): t is [number, number] {
     t[1] >= 0 &&
     t[1] < 1_000_000_000
   );
-}
-
-function definedOnly<T extends object>(o: T): Partial<T> {
-  const out: Partial<T> = {};
-  for (const [k, v] of Object.entries(o)) {
-    if (v !== undefined) (out as Record<string, unknown>)[k] = v;
-  }
-  return out;
 }

@@ -1,12 +1,19 @@
-// The correlator's output: one finished span with explicit ids and wall-clock times.
-// Everything downstream (OTel SDK, OTLP, files) consumes only this.
+// One finished span with explicit ids and wall-clock times, as export/ builds it from the
+// correlator's records (semconv.ts); the sink turns it into a ReadableSpan for the SDK's
+// processors and exporters.
 import type { Attributes, HrTime, SpanKind, SpanStatusCode } from '@opentelemetry/api';
 
 export interface SpanResource {
-  /** service.name in Jaeger: the workload (pod's app), or "strata-net" for network hops */
+  /** service.name in Jaeger: the workload (pod's app) for exchanges, "net:<layer> <node>" for network hops */
   serviceName: string;
-  /** k8s.* and host attributes; used as the resource of the span */
+  /** k8s.* and process attributes; the resource of the span */
   attributes: Attributes;
+}
+
+export interface SpanEvent {
+  name: string;
+  time: HrTime;
+  attributes?: Attributes;
 }
 
 export interface SpanRecord {
@@ -23,6 +30,7 @@ export interface SpanRecord {
   end: HrTime;
   attributes: Attributes;
   status?: { code: SpanStatusCode; message?: string };
+  events?: SpanEvent[];
   resource: SpanResource;
 }
 

@@ -1,7 +1,7 @@
 // File-based pod discovery (the lab's pods.json; in a cluster the API server takes this place).
 // Maps a network namespace inode to its pod and a host-side veth to the pod behind it.
 import { readFileSync } from 'node:fs';
-import type { PodInfo, Topology } from '../correlate/correlator.ts';
+import type { PodInfo, Topology } from './topology.ts';
 
 export interface PodEntry {
   name: string;

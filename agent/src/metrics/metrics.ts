@@ -204,6 +204,23 @@ export function createMetrics(src: StatsSource): Registry {
   const evictedMsgs = evictions.labels('messages');
   const evictedClients = evictions.labels('client_exchanges');
 
+  const invalid = new Counter({
+    name: 'strata_correlator_invalid_requests_total',
+    help: 'Requests that were not valid HTTP/1.x, by reason (bad_request_line: junk after a method; head_incomplete: the connection ended inside the head; head_too_long), not exported unless correlator.exportInvalid.',
+    labelNames: ['reason'], registers: [registry],
+    collect() {
+      this.reset();
+      const c = correlator();
+      invalidLine.inc(c.invalidBadRequestLine ?? 0);
+      invalidIncomplete.inc(c.invalidHeadIncomplete ?? 0);
+      invalidTooLong.inc(c.invalidHeadTooLong ?? 0);
+    },
+  });
+  const invalidLine = invalid.labels('bad_request_line');
+  const invalidIncomplete = invalid.labels('head_incomplete');
+  const invalidTooLong = invalid.labels('head_too_long');
+  counter('strata_correlator_hops_incomplete_total', 'Exchanges whose hop chain lacks observation points (strata.hops.incomplete on the span).', () => correlator().hopsIncomplete);
+
   const spans = new Counter({
     name: 'strata_spans_total', help: 'Spans emitted by the correlator (exchange: SERVER/CLIENT, hop: INTERNAL network hops).', labelNames: ['kind'], registers: [registry],
     collect() {

@@ -1,0 +1,205 @@
+// Hops: every place the bytes of one message were seen (socket write, packets on traced interfaces,
+// net_dev points, socket read), filed under the message's key, and the spans between consecutive
+// points. A message is keyed by (client endpoint, TCP seq of its first byte) and its direction:
+// the client endpoint is the same for every observer, and DNAT rewrites only the server side.
+import { LRUCache } from 'lru-cache';
+import { addrString, type PktEvent, type Tuple } from '../events/decode.ts';
+import { FLAGS } from '../events/layout.generated.ts';
+import type { Topology } from '../k8s/topology.ts';
+import type { WallClock } from './clock.ts';
+import { deriveSpanId, nthSpanId } from './ids.ts';
+import type { HopRecord, Layer, ObservationPoint } from './records.ts';
+
+/**
+ * A net_dev tracepoint event (netif_receive_skb, net_dev_queue, net_dev_xmit), as the decoder hands
+ * it over. Declared here with exactly the decoder's fields (structural typing matches them).
+ */
+export interface NetDevEvent {
+  buf: Buffer;
+  type: number;
+  flags: number;
+  tsNs: number;
+  skb: number;
+  ifindex: number;
+  /** inode of the device's netns */
+  netns: number;
+  /** NETDEV_POINT: RX (netif_receive_skb), QUEUE (net_dev_queue), XMIT (net_dev_xmit) */
+  point: number;
+  seq: number;
+  ack: number;
+  dataLen: number;
+  tcpFlags: number;
+  aggPkts: number;
+  aggBytes: number;
+  /** as on the wire: s = sender */
+  tuple: Tuple;
+}
+
+/** observation points kept per message: socket write + a few interfaces + socket read */
+export const MAX_POINTS = 16;
+
+/** a request: sent by the client endpoint, its first byte at seq (client's sequence space) */
+export function reqMsgKey(clientEp: string, seq: number): string {
+  return `>${clientEp}/${seq}`;
+}
+
+/** a response: sent to the client endpoint, its first byte at seq (server's sequence space) */
+export function respMsgKey(clientEp: string, seq: number): string {
+  return `<${clientEp}/${seq}`;
+}
+
+interface Msg {
+  key: string;
+  points: ObservationPoint[];
+  lastTs: number;
+}
+
+export interface HopStats {
+  messageEvictions: number;
+  /** observation points beyond MAX_POINTS for one message (retransmissions) */
+  pointsDropped: number;
+  /** data packets on traced interfaces that no traced socket on this node sent or received */
+  packetsWithoutConnection: number;
+}
+
+type PointClass = 'socket' | 'poddev' | 'veth' | 'nodedev';
+
+function classOf(p: ObservationPoint): PointClass {
+  if (p.kind === 'write' || p.kind === 'read') return 'socket';
+  if (p.kind === 'tc') return 'veth';
+  if (p.side === 'pod') return 'poddev';
+  // a device of the node's netns with a pod behind it is that pod's host-side veth
+  return p.pod ? 'veth' : 'nodedev';
+}
+
+/**
+ * The layer between two consecutive points (design.md): socket and the pod's own device: the pod's
+ * network stack (pod); the pod's device and its host-side veth: the veth pair (veth); socket and
+ * host veth with nothing observed between: pod; two host-side interfaces: the node's bridge
+ * (bridge); a device in the node's netns (uplink), or socket to socket: the node's stack (node).
+ */
+export function layerBetween(a: ObservationPoint, b: ObservationPoint): Layer {
+  const x = classOf(a);
+  const y = classOf(b);
+  if (x === 'nodedev' || y === 'nodedev') return 'node';
+  if (x === 'socket' && y === 'socket') return 'node';
+  if (x === 'socket' || y === 'socket') return 'pod';
+  if (x === 'veth' && y === 'veth') return 'bridge';
+  if (x === 'poddev' && y === 'poddev') return a.pod && a.pod === b.pod ? 'pod' : 'bridge';
+  return 'veth';
+}
+
+const byTs = (a: ObservationPoint, b: ObservationPoint) => a.tsNs - b.tsNs;
+
+export class Hops {
+  readonly stats: HopStats = { messageEvictions: 0, pointsDropped: 0, packetsWithoutConnection: 0 };
+  private readonly msgs: LRUCache<string, Msg>;
+  private readonly topo: Topology;
+
+  constructor(maxMessages: number, topo: Topology) {
+    this.topo = topo;
+    this.msgs = new LRUCache<string, Msg>({
+      max: maxMessages,
+      disposeAfter: (m, k, reason) => {
+        if (reason === 'evict') this.stats.messageEvictions++;
+        // each packet is filed under a request and a response reading: count it once, from the
+        // request reading, when no socket on this node claimed either
+        if (k.charCodeAt(0) === 0x3e) for (const q of m.points) if (q.claim && !q.claim.claimed) this.stats.packetsWithoutConnection++;
+      },
+    });
+  }
+
+  get size(): number {
+    return this.msgs.size;
+  }
+
+  /** adds an observation point; a message seen more often than MAX_POINTS (retransmissions, loops) keeps its first ones */
+  file(key: string, p: ObservationPoint): void {
+    let m = this.msgs.get(key);
+    if (!m) {
+      m = { key, points: [], lastTs: p.tsNs };
+      this.msgs.set(key, m);
+    }
+    m.lastTs = p.tsNs;
+    if (!p.claim) {
+      for (const q of m.points) if (q.claim) q.claim.claimed = true;
+    } else if (m.points.some((q) => !q.claim)) {
+      p.claim.claimed = true; // a socket of this node already has it
+    }
+    if (m.points.length < MAX_POINTS) m.points.push(p);
+    else this.stats.pointsDropped++;
+  }
+
+  /** a TC observation on a host-side interface (node netns) */
+  onPkt(e: PktEvent): void {
+    if (e.dataLen === 0 || !(e.flags & FLAGS.F_SEQ_VALID)) return;
+    const iface = this.topo.iface(e.ifindex);
+    const name = iface?.name ?? `if${e.ifindex}`;
+    this.fileBoth(e.buf, e.tuple, e.seq, { kind: 'tc', tsNs: e.tsNs, name, side: 'node', dir: e.dir, pod: iface?.pod, claim: { claimed: false } });
+  }
+
+  /** a net_dev observation on a device, in a pod's netns or the node's */
+  onNetDev(e: NetDevEvent): void {
+    if (e.dataLen === 0 || !(e.flags & FLAGS.F_SEQ_VALID)) return;
+    const iface = this.topo.iface(e.ifindex, e.netns);
+    const name = iface?.name ?? `if${e.ifindex}`;
+    this.fileBoth(e.buf, e.tuple, e.seq, {
+      kind: 'netdev', tsNs: e.tsNs, name, side: iface?.side ?? 'node', dir: e.point, pod: iface?.pod, netns: e.netns, claim: { claimed: false },
+    });
+  }
+
+  /**
+   * Which end is the client is unknown on the wire: file the point under both readings (sender as
+   * the client: a request; receiver as the client: a response); the reading nobody claims expires.
+   */
+  private fileBoth(buf: Buffer, t: Tuple, seq: number, pt: ObservationPoint): void {
+    const src = `${addrString(buf, t.saddrOff, t.family)}:${t.sport}`;
+    const dst = `${addrString(buf, t.daddrOff, t.family)}:${t.dport}`;
+    this.file(reqMsgKey(src, seq), pt);
+    this.file(respMsgKey(dst, seq), pt);
+  }
+
+  /**
+   * The points of a message in time order. A read that also consumed the peer's FIN reports a seq
+   * one too high (tcp_recvmsg advances copied_seq past the FIN): a close-delimited (HTTP/1.0)
+   * response read at once with its FIN. When the key finds nothing but the reader's own point,
+   * the points filed one sequence number lower (the writer's, the packets') are the same message.
+   */
+  points(key: string, finKey?: string): ObservationPoint[] {
+    const m = this.msgs.get(key);
+    const pts = m ? m.points : [];
+    if (finKey && pts.length < 2) {
+      const alt = this.msgs.get(finKey);
+      if (alt && alt.points.length > 0) {
+        for (const q of alt.points) if (q.claim) q.claim.claimed = true;
+        return [...pts, ...alt.points].sort(byTs);
+      }
+    }
+    return pts.length > 1 ? [...pts].sort(byTs) : pts;
+  }
+
+  /** INTERNAL spans between consecutive points, ids derived from the message key */
+  build(pts: ObservationPoint[], key: string, direction: HopRecord['direction'], wall: WallClock, out: HopRecord[]): void {
+    if (pts.length < 2) return;
+    const base = deriveSpanId('hops', key);
+    for (let i = 0; i + 1 < pts.length; i++) {
+      const a = pts[i] as ObservationPoint;
+      const b = pts[i + 1] as ObservationPoint;
+      out.push({ spanId: nthSpanId(base, i), direction, layer: layerBetween(a, b), from: a, to: b, start: wall(a.tsNs), end: wall(b.tsNs), messageKey: key });
+    }
+  }
+
+  /** forgets messages not touched since `before` */
+  expire(before: number): void {
+    const old: string[] = [];
+    for (const [k, m] of this.msgs.rentries() as Generator<[string, Msg]>) {
+      if (m.lastTs > before) break;
+      old.push(k);
+    }
+    for (const k of old) this.msgs.delete(k);
+  }
+
+  clear(): void {
+    this.msgs.clear();
+  }
+}

@@ -1,0 +1,97 @@
+// Tail sampling, decided when the local root of a trace (the first exchange of it on this node)
+// ends, for all the exchanges this node saw of that trace at once (held until then, bounded):
+// keep it if any failed (5xx, reset, incomplete) or the root was slow; else follow the caller's
+// sampled flag when a context came in; else keep a ratio, by trace id, so that every agent keeps
+// the same traces.
+import { LRUCache } from 'lru-cache';
+import { nest } from './clock.ts';
+import type { Exchange } from './exchanges.ts';
+import type { SamplingOptions } from './options.ts';
+import type { ExchangeRecord, ExchangeSink } from './records.ts';
+
+export interface SamplingStats {
+  /** spans (exchanges and their hops) and local traces not exported by the sampling decision */
+  spansSampledOut: number;
+  tracesSampledOut: number;
+  tracesKept: number;
+  /** local traces decided early because too many were held */
+  heldEvictions: number;
+  /** span times moved inside their parent (clock offset drift between batches) */
+  clockClamps: number;
+}
+
+export class TailSampling {
+  readonly stats: SamplingStats = { spansSampledOut: 0, tracesSampledOut: 0, tracesKept: 0, heldEvictions: 0, clockClamps: 0 };
+  /** records of local traces whose root is still open, by root exchange */
+  private readonly held: LRUCache<Exchange, ExchangeRecord[]>;
+  private readonly opts: SamplingOptions;
+  private readonly sink: ExchangeSink;
+
+  constructor(opts: SamplingOptions, maxHeld: number, sink: ExchangeSink) {
+    this.opts = opts;
+    this.sink = sink;
+    this.held = new LRUCache<Exchange, ExchangeRecord[]>({
+      max: maxHeld,
+      disposeAfter: (records, root, reason) => {
+        if (reason !== 'evict') return;
+        // the root is taking too long: decide on what is known now
+        this.stats.heldEvictions++;
+        this.release(records, this.decide(root, records, false));
+      },
+    });
+  }
+
+  /** Holds a local trace's records until its root ends, then exports or drops them together. */
+  route(ex: Exchange, root: Exchange, rec: ExchangeRecord): void {
+    if (root.keep !== undefined) return this.release([rec], root.keep);
+    if (root !== ex) {
+      const h = this.held.get(root);
+      if (h) h.push(rec);
+      else this.held.set(root, [rec]);
+      return;
+    }
+    const all = this.held.get(root);
+    this.held.delete(root);
+    if (all) all.push(rec);
+    const set = all ?? [rec];
+    root.keep = this.decide(root, set, true);
+    this.release(set, root.keep);
+  }
+
+  /** the root will not be exported (an invalid request): neither is what was held for it */
+  discard(root: Exchange): void {
+    const h = this.held.get(root);
+    if (!h) return;
+    this.held.delete(root);
+    this.release(h, false);
+  }
+
+  /** decides every held trace now (shutdown) */
+  drain(): void {
+    for (const [root, records] of [...this.held.entries()]) this.release(records, this.decide(root, records, false));
+    this.held.clear();
+  }
+
+  private decide(root: Exchange, records: ExchangeRecord[], rootDone: boolean): boolean {
+    const s = this.opts;
+    if (s.keepErrors && records.some((x) => x.error !== undefined)) return true;
+    if (rootDone && (Math.max(root.respEnd, root.reqEnd) - root.reqStart) / 1e6 >= s.slowThresholdMs) return true;
+    const ids = root.ids;
+    if (s.respectParentSampled && ids?.remote) return (ids.flags & 1) === 1;
+    if (s.ratio >= 1) return true;
+    if (s.ratio <= 0 || !ids) return false;
+    // by trace id, so agents on other nodes keep the same traces
+    return Number.parseInt(ids.traceId.slice(-8), 16) / 0x100000000 < s.ratio;
+  }
+
+  private release(records: ExchangeRecord[], keep: boolean): void {
+    if (keep) {
+      this.stats.tracesKept++;
+      this.stats.clockClamps += nest(records);
+      for (const x of records) this.sink.emit(x);
+    } else {
+      this.stats.tracesSampledOut++;
+      for (const x of records) this.stats.spansSampledOut += 1 + x.hops.length;
+    }
+  }
+}

@@ -1,0 +1,56 @@
+// A finished span handed to the SDK's span processors as it is: the ReadableSpan interface
+// (sdk-trace-base 2.x) over a SpanRecord, with its ids, parent, times and resource exactly as given.
+// No Tracer, no IdGenerator or Sampler: nothing is generated, nothing is re-decided.
+import { type Attributes, type HrTime, type Link, type SpanContext, type SpanKind, type SpanStatus, SpanStatusCode } from '@opentelemetry/api';
+import { type InstrumentationScope, TraceState, hrTimeDuration } from '@opentelemetry/core';
+import type { Resource } from '@opentelemetry/resources';
+import type { ReadableSpan, TimedEvent } from '@opentelemetry/sdk-trace-base';
+import type { SpanRecord } from './types.ts';
+
+const UNSET: SpanStatus = Object.freeze({ code: SpanStatusCode.UNSET }) as SpanStatus;
+const NO_LINKS: Link[] = [];
+const NO_EVENTS: TimedEvent[] = [];
+
+export class RecordSpan implements ReadableSpan {
+  readonly name: string;
+  readonly kind: SpanKind;
+  readonly parentSpanContext?: SpanContext;
+  readonly startTime: HrTime;
+  readonly endTime: HrTime;
+  readonly status: SpanStatus;
+  readonly attributes: Attributes;
+  readonly links: Link[] = NO_LINKS;
+  readonly events: TimedEvent[];
+  readonly ended = true;
+  readonly resource: Resource;
+  readonly instrumentationScope: InstrumentationScope;
+  readonly droppedAttributesCount = 0;
+  readonly droppedEventsCount = 0;
+  readonly droppedLinksCount = 0;
+  private readonly ctx: SpanContext;
+
+  constructor(r: SpanRecord, resource: Resource, scope: InstrumentationScope) {
+    const traceState = r.traceState ? new TraceState(r.traceState) : undefined;
+    this.ctx = { traceId: r.traceId, spanId: r.spanId, traceFlags: r.traceFlags, isRemote: false, traceState };
+    if (r.parentSpanId !== undefined) {
+      this.parentSpanContext = { traceId: r.traceId, spanId: r.parentSpanId, traceFlags: r.traceFlags, isRemote: r.parentIsRemote ?? false, traceState };
+    }
+    this.name = r.name;
+    this.kind = r.kind;
+    this.startTime = [r.start[0], r.start[1]];
+    this.endTime = [r.end[0], r.end[1]];
+    this.status = r.status ?? UNSET;
+    this.attributes = r.attributes;
+    this.events = r.events ?? NO_EVENTS;
+    this.resource = resource;
+    this.instrumentationScope = scope;
+  }
+
+  spanContext(): SpanContext {
+    return this.ctx;
+  }
+
+  get duration(): HrTime {
+    return hrTimeDuration(this.startTime, this.endTime);
+  }
+}

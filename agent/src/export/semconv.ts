@@ -1,0 +1,231 @@
+// From the correlator's records to spans: OpenTelemetry semantic conventions (HTTP, network, URL,
+// k8s and process resources), span names of bounded cardinality, service names that colour the
+// layers apart in Jaeger, events for the first and last bytes. Every exported string is cleaned
+// (no control characters, valid UTF-8) and bounded.
+//
+// Services: an exchange span is filed under its workload (the pod's app label), else the program;
+// a hop span under "net:<layer> <node>" (e.g. "net:bridge node-1"), one per layer and node: Jaeger
+// colours rows by service, so every layer gets its colour, and hop spans never have children, so
+// these services are leaves of the service graph, never links between two workloads.
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import type { Attributes } from '@opentelemetry/api';
+import { LRUCache } from 'lru-cache';
+import type { ExchangeRecord, HopRecord, Layer, ObservationPoint, ProcessInfo } from '../correlate/records.ts';
+import { splitTarget } from '../correlate/http.ts';
+import { Routes } from './route.ts';
+import { MAX_NAME, MAX_VALUE, clean } from './sanitize.ts';
+import type { SpanEvent, SpanRecord, SpanResource } from './types.ts';
+
+export interface SpanMapperOptions {
+  /** route patterns for span names (correlator.routes) */
+  routes: readonly string[];
+  /** distinct resource descriptors kept (export.maxResources) */
+  maxResources: number;
+}
+
+export const INVALID_REQUEST_NAME = 'HTTP invalid request';
+
+export class SpanMapper {
+  private readonly routes: Routes;
+  /** one descriptor per process/pod and per layer/node, reused so the sink keys its Resources by identity */
+  private readonly resources: LRUCache<string, SpanResource>;
+  /** per process as the correlator shares it (one object per connection): no key built per span */
+  private readonly byProcess = new WeakMap<ProcessInfo, SpanResource>();
+  private readonly net = new Map<string, Partial<Record<Layer, SpanResource>>>();
+  private readonly maxResources: number;
+  /** route of each recent path (paths repeat: the pattern match or id heuristic runs once per path) */
+  private readonly routeOf: LRUCache<string, string>;
+
+  constructor(o: SpanMapperOptions) {
+    this.routes = new Routes(o.routes);
+    this.maxResources = Math.max(1, o.maxResources);
+    this.resources = new LRUCache<string, SpanResource>({ max: this.maxResources });
+    this.routeOf = new LRUCache<string, string>({ max: 4096 });
+  }
+
+  private route(path: string): string {
+    let r = this.routeOf.get(path);
+    if (r === undefined) {
+      r = this.routes.route(path);
+      this.routeOf.set(path, r);
+    }
+    return r;
+  }
+
+  /** the exchange span, then its hop spans */
+  map(r: ExchangeRecord, out: (s: SpanRecord) => void): void {
+    const server = r.role === 'server';
+    const { path, query } = splitTarget(r.target);
+    const cleanPath = clean(path, MAX_VALUE);
+    const method = r.method === '_OTHER' ? '_OTHER' : clean(r.method, 16);
+    const route = this.route(path);
+    const a: Attributes = {
+      'http.request.method': method,
+      'network.protocol.name': 'http',
+      'network.transport': 'tcp',
+      'network.peer.address': r.remote.ip,
+      'network.peer.port': r.remote.port,
+      'strata.layer': r.layer,
+      'strata.pid': r.process.pid,
+      'strata.tid': r.process.tid,
+      'strata.netns': r.process.netns,
+      'strata.comm': clean(r.process.comm, 16),
+      'strata.request.bytes': r.requestBytes,
+      'strata.response.bytes': r.responseBytes,
+    };
+    if (!r.invalid) {
+      a['url.path'] = cleanPath;
+      if (query) a['url.query'] = clean(query, MAX_VALUE);
+    }
+    if (r.version) a['network.protocol.version'] = r.version;
+    if (r.status) a['http.response.status_code'] = r.status;
+    if (r.incomplete) a['strata.incomplete'] = true;
+    if (r.headTruncated) a['strata.request.head_truncated'] = true;
+    if (r.upgraded) a['strata.upgraded'] = true;
+    if (r.invalid) a['strata.invalid.reason'] = r.invalid;
+    if (r.contextFormat) a['strata.context.format'] = r.contextFormat;
+    if (r.hopsIncomplete) {
+      a['strata.hops.incomplete'] = true;
+      a['strata.hops.incomplete_reason'] = r.hopsIncomplete;
+    }
+    if (server) {
+      a['server.address'] = r.local.ip;
+      a['server.port'] = r.local.port;
+      a['client.address'] = r.remote.ip;
+      a['client.port'] = r.remote.port;
+      a['url.scheme'] = 'http';
+      if (!r.invalid && route) a['http.route'] = route;
+      a['strata.from'] = 'socket read';
+      a['strata.to'] = 'socket write';
+    } else {
+      a['server.address'] = r.remote.ip;
+      a['server.port'] = r.remote.port;
+      if (!r.invalid) a['url.full'] = clean(`http://${hostPort(r.remote.ip, r.remote.port)}${r.target}`, MAX_VALUE);
+      a['strata.from'] = 'socket write';
+      a['strata.to'] = 'socket read';
+    }
+    // only allow-listed headers reach the record, secrets already redacted
+    for (const [h, v] of r.headers) a[h === 'user-agent' ? 'user_agent.original' : `http.request.header.${h}`] = clean(v, MAX_VALUE);
+    const events: SpanEvent[] = [];
+    // the first and last bytes of each message, where they are not the span's own edges
+    if (r.requestFirst[0] !== r.start[0] || r.requestFirst[1] !== r.start[1]) events.push({ name: 'request first byte', time: r.requestFirst });
+    events.push({ name: 'request last byte', time: r.requestLast });
+    if (r.responseFirst) events.push({ name: 'response first byte', time: r.responseFirst });
+    if (r.responseLast && (r.responseLast[0] !== r.end[0] || r.responseLast[1] !== r.end[1])) events.push({ name: 'response last byte', time: r.responseLast });
+    out({
+      traceId: r.traceId,
+      spanId: r.spanId,
+      parentSpanId: r.parentSpanId,
+      parentIsRemote: r.parentIsRemote,
+      traceFlags: r.traceFlags,
+      traceState: r.traceState,
+      // {method} {route} (HTTP semconv; "HTTP" for an unknown method), never the raw target
+      name: r.invalid ? INVALID_REQUEST_NAME : clean(route ? `${method === '_OTHER' ? 'HTTP' : method} ${route}` : method === '_OTHER' ? 'HTTP' : method, MAX_NAME),
+      kind: server ? SpanKind.SERVER : SpanKind.CLIENT,
+      start: r.start,
+      end: r.end,
+      attributes: a,
+      status: r.error !== undefined ? { code: SpanStatusCode.ERROR, message: r.error } : undefined,
+      events,
+      resource: this.processResource(r),
+    });
+    // consecutive hops share a point: label each point once
+    let prev: ObservationPoint | undefined;
+    let prevLabel = '';
+    for (const h of r.hops) {
+      const from = h.from === prev ? prevLabel : pointLabel(h.from, r.node);
+      prev = h.to;
+      prevLabel = pointLabel(h.to, r.node);
+      out(this.hop(r, h, from, prevLabel, cleanPath, method));
+    }
+  }
+
+  private hop(r: ExchangeRecord, h: HopRecord, from: string, to: string, path: string, method: string): SpanRecord {
+    const a: Attributes = {
+      'strata.layer': h.layer,
+      'strata.from': from,
+      'strata.to': to,
+      'strata.direction': h.direction,
+      'strata.message.key': h.messageKey,
+      'network.transport': 'tcp',
+      'http.request.method': method,
+    };
+    if (!r.invalid) a['url.path'] = path;
+    const dev = h.to.kind === 'tc' || h.to.kind === 'netdev' ? h.to : h.from.kind === 'tc' || h.from.kind === 'netdev' ? h.from : undefined;
+    if (dev) a['network.interface.name'] = clean(dev.name, 32);
+    const pod = h.to.pod ?? h.from.pod;
+    if (pod) {
+      a['k8s.pod.name'] = pod.name;
+      a['k8s.namespace.name'] = pod.namespace;
+    }
+    const netns = h.to.netns ?? h.from.netns;
+    if (netns) a['strata.netns'] = netns;
+    return {
+      traceId: r.traceId,
+      spanId: h.spanId,
+      parentSpanId: r.spanId,
+      traceFlags: r.traceFlags,
+      // the pods/nodes joined, in the direction the bytes went: "request ingress-nginx -> frontend veth"
+      name: clean(`${h.direction} ${from} -> ${to}`, MAX_NAME),
+      kind: SpanKind.INTERNAL,
+      start: h.start,
+      end: h.end,
+      attributes: a,
+      resource: this.netResource(h.layer, r.node),
+    };
+  }
+
+  private processResource(r: ExchangeRecord): SpanResource {
+    const p = r.process;
+    let res = this.byProcess.get(p);
+    if (res) return res;
+    const key = `p/${p.pid}/${r.pod?.uid ?? ''}/${p.executable}`;
+    res = this.resources.get(key);
+    if (!res) {
+      const exe = clean(p.executable, 64);
+      const attrs: Attributes = { 'k8s.node.name': r.node, 'process.pid': p.pid, 'process.executable.name': exe };
+      if (r.pod) {
+        attrs['k8s.pod.name'] = r.pod.name;
+        attrs['k8s.namespace.name'] = r.pod.namespace;
+        if (r.pod.uid) attrs['k8s.pod.uid'] = r.pod.uid;
+        attrs['k8s.deployment.name'] = r.pod.workload;
+      }
+      res = { serviceName: r.pod?.workload ?? exe, attributes: attrs };
+      this.resources.set(key, res);
+    }
+    this.byProcess.set(p, res);
+    return res;
+  }
+
+  private netResource(layer: Layer, node: string): SpanResource {
+    let perNode = this.net.get(node);
+    if (!perNode) {
+      if (this.net.size >= this.maxResources) this.net.clear();
+      perNode = {};
+      this.net.set(node, perNode);
+    }
+    let res = perNode[layer];
+    if (!res) {
+      res = { serviceName: `net:${layer} ${node}`, attributes: { 'k8s.node.name': node, 'strata.layer': layer } };
+      perNode[layer] = res;
+    }
+    return res;
+  }
+}
+
+/**
+ * An observation point in words: a socket is its workload; a host-side veth is "<pod> veth"; the
+ * pod's own device "<pod> <dev>"; a node device (uplink) "<node> <dev>".
+ */
+export function pointLabel(p: ObservationPoint, node: string): string {
+  // a socket's name may be a thread name or program, which a process chooses: cleaned like the rest
+  if (p.kind === 'write' || p.kind === 'read') return clean(p.name, MAX_LABEL);
+  if (p.pod) return clean(p.kind === 'tc' || p.side !== 'pod' ? `${p.pod.workload} veth` : `${p.pod.workload} ${p.name}`, MAX_LABEL);
+  return clean(`${node} ${p.name}`, MAX_LABEL);
+}
+
+const MAX_LABEL = 60;
+
+function hostPort(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
