@@ -162,7 +162,13 @@ static __always_inline int observe(struct sk_buff *skb, __u8 point)
 	sender = flow_key_init(&k, &p.tu);
 	k.ifindex = wk.ifindex;
 	k.netns = wk.netns;
-	k.point = point;
+	/*
+	 * One flow state per device, shared by rx and queue: a device sees a connection's outbound
+	 * messages at queue and its inbound ones at rx, and only the turn from one sender to the
+	 * other starts a message. Keyed per point, each state would see one sender forever and
+	 * report only a keep-alive connection's first message.
+	 */
+	k.point = 0;
 	if (!flow_should_emit(&nd_flows, &k, &p, sender, STRATA_STAT_NETDEV_AGGREGATED, &agg_pkts,
 			      &agg_bytes))
 		return 0;

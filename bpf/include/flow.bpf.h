@@ -3,7 +3,8 @@
  * Packet helpers shared by the packet-observing families (veth_tc, net_dev): the TCP/IP header
  * fields an event carries, and the in-kernel aggregation that turns a flow's packets into one
  * event per message. Each family keeps its own flow map; the key says where the packet was seen
- * (device, netns, point), so the same flow is aggregated separately at every observation point.
+ * (device, netns, and a family-specific point where one is needed), so the same flow is aggregated
+ * separately on every device.
  */
 #ifndef STRATA_FLOW_BPF_H
 #define STRATA_FLOW_BPF_H
@@ -30,7 +31,7 @@ struct flow_key {
 	__u16 bport;
 	__u32 ifindex;
 	__u32 netns; /* 0 where the family attaches in one netns (TC) */
-	__u32 point; /* family-specific observation point (net_dev: enum strata_netdev_point) */
+	__u32 point; /* family-specific observation point; 0 where the device alone decides (net_dev) */
 };
 
 struct flow_state {

@@ -2,7 +2,9 @@
 // veth), a TCP exchange crosses the pod-side end, which is the one device registered in the
 // kernel's watch map. Its packets arrive at QUEUE/XMIT (out of the pod) and RX (into it) with the
 // pod's netns and ifindex, the tuple as on the wire and TCP seq/ack that follow the handshake;
-// a second veth between the same namespaces, not registered, yields nothing.
+// a second veth between the same namespaces, not registered, yields nothing. Two request/response
+// rounds on one connection: each message is reported once at each point (keep-alive connections
+// get every message, not just their first).
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
@@ -21,7 +23,7 @@ type Ev = Omit<NetDevEvent, 'buf' | 'tuple'> & { saddr: string; daddr: string; s
 
 const SERVER = `
   const net = require('node:net');
-  net.createServer((s) => s.once('data', () => { s.write('PONG '.repeat(10)); s.end(); }))
+  net.createServer((s) => { s.on('data', () => s.write('PONG '.repeat(10))); s.on('end', () => s.end()); })
     .listen(8080, process.argv[1], () => process.stdout.write('ready\\n'));`;
 const CLIENT = `
   const net = require('node:net');
@@ -29,7 +31,9 @@ const CLIENT = `
     process.stdout.write(JSON.stringify({ port: c.localPort }) + '\\n');
     c.write('PING '.repeat(20));
   });
-  c.on('data', () => {});
+  // two request/response rounds on one connection (keep-alive), then close
+  let rounds = 0;
+  c.on('data', () => (++rounds === 1 ? c.write('PING '.repeat(20)) : c.end()));
   c.on('end', () => c.end());
   c.on('close', () => process.exit(0));`;
 
@@ -123,6 +127,12 @@ test('net_dev: packets of a watched pod interface, at rx/queue/xmit, and none fr
     assert.equal(resp.ack, (req.seq + 100) >>> 0);
     assert.equal(resp.dataLen, 50);
     assert.ok(req.tsNs <= reqX.tsNs && reqX.tsNs < resp.tsNs, 'in time order');
+    // the second round on the same connection: one event per message and point, at the next seq
+    const data = (point: number, from: 'client' | 'server') =>
+      events.filter((e) => mine(e) && e.point === point && e.dataLen > 0 && (from === 'client' ? e.sport === port : e.sport === 8080));
+    assert.deepEqual(data(NETDEV_POINT.QUEUE, 'client').map((e) => e.seq), [req.seq, (req.seq + 100) >>> 0], 'both requests at queue');
+    assert.deepEqual(data(NETDEV_POINT.XMIT, 'client').map((e) => e.seq), [req.seq, (req.seq + 100) >>> 0], 'both requests at xmit');
+    assert.deepEqual(data(NETDEV_POINT.RX, 'server').map((e) => e.seq), [resp.seq, (resp.seq + 50) >>> 0], 'both responses at rx');
     assert.ok(probes.stats().netdevSeen >= events.length);
 
     // unwatched: the kernel stops at the watch lookup (counted synchronously, before the client exits)
