@@ -54,8 +54,25 @@ describe('walking skeleton: one request, one cross-layer trace', { skip: why }, 
     const hops = t.filter((r) => r.span.kind === KIND_INTERNAL && r.span.parentSpanId === upstream.span.spanId);
     const onAppVeth = hops.filter((r) => r.span.attributes['network.interface.name'] === lab.pods.app.hostVeth);
     assert.ok(onAppVeth.length >= 2, `hops on ${lab.pods.app.hostVeth}: ${hops.map((h) => h.span.name).join(', ')}`);
-    // named after the pods joined, not the lab's interface names: the app pod's veth, then its socket
-    assert.ok(hops.some((h) => h.span.name === 'request frontend veth -> frontend' && h.span.attributes['k8s.pod.name'] === 'frontend'));
+    // named after the pods joined, not the lab's interface names, in the order the bytes went: the
+    // proxy's socket, its pod's eth0 (net_dev: the pod's stack, then its qdisc), the veth pair, the
+    // bridge, the app pod's veth pair and eth0, the app's socket
+    const chain = (rows: Row[], direction: string) =>
+      rows.filter((h) => h.span.attributes['strata.direction'] === direction)
+        .sort((x, y) => Number(x.span.startTimeUnixNano - y.span.startTimeUnixNano) || Number(x.span.endTimeUnixNano - y.span.endTimeUnixNano))
+        .map((h) => `${h.span.attributes['strata.layer']} ${h.span.name}`);
+    assert.deepEqual(chain(hops, 'request'), [
+      'pod request ingress-nginx -> ingress-nginx eth0',
+      'pod request ingress-nginx eth0 qdisc',
+      'veth request ingress-nginx eth0 -> ingress-nginx veth',
+      'bridge request ingress-nginx veth -> frontend veth',
+      'veth request frontend veth -> frontend eth0',
+      'pod request frontend eth0 -> frontend',
+    ]);
+    assert.ok(hops.some((h) => h.span.name === 'request frontend eth0 -> frontend' && h.span.attributes['k8s.pod.name'] === 'frontend'));
+    // the request came in from outside the cluster on the node's uplink (the client's link): a node hop under the proxy's SERVER span
+    const inbound = t.filter((r) => r.span.kind === KIND_INTERNAL && r.span.parentSpanId === nginx.span.spanId);
+    assert.equal(chain(inbound, 'request')[0], `node request ${lab.nodeName} ${lab.clientVeth} -> ingress-nginx veth`, chain(inbound, 'request').join(', '));
     assert.ok(hops.some((h) => h.span.attributes['strata.layer'] === 'bridge'));
     for (const r of t) {
       // every span of the trace carries its own request's path: nothing cross-linked

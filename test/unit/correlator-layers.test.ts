@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SpanKind } from '@opentelemetry/api';
 import { Correlator, type NetDevEvent } from '../../agent/src/correlate/correlator.ts';
-import { layerBetween } from '../../agent/src/correlate/hops.ts';
-import type { ObservationPoint } from '../../agent/src/correlate/records.ts';
+import { Hops, layerBetween } from '../../agent/src/correlate/hops.ts';
+import type { HopRecord, ObservationPoint } from '../../agent/src/correlate/records.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
 import { DIR, EVENT_TYPE, FLAGS } from '../../agent/src/events/layout.generated.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
@@ -131,6 +131,30 @@ describe('hop layers from socket, net_dev and TC points', () => {
     assert.equal(layerBetween(hostVeth, tc), 'bridge');
     assert.equal(layerBetween(sock, hostVeth), 'pod');
     assert.equal(layerBetween(p({ name: 'eth0', side: 'pod', pod: FRONTEND }), hostVeth), 'veth');
+  });
+
+  test('points on one device are one place: queue..xmit is its qdisc span; arrival points (rx, TC ingress) get none', () => {
+    const p = (tsNs: number, x: Partial<ObservationPoint>): ObservationPoint => ({ kind: 'netdev', tsNs, name: 'x', ...x });
+    const pts = [
+      p(100, { kind: 'write', name: 'ingress-nginx', pod: INGRESS }),
+      p(110, { name: 'eth0', side: 'pod', pod: INGRESS, netns: C_NETNS, dir: NETDEV.QUEUE }),
+      p(150, { name: 'eth0', side: 'pod', pod: INGRESS, netns: C_NETNS, dir: NETDEV.XMIT }),
+      p(160, { kind: 'tc', name: 'vi-lab', side: 'node', pod: INGRESS, dir: DIR.DIR_IN }),
+      p(161, { name: 'vi-lab', side: 'node', pod: INGRESS, dir: NETDEV.RX }),
+      p(170, { kind: 'tc', name: 'eth1', side: 'node', dir: DIR.DIR_OUT }),
+      p(171, { name: 'eth1', side: 'node', dir: NETDEV.QUEUE }),
+      p(190, { name: 'eth1', side: 'node', dir: NETDEV.XMIT }),
+    ];
+    const out: HopRecord[] = [];
+    new Hops(16, topo).build(pts, '>10.244.1.10:40000/5000', 'request', (x) => [0, x], out);
+    assert.deepEqual(out.map((h) => [h.layer, h.from.name, h.to.name, h.start[1], h.end[1], h.qdisc ?? false]), [
+      ['pod', 'ingress-nginx', 'eth0', 100, 110, false],
+      ['pod', 'eth0', 'eth0', 110, 150, true], // the pod's qdisc
+      ['veth', 'eth0', 'vi-lab', 150, 160, false],
+      ['node', 'vi-lab', 'eth1', 160, 170, false], // from the first arrival point on vi-lab
+      ['node', 'eth1', 'eth1', 170, 190, true], // the uplink's qdisc (TC egress, queue, xmit)
+    ]);
+    assert.equal(new Set(out.map((h) => h.spanId)).size, out.length, 'distinct span ids');
   });
 
   test('without net_dev points: socket <-> veth is pod, veth <-> veth is bridge (as before)', () => {

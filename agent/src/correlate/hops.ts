@@ -4,7 +4,7 @@
 // the client endpoint is the same for every observer, and DNAT rewrites only the server side.
 import { LRUCache } from 'lru-cache';
 import { addrString, type PktEvent, type Tuple } from '../events/decode.ts';
-import { FLAGS } from '../events/layout.generated.ts';
+import { FLAGS, NETDEV_POINT } from '../events/layout.generated.ts';
 import type { Topology } from '../k8s/topology.ts';
 import type { WallClock } from './clock.ts';
 import { deriveSpanId, nthSpanId } from './ids.ts';
@@ -66,9 +66,9 @@ type PointClass = 'socket' | 'poddev' | 'veth' | 'nodedev';
 
 function classOf(p: ObservationPoint): PointClass {
   if (p.kind === 'write' || p.kind === 'read') return 'socket';
-  if (p.kind === 'tc') return 'veth';
   if (p.side === 'pod') return 'poddev';
-  // a device of the node's netns with a pod behind it is that pod's host-side veth
+  // a device of the node's netns (TC or net_dev) with a pod behind it is that pod's host-side veth;
+  // without one it is the node's own (an uplink)
   return p.pod ? 'veth' : 'nodedev';
 }
 
@@ -90,6 +90,21 @@ export function layerBetween(a: ObservationPoint, b: ObservationPoint): Layer {
 }
 
 const byTs = (a: ObservationPoint, b: ObservationPoint) => a.tsNs - b.tsNs;
+
+/** which device a point is on ("" never: sockets are undefined, each its own place) */
+function deviceOf(p: ObservationPoint): string | undefined {
+  if (p.kind === 'write' || p.kind === 'read') return undefined;
+  // TC runs in the node's netns: a node-side net_dev point of the same name is the same device
+  return p.side === 'pod' ? `p/${p.netns ?? 0}/${p.name}` : `n/${p.name}`;
+}
+
+const isQueue = (p: ObservationPoint) => p.kind === 'netdev' && p.dir === NETDEV_POINT.QUEUE;
+
+/** the layer of time spent on one device: the pod's own device (pod), a host veth (veth), an uplink (node) */
+function deviceLayer(p: ObservationPoint): Layer {
+  const c = classOf(p);
+  return c === 'poddev' ? 'pod' : c === 'veth' ? 'veth' : 'node';
+}
 
 export class Hops {
   readonly stats: HopStats = { messageEvictions: 0, pointsDropped: 0, packetsWithoutConnection: 0 };
@@ -178,14 +193,41 @@ export class Hops {
     return pts.length > 1 ? [...pts].sort(byTs) : pts;
   }
 
-  /** INTERNAL spans between consecutive points, ids derived from the message key */
+  /**
+   * INTERNAL spans between consecutive places, ids derived from the message key. Points on one
+   * device (TC and net_dev on a host veth or uplink; net_dev queue and xmit on a pod's eth0) are one
+   * place: the hop into it ends at its first point, the hop out of it starts at its last. A place
+   * whose points include a net_dev queue (the device took the packet) and a later one (the driver
+   * sent it) gets a span of its own: time in the device's queueing discipline (a tbf rate limit
+   * shows there). Arrival points on one device (netif_receive_skb, TC ingress) are microseconds
+   * apart and get none: the hop out starts at the first.
+   */
   build(pts: ObservationPoint[], key: string, direction: HopRecord['direction'], wall: WallClock, out: HopRecord[]): void {
     if (pts.length < 2) return;
     const base = deriveSpanId('hops', key);
-    for (let i = 0; i + 1 < pts.length; i++) {
-      const a = pts[i] as ObservationPoint;
-      const b = pts[i + 1] as ObservationPoint;
-      out.push({ spanId: nthSpanId(base, i), direction, layer: layerBetween(a, b), from: a, to: b, start: wall(a.tsNs), end: wall(b.tsNs), messageKey: key });
+    let n = 0;
+    const push = (a: ObservationPoint, b: ObservationPoint, layer: Layer, qdisc: boolean) => {
+      const h: HopRecord = { spanId: nthSpanId(base, n++), direction, layer, from: a, to: b, start: wall(a.tsNs), end: wall(b.tsNs), messageKey: key };
+      if (qdisc) h.qdisc = true;
+      out.push(h);
+    };
+    let prevOut: ObservationPoint | undefined;
+    for (let i = 0; i < pts.length; ) {
+      const first = pts[i] as ObservationPoint;
+      const dev = deviceOf(first);
+      let j = i + 1;
+      while (j < pts.length && dev !== undefined && deviceOf(pts[j] as ObservationPoint) === dev) j++;
+      const last = pts[j - 1] as ObservationPoint;
+      if (prevOut) push(prevOut, first, layerBetween(prevOut, first), false);
+      let queued = -1;
+      for (let k = i; k < j - 1 && queued < 0; k++) if (isQueue(pts[k] as ObservationPoint)) queued = k;
+      if (queued >= 0) {
+        push(first, last, deviceLayer(first), true);
+        prevOut = last;
+      } else {
+        prevOut = first;
+      }
+      i = j;
     }
   }
 

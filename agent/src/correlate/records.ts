@@ -42,6 +42,8 @@ export interface HopRecord {
   end: WallTime;
   /** the message key the points were filed under (client endpoint + seq of the first byte) */
   messageKey: string;
+  /** time on one device, from its net_dev queue point to its last point there (its qdisc) */
+  qdisc?: true;
 }
 
 export type InvalidReason = 'bad_request_line' | 'head_incomplete' | 'head_too_long';

@@ -151,6 +151,7 @@ export class SpanMapper {
       'http.request.method': method,
     };
     if (!r.invalid) a['url.path'] = path;
+    if (h.qdisc) a['strata.qdisc'] = true;
     const dev = h.to.kind === 'tc' || h.to.kind === 'netdev' ? h.to : h.from.kind === 'tc' || h.from.kind === 'netdev' ? h.from : undefined;
     if (dev) a['network.interface.name'] = clean(dev.name, 32);
     const pod = h.to.pod ?? h.from.pod;
@@ -165,8 +166,9 @@ export class SpanMapper {
       spanId: h.spanId,
       parentSpanId: r.spanId,
       traceFlags: r.traceFlags,
-      // the pods/nodes joined, in the direction the bytes went: "request ingress-nginx -> frontend veth"
-      name: clean(`${h.direction} ${from} -> ${to}`, MAX_NAME),
+      // the pods/nodes joined, in the direction the bytes went: "request ingress-nginx -> frontend veth";
+      // time on one device: "response ingress-nginx eth0 qdisc"
+      name: clean(h.qdisc ? `${h.direction} ${from} qdisc` : `${h.direction} ${from} -> ${to}`, MAX_NAME),
       kind: SpanKind.INTERNAL,
       start: h.start,
       end: h.end,
