@@ -65,7 +65,8 @@ export class LabTracing {
 
   /**
    * Waits for the trace whose root is the ingress SERVER span for `path` (and `traceId` if
-   * given) to hold the app SERVER span (of `appService`) and at least `hops` hop spans.
+   * given) to hold the proxy's upstream CLIENT span, the app SERVER span (of `appService`) and at
+   * least `hops` hop spans (one trace's spans may reach the receiver in more than one export).
    */
   async tree(path: string, o: { traceId?: string; hops?: number; appService?: string } = {}): Promise<Row[]> {
     return waitFor(() => {
@@ -74,8 +75,9 @@ export class LabTracing {
       if (!root) return undefined;
       const t = this.traceRows(root.span.traceId);
       const app = t.some((r) => r.service === (o.appService ?? 'frontend') && r.span.kind === KIND_SERVER);
+      const upstream = t.some((r) => r.service === 'ingress-nginx' && r.span.kind === KIND_CLIENT);
       const hops = t.filter((r) => r.span.kind === KIND_INTERNAL).length;
-      return app && hops >= (o.hops ?? 6) ? t : undefined;
+      return app && upstream && hops >= (o.hops ?? 6) ? t : undefined;
     }, `trace of ${path}`, 20_000);
   }
 }
