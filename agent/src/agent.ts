@@ -38,12 +38,11 @@ export interface AgentOptions {
   maxResources: number;
   /** route patterns for span names (correlator.routes) */
   routes: readonly string[];
-  /** kernel-side knobs, set before the programs load; syscallAttach picks the socket probes' variant */
-  probes?: Omit<ProbeSettings, 'filterCgroups'>;
+  /** kernel-side knobs, set before the programs load (config probes.*); syscallAttach picks the socket probes' variant */
+  probes: Required<Omit<ProbeSettings, 'filterCgroups' | 'filterNetns'>>;
   /** port for /metrics, /healthz, /readyz; undefined = no server; 0 = any */
   metricsPort?: number;
-  metricsHost?: string;
-  sockPayloadCap?: number;
+  metricsHost: string;
   correlator: CorrelatorOptions;
   log?: (msg: string) => void;
 }
@@ -94,7 +93,7 @@ export class Agent {
   async start(): Promise<void> {
     if (this.opts.metricsPort !== undefined) await this.serve(this.opts.metricsPort);
     const cgroups = this.opts.pods.flatMap((x) => x.cgroupIds ?? []);
-    const settings: ProbeSettings = { sockPayloadCap: this.opts.sockPayloadCap ?? 256, ...this.opts.probes, filterCgroups: cgroups.length > 0 };
+    const settings: ProbeSettings = { ...this.opts.probes, filterNetns: true, filterCgroups: cgroups.length > 0 };
     try {
       this.probes = new ProbeSet(settings);
     } catch (e) {
@@ -215,7 +214,7 @@ export class Agent {
     });
     return new Promise((resolve, reject) => {
       this.server?.once('error', reject);
-      this.server?.listen(port, this.opts.metricsHost ?? '0.0.0.0', () => {
+      this.server?.listen(port, this.opts.metricsHost, () => {
         const a = this.server?.address();
         this.metricsPort = typeof a === 'object' && a ? a.port : port;
         resolve();

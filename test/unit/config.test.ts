@@ -268,7 +268,7 @@ describe('config: the result', () => {
       exportQueue: { maxQueueSize: 8192, maxExportBatchSize: 512, scheduledDelayMillis: 500, exportTimeoutMillis: 30_000 },
       maxResources: 256,
       routes: [],
-      probes: { sockPayloadCap: 128, pktPayloadCap: 128, ringBytes: 16777216, wakeupBytes: 262144 },
+      probes: { sockPayloadCap: 128, pktPayloadCap: 128, ringBytes: 16777216, wakeupBytes: 262144, syscallAttach: 'auto' },
       correlator: {
         graceNs: 20e6,
         idleNs: 5e9,

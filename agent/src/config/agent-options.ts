@@ -59,8 +59,7 @@ export function toAgentOptions(config: StrataConfig, pods: PodEntry[]): AgentOpt
       pktPayloadCap: config.probes.pktPayloadBytes,
       ringBytes: config.probes.ringBufferBytes,
       wakeupBytes: config.probes.wakeupBytes,
-      // "auto" is the agent's default: passed only when forced
-      ...(config.probes.syscallAttach !== 'auto' ? { syscallAttach: config.probes.syscallAttach } : {}),
+      syscallAttach: config.probes.syscallAttach,
     },
     correlator: toCorrelatorOptions(config),
     metricsPort: config.metrics.port,

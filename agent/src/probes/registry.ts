@@ -33,17 +33,21 @@ export interface EventDesc {
   handler: keyof EventHandler;
 }
 
-/** The kernel-side knobs, as the agent's configuration gives them. */
+/**
+ * The kernel-side knobs. The agent passes every one from its configuration (probes.*, whose schema
+ * holds the defaults); a knob left unset keeps the value compiled into the object, which is what
+ * tests and benchmarks that open one family rely on.
+ */
 export interface ProbeSettings {
-  /** payload bytes captured per socket syscall: multiple of 8, <= 512 (default 256) */
+  /** payload bytes captured per socket syscall: multiple of 8, <= 512 */
   sockPayloadCap?: number;
-  /** payload bytes captured per packet event: multiple of 8, 8..128 (default 128) */
+  /** payload bytes captured per packet event: multiple of 8, 8..128 */
   pktPayloadCap?: number;
-  /** the kernel wakes the consumer only past this many pending bytes (default 256 KiB) */
+  /** the kernel wakes the consumer only past this many pending bytes */
   wakeupBytes?: number;
-  /** ring buffer size shared by every family (default 16 MiB) */
+  /** ring buffer size shared by every family */
   ringBytes?: number;
-  /** false: trace every network namespace (default true: only those added with netnsAdd) */
+  /** false: trace every network namespace (true: only those added with netnsAdd) */
   filterNetns?: boolean;
   /** true: also trace processes of the cgroups added with cgroupAdd (hostNetwork pods) */
   filterCgroups?: boolean;
@@ -125,8 +129,9 @@ export const SOCK_SYSCALLS: ProbeFamily = {
   knobs: (s) => ({
     ...common(s),
     sock_payload_cap: payloadCap('sockPayloadCap', s.sockPayloadCap, 512),
-    filter_netns: s.filterNetns ?? true,
-    filter_cgroups: s.filterCgroups ?? false,
+    // unset knobs keep the value compiled into the object (tests open objects with a few knobs)
+    filter_netns: s.filterNetns,
+    filter_cgroups: s.filterCgroups,
   }),
   preflight(env, s) {
     const mode = s.syscallAttach ?? 'auto';
