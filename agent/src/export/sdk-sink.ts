@@ -140,6 +140,9 @@ const DEFAULT_BATCH: Required<BatchOptions> = {
   exportTimeoutMillis: 30_000,
 };
 
+/** the BatchSpanProcessor's own export timeout is this much later than the pipeline's */
+const BSP_TIMEOUT_MARGIN_MS = 1000;
+
 /**
  * One exporter behind its own BatchSpanProcessor. Wraps the processor to count what the SDK would
  * drop silently (queue overflow) and wraps the exporter to count export results.
@@ -192,7 +195,13 @@ class ExportPipeline implements SpanProcessor {
             stats.lastError = errorMessage(result.error ?? 'export failed');
             warn(`strata export: ${stats.name} failed to export ${spans.length} spans: ${stats.lastError}`);
           }
-          resultCallback(result);
+          // The BatchSpanProcessor (sdk-trace 2.x) is told every export succeeded: the result is
+          // counted above. On a failed export its flush loop starts the next batch in .finally()
+          // and then clears _isExporting in .catch(), with that batch still in flight; from then
+          // on every onEnd() with a full batch queued starts one more concurrent export. With the
+          // backend down that grew to 26+ concurrent exports, the OTLP exporter refused further
+          // ones ("Concurrent export limit reached") and spans made after recovery were dropped.
+          resultCallback({ code: ExportResultCode.SUCCESS });
         };
         try {
           exporter.export(spans, finish);
@@ -203,7 +212,8 @@ class ExportPipeline implements SpanProcessor {
       shutdown: () => exporter.shutdown(),
       forceFlush: () => exporter.forceFlush?.() ?? Promise.resolve(),
     };
-    this.bsp = new BatchSpanProcessor(counting, { ...batch });
+    // the BSP's own export timeout rejects (same race as a failure): ours above fires first
+    this.bsp = new BatchSpanProcessor(counting, { ...batch, exportTimeoutMillis: exportTimeoutMillis + BSP_TIMEOUT_MARGIN_MS });
   }
 
   onStart(_span: Span, _parentContext: Context): void {}
