@@ -2,7 +2,7 @@
 // counters at scrape time (collect), so the hot path only increments plain numbers. Counters
 // mirror totals kept elsewhere: each scrape resets them and adds the current total, so a
 // component's reset shows as a counter reset, which rate() handles.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, type Metric, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ExportLatencyStats, ExporterStats, SdkSinkStats } from '../export/sdk-sink.ts';
 
 export interface StatsSource {
@@ -115,7 +115,7 @@ class ExportDurationHistogram {
 function registerProcessMetrics(registry: Registry): void {
   const collected = new Registry();
   collectDefaultMetrics({ register: collected, prefix: PROCESS_PREFIX });
-  for (const m of collected.getMetricsAsArray()) {
+  for (const m of collected.getMetricsAsArray() as unknown as Metric[]) {
     const metric = m as unknown as { name: string };
     // gauges named *_total fail `promtool check metrics`; the same numbers are the sum over `type`
     // of strata_process_nodejs_active_{handles,requests,resources}, which stay
