@@ -51,7 +51,7 @@ describe('OTEL_* variables overridden by flags do not leak into the exporters', 
 
   const exportOne = async (args: string[], name: string) => {
     const config = loadConfig({ env: process.env, flags: parseAgentArgs(args).settings, warn: () => {} });
-    const sink = new SdkSpanSink({ exporters: createExporters(toAgentOptions(config, []).export), batch: { scheduledDelayMillis: 20 }, log: () => {} });
+    const sink = new SdkSpanSink({ exporters: createExporters(toAgentOptions(config, []).export ?? {}), batch: { scheduledDelayMillis: 20 }, log: () => {} });
     sink.emit({ ...(spanTree()[3] as SpanRecord), spanId: 'e1e1e1e1e1e1e1e1', name });
     await sink.flush();
     const st = sink.stats();
