@@ -172,6 +172,7 @@ try {
       const t = worker<TimeResult>(s.root, ['--mode', 'time', '--set', files.set, '--warmup', files.warm, '--meta', files.meta]);
       const a = worker<AllocResult>(s.root, ['--mode', 'alloc', '--set', files.alloc, '--warmup', files.warm, '--meta', files.meta], [
         '--expose-gc',
+        '--min-semi-space-size=512',
         '--max-semi-space-size=512',
       ]);
       res[i]?.time.push(t);
