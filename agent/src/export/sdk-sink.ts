@@ -197,10 +197,11 @@ class ExportPipeline implements SpanProcessor {
           }
           // The BatchSpanProcessor (sdk-trace 2.x) is told every export succeeded: the result is
           // counted above. On a failed export its flush loop starts the next batch in .finally()
-          // and then clears _isExporting in .catch(), with that batch still in flight; from then
-          // on every onEnd() with a full batch queued starts one more concurrent export. With the
-          // backend down that grew to 26+ concurrent exports, the OTLP exporter refused further
-          // ones ("Concurrent export limit reached") and spans made after recovery were dropped.
+          // and then clears _isExporting in .catch(), with that batch still in flight: the next
+          // onEnd() with a full batch queued starts a second export alongside, and every further
+          // failure adds one more. Through an outage under traffic exports piled up (each holding
+          // its batch through its retries) until the SDK's OTLP exporter refused more ("Concurrent
+          // export limit reached", 30).
           resultCallback({ code: ExportResultCode.SUCCESS });
         };
         try {
