@@ -80,6 +80,42 @@ describe('export through a backend outage', () => {
     await sink.shutdown();
   });
 
+  it('with every queue full, a span is counted as dropped without being built (no SDK span, no provider)', async () => {
+    const pending: ((r: ExportResult) => void)[] = [];
+    const exported: string[] = [];
+    const hanging: SpanExporter = {
+      export: (spans, cb) => {
+        exported.push(...spans.map((x) => x.name));
+        pending.push(cb);
+      },
+      shutdown: async () => {},
+    };
+    const sink = new SdkSpanSink({ exporters: [hanging], batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 600_000 }, log: () => {} });
+    for (let i = 0; i < 6; i++) sink.emit(span(`fill-${i}`)); // 2 in flight (hanging), 4 queued: full
+    const before = sink.stats();
+    assert.equal(before.exporters[0]?.queued, 4);
+    const other = { serviceName: 'never-built', attributes: { 'k8s.pod.name': 'x' } };
+    for (let i = 0; i < 100; i++) sink.emit({ ...span(`dropped-${i}`), resource: other });
+    sink.emit({ ...span('unsampled'), traceFlags: 0, resource: other });
+    const st = sink.stats();
+    assert.equal(st.spansDroppedQueueFull - before.spansDroppedQueueFull, 100, 'sampled ones counted as dropped');
+    assert.equal(st.spansEmitted - before.spansEmitted, 101);
+    assert.equal(st.providersCreated, before.providersCreated, 'no TracerProvider for a resource whose spans were all dropped');
+    // room again: spans are built and exported as before
+    pending.shift()?.({ code: ExportResultCode.SUCCESS });
+    await waitFor(() => (sink.stats().exporters[0]?.queued ?? 4) < 4, 'room in the queue');
+    sink.emit({ ...span('after'), resource: other });
+    assert.equal(sink.stats().providersCreated, before.providersCreated + 1);
+    const flushed = sink.flush();
+    await waitFor(() => {
+      while (pending.length) pending.shift()?.({ code: ExportResultCode.SUCCESS });
+      return exported.includes('after');
+    }, 'the span made after room came back');
+    await flushed;
+    assert.ok(!exported.some((n) => n.startsWith('dropped-')));
+    await sink.shutdown();
+  });
+
   it('the receiver down during a burst, then up: a span made after recovery arrives within delay + 2 x export timeout', async () => {
     const receiver = new OtlpReceiver();
     await receiver.start();
