@@ -1,72 +1,52 @@
-// Correlator throughput on one core, from ring-buffer batches captured on the real kernel (a lab
-// run through NGINX to the app), replayed through decoder + correlator; and heap bytes allocated
-// per event. Two sinks side by side, interleaved: counting only (the correlator's own cost) and
-// the OpenTelemetry SDK sink (spans built and batched for export, exporter a no-op).
+// Correlator throughput before/after: the span pipeline (decoder -> correlator -> SDK sink -> OTLP
+// protobuf bytes) of a baseline commit against the working tree's, in the same run, A/B
+// interleaved. Input: ring-buffer batches captured on the real kernel (--capture: a lab run through
+// NGINX to the app; root) or the small test/fixtures/skeleton capture, replayed `replays` times.
 //
-//   node bench/correlator.ts [--capture] [--requests 400] [--rounds 5] [--replays 20]
-// --capture (root) records a fresh capture into a temp dir; otherwise test/fixtures/skeleton is
-// replayed (small). Output: a table, then one JSON line.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+//   node bench/correlator.ts [--base 801d2e1] [--capture] [--requests 400] [--rounds 5] [--replays 20]
+//
+// The baseline is checked out into a temporary git worktree (node_modules linked from this tree;
+// --build-base also builds the native addon there), removed at the end, on failure and on
+// SIGINT/SIGTERM. Each side of each round runs in its own child process (bench/correlator-worker.ts)
+// that loads that tree's modules: its bench/pipeline-adapter.ts, else the pre-redesign chain. Every
+// round runs both sides, in reversed order on odd rounds. Output: a table, then one JSON line.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { ExportResult } from '@opentelemetry/core';
-import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { toBatchOptions, toCorrelatorOptions } from '../agent/src/config/agent-options.ts';
-import { defaultConfig } from '../agent/src/config/schema.ts';
-import { Correlator } from '../agent/src/correlate/correlator.ts';
-import type { ExchangeRecord, ExchangeSink } from '../agent/src/correlate/records.ts';
-import { Decoder } from '../agent/src/events/decode.ts';
 import { EVENT_TYPE, HDR, PKT_EVENT, SOCK_EVENT } from '../agent/src/events/layout.generated.ts';
-import { SpanExport } from '../agent/src/export/pipeline.ts';
-import { SdkSpanSink } from '../agent/src/export/sdk-sink.ts';
-import { SpanMapper } from '../agent/src/export/semconv.ts';
-import { StaticTopology } from '../agent/src/k8s/pods-file.ts';
 import { loadFixture } from '../test/helpers/replay.ts';
-import { summarize } from './stats.ts';
+import { encodeSet } from './correlator-worker.ts';
+import { fmtRatio, fmtSI, fmtSummary, ratio, roundOrder, summarize, table } from './stats.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const WORKER = fileURLToPath(new URL('./correlator-worker.ts', import.meta.url));
+const MIN_ROUNDS = 5;
 
 const { values } = parseArgs({
   options: {
+    base: { type: 'string', default: '801d2e1' },
     capture: { type: 'boolean', default: false },
     requests: { type: 'string', default: '400' },
-    rounds: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: String(MIN_ROUNDS) },
     replays: { type: 'string', default: '20' },
-    child: { type: 'string' },
-    dir: { type: 'string' },
+    'build-base': { type: 'boolean', default: false },
   },
 });
-
-/** the correlator's records mapped onto span records (semantic conventions), counted: no SDK */
-class CountSink implements ExchangeSink {
-  n = 0;
-  private readonly mapper = new SpanMapper({ routes: [], maxResources: 256 });
-  private readonly count = () => {
-    this.n++;
-  };
-  emit(r: ExchangeRecord): void {
-    this.mapper.map(r, this.count);
-  }
-}
-
-class NullExporter implements SpanExporter {
-  n = 0;
-  export(spans: ReadableSpan[], cb: (r: ExportResult) => void): void {
-    this.n += spans.length;
-    cb({ code: 0 });
-  }
-  async shutdown(): Promise<void> {}
-}
+const rounds = Math.max(MIN_ROUNDS, Number(values.rounds));
+const replays = Math.max(1, Number(values.replays));
 
 /** The capture replayed `replays` times, each copy shifted in time, socket and TCP sequence space. */
-function replaySet(dir: string | undefined, replays: number) {
+function replaySet(dir: string | undefined, n: number) {
   const { batches, meta } = dir ? loadFixture('capture', dir) : loadFixture('skeleton');
   const span = lastTs(batches) - firstTs(batches) + 1e9;
   const out: Buffer[] = [];
+  const ticks: number[] = [];
   let records = 0;
-  for (let r = 0; r < replays; r++) {
+  let newest = 0;
+  for (let r = 0; r < n; r++) {
     for (const b of batches) {
       const c = Buffer.from(b);
       for (let o = 0; o + HDR.SIZE <= c.length; ) {
@@ -80,24 +60,28 @@ function replaySet(dir: string | undefined, replays: number) {
           c.writeUInt32LE((c.readUInt32LE(o + SOCK_EVENT.sk) ^ (r << 20)) >>> 0, o + SOCK_EVENT.sk);
           c.writeUInt32LE((c.readUInt32LE(o + SOCK_EVENT.seq) + r * 0x100000) >>> 0, o + SOCK_EVENT.seq);
         }
+        newest = Math.max(newest, readU64(c, o + HDR.ts_ns));
         records++;
         o += len;
       }
       out.push(c);
+      ticks.push(newest);
     }
   }
-  return { batches: out, records, meta, endTs: lastTs(out) };
+  return { batches: out, ticks, records, meta };
 }
 
+const readU64 = (b: Buffer, o: number) => b.readUInt32LE(o + 4) * 4294967296 + b.readUInt32LE(o);
+
 function addU64(b: Buffer, o: number, add: number): void {
-  const v = b.readUInt32LE(o + 4) * 4294967296 + b.readUInt32LE(o) + add;
+  const v = readU64(b, o) + add;
   b.writeUInt32LE(v % 4294967296 >>> 0, o);
   b.writeUInt32LE(Math.floor(v / 4294967296) >>> 0, o + 4);
 }
 
 function eachTs(batches: Buffer[], f: (ts: number) => void): void {
   for (const b of batches) {
-    for (let o = 0; o + HDR.SIZE <= b.length; o += b.readUInt32LE(o + HDR.len)) f(b.readUInt32LE(o + HDR.ts_ns + 4) * 4294967296 + b.readUInt32LE(o + HDR.ts_ns));
+    for (let o = 0; o + HDR.SIZE <= b.length; o += b.readUInt32LE(o + HDR.len)) f(readU64(b, o + HDR.ts_ns));
   }
 }
 const firstTs = (bs: Buffer[]) => {
@@ -111,88 +95,133 @@ const lastTs = (bs: Buffer[]) => {
   return m;
 };
 
-function runOnce(set: ReturnType<typeof replaySet>, sinkKind: 'count' | 'sdk') {
-  const topo = new StaticTopology(set.meta.nodeName, set.meta.pods);
-  for (const i of set.meta.ifaces) topo.addInterface(i.ifindex, i.ifname);
-  const exporter = new NullExporter();
-  const config = defaultConfig();
-  const sink = sinkKind === 'count'
-    ? new CountSink()
-    : new SpanExport(new SdkSpanSink({ exporters: [exporter], batch: { ...toBatchOptions(config), maxQueueSize: 1 << 20, scheduledDelayMillis: 60_000 }, maxResources: 256 }), { routes: [], maxResources: 256 });
-  const correlator = new Correlator(sink, topo, toCorrelatorOptions(config), (ns) => [Math.floor(ns / 1e9), ns % 1e9]);
-  const decoder = new Decoder(correlator);
-  const t0 = process.cpuUsage();
-  const w0 = performance.now();
-  for (const b of set.batches) {
-    decoder.decode(b);
-    correlator.tick(correlator['lastTs' as keyof Correlator] as unknown as number);
-  }
-  correlator.drain();
-  const wall = performance.now() - w0;
-  const cpu = process.cpuUsage(t0);
-  const spans = correlator.stats.spansEmitted + correlator.stats.hopSpansEmitted;
-  return { events: decoder.stats.records, wallMs: wall, cpuMs: (cpu.user + cpu.system) / 1000, spans };
-}
-
-if (values.child) {
-  // child mode: allocation per event, with a young generation big enough that no GC runs
-  const set = replaySet(values.dir, Number(values.replays));
-  let gcs = 0;
-  new PerformanceObserver((l) => (gcs += l.getEntries().length)).observe({ entryTypes: ['gc'] });
-  runOnce(replaySet(values.dir, 1), values.child as 'count' | 'sdk'); // warm up
-  (globalThis as unknown as { gc: () => void }).gc();
-  await new Promise((r) => setImmediate(r));
-  gcs = 0;
-  const h0 = process.memoryUsage().heapUsed;
-  const r = runOnce(set, values.child as 'count' | 'sdk');
-  const h1 = process.memoryUsage().heapUsed;
-  await new Promise((res) => setImmediate(res));
-  process.stdout.write(`${JSON.stringify({ bytesPerEvent: (h1 - h0) / r.events, events: r.events, gcDuring: gcs })}\n`);
-  process.exit(0);
-}
-
-let dir = values.dir;
+// ---- temporary state, removed on every way out ----
 let tmp: string | undefined;
-if (values.capture) {
-  const { captureLab } = await import('../scripts/capture-fixture.ts');
-  tmp = mkdtempSync(join(tmpdir(), 'strata-bench-capture-'));
-  const c = await captureLab(tmp, 'capture', Number(values.requests));
-  process.stderr.write(`captured ${c.records} records in ${c.batches} batches (${c.spans} exchange spans) from the lab\n`);
-  dir = tmp;
+let baseTree: string | undefined;
+function cleanup(): void {
+  if (baseTree) {
+    spawnSync('git', ['-C', ROOT, 'worktree', 'remove', '--force', baseTree], { stdio: 'ignore' });
+    rmSync(baseTree, { recursive: true, force: true });
+    spawnSync('git', ['-C', ROOT, 'worktree', 'prune'], { stdio: 'ignore' });
+    baseTree = undefined;
+  }
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+  tmp = undefined;
 }
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(sig, () => {
+    cleanup();
+    process.exit(130);
+  });
+}
+
+interface TimeResult {
+  adapter: string;
+  eventsPerSec: number;
+  cpuNsPerEvent: number;
+  spans: number;
+  otlpBytes: number;
+}
+interface AllocResult {
+  bytesPerEvent: number;
+  gcDuring: number;
+  spans: number;
+}
+
+function worker<T>(root: string, args: string[], nodeFlags: string[] = []): T {
+  const r = spawnSync(process.execPath, [...nodeFlags, WORKER, '--root', root, ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`worker for ${root} failed (${r.status ?? r.signal}): ${r.stderr.slice(-2000)}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as T;
+}
+
 try {
-  const replays = Number(values.replays);
+  tmp = mkdtempSync(join(tmpdir(), 'strata-bench-correlator-'));
+  let dir: string | undefined;
+  if (values.capture) {
+    const { captureLab } = await import('../scripts/capture-fixture.ts');
+    const c = await captureLab(tmp, 'capture', Number(values.requests));
+    process.stderr.write(`captured ${c.records} records in ${c.batches} batches (${c.spans} exchange spans) from the lab\n`);
+    dir = tmp;
+  }
+  const baseRev = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', `${values.base}^{commit}`], { encoding: 'utf8' }).trim();
+  const headRev = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+  const dirty = execFileSync('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim() !== '';
+  baseTree = join(tmp, `base-${baseRev}`);
+  execFileSync('git', ['-C', ROOT, 'worktree', 'add', '--detach', baseTree, baseRev], { stdio: 'ignore' });
+  symlinkSync(join(ROOT, 'node_modules'), join(baseTree, 'node_modules'));
+  if (values['build-base']) execFileSync('npm', ['run', '--silent', 'build'], { cwd: baseTree, stdio: 'ignore' });
+
   const set = replaySet(dir, replays);
-  process.stderr.write(`replaying ${set.records} records (${replays} shifted copies of the capture)\n`);
-  runOnce(replaySet(dir, 2), 'count'); // warm-up: JIT
-  const res: Record<'count' | 'sdk', { eventsPerSec: number[]; cpuNsPerEvent: number[]; spans: number }> = {
-    count: { eventsPerSec: [], cpuNsPerEvent: [], spans: 0 },
-    sdk: { eventsPerSec: [], cpuNsPerEvent: [], spans: 0 },
-  };
-  for (let round = 0; round < Number(values.rounds); round++) {
-    const order: ('count' | 'sdk')[] = round % 2 ? ['sdk', 'count'] : ['count', 'sdk'];
-    for (const k of order) {
-      const r = runOnce(set, k);
-      res[k].eventsPerSec.push(r.events / (r.wallMs / 1000));
-      res[k].cpuNsPerEvent.push((r.cpuMs * 1e6) / r.events);
-      res[k].spans = r.spans;
+  const allocSet = replaySet(dir, Math.min(replays, 2));
+  const warm = replaySet(dir, 2);
+  const files = { set: join(tmp, 'set.bin'), alloc: join(tmp, 'alloc.bin'), warm: join(tmp, 'warm.bin'), meta: join(tmp, 'meta.json') };
+  writeFileSync(files.set, encodeSet(set.batches, set.ticks, set.records));
+  writeFileSync(files.alloc, encodeSet(allocSet.batches, allocSet.ticks, allocSet.records));
+  writeFileSync(files.warm, encodeSet(warm.batches, warm.ticks, warm.records));
+  writeFileSync(files.meta, JSON.stringify(set.meta));
+  process.stderr.write(`replaying ${set.records} records (${replays} shifted copies of the ${dir ? 'capture' : 'skeleton fixture'}); base ${baseRev} vs working tree (${headRev}${dirty ? ' + changes' : ''}), ${rounds} rounds\n`);
+
+  const sides = [
+    { name: `base ${baseRev}`, root: baseTree },
+    { name: `working tree ${headRev}${dirty ? '+' : ''}`, root: ROOT },
+  ];
+  const res = sides.map(() => ({ time: [] as TimeResult[], alloc: [] as AllocResult[] }));
+  for (let round = 0; round < rounds; round++) {
+    for (const i of roundOrder([0, 1], round)) {
+      const s = sides[i] as (typeof sides)[number];
+      const t = worker<TimeResult>(s.root, ['--mode', 'time', '--set', files.set, '--warmup', files.warm, '--meta', files.meta]);
+      const a = worker<AllocResult>(s.root, ['--mode', 'alloc', '--set', files.alloc, '--warmup', files.warm, '--meta', files.meta], [
+        '--expose-gc',
+        '--min-semi-space-size=512',
+        '--max-semi-space-size=512',
+      ]);
+      res[i]?.time.push(t);
+      res[i]?.alloc.push(a);
+      process.stderr.write(`round ${round + 1}/${rounds} ${s.name}: ${fmtSI(t.eventsPerSec)} events/s, ${a.bytesPerEvent.toFixed(0)} B/event\n`);
     }
   }
-  const alloc = (k: string) => {
-    const out = spawnSync(process.execPath, ['--expose-gc', '--max-semi-space-size=512', fileURLToPath(import.meta.url), '--child', k, '--replays', String(Math.min(replays, 5)), ...(dir ? ['--dir', dir] : [])], { encoding: 'utf8' });
-    return JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as { bytesPerEvent: number; gcDuring: number };
-  };
-  const allocCount = alloc('count');
-  const allocSdk = alloc('sdk');
-  const fmt = (n: number) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : `${(n / 1e3).toFixed(0)} k`);
-  const c = summarize(res.count.eventsPerSec);
-  const s = summarize(res.sdk.eventsPerSec);
-  console.log(`\nCorrelator throughput, one core: ${set.records} captured events replayed, ${values.rounds} rounds interleaved, median (min..max)`);
-  console.log(`sink                           events/s                    CPU ns/event   spans/run   heap bytes allocated/event`);
-  console.log(`correlator only (count)        ${fmt(c.median)} (${fmt(c.min)}..${fmt(c.max)})`.padEnd(60) + `${summarize(res.count.cpuNsPerEvent).median.toFixed(0).padStart(8)}   ${String(res.count.spans).padStart(9)}   ${allocCount.bytesPerEvent.toFixed(0)}${allocCount.gcDuring ? ' (GC ran: lower bound)' : ''}`);
-  console.log(`+ OpenTelemetry SDK sink       ${fmt(s.median)} (${fmt(s.min)}..${fmt(s.max)})`.padEnd(60) + `${summarize(res.sdk.cpuNsPerEvent).median.toFixed(0).padStart(8)}   ${String(res.sdk.spans).padStart(9)}   ${allocSdk.bytesPerEvent.toFixed(0)}${allocSdk.gcDuring ? ' (GC ran: lower bound)' : ''}`);
-  console.log(`ratio sdk/count (events/s)     ${(s.median / c.median).toFixed(3)}x`);
-  console.log(JSON.stringify({ bench: 'correlator', records: set.records, rounds: Number(values.rounds), count: { ...res.count, alloc: allocCount }, sdk: { ...res.sdk, alloc: allocSdk } }));
+
+  const ev = res.map((r) => summarize(r.time.map((x) => x.eventsPerSec)));
+  const cpu = res.map((r) => summarize(r.time.map((x) => x.cpuNsPerEvent)));
+  // a round whose replay saw a GC gives a lower bound: the GC-free rounds are the figure when any
+  const cleanAlloc = (r: (typeof res)[number]) => (r.alloc.some((x) => x.gcDuring === 0) ? r.alloc.filter((x) => x.gcDuring === 0) : r.alloc);
+  const al = res.map((r) => summarize(cleanAlloc(r).map((x) => x.bytesPerEvent)));
+  const rows = sides.map((s, i) => {
+    const r = res[i] as (typeof res)[number];
+    const clean = r.alloc.filter((x) => x.gcDuring === 0).length;
+    const gc = clean === 0 ? ' (GC ran: lower bound)' : clean < r.alloc.length ? ` (${clean} GC-free rounds)` : '';
+    const spans = r.time[0]?.spans ?? 0;
+    return [
+      `${s.name} [${r.time[0]?.adapter === 'tree' ? 'pipeline-adapter.ts' : 'built-in adapter'}]`,
+      fmtSummary(ev[i] as ReturnType<typeof summarize>, fmtSI),
+      fmtSummary(cpu[i] as ReturnType<typeof summarize>, (x) => x.toFixed(0)),
+      fmtSummary(al[i] as ReturnType<typeof summarize>, (x) => x.toFixed(0)) + gc,
+      String(spans),
+      (spans ? (r.time[0]?.otlpBytes ?? 0) / spans : 0).toFixed(0),
+    ];
+  });
+  rows.push([
+    'ratio working tree / base (medians)',
+    fmtRatio(ratio(ev[1]?.median ?? NaN, ev[0]?.median ?? NaN)),
+    fmtRatio(ratio(cpu[1]?.median ?? NaN, cpu[0]?.median ?? NaN)),
+    fmtRatio(ratio(al[1]?.median ?? NaN, al[0]?.median ?? NaN)),
+    '',
+    '',
+  ]);
+  console.log(`\nSpan pipeline, one core: ${set.records} captured events replayed (decode -> correlate -> SDK sink -> OTLP protobuf, bytes counted), ${rounds} rounds interleaved, median (min..max)`);
+  console.log(table(['side', 'events/s', 'CPU ns/event', 'heap B allocated/event', 'spans/run', 'OTLP B/span'], rows));
+  console.log(
+    JSON.stringify({
+      bench: 'correlator',
+      base: baseRev,
+      head: headRev,
+      dirty,
+      records: set.records,
+      rounds,
+      sides: sides.map((s, i) => ({ name: s.name, time: res[i]?.time, alloc: res[i]?.alloc })),
+      ratio: { eventsPerSec: ratio(ev[1]?.median ?? NaN, ev[0]?.median ?? NaN), bytesPerEvent: ratio(al[1]?.median ?? NaN, al[0]?.median ?? NaN) },
+    }),
+  );
 } finally {
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
+  cleanup();
 }

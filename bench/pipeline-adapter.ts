@@ -18,10 +18,11 @@ export interface Pipeline {
   flush(): Promise<void>;
 }
 
-export function makePipeline(opts: { exporter: SpanExporter; nodeName: string; pods?: PodEntry[]; ifaces?: { ifname: string; ifindex: number }[] }): Pipeline {
+/** bench/correlator-worker.ts's options: the exporter, and the capture's pods and interfaces */
+export function makePipeline(opts: { exporter: SpanExporter; nodeName: string; meta?: { pods: unknown[]; ifaces: { ifname: string; ifindex: number }[] } }): Pipeline {
   const config = defaultConfig({}, opts.nodeName);
-  const topo = new StaticTopology(opts.nodeName, opts.pods ?? []);
-  for (const i of opts.ifaces ?? []) topo.addInterface(i.ifindex, i.ifname);
+  const topo = new StaticTopology(opts.nodeName, (opts.meta?.pods ?? []) as PodEntry[]);
+  for (const i of opts.meta?.ifaces ?? []) topo.addInterface(i.ifindex, i.ifname);
   const sink = new SdkSpanSink({
     exporters: [opts.exporter],
     batch: { ...toBatchOptions(config), maxQueueSize: 1 << 20, scheduledDelayMillis: 60_000 },

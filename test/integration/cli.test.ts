@@ -55,6 +55,20 @@ describe('strata: configuration errors exit 3 and name the problem', () => {
     assert.match(r.stderr, /metrics\.port = "65536" \(STRATA_METRICS_PORT\): expected an integer in 0\.\.65535/);
   });
 
+  test('a STRATA_* variable of no section (set by a launcher) is ignored with one warning; an unknown key of a section exits 3', () => {
+    const ok = strata(['agent', '--print-config'], { STRATA_AGENT_CMD: 'strata agent', STRATA_RUNNER_ID: '1', STRATA_SAMPLING_RATIO: '0.5' });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /ratio: 0\.5/);
+    const lines = ok.stderr.split('\n').filter((l) => l.trim() !== '');
+    assert.equal(lines.length, 1, ok.stderr);
+    assert.match(lines[0] as string, /^strata: warning: ignoring STRATA_AGENT_CMD, STRATA_RUNNER_ID: not a setting/);
+
+    const bad = strata(['agent', '--print-config'], { STRATA_AGENT_CMD: 'strata agent', STRATA_SAMPLING_RATE: '0.5' });
+    assert.equal(bad.code, 3, bad.stderr);
+    assert.match(bad.stderr, /STRATA_ERR_CONFIG/);
+    assert.match(bad.stderr, /unknown variable STRATA_SAMPLING_RATE; did you mean STRATA_SAMPLING_RATIO\?/);
+  });
+
   test('a missing config file', () => {
     const f = join(dir, 'absent.yaml');
     const r = strata(['agent', '--config', f]);

@@ -11,6 +11,8 @@ import { SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
 import { sinkOptions } from '../helpers/options.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
 import { hrToNanos, spanTree, TRACE_ID, waitFor } from '../helpers/otlp-fixture.ts';
+import { assertOtlpJaegerAgree, type OtlpJsonDoc, randomSpanRecords } from '../helpers/otlp-jaeger-agree.ts';
+import { lcg } from '../helpers/rng.ts';
 
 const HEX32 = /^[0-9a-f]{32}$/;
 const HEX16 = /^[0-9a-f]{16}$/;
@@ -103,6 +105,19 @@ describe('TraceFileExporter', () => {
 
     assert.equal(file.stats().writes, 1);
     assert.equal(file.stats().spansHeld, 4);
+    await sink.shutdown();
+  });
+
+  it('the two files agree span by span (ids, parent, name, start, duration, tags, process) over 1500 random spans', async () => {
+    const dir = await newDir();
+    const file = new TraceFileExporter({ dir, writeDelayMillis: 60_000 });
+    const sink = new SdkSpanSink(sinkOptions({ exporters: [file], batch: { maxQueueSize: 4096, scheduledDelayMillis: 60_000 } }));
+    const records = randomSpanRecords(lcg(7), 75, 20);
+    for (const r of records) sink.emit(r);
+    await sink.flush();
+    const otlp = JSON.parse(await readFile(join(dir, OTLP_FILE), 'utf8')) as OtlpJsonDoc;
+    const jaeger = JSON.parse(await readFile(join(dir, JAEGER_FILE), 'utf8')) as JaegerTraces;
+    assert.equal(assertOtlpJaegerAgree(otlp, jaeger), records.length);
     await sink.shutdown();
   });
 

@@ -93,7 +93,7 @@ describe('Prometheus scrapes the agent', { skip: why }, () => {
     assert.ok(((await values('strata_export_duration_seconds_count', 'exporter')).get('OTLPTraceExporter') ?? 0) > 0, 'OTLP export durations recorded');
     const p90 = await values('histogram_quantile(0.9, sum by (exporter, le) (strata_export_duration_seconds_bucket))', 'exporter');
     assert.ok((p90.get('OTLPTraceExporter') ?? NaN) > 0, `p90 export duration from the histogram: ${[...p90]}`);
-    for (const n of ['strata_process_process_cpu_seconds_total', 'strata_process_process_resident_memory_bytes', 'strata_process_nodejs_eventloop_lag_seconds']) {
+    for (const n of ['strata_process_cpu_seconds_total', 'strata_process_resident_memory_bytes', 'strata_process_nodejs_eventloop_lag_seconds']) {
       assert.equal((await prom.query(n)).length, 1, `${n} scraped`);
     }
     assert.equal((await prom.query('up{job="strata"}'))[0]?.value[1], '1');

@@ -222,6 +222,34 @@ describe('config: unknown keys', () => {
     assertMentions(configError({ env: { STRATA_SAMPLING_RATE: '0.5' } }).message, 'STRATA_SAMPLING_RATE', 'did you mean STRATA_SAMPLING_RATIO?');
   });
 
+  test('a variable whose section is not in the schema: one warning for all of them, ignored', () => {
+    const warnings: string[] = [];
+    const c = load({
+      env: { STRATA_AGENT_CMD: '/usr/bin/strata agent', STRATA_LAUNCHER_ID: '7', STRATA_SAMPLING_RATIO: '0.5' },
+      warn: (m) => warnings.push(m),
+    });
+    assert.equal(c.sampling.ratio, 0.5, 'the settings beside them apply');
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assertMentions(warnings[0] as string, 'STRATA_AGENT_CMD', 'STRATA_LAUNCHER_ID', 'not a setting', 'SAMPLING');
+    // a section name with a typo is not a setting either, but the warning says what was meant
+    const typo: string[] = [];
+    assert.equal(load({ env: { STRATA_SAMPLNG_RATIO: '0.1' }, warn: (m) => typo.push(m) }).sampling.ratio, 1);
+    assertMentions(typo[0] as string, 'STRATA_SAMPLNG_RATIO', 'did you mean STRATA_SAMPLING_RATIO?');
+    // nothing to warn about: no warning
+    const none: string[] = [];
+    load({ env: { STRATA_SAMPLING_RATIO: '0.5', STRATA_CONFIG: '' }, warn: (m) => none.push(m) });
+    assert.deepEqual(none, []);
+  });
+
+  test('an unknown key inside a known section stays an error, beside ignored sections', () => {
+    const warnings: string[] = [];
+    const e = configError({ env: { STRATA_AGENT_CMD: 'x', STRATA_EXPORT_OTLP_ENDPONT: 'http://c:4318/v1/traces' }, warn: (m) => warnings.push(m) });
+    assertMentions(e.message, 'unknown variable STRATA_EXPORT_OTLP_ENDPONT', 'did you mean STRATA_EXPORT_OTLP_ENDPOINT?');
+    assert.ok(!e.message.includes('STRATA_AGENT_CMD'), e.message);
+    assert.equal(warnings.length, 1);
+    assertMentions(configError({ env: { STRATA_METRICS_BIND: '0.0.0.0' }, warn: () => {} }).message, 'unknown variable STRATA_METRICS_BIND');
+  });
+
   test('Kubernetes service-link variables and STRATA_CONFIG are not settings', () => {
     const c = load({ env: { STRATA_SERVICE_HOST: '10.0.0.1', STRATA_SERVICE_PORT: '9464', STRATA_PORT: 'tcp://10.0.0.1:9464', STRATA_PORT_9464_TCP_ADDR: '10.0.0.1' } });
     assert.equal(c.metrics.port, 9464);

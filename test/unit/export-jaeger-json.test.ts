@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { hrTimeToMicros, type JaegerProcess, type JaegerSpan, type JaegerTag, toJaegerTraces } from '../../agent/src/export/jaeger-json.ts';
+import { hrDurationToMicros, type JaegerProcess, type JaegerSpan, type JaegerTag, toJaegerTraces } from '../../agent/src/export/jaeger-json.ts';
+import { JsonTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
 import { sinkOptions } from '../helpers/options.ts';
-import { IDS, REMOTE_PARENT_ID, spanTree, TRACE_ID, TRACE_ID_2 } from '../helpers/otlp-fixture.ts';
+import { assertOtlpJaegerAgree, type OtlpJsonDoc, randomSpanRecords } from '../helpers/otlp-jaeger-agree.ts';
+import { lcg } from '../helpers/rng.ts';
+import { hrToNanos, IDS, REMOTE_PARENT_ID, spanTree, TRACE_ID, TRACE_ID_2 } from '../helpers/otlp-fixture.ts';
 
 async function treeSpans(): Promise<ReadableSpan[]> {
   const mem = new InMemorySpanExporter();
@@ -46,7 +49,8 @@ describe('toJaegerTraces', () => {
       assert.equal(s.warnings, null);
       assert.equal(typeof s.startTime, 'number');
       assert.equal(s.startTime, r.start[0] * 1_000_000 + Math.floor(r.start[1] / 1000));
-      assert.equal(s.duration, hrTimeToMicros(r.end) - hrTimeToMicros(r.start));
+      // Jaeger's own OTLP conversion: (end - start) in ns, truncated to µs
+      assert.equal(s.duration, Number((hrToNanos(r.end) - hrToNanos(r.start)) / 1000n));
       const proc: JaegerProcess | undefined = (s.traceID === TRACE_ID ? t1 : t2).processes[s.processID];
       assert.ok(proc, `process ${s.processID}`);
       assert.equal(proc.serviceName, r.resource.serviceName);
@@ -66,9 +70,10 @@ describe('toJaegerTraces', () => {
     const client = all.find((s) => s.spanID === IDS.client);
     const hop = all.find((s) => s.spanID === IDS.hop);
     const root2 = all.find((s) => s.spanID === IDS.root2);
-    // start and end are each truncated to µs, duration = end - start (so the UI places the end exactly)
+    // the start truncated to µs; the duration is (end - start) = 1_864_197_532 ns truncated to µs, as
+    // Jaeger computes it from OTLP (not floor(end) - floor(start) = 1_864_198: 1 µs off)
     assert.equal(server?.startTime, 1_767_225_600_123_456);
-    assert.equal(server?.duration, 1_864_198);
+    assert.equal(server?.duration, 1_864_197);
     assert.equal(hop?.startTime, 1_767_225_600_200_000);
     assert.equal(hop?.duration, 1);
 
@@ -111,6 +116,26 @@ describe('toJaegerTraces', () => {
     );
     // survives JSON
     assert.deepEqual(JSON.parse(JSON.stringify(out)), out);
+  });
+
+  it('agrees with the OTLP JSON of the same spans, field by field, over 2000 spans with random ns times', async () => {
+    const records = randomSpanRecords(lcg(20261202), 100, 20);
+    const mem = new InMemorySpanExporter();
+    const sink = new SdkSpanSink(sinkOptions({ exporters: [mem], batch: { maxQueueSize: 4096, scheduledDelayMillis: 60_000 } }));
+    for (const r of records) sink.emit(r);
+    await sink.flush();
+    const spans = mem.getFinishedSpans();
+    await sink.shutdown();
+    assert.equal(spans.length, records.length);
+    const otlp = JSON.parse(new TextDecoder().decode(JsonTraceSerializer.serializeRequest(spans))) as OtlpJsonDoc;
+    assert.equal(assertOtlpJaegerAgree(otlp, toJaegerTraces(spans)), records.length);
+    // the case that was 1 µs off: the start's sub-µs part above the end's
+    const odd = records.filter((r) => r.start[1] % 1000 > r.end[1] % 1000).length;
+    assert.ok(odd > records.length / 4, `${odd} spans with a start's sub-µs part above the end's`);
+    assert.equal(hrDurationToMicros([10, 999], [10, 1998]), 0, '999 ns: 0 µs (floor(end) - floor(start) would say 1)');
+    assert.equal(hrDurationToMicros([10, 999_999_999], [11, 998]), 0, "999 ns across a second");
+    assert.equal(hrDurationToMicros([10, 999_999_999], [11, 999]), 1);
+    assert.equal(hrDurationToMicros([11, 0], [10, 0]), 0, 'an end before the start');
   });
 
   it('returns an empty document for no spans', () => {

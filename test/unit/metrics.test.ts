@@ -124,13 +124,19 @@ describe('createMetrics', () => {
     assert.match(fam.get('strata_bpf_run_time_seconds_total')?.help ?? '', /rate\(strata_bpf_run_time_seconds_total\[1m\]\) \/ rate\(strata_bpf_runs_total\[1m\]\)/);
   });
 
-  it('has process CPU, RSS and event-loop lag under strata_process_', async () => {
+  it('has process CPU, RSS and event-loop lag under strata_process_ (prom-client process_* without a doubled prefix)', async () => {
     const { fam } = await scrape(new FakeSource());
-    for (const n of ['strata_process_process_cpu_seconds_total', 'strata_process_process_resident_memory_bytes', 'strata_process_nodejs_eventloop_lag_seconds',
+    for (const n of ['strata_process_cpu_seconds_total', 'strata_process_cpu_user_seconds_total', 'strata_process_resident_memory_bytes',
+      'strata_process_start_time_seconds', 'strata_process_nodejs_eventloop_lag_seconds',
       'strata_process_nodejs_eventloop_lag_p99_seconds', 'strata_process_nodejs_heap_size_used_bytes']) {
       assert.ok(fam.get(n)?.samples.length, `${n} has a sample`);
     }
-    assert.ok((value(fam, 'strata_process_process_resident_memory_bytes') ?? 0) > 1 << 20);
+    assert.ok((value(fam, 'strata_process_resident_memory_bytes') ?? 0) > 1 << 20);
+    assert.ok((value(fam, 'strata_process_cpu_seconds_total') ?? 0) > 0);
+    const doubled = [...fam.keys()].filter((n) => n.includes('process_process'));
+    assert.deepEqual(doubled, [], 'no strata_process_process_*');
+    const outside = [...fam.keys()].filter((n) => /^(process|nodejs)_/.test(n));
+    assert.deepEqual(outside, [], 'every default metric under strata_');
   });
 
   it('labels: drop stages, eviction tables, span kinds, programs, probes, exporters', async () => {

@@ -6,16 +6,25 @@ import type { CorrelatorOptions } from '../correlate/options.ts';
 import type { ExportConfig } from '../export/factory.ts';
 import type { BatchOptions } from '../export/sdk-sink.ts';
 import type { PodEntry } from '../k8s/pods-file.ts';
-import type { StrataConfig } from './schema.ts';
+import { defaultConfig, type StrataConfig } from './schema.ts';
 
 export function toExportConfig(c: StrataConfig): ExportConfig {
   const e = c.export;
+  // values equal to the defaults are left out: the exporters take those from defaultConfig too
+  const d = defaultConfig({}, '').export;
   const out: ExportConfig = {};
   if (e.otlp.endpoint !== 'none') {
     out.otlp = { endpoint: e.otlp.endpoint, protocol: e.otlp.protocol, headers: { ...e.otlp.headers }, timeoutMs: e.otlp.timeoutMs };
   }
-  if (e.jaeger.endpoint !== null) out.jaeger = { endpoint: e.jaeger.endpoint };
+  if (e.jaeger.endpoint !== null) {
+    out.jaeger = { endpoint: e.jaeger.endpoint };
+    if (e.jaeger.timeoutMs !== d.jaeger.timeoutMs) out.jaeger.timeoutMs = e.jaeger.timeoutMs;
+  }
   if (e.files.dir !== null) out.files = { dir: e.files.dir };
+  const r = e.retry;
+  if ((Object.keys(r) as (keyof typeof r)[]).some((k) => r[k] !== d.retry[k])) {
+    out.retry = { initialBackoffMillis: r.initialBackoffMs, maxBackoffMillis: r.maxBackoffMs, multiplier: r.multiplier, jitter: r.jitter, maxRetries: r.maxRetries };
+  }
   return out;
 }
 

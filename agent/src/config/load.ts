@@ -55,6 +55,8 @@ export interface LoadOptions {
   flags?: Setting[];
   /** default os.hostname() */
   hostname?: string;
+  /** where warnings go (default: one line on stderr each) */
+  warn?: (message: string) => void;
 }
 
 /** Variables that start with STRATA_ but are not settings. */
@@ -70,7 +72,7 @@ export function loadConfig(opts: LoadOptions = {}): StrataConfig {
   const file = opts.file ?? (env.STRATA_CONFIG?.trim() || undefined);
   if (file !== undefined) settings.push(...fileSettings(file, issues));
   settings.push(...otelSettings(env));
-  settings.push(...strataEnvSettings(env, issues));
+  settings.push(...strataEnvSettings(env, issues, opts.warn ?? defaultWarn));
   for (const s of opts.flags ?? []) {
     const node = schemaAt(s.key);
     if (isField(node)) settings.push(s);
@@ -176,14 +178,24 @@ function otelSettings(env: Env): Setting[] {
   return out;
 }
 
-function strataEnvSettings(env: Env, issues: ConfigIssue[]): Setting[] {
+const defaultWarn = (message: string) => process.stderr.write(`strata: warning: ${message}\n`);
+
+/**
+ * STRATA_<SECTION>_<KEY> variables. One whose section is not in the schema (STRATA_AGENT_CMD, set
+ * by whatever launches the agent) is not meant for it: all of those are named in one warning and
+ * ignored. An unknown key in a known section is a mistake, reported with the closest name.
+ */
+function strataEnvSettings(env: Env, issues: ConfigIssue[], warn: (message: string) => void): Setting[] {
   const byName = new Map(leafPaths().map((p) => [envName(p), p]));
+  const sectionPrefixes = Object.keys(SCHEMA).map((s) => `${envName(s)}_`);
   const out: Setting[] = [];
+  const ignored: string[] = [];
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith('STRATA_') || value === undefined) continue;
     if (STRATA_NON_SETTINGS.has(name) || SERVICE_LINK.test(name)) continue;
     const key = byName.get(name);
     if (key) out.push({ key, value, source: name });
+    else if (!sectionPrefixes.some((p) => name.startsWith(p))) ignored.push(name);
     else {
       const hint = suggest(name, [...byName.keys()]);
       issues.push({
@@ -192,6 +204,18 @@ function strataEnvSettings(env: Env, issues: ConfigIssue[]): Setting[] {
         message: `unknown variable ${name}${hint ? `; did you mean ${hint}?` : ''} (settings are STRATA_<SECTION>_<KEY>, e.g. STRATA_SAMPLING_RATIO)`,
       });
     }
+  }
+  if (ignored.length) {
+    ignored.sort();
+    const hints = ignored.flatMap((n) => {
+      const h = suggest(n, [...byName.keys()]);
+      return h ? [`${n}: did you mean ${h}?`] : [];
+    });
+    warn(
+      `ignoring ${ignored.join(', ')}: not a setting (no section ${[...new Set(ignored.map((n) => n.slice('STRATA_'.length).split('_')[0]))].join(', ')}; ` +
+        `settings are STRATA_<SECTION>_<KEY> with SECTION one of ${sectionPrefixes.map((p) => p.slice('STRATA_'.length, -1)).join(', ')})` +
+        (hints.length ? `; ${hints.join('; ')}` : ''),
+    );
   }
   return out;
 }

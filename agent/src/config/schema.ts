@@ -14,10 +14,11 @@ export interface ConfigShape {
   sampling: { ratio: number; slowThresholdMs: number; keepErrors: boolean; respectParentSampled: boolean };
   export: {
     otlp: { endpoint: string; protocol: OtlpProtocol; headers: Record<string, string>; timeoutMs: number };
-    jaeger: { endpoint: string | null };
+    jaeger: { endpoint: string | null; timeoutMs: number };
     files: { dir: string | null };
     queue: { maxSpans: number; batchSize: number; delayMs: number; exportTimeoutMs: number };
     maxResources: number;
+    retry: { initialBackoffMs: number; maxBackoffMs: number; multiplier: number; jitter: number; maxRetries: number };
   };
   metrics: { port: number; host: string };
   shutdown: { timeoutS: number };
@@ -54,10 +55,12 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
     sampling: { ratio: 1.0, slowThresholdMs: 500, keepErrors: true, respectParentSampled: true },
     export: {
       otlp: { endpoint: DEFAULT_OTLP_HTTP_ENDPOINT, protocol: 'http/protobuf', headers: {}, timeoutMs: 10000 },
-      jaeger: { endpoint: null },
+      jaeger: { endpoint: null, timeoutMs: 10000 },
       files: { dir: null },
       queue: { maxSpans: 8192, batchSize: 512, delayMs: 500, exportTimeoutMs: 30_000 },
       maxResources: 256,
+      // the policy of the SDK's OTLP/HTTP exporter (otlp-exporter-base RetryingTransport)
+      retry: { initialBackoffMs: 1000, maxBackoffMs: 5000, multiplier: 1.5, jitter: 0.2, maxRetries: 5 },
     },
     metrics: { port: 9464, host: '0.0.0.0' },
     shutdown: { timeoutS: 10 },
@@ -288,6 +291,7 @@ export const SCHEMA = {
     },
     jaeger: {
       endpoint: url('Jaeger thrift/HTTP collector, e.g. http://jaeger:14268/api/traces; null = none', { nullable: true }),
+      timeoutMs: int(1, 600_000, 'timeout of one Jaeger export, retries included'),
     },
     files: {
       dir: str('also write OTLP JSON + Jaeger JSON files into this directory; null = none', { nullable: true }),
@@ -299,6 +303,13 @@ export const SCHEMA = {
       exportTimeoutMs: int(1, 600_000, 'the batch processor gives up on one export call after this long (counted as failed)'),
     },
     maxResources: int(1, 1 << 16, 'distinct span resources (process, pod, layer) cached at most (least recently used evicted)'),
+    retry: {
+      initialBackoffMs: int(0, 600_000, 'OTLP/Jaeger exports: backoff before the first retry (+- export.retry.jitter)'),
+      maxBackoffMs: int(0, 600_000, 'backoff cap'),
+      multiplier: num(1, 10, 'backoff growth per retry'),
+      jitter: num(0, 1, 'relative jitter of each backoff (0.2: 80..120 % of its nominal value)'),
+      maxRetries: int(0, 100, 'retries after the first attempt, all within the export\'s timeout'),
+    },
   },
   metrics: {
     port: int(0, 65535, 'port of /metrics, /healthz, /readyz (0 = any free port)'),

@@ -1,10 +1,12 @@
 // Builds the span exporters the configuration asks for. Each goes behind its own bounded
-// BatchSpanProcessor in SdkSpanSink; the network ones retry with backoff within timeoutMs.
+// BatchSpanProcessor in SdkSpanSink; the network ones retry with backoff (retry) within timeoutMs.
+// Every value comes from the configuration: no exporter reads OTEL_* variables by itself.
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { TraceFileExporter } from './file-exporter.ts';
 import { JaegerThriftExporter } from './jaeger-thrift.ts';
 import { OtlpGrpcTraceExporter } from './otlp-grpc.ts';
 import { createOtlpHttpExporter } from './otlp.ts';
+import type { RetryOptions } from './retry.ts';
 
 export interface ExportConfig {
   /**
@@ -20,6 +22,8 @@ export interface ExportConfig {
   jaeger?: { endpoint: string; timeoutMs?: number };
   /** OTLP JSON + Jaeger JSON files in this directory */
   files?: { dir: string; writeDelayMs?: number };
+  /** backoff of the OTLP and Jaeger exporters' retries (export.retry of the configuration) */
+  retry?: RetryOptions;
 }
 
 /** Throws on a configuration it cannot honour (unknown protocol, malformed endpoint or header name). */
@@ -28,14 +32,14 @@ export function createExporters(c: ExportConfig): SpanExporter[] {
   if (c.otlp) {
     const { endpoint, protocol, headers, timeoutMs } = c.otlp;
     if (protocol === 'http/protobuf') {
-      out.push(createOtlpHttpExporter({ url: endpoint, headers, timeoutMillis: timeoutMs }));
+      out.push(createOtlpHttpExporter({ url: endpoint, headers, timeoutMillis: timeoutMs, retry: c.retry }));
     } else if (protocol === 'grpc') {
-      out.push(new OtlpGrpcTraceExporter({ url: endpoint, headers, timeoutMillis: timeoutMs }));
+      out.push(new OtlpGrpcTraceExporter({ url: endpoint, headers, timeoutMillis: timeoutMs, retry: c.retry }));
     } else {
       throw new Error(`OTLP protocol ${String(protocol)} not supported (http/protobuf or grpc)`);
     }
   }
-  if (c.jaeger) out.push(new JaegerThriftExporter({ endpoint: c.jaeger.endpoint, timeoutMillis: c.jaeger.timeoutMs }));
+  if (c.jaeger) out.push(new JaegerThriftExporter({ endpoint: c.jaeger.endpoint, timeoutMillis: c.jaeger.timeoutMs, retry: c.retry }));
   if (c.files) out.push(new TraceFileExporter({ dir: c.files.dir, writeDelayMillis: c.files.writeDelayMs ?? 200 }));
   return out;
 }

@@ -1,7 +1,7 @@
 export { createExporters, type ExportConfig } from './factory.ts';
 export { type FileExporterOptions, type FileExporterStats, JAEGER_FILE, OTLP_FILE, TraceFileExporter } from './file-exporter.ts';
 export type { JaegerLog, JaegerProcess, JaegerReference, JaegerSpan, JaegerTag, JaegerTrace, JaegerTraces } from './jaeger-json.ts';
-export { hrTimeToMicros, toJaegerSpan, toJaegerTag, toJaegerTags, toJaegerTraces } from './jaeger-json.ts';
+export { hrDurationToMicros, hrTimeToMicros, toJaegerSpan, toJaegerTag, toJaegerTags, toJaegerTraces } from './jaeger-json.ts';
 export { DEFAULT_JAEGER_THRIFT_URL, JaegerThriftExporter, type JaegerThriftExporterOptions } from './jaeger-thrift.ts';
 export { createOtlpHttpExporter, DEFAULT_OTLP_TRACES_URL, type OtlpHttpExporterOptions, resolveOtlpTracesUrl } from './otlp.ts';
 export { DEFAULT_OTLP_GRPC_URL, type OtlpGrpcExporterOptions, OtlpGrpcTraceExporter, toGrpcMetadata } from './otlp-grpc.ts';

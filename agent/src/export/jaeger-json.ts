@@ -72,6 +72,17 @@ export function hrTimeToMicros(t: HrTime): number {
   return t[0] * 1_000_000 + Math.floor(t[1] / 1000);
 }
 
+/**
+ * Span duration in µs the way Jaeger computes it from OTLP: end - start in ns (a Go time.Duration),
+ * then truncated to µs (model.DurationAsMicroseconds). Not floor(end) - floor(start): that is 1 µs
+ * more whenever the start's sub-µs part exceeds the end's. 0 for an end before the start.
+ */
+export function hrDurationToMicros(start: HrTime, end: HrTime): number {
+  // exact in a double for any duration under ~104 days (2^53 ns)
+  const ns = (end[0] - start[0]) * 1_000_000_000 + (end[1] - start[1]);
+  return ns > 0 ? Math.floor(ns / 1000) : 0;
+}
+
 export function toJaegerTag(key: string, value: AttributeValue): JaegerTag {
   switch (typeof value) {
     case 'string':
@@ -147,7 +158,7 @@ export function toJaegerSpan(span: ReadableSpan, processID: string): JaegerSpan 
     operationName: span.name,
     references,
     startTime,
-    duration: Math.max(0, hrTimeToMicros(span.endTime) - startTime),
+    duration: hrDurationToMicros(span.startTime, span.endTime),
     tags,
     logs,
     processID,

@@ -19,6 +19,7 @@ import type { ExporterConfig, JaegerExporter } from '@opentelemetry/exporter-jae
 import { type Resource, resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { errorMessage } from './log.ts';
+import { defaultConfig } from '../config/schema.ts';
 import { exportWithRetry, isRetryableHttpError, type RetryOptions, retryPolicy, InFlight } from './retry.ts';
 
 const require = createRequire(import.meta.url);
@@ -119,7 +120,7 @@ export class JaegerThriftExporter implements SpanExporter {
     url.username = '';
     url.password = '';
     this.endpoint = url.href;
-    this.timeoutMillis = options.timeoutMillis ?? 10_000;
+    this.timeoutMillis = options.timeoutMillis ?? defaultConfig({}, '').export.jaeger.timeoutMs;
     this.policy = retryPolicy(options.retry);
     this.maxProcesses = Math.max(1, options.maxProcesses ?? 32);
   }

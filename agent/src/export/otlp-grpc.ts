@@ -5,12 +5,17 @@
 //  - reconnecting: its gRPC channel backs off between connection attempts (up to 2 min in grpc-js)
 //    and fails calls at once meanwhile, so after a backend outage export would resume only minutes
 //    after the backend is back. After an UNAVAILABLE the SDK exporter is replaced (fresh channel).
+// Its configuration is the agent's alone: the SDK exporter merges OTEL_EXPORTER_OTLP_* (metadata key
+// by key, compression, endpoint, TLS) under what it is given, so it is built with every value
+// explicit (credentials from the URL's scheme, no compression) and with those variables hidden while
+// its constructor reads them (otlpEnvHidden). config/load.ts is the one reader of OTEL_*.
 // @grpc/grpc-js and the exporter are loaded when the first one is built (~100 ms), not at startup.
 import { createRequire } from 'node:module';
 import type { Metadata } from '@grpc/grpc-js';
 import { type ExportResult, ExportResultCode } from '@opentelemetry/core';
 import type { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { defaultConfig } from '../config/schema.ts';
 import { exportWithRetry, isRetryableGrpcError, type RetryOptions, retryPolicy, InFlight } from './retry.ts';
 
 const require = createRequire(import.meta.url);
@@ -23,18 +28,34 @@ export const DEFAULT_OTLP_GRPC_URL = 'http://localhost:4317';
 const GRPC_UNAVAILABLE = 14;
 
 export interface OtlpGrpcExporterOptions {
-  /**
-   * http://host:4317 (plaintext) or https://host:4317 (TLS, system roots); without it the SDK reads
-   * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4317
-   */
-  url?: string;
+  /** http://host:4317 (plaintext) or https://host:4317 (TLS, system roots) */
+  url: string;
   /** sent as gRPC metadata; names are lowercased; values of "-bin" names are base64 */
   headers?: Record<string, string>;
-  /** per export, retries included (default 10 s) */
+  /** per export, retries included (default: export.otlp.timeoutMs of the configuration's defaults) */
   timeoutMillis?: number;
-  /** in-flight requests at most (default 30: further exports fail and are counted) */
-  concurrencyLimit?: number;
   retry?: RetryOptions;
+}
+
+const OTLP_ENV = /^OTEL_EXPORTER_OTLP_/;
+
+/**
+ * Runs `build` (synchronous: an SDK exporter's constructor, which reads its OTEL_EXPORTER_OTLP_*
+ * fallbacks there and then) with those variables out of process.env, and puts them back.
+ */
+export function otlpEnvHidden<T>(build: () => T, env: NodeJS.ProcessEnv = process.env): T {
+  const saved: [string, string][] = [];
+  for (const [k, v] of Object.entries(env)) {
+    if (OTLP_ENV.test(k) && v !== undefined) {
+      saved.push([k, v]);
+      delete env[k];
+    }
+  }
+  try {
+    return build();
+  } finally {
+    for (const [k, v] of saved) env[k] = v;
+  }
 }
 
 /** headers -> gRPC metadata; throws on a name gRPC refuses */
@@ -59,16 +80,22 @@ export class OtlpGrpcTraceExporter implements SpanExporter {
   /** SDK exporters replaced after UNAVAILABLE (each with a new gRPC channel) */
   channelsReplaced = 0;
 
-  constructor(options: OtlpGrpcExporterOptions = {}) {
-    this.timeoutMillis = options.timeoutMillis ?? 10_000;
+  constructor(options: OtlpGrpcExporterOptions) {
+    this.timeoutMillis = options.timeoutMillis ?? defaultConfig({}, '').export.otlp.timeoutMs;
     this.policy = retryPolicy(options.retry);
+    const grpc = grpcJs();
     this.config = {
       url: options.url,
       metadata: toGrpcMetadata(options.headers),
       timeoutMillis: this.timeoutMillis,
-      concurrencyLimit: options.concurrencyLimit,
+      compression: 'none' as NonNullable<NonNullable<ConstructorParameters<typeof OTLPTraceExporter>[0]>['compression']>,
+      credentials: options.url.trim().toLowerCase().startsWith('https://') ? grpc.credentials.createSsl() : grpc.credentials.createInsecure(),
     };
-    this.inner = new (sdkExporter())(this.config); // validates the URL now
+    this.inner = this.newInner(); // validates the URL now
+  }
+
+  private newInner(): OTLPTraceExporter {
+    return otlpEnvHidden(() => new (sdkExporter())(this.config));
   }
 
   export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
@@ -86,7 +113,7 @@ export class OtlpGrpcTraceExporter implements SpanExporter {
   }
 
   private attempt(spans: ReadableSpan[]): Promise<ExportResult> {
-    this.inner ??= new (sdkExporter())(this.config);
+    this.inner ??= this.newInner();
     const inner = this.inner;
     return new Promise((resolve) => {
       inner.export(spans, (result) => {

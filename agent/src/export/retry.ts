@@ -1,29 +1,36 @@
-// Retries with exponential backoff for exporters that do not retry by themselves (OTLP/gRPC in SDK
-// 0.223, the Jaeger thrift exporter). Same policy as the SDK's OTLP/HTTP exporter
-// (otlp-exporter-base RetryingTransport): first backoff 1 s, x1.5 per retry up to 5 s, +-20 % jitter,
-// at most 5 retries, and no retry whose backoff would end after the export's deadline.
+// Retries with exponential backoff for every network exporter (OTLP/HTTP, OTLP/gRPC, Jaeger thrift).
+// The policy is export.retry of the configuration; its defaults are those of the SDK's OTLP/HTTP
+// exporter (otlp-exporter-base RetryingTransport): first backoff 1 s, x1.5 per retry up to 5 s,
+// +-20 % jitter, at most 5 retries, and no retry whose backoff would end after the export's deadline.
 import { type ExportResult, ExportResultCode } from '@opentelemetry/core';
+import { type ConfigShape, defaultConfig } from '../config/schema.ts';
 
 export interface RetryOptions {
-  /** backoff before the first retry (default 1000 ms) */
+  /** backoff before the first retry */
   initialBackoffMillis?: number;
-  /** backoff cap (default 5000 ms) */
+  /** backoff cap */
   maxBackoffMillis?: number;
-  /** backoff growth per retry (default 1.5) */
+  /** backoff growth per retry */
   multiplier?: number;
-  /** relative jitter, 0..1 (default 0.2: each backoff is 80..120 % of its nominal value) */
+  /** relative jitter, 0..1 (0.2: each backoff is 80..120 % of its nominal value) */
   jitter?: number;
-  /** retries after the first attempt (default 5) */
+  /** retries after the first attempt */
   maxRetries?: number;
 }
 
-export const DEFAULT_RETRY: Readonly<Required<RetryOptions>> = Object.freeze({
-  initialBackoffMillis: 1000,
-  maxBackoffMillis: 5000,
-  multiplier: 1.5,
-  jitter: 0.2,
-  maxRetries: 5,
-});
+/** export.retry of the configuration's defaults (config/schema.ts, the one place they are written) */
+export const DEFAULT_RETRY: Readonly<Required<RetryOptions>> = Object.freeze(toRetryOptions(defaultConfig({}, '').export.retry));
+
+/** export.retry (config units) -> RetryOptions */
+export function toRetryOptions(r: Readonly<ConfigShape['export']['retry']>): Required<RetryOptions> {
+  return {
+    initialBackoffMillis: r.initialBackoffMs,
+    maxBackoffMillis: r.maxBackoffMs,
+    multiplier: r.multiplier,
+    jitter: r.jitter,
+    maxRetries: r.maxRetries,
+  };
+}
 
 export function retryPolicy(o: RetryOptions = {}): Required<RetryOptions> {
   const p = { ...DEFAULT_RETRY };

@@ -37,7 +37,7 @@ export const SCOPE: InstrumentationScope = Object.freeze({ name: 'strata' });
 const WARN_INTERVAL_MS = 10_000;
 
 export interface SdkSinkStats {
-  /** spans handed to the export pipelines */
+  /** valid spans emitted: handed to the export pipelines, or counted as dropped when every queue was full */
   spansEmitted: number;
   /** records refused before reaching the SDK: invalid ids, or emitted after shutdown() */
   spansRejected: number;
@@ -107,6 +107,9 @@ function observeLatency(l: ExportLatencyStats, ms: number): void {
   }
 }
 
+/** the BatchSpanProcessor's own export timeout is this much later than the pipeline's */
+const BSP_TIMEOUT_MARGIN_MS = 1000;
+
 /**
  * One exporter behind its own BatchSpanProcessor. Wraps the processor to count what the SDK would
  * drop silently (queue overflow) and wraps the exporter to count export results.
@@ -159,7 +162,14 @@ class ExportPipeline implements SpanProcessor {
             stats.lastError = errorMessage(result.error ?? 'export failed');
             warn(`strata export: ${stats.name} failed to export ${spans.length} spans: ${stats.lastError}`);
           }
-          resultCallback(result);
+          // The BatchSpanProcessor (sdk-trace 2.x) is told every export succeeded: the result is
+          // counted above. On a failed export its flush loop starts the next batch in .finally()
+          // and then clears _isExporting in .catch(), with that batch still in flight: the next
+          // onEnd() with a full batch queued starts a second export alongside, and every further
+          // failure adds one more. Through an outage under traffic exports piled up (each holding
+          // its batch through its retries) until the SDK's OTLP exporter refused more ("Concurrent
+          // export limit reached", 30).
+          resultCallback({ code: ExportResultCode.SUCCESS });
         };
         try {
           exporter.export(spans, finish);
@@ -170,7 +180,8 @@ class ExportPipeline implements SpanProcessor {
       shutdown: () => exporter.shutdown(),
       forceFlush: () => exporter.forceFlush?.() ?? Promise.resolve(),
     };
-    this.bsp = new BatchSpanProcessor(counting, { ...batch });
+    // the BSP's own export timeout rejects (same race as a failure): ours above fires first
+    this.bsp = new BatchSpanProcessor(counting, { ...batch, exportTimeoutMillis: exportTimeoutMillis + BSP_TIMEOUT_MARGIN_MS });
   }
 
   onStart(_span: Span, _parentContext: Context): void {}
@@ -186,6 +197,17 @@ class ExportPipeline implements SpanProcessor {
     }
     this.stats.queued++;
     this.bsp.onEnd(span);
+  }
+
+  /** true when onEnd() would drop a sampled span: the queue is at maxQueueSize */
+  get full(): boolean {
+    return !this.closed && this.stats.queued >= this.maxQueueSize;
+  }
+
+  /** a sampled span dropped before it was built, because every pipeline was full */
+  dropQueueFull(): void {
+    this.stats.spansDroppedQueueFull++;
+    this.stats.spansDropped++;
   }
 
   /** exports what is queued, then lets the exporter finish its own pending work (files, requests) */
@@ -272,6 +294,14 @@ export class SdkSpanSink implements SpanSink {
     }
     if (!isHrTime(r.start) || !isHrTime(r.end)) {
       throw new Error(`invalid times start=${String(r.start)} end=${String(r.end)}`);
+    }
+    // every queue full (the backend down under a burst): count the drop without building a span
+    // that onEnd() would throw away; that work is what made the JS thread fall behind the ring
+    // buffer during an outage burst
+    if (this.pipelines.every((p) => p.full)) {
+      if ((r.traceFlags & 1) !== 0) for (const p of this.pipelines) p.dropQueueFull();
+      this.counters.spansEmitted++;
+      return;
     }
     const span = new RecordSpan(r, this.resourceFor(r.resource), SCOPE);
     for (const p of this.pipelines) p.onEnd(span);

@@ -2,7 +2,7 @@
 // counters at scrape time (collect), so the hot path only increments plain numbers. Counters
 // mirror totals kept elsewhere: each scrape resets them and adds the current total, so a
 // component's reset shows as a counter reset, which rate() handles.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, type Metric, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ExportLatencyStats, ExporterStats, SdkSinkStats } from '../export/sdk-sink.ts';
 import type { KernelStats } from '../probes/probe-set.ts';
 
@@ -109,13 +109,30 @@ class ExportDurationHistogram {
   reset(): void {}
 }
 
+/**
+ * prom-client's default metrics under strata_process_: process CPU, RSS, fds
+ * (strata_process_cpu_seconds_total, strata_process_resident_memory_bytes: prom-client names them
+ * process_*, and its prefix alone would give strata_process_process_*), heap, GC and event-loop lag
+ * (strata_process_nodejs_eventloop_lag_*_seconds).
+ */
+function registerProcessMetrics(registry: Registry): void {
+  const collected = new Registry();
+  collectDefaultMetrics({ register: collected, prefix: PROCESS_PREFIX });
+  for (const m of collected.getMetricsAsArray() as unknown as Metric[]) {
+    const metric = m as unknown as { name: string };
+    // gauges named *_total fail `promtool check metrics`; the same numbers are the sum over `type`
+    // of strata_process_nodejs_active_{handles,requests,resources}, which stay
+    if (/^strata_process_nodejs_active_\w+_total$/.test(metric.name)) continue;
+    if (metric.name.startsWith(`${PROCESS_PREFIX}process_`)) metric.name = PROCESS_PREFIX + metric.name.slice(`${PROCESS_PREFIX}process_`.length);
+    registry.registerMetric(m);
+  }
+}
+
+const PROCESS_PREFIX = 'strata_process_';
+
 export function createMetrics(src: StatsSource): Registry {
   const registry = new Registry();
-  // process CPU, RSS, heap, GC, event-loop lag (strata_process_nodejs_eventloop_lag_*_seconds)
-  collectDefaultMetrics({ register: registry, prefix: 'strata_process_' });
-  // gauges named *_total fail `promtool check metrics`; the same numbers are the sum over `type`
-  // of strata_process_nodejs_active_{handles,requests,resources}, which stay
-  for (const m of ['handles', 'requests', 'resources']) registry.removeSingleMetric(`strata_process_nodejs_active_${m}_total`);
+  registerProcessMetrics(registry);
 
   const kernel = perScrape(() => src.kernel());
   const pump = perScrape(() => src.pump());
