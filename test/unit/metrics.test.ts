@@ -100,7 +100,7 @@ const OWN = [
   'strata_kernel_packets_aggregated_total', 'strata_kernel_packets_non_tcp_total', 'strata_pump_batches_total', 'strata_pump_records_total',
   'strata_decoder_records_total', 'strata_bpf_run_time_seconds_total', 'strata_bpf_runs_total', 'strata_correlator_exchanges_total',
   'strata_correlator_non_http_total', 'strata_correlator_orphan_responses_total', 'strata_correlator_incomplete_total',
-  'strata_correlator_malformed_context_total', 'strata_correlator_truncated_heads_total', 'strata_correlator_points_dropped_total',
+  'strata_correlator_malformed_context_total', 'strata_correlator_truncated_heads_total', 'strata_correlator_seq_gaps_total', 'strata_correlator_seq_gap_bytes_total', 'strata_correlator_points_dropped_total',
   'strata_correlator_idle_closes_total', 'strata_correlator_clock_clamps_total', 'strata_correlator_pending_exchanges',
   'strata_correlator_packets_without_connection_total', 'strata_correlator_invalid_requests_total', 'strata_correlator_hops_incomplete_total',
   'strata_sampling_traces_kept_total', 'strata_sampling_traces_dropped_total',

@@ -64,6 +64,9 @@ export interface CorrelatorStats {
   invalidHeadTooLong: number;
   /** exchanges whose hop chain lacks observation points (marked strata.hops.incomplete) */
   hopsIncomplete: number;
+  /** socket events whose TCP seq skipped bytes never seen (events lost upstream), and the bytes */
+  seqGaps: number;
+  seqGapBytes: number;
 }
 
 const PIPELINED = 'pipelined: TC reports only the first data packet of a burst';
@@ -128,6 +131,7 @@ export class Correlator implements EventHandler {
       packetsWithoutConnection: h.packetsWithoutConnection, clockClamps: s.clockClamps,
       invalidBadRequestLine: x.invalidRequests.bad_request_line, invalidHeadIncomplete: x.invalidRequests.head_incomplete,
       invalidHeadTooLong: x.invalidRequests.head_too_long, hopsIncomplete: this.counts.hopsIncomplete,
+      seqGaps: x.seqGaps, seqGapBytes: x.seqGapBytes,
     };
   }
 

@@ -63,6 +63,9 @@ export interface Conn {
   maxRespPlaces: number;
   /** when the previous response on this connection ended (pipelining: the next request started before) */
   prevRespEnd: number;
+  /** TCP seq the next byte of each direction should carry (-1: unknown); a later one means bytes were lost */
+  reqNextSeq: number;
+  respNextSeq: number;
 }
 
 export interface Exchange {
@@ -113,6 +116,9 @@ export interface ExchangeStats {
   pending: number;
   /** requests that were not valid HTTP, by reason (counted, exported only when asked) */
   invalidRequests: Record<InvalidReason, number>;
+  /** socket events whose TCP seq skipped bytes this table never saw (events lost on the way), and those bytes */
+  seqGaps: number;
+  seqGapBytes: number;
 }
 
 /** What the exchange table tells the rest of the correlator. */
@@ -128,7 +134,7 @@ export interface ExchangeEvents {
 export class Exchanges {
   readonly stats: ExchangeStats = {
     connEvictions: 0, exchanges: 0, nonHttp: 0, orphanResponses: 0, incomplete: 0, truncatedHeads: 0, pending: 0,
-    invalidRequests: { bad_request_line: 0, head_incomplete: 0, head_too_long: 0 },
+    invalidRequests: { bad_request_line: 0, head_incomplete: 0, head_too_long: 0 }, seqGaps: 0, seqGapBytes: 0,
   };
   readonly conns: LRUCache<number, Conn>;
   /** connections whose response framing is lost: they end after a quiet period */
@@ -179,6 +185,24 @@ export class Exchanges {
     const isRequest = e.dir === (c.role === ROLE_SERVER ? DIR.DIR_IN : DIR.DIR_OUT);
     c.lastTs = e.tsNs;
     const stream = isRequest ? c.req : c.resp;
+    if (stream && e.flags & FLAGS.F_SEQ_VALID) {
+      // Events lost on the way (ring buffer full, a batch dropped at the JS queue) leave a hole in
+      // the byte stream that nothing else shows: without it, a lost response would pair the next
+      // one with the wrong request for the rest of a keep-alive connection. The seq says how many
+      // bytes are missing: the parser counts them through a known-length body or loses the framing
+      // until the next head, as for bytes moved but not captured. A read that also consumed the
+      // peer's FIN reports a seq one too high (see Hops.points): a gap of 1 on a read is that.
+      const next = isRequest ? c.reqNextSeq : c.respNextSeq;
+      const gap = (e.seq - next) >>> 0;
+      if (next >= 0 && gap !== 0 && gap < 0x40000000 && !(gap === 1 && e.dir === DIR.DIR_IN)) {
+        this.stats.seqGaps++;
+        this.stats.seqGapBytes += gap;
+        // no event: the lost bytes' own seq and time are unknown, their message gets a key of its own
+        stream.feed(e.buf, e.payloadOff, 0, gap, undefined);
+      }
+      if (isRequest) c.reqNextSeq = (e.seq + e.ret) >>> 0;
+      else c.respNextSeq = (e.seq + e.ret) >>> 0;
+    }
     stream?.feed(e.buf, e.payloadOff, Math.min(e.payloadLen, e.ret), e.ret, e);
     if (c.resp?.lost && c.respOpen) this.lostConns.add(c);
     if (isRequest) c.lastReqTs = bytesTs(e);
@@ -368,7 +392,7 @@ export class Exchanges {
       localIp, localPort: e.tuple.sport, remoteIp, remotePort: e.tuple.dport,
       clientEp: '', pod, owner: pod?.workload ?? executable, process: { pid: e.pid, tid: e.tid, comm, executable, netns: e.netns },
       local: { ip: localIp, port: e.tuple.sport }, remote: { ip: remoteIp, port: e.tuple.dport }, awaiting: [], reqStartTs: e.tsNs, reqStartSeq: -1, respStartTs: 0, respStartSeq: -1,
-      lastReqTs: e.tsNs, lastRespTs: e.tsNs, lastTs: e.tsNs, nonHttpCounted: false, maxReqPlaces: 0, maxRespPlaces: 0, prevRespEnd: 0,
+      lastReqTs: e.tsNs, lastRespTs: e.tsNs, lastTs: e.tsNs, nonHttpCounted: false, maxReqPlaces: 0, maxRespPlaces: 0, prevRespEnd: 0, reqNextSeq: -1, respNextSeq: -1,
     };
     this.conns.set(e.sk, c); // may evict (and close) the least recently used connection
     return c;

@@ -195,6 +195,8 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_correlator_incomplete_total', 'Exchanges closed before their response (truncated or reset).', () => correlator().incomplete);
   counter('strata_correlator_malformed_context_total', 'Trace context headers that could not be parsed.', () => correlator().malformedContext);
   counter('strata_correlator_truncated_heads_total', 'HTTP heads cut by the capture (kept as far as seen).', () => correlator().truncatedHeads);
+  counter('strata_correlator_seq_gaps_total', 'Socket events whose TCP seq skipped bytes the correlator never saw (events lost upstream): the parser resynchronised.', () => correlator().seqGaps);
+  counter('strata_correlator_seq_gap_bytes_total', 'Bytes of those gaps.', () => correlator().seqGapBytes);
   counter('strata_correlator_points_dropped_total', 'Observation points beyond the per-message cap (retransmissions), not turned into hop spans.', () => correlator().pointsDropped);
   counter('strata_correlator_idle_closes_total', 'Connections ended by the agent after a quiet period without events.', () => correlator().idleCloses);
   counter('strata_correlator_clock_clamps_total', 'Span times moved inside their parent because the clock offset drifted between batches.', () => correlator().clockClamps);
