@@ -24,7 +24,7 @@ export async function captureLab(dir: string, name: string, requests = 0, scenar
   const lab = await labUp({ prefix });
   try {
     const pods = readPodsFile(lab.podsFile);
-    const agent = new Agent({ ...toAgentOptions(defaultConfig(), pods), export: {}, nodeName: 'node-1', pods, nodeNetns: `/run/netns/${lab.nodeNetns}`, interfaces: [lab.clientVeth], tracesDir: `${lab.stateDir}/traces` });
+    const agent = new Agent({ ...toAgentOptions(defaultConfig(), pods), export: { files: { dir: `${lab.stateDir}/traces` } }, nodeName: 'node-1', pods, nodeNetns: `/run/netns/${lab.nodeNetns}`, interfaces: [lab.clientVeth] });
     const batches: Buffer[] = [];
     const decode = agent.decoder.decode.bind(agent.decoder);
     agent.decoder.decode = (b: Buffer) => {

@@ -26,12 +26,8 @@ export interface AgentOptions {
   nodeNetns: string;
   /** extra interfaces of the node to observe (uplink / NIC), besides the pods' veths */
   interfaces: string[];
-  /** exporters; `otlpUrl` and `tracesDir` below are shortcuts for export.otlp / export.files */
-  export?: ExportConfig;
-  /** OTLP/HTTP traces URL; undefined = no OTLP export */
-  otlpUrl?: string;
-  /** directory for OTLP JSON + Jaeger JSON files; undefined = none */
-  tracesDir?: string;
+  /** the exporters (export.otlp, export.jaeger, export.files) */
+  export: ExportConfig;
   /** the batch span processor in front of each exporter (bounded queue) */
   exportQueue: BatchOptions;
   /** distinct span resources kept built (export.maxResources) */
@@ -69,10 +65,7 @@ export class Agent {
     this.opts = opts;
     this.log = opts.log ?? ((m) => process.stderr.write(`${m}\n`));
     this.topology = new StaticTopology(opts.nodeName, opts.pods, netnsInodeOr0(opts.nodeNetns || '/proc/self/ns/net'));
-    const exp: ExportConfig = { ...opts.export };
-    if (opts.otlpUrl) exp.otlp = { endpoint: opts.otlpUrl, protocol: 'http/protobuf' };
-    if (opts.tracesDir) exp.files = { dir: opts.tracesDir };
-    const exporters: SpanExporter[] = createExporters(exp);
+    const exporters: SpanExporter[] = createExporters(opts.export);
     this.sink = new SdkSpanSink({ exporters, batch: opts.exportQueue, maxResources: opts.maxResources });
     // records -> spans (semantic conventions, names, resources) -> the sink
     const spans = new SpanExport(this.sink, { routes: opts.routes, maxResources: opts.maxResources });

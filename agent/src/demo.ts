@@ -6,9 +6,8 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { curlFromClient, labDown, labUp } from '../../lab/lab.ts';
 import { Agent, monoNow } from './agent.ts';
-import { defaultConfig, toAgentOptions } from './config/index.ts';
+import { defaultConfig, loadConfig, toAgentOptions } from './config/index.ts';
 import { JAEGER_FILE, OTLP_FILE } from './export/file-exporter.ts';
-import { resolveOtlpTracesUrl } from './export/otlp.ts';
 import type { JaegerSpan, JaegerTraces } from './export/jaeger-json.ts';
 import { readPodsFile } from './k8s/pods-file.ts';
 
@@ -22,18 +21,13 @@ export async function runDemo(argv: string[]): Promise<number> {
   const lab = await labUp({ prefix: PREFIX });
   try {
     const pods = readPodsFile(lab.podsFile);
-    const agent = new Agent({
-      // the defaults of the schema, and no exporter but the ones below
-      ...toAgentOptions(defaultConfig(), pods),
-      export: {},
-      nodeName: lab.nodeName,
-      pods,
-      nodeNetns: `/run/netns/${lab.nodeNetns}`,
-      interfaces: [lab.clientVeth],
-      tracesDir: dir,
-      // only when asked: the demo's output is the files
-      otlpUrl: process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || process.env.OTEL_EXPORTER_OTLP_ENDPOINT ? resolveOtlpTracesUrl() : undefined,
-    });
+    // the agent's own configuration (defaults, STRATA_*/OTEL_* variables) for this lab; OTLP only
+    // when the environment names an endpoint: the demo's output is the files
+    const settings = (kv: Record<string, string>) => Object.entries(kv).map(([key, value]) => ({ key, value, source: 'demo' }));
+    const lab1 = { 'node.name': lab.nodeName, 'node.netns': `/run/netns/${lab.nodeNetns}`, 'node.interfaces': lab.clientVeth, 'export.files.dir': dir };
+    let config = loadConfig({ flags: settings(lab1) });
+    if (config.export.otlp.endpoint === defaultConfig().export.otlp.endpoint) config = loadConfig({ flags: settings({ ...lab1, 'export.otlp.endpoint': 'none' }) });
+    const agent = new Agent(toAgentOptions(config, pods));
     await agent.start();
     out(`agent: probes attached (syscalls in 2 pod netns, TC on ${lab.pods.ingress.hostVeth}, ${lab.pods.app.hostVeth}, ${lab.clientVeth})`);
     const requests: [string, string[]][] = [

@@ -85,12 +85,11 @@ test('the agent traces a hostNetwork pod by the cgroups the pods file names, and
   const children: ChildProcess[] = [];
   const agent = new Agent({
     ...toAgentOptions(defaultConfig({}, 'node-1'), []),
-    export: {},
+    export: { files: { dir: traces } },
     nodeName: 'node-1',
     pods: [{ name: 'chatter-7d4b9c6f5-x2x9z', namespace: 'default', uid: 'u-1', node: 'node-1', ip: '', netnsInode: 0, hostVeth: '', hostNetwork: true, cgroupIds: [statSync(dir).ino], labels: { app: 'chatter' } }],
     nodeNetns: '',
     interfaces: [],
-    tracesDir: traces,
     log: () => {},
   });
   const services = new Set<string>();

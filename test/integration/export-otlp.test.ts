@@ -4,7 +4,6 @@ import { createExporters } from '../../agent/src/export/factory.ts';
 import {
   createOtlpHttpExporter,
   DEFAULT_OTLP_TRACES_URL,
-  resolveOtlpTracesUrl,
 } from '../../agent/src/export/otlp.ts';
 import { SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
 import { sinkOptions } from '../helpers/options.ts';
@@ -13,18 +12,20 @@ import { assertOtlpRowsMatch } from '../helpers/otlp-assert.ts';
 import { flattenSpans, loadOtlpSchema } from '../helpers/otlp-decode.ts';
 import { IDS, REMOTE_PARENT_ID, spanTree, TRACE_ID, TRACESTATE, waitFor } from '../helpers/otlp-fixture.ts';
 import { OtlpReceiver } from '../helpers/otlp-receiver.ts';
+import { loadConfig } from '../../agent/src/config/index.ts';
 
 describe('OTLP http/protobuf export', () => {
   const receiver = new OtlpReceiver();
   before(() => receiver.start());
   after(() => receiver.stop());
 
-  it('resolves the endpoint from the environment', () => {
-    assert.equal(resolveOtlpTracesUrl({}), DEFAULT_OTLP_TRACES_URL);
+  it('resolves the endpoint from the environment (through the configuration, its one reader)', () => {
+    const endpoint = (env: Record<string, string>) => loadConfig({ env, hostname: 'n' }).export.otlp.endpoint;
+    assert.equal(endpoint({}), DEFAULT_OTLP_TRACES_URL);
     assert.equal(DEFAULT_OTLP_TRACES_URL, 'http://localhost:4318/v1/traces');
-    assert.equal(resolveOtlpTracesUrl({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://jaeger:4318/' }), 'http://jaeger:4318/v1/traces');
+    assert.equal(endpoint({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://jaeger:4318/' }), 'http://jaeger:4318/v1/traces');
     assert.equal(
-      resolveOtlpTracesUrl({
+      endpoint({
         OTEL_EXPORTER_OTLP_ENDPOINT: 'http://jaeger:4318',
         OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://collector:9999/custom',
       }),

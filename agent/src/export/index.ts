@@ -3,7 +3,7 @@ export { type FileExporterOptions, type FileExporterStats, JAEGER_FILE, OTLP_FIL
 export type { JaegerLog, JaegerProcess, JaegerReference, JaegerSpan, JaegerTag, JaegerTrace, JaegerTraces } from './jaeger-json.ts';
 export { hrDurationToMicros, hrTimeToMicros, toJaegerSpan, toJaegerTag, toJaegerTags, toJaegerTraces } from './jaeger-json.ts';
 export { DEFAULT_JAEGER_THRIFT_URL, JaegerThriftExporter, type JaegerThriftExporterOptions } from './jaeger-thrift.ts';
-export { createOtlpHttpExporter, DEFAULT_OTLP_TRACES_URL, type OtlpHttpExporterOptions, resolveOtlpTracesUrl } from './otlp.ts';
+export { createOtlpHttpExporter, DEFAULT_OTLP_TRACES_URL, type OtlpHttpExporterOptions } from './otlp.ts';
 export { DEFAULT_OTLP_GRPC_URL, type OtlpGrpcExporterOptions, OtlpGrpcTraceExporter, toGrpcMetadata } from './otlp-grpc.ts';
 export { DEFAULT_RETRY, exportWithRetry, isRetryableGrpcError, isRetryableHttpError, type RetryOptions } from './retry.ts';
 export {

@@ -28,20 +28,6 @@ export interface OtlpHttpExporterOptions {
   retry?: RetryOptions;
 }
 
-type Env = Record<string, string | undefined>;
-
-/**
- * The traces endpoint: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, else OTEL_EXPORTER_OTLP_ENDPOINT +
- * "/v1/traces", else http://localhost:4318/v1/traces. For the demo; the agent's configuration
- * resolves its endpoint in config/load.ts.
- */
-export function resolveOtlpTracesUrl(env: Env = process.env): string {
-  const specific = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim();
-  if (specific) return specific;
-  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim();
-  if (base) return `${base.replace(/\/+$/, '')}/v1/traces`;
-  return DEFAULT_OTLP_TRACES_URL;
-}
 
 /** a response status the exporter failed on; `HTTP <status>` in the message, for isRetryableHttpError */
 export class OtlpHttpError extends Error {
