@@ -192,7 +192,7 @@ function foreignTracingProgs(ownIds: ReadonlySet<number>): number | null {
   }
 }
 
-const emptyHandler = () => ({ onSock() {}, onState() {}, onPkt() {} });
+const emptyHandler = () => ({ onSock() {}, onState() {}, onPkt() {}, onNetDev() {} });
 
 // ---- 1. kernel -> JS throughput ----
 

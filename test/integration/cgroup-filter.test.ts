@@ -61,7 +61,7 @@ test('processes of a traced cgroup are traced, their netns neighbours are not', 
     probes.open('sock_syscalls');
     probes.cgroupAdd(statSync(dir).ino);
     const byPid = new Map<number, number>();
-    const decoder = new Decoder({ onSock: (e) => byPid.set(e.pid, (byPid.get(e.pid) ?? 0) + 1), onPkt() {}, onState() {} });
+    const decoder = new Decoder({ onSock: (e) => byPid.set(e.pid, (byPid.get(e.pid) ?? 0) + 1), onPkt() {}, onState() {}, onNetDev() {} });
     probes.start((b) => decoder.decode(b), { pollMs: 10 });
     // one chatter moved into the cgroup before it starts talking, one left where it is
     const inside = spawn('sh', ['-c', `echo $$ > ${join(dir, 'cgroup.procs')} && exec "${process.execPath}" -e "$0"`, CHATTER], { stdio: 'ignore' });

@@ -105,6 +105,7 @@ function run(pkt: Buffer, program = 'tc_ingress'): Got {
   new Decoder({
     onSock: () => assert.fail('a sock event from TC'),
     onState: () => assert.fail('a state event from TC'),
+    onNetDev: () => assert.fail('a net_dev event from TC'),
     onPkt: (e) => {
       const { buf, tuple, ...rest } = e;
       events.push({

@@ -43,7 +43,7 @@ function netdev(ts: number, netns: number, point: number, src: Endpoint, dst: En
   buf.set(src.ip, 0);
   buf.set(dst.ip, 16);
   return {
-    buf, type: 99, flags: FLAGS.F_SEQ_VALID, tsNs: ts, skb: 0xabc, ifindex: ETH0, netns, point, seq, ack: 0, dataLen, tcpFlags: 0x18, aggPkts: 1, aggBytes: dataLen,
+    buf, type: 99, flags: FLAGS.F_SEQ_VALID, tsNs: ts, skb: 0xabc, skbLen: dataLen + 66, ifindex: ETH0, netns, point, seq, ack: 0, dataLen, tcpFlags: 0x18, aggPkts: 1, aggBytes: dataLen,
     tuple: { family: 2, saddrOff: 0, daddrOff: 16, sport: src.port, dport: dst.port },
   };
 }

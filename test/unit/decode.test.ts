@@ -9,7 +9,7 @@ import { correlatorOptions } from '../helpers/options.ts';
 import { lcg } from '../helpers/rng.ts';
 
 function counting(): EventHandler & { sock: number; pkt: number; state: number } {
-  const h = { sock: 0, pkt: 0, state: 0, onSock() { h.sock++; }, onPkt() { h.pkt++; }, onState() { h.state++; } };
+  const h = { sock: 0, pkt: 0, state: 0, onSock() { h.sock++; }, onPkt() { h.pkt++; }, onState() { h.state++; }, onNetDev() {} };
   return h;
 }
 
@@ -48,6 +48,7 @@ test('fields are read at the generated offsets', () => {
     },
     onPkt() {},
     onState() {},
+    onNetDev() {},
   });
   d.decode(sockRecord('GET / HTTP/1.1'));
   assert.ok(seen);

@@ -3,37 +3,14 @@
 // points. A message is keyed by (client endpoint, TCP seq of its first byte) and its direction:
 // the client endpoint is the same for every observer, and DNAT rewrites only the server side.
 import { LRUCache } from 'lru-cache';
-import { addrString, type PktEvent, type Tuple } from '../events/decode.ts';
+import { addrString, type NetDevEvent, type PktEvent, type Tuple } from '../events/decode.ts';
 import { FLAGS, NETDEV_POINT } from '../events/layout.generated.ts';
 import type { Topology } from '../k8s/topology.ts';
 import type { WallClock } from './clock.ts';
 import { deriveSpanId, nthSpanId } from './ids.ts';
 import type { HopRecord, Layer, ObservationPoint } from './records.ts';
 
-/**
- * A net_dev tracepoint event (netif_receive_skb, net_dev_queue, net_dev_xmit), as the decoder hands
- * it over. Declared here with exactly the decoder's fields (structural typing matches them).
- */
-export interface NetDevEvent {
-  buf: Buffer;
-  type: number;
-  flags: number;
-  tsNs: number;
-  skb: number;
-  ifindex: number;
-  /** inode of the device's netns */
-  netns: number;
-  /** NETDEV_POINT: RX (netif_receive_skb), QUEUE (net_dev_queue), XMIT (net_dev_xmit) */
-  point: number;
-  seq: number;
-  ack: number;
-  dataLen: number;
-  tcpFlags: number;
-  aggPkts: number;
-  aggBytes: number;
-  /** as on the wire: s = sender */
-  tuple: Tuple;
-}
+export type { NetDevEvent };
 
 /** observation points kept per message: socket write + a few interfaces + socket read */
 export const MAX_POINTS = 16;

@@ -98,7 +98,7 @@ export interface EventHandler {
   onState(e: StateEvent): void;
   onPkt(e: PktEvent): void;
   /** optional: a handler without it ignores net_dev events (they are still counted as records) */
-  onNetDev?(e: NetDevEvent): void;
+  onNetDev(e: NetDevEvent): void;
 }
 
 export interface DecodeStats {
@@ -164,7 +164,7 @@ export class Decoder {
         else this.handler.onPkt(this.readPkt(b, o, len));
       } else if (type === EVENT_TYPE.EV_NETDEV) {
         if (len < NETDEV_EVENT.SIZE) this.stats.malformed++;
-        else this.handler.onNetDev?.(this.readNetDev(b, o));
+        else this.handler.onNetDev(this.readNetDev(b, o));
       } else if (type === EVENT_TYPE.EV_SOCK_STATE) {
         if (len < STATE_EVENT.SIZE) this.stats.malformed++;
         else this.handler.onState(this.readState(b, o));
