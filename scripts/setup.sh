@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3
-  iproute2 ethtool iputils-ping curl nginx nftables procps prometheus)
+  iproute2 ethtool iputils-ping curl nginx nftables procps prometheus kubernetes-client)
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -20,8 +20,29 @@ apt_retry() {
   return 1
 }
 
+# kubernetes-client is Debian's kubectl 1.20 (kustomize v2.0.3): test/unit/manifests.test.ts renders
+# manifests/ with it. When /usr/bin/kubectl is someone else's (another package, e.g. the Google
+# Cloud SDK's "kubectl", or a file dpkg knows nothing of), dpkg would refuse to overwrite it or
+# silently replace it: the Debian package is unpacked under /var/cache/strata instead, where the
+# test looks first.
+DEBIAN_KUBECTL_DIR=/var/cache/strata/kubernetes-client
+kubectl_owner=$(dpkg-query -S /usr/bin/kubectl 2>/dev/null | cut -d: -f1 || true)
+if [ -e /usr/bin/kubectl ] && [ "$kubectl_owner" != kubernetes-client ]; then
+  APT_PKGS=("${APT_PKGS[@]/kubernetes-client}")
+  if [ ! -x "$DEBIAN_KUBECTL_DIR/usr/bin/kubectl" ]; then
+    log "/usr/bin/kubectl belongs to ${kubectl_owner:-no package}: unpacking Debian's kubernetes-client into $DEBIAN_KUBECTL_DIR"
+    tmp=$(mktemp -d)
+    chmod 755 "$tmp"
+    (cd "$tmp" && { apt-get download -qq kubernetes-client 2>/dev/null || { apt_retry apt-get update -qq && apt_retry apt-get download -qq kubernetes-client; }; })
+    mkdir -p "$DEBIAN_KUBECTL_DIR"
+    dpkg-deb -x "$tmp"/kubernetes-client_*.deb "$DEBIAN_KUBECTL_DIR"
+    rm -rf "$tmp"
+  fi
+fi
+
 missing=()
 for p in "${APT_PKGS[@]}"; do
+  [ -n "$p" ] || continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
