@@ -93,7 +93,13 @@ export class Agent {
       throw this.probeError(STRATA_ERR_PROBE_LOAD, 'creating the BPF maps failed', e);
     }
     const p = this.probes;
-    p.enableRunStats();
+    try {
+      p.enableRunStats();
+    } catch (e) {
+      // BPF_ENABLE_STATS needs CAP_SYS_ADMIN (and kernel 5.8+): without it the programs still run,
+      // only strata_bpf_run_time_seconds_total stays at 0
+      this.log(`strata: warning: BPF run-time statistics unavailable (strata_bpf_run_time_seconds_total stays 0): ${(e as Error).message}`);
+    }
     // every family from the registry: preflight, load, attach, wire; required ones stop the agent
     for (const f of FAMILIES) this.startFamily(p, f);
     p.start((batch) => this.onBatch(batch), { pollMs: 10 });

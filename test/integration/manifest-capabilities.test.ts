@@ -3,7 +3,8 @@
 // with setpriv, as runc does for the container; no CAP_SYS_RESOURCE, which this VM cannot grant),
 // attaches every probe family, puts its TC filters on an interface of its network namespace (the
 // node's, under hostNetwork) and exits 0 on SIGTERM. Without CAP_NET_ADMIN, the one the README
-// calls optional, it still runs: the TC hop on that interface is missing, with a warning.
+// calls optional, it still runs: the TC hop on that interface is missing, with a warning. Without
+// CAP_SYS_ADMIN it runs too, without the kernel's BPF run-time statistics (with a warning).
 // (Not a pod: the kubelet, runc and the image are not part of this test; see manifests/README.md.)
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -99,6 +100,15 @@ test('the agent runs with exactly the DaemonSet\'s capabilities (no CAP_SYS_RESO
     assert.match(noNetAdmin.stderr, new RegExp(`TC probe on ${iface} not attached: .*Operation not permitted`));
     assert.equal(noNetAdmin.filters, '');
     assert.equal(noNetAdmin.code, 0, noNetAdmin.stderr);
+
+    // CAP_SYS_ADMIN is only needed for the kernel's BPF run-time statistics (and setns into a node
+    // netns given by path): without it the agent traces, and says what it lost
+    const noSysAdmin = await runWith(ns, iface, caps.filter((c) => c !== 'SYS_ADMIN'), dir);
+    assert.ok(noSysAdmin.ready, `ready without SYS_ADMIN: ${noSysAdmin.stderr}`);
+    assert.equal(noSysAdmin.capEff & bitsOf(['SYS_ADMIN']), 0n);
+    assert.match(noSysAdmin.stderr, /BPF run-time statistics unavailable/);
+    assert.match(noSysAdmin.filters, /bpf/, `strata's TC filters on ${iface} without SYS_ADMIN`);
+    assert.equal(noSysAdmin.code, 0, noSysAdmin.stderr);
   } finally {
     execFileSync('ip', ['netns', 'del', ns]);
     rmSync(dir, { recursive: true, force: true });
