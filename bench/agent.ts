@@ -111,6 +111,12 @@ function killChildrenAndProbes(): void {
 function deleteNetnsSync(names: string[]): void {
   for (const n of names) {
     try {
+      // a load generator still inside (iperf3 client): deleting the name would not stop it
+      for (const pid of execFileSync('ip', ['netns', 'pids', n]).toString().split(/\s+/).filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // namespace or process already gone
+    }
+    try {
       execFileSync('ip', ['netns', 'del', n], { stdio: 'ignore' });
     } catch {
       // already gone
@@ -138,6 +144,21 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     log(`${sig}: stopping the agent and load, removing the lab and the TC namespaces`);
     void cleanup().finally(() => process.exit(130));
   });
+}
+
+/**
+ * Tracing BPF programs loaded on the machine, counted while our agent is NOT running (so all of
+ * them are someone else's: another agent, a test run). Their filters run on every syscall of
+ * nginx and the app too, so they slow both variants: reported with the results. null without bpftool.
+ */
+const foreignChecks: (number | null)[] = [];
+function countForeignTracing(): void {
+  try {
+    const progs = JSON.parse(execFileSync('bpftool', ['-j', 'prog', 'show'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()) as { type: string }[];
+    foreignChecks.push(progs.filter((p) => ['tracepoint', 'raw_tracepoint', 'tracing', 'kprobe'].includes(p.type)).length);
+  } catch {
+    foreignChecks.push(null);
+  }
 }
 
 // ---- OTLP receiver: counts, never decodes (the bench must not compete with the agent) ----
@@ -348,6 +369,7 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
   const fixed: FixedRun[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     for (const variant of roundOrder<Variant>(['none', 'agent'], r)) {
+      if (variant === 'none') countForeignTracing();
       const agent = variant === 'agent' ? await startAgent(agentArgs) : undefined;
       try {
         if (!SKIP.has('http')) {
@@ -494,6 +516,7 @@ async function iperfRounds(): Promise<IperfRun[]> {
     if (!family) throw new Error('registry has no veth_tc family');
     for (let r = 0; r < ROUNDS; r++) {
       for (const variant of roundOrder<'none' | 'tc'>(['none', 'tc'], r)) {
+        if (variant === 'none') countForeignTracing();
         let probes: ProbeSet | undefined;
         let records = 0;
         if (variant === 'tc') {
@@ -670,11 +693,20 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: Exporter
     );
   }
 
+  const checked = foreignChecks.filter((x): x is number => x !== null);
+  const busy = checked.filter((x) => x > 0);
+  summary.foreignTracing = { checks: foreignChecks.length, withOtherTracers: busy.length, maxPrograms: Math.max(0, ...checked) };
+  const foreignLine = foreignChecks.length === 0 ? '' : checked.length === 0
+    ? 'bpftool missing: could not check for other tracers.'
+    : busy.length === 0
+      ? `No other tracing BPF programs were loaded at any of the ${checked.length} checks (before each no-agent run).`
+      : `Other processes had tracing BPF programs loaded (up to ${Math.max(...busy)}) at ${busy.length} of ${checked.length} checks ` +
+        '(before each no-agent run): another agent or test on this machine; both variants paid for them.';
   const machineLine = `Machine: kernel ${m.kernel}, ${m.nproc} CPUs (${m.cpu}), Node ${m.node}; ` +
     (PINNED ? `load generator pinned to CPU ${LOAD_CPU}, nginx/app/agent to CPU ${SERVER_CPUS}` : 'one CPU: nothing pinned');
   return {
-    text: `${machineLine}\n\n${textParts.join('\n\n')}\n`,
-    md: `${machineLine}\n\n${mdParts.join('\n\n')}\n`,
+    text: `${machineLine}\n${foreignLine}\n\n${textParts.join('\n\n')}\n`,
+    md: `${machineLine}\n${foreignLine}\n\n${mdParts.join('\n\n')}\n`,
     summary,
   };
 }
