@@ -9,7 +9,7 @@
 // (max rate), hey (fixed rate) and iperf3, pinned to their own CPU with taskset; NGINX, the app
 // and the agent get the other CPUs.
 // Usage: node bench/agent.ts [--rounds 5] [--load-s 4] [--connections 16] [--fixed-connections 8]
-//   [--exporter-down-s 60] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--no-write]
+//   [--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--no-write]
 // Needs root, wrk, hey, iperf3 (scripts/setup.sh). Progress on stderr; tables on stdout; results
 // in bench/results/<stamp>.json and .md.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -52,6 +52,8 @@ const { values: argv } = parseArgs({
     connections: { type: 'string', default: '16' },
     'fixed-connections': { type: 'string', default: '8' },
     'exporter-down-s': { type: 'string', default: '60' },
+    'steady-s': { type: 'string', default: '20' },
+    'rss-rate': { type: 'string', default: '' },
     'iperf-s': { type: 'string', default: '3' },
     skip: { type: 'string', default: '' },
     'no-write': { type: 'boolean', default: false },
@@ -59,7 +61,7 @@ const { values: argv } = parseArgs({
   },
 });
 const USAGE = 'usage: node bench/agent.ts [--rounds 5] [--load-s 4] [--connections 16] [--fixed-connections 8] ' +
-  '[--exporter-down-s 60] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--no-write]\n';
+  '[--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--no-write]\n';
 if (argv.help) {
   process.stdout.write(USAGE);
   process.exit(0);
@@ -74,6 +76,9 @@ const LOAD_S = posInt('load-s', argv['load-s']);
 const CONNS = posInt('connections', argv.connections);
 const FIXED_CONNS = posInt('fixed-connections', argv['fixed-connections']);
 const EXPORTER_DOWN_S = posInt('exporter-down-s', argv['exporter-down-s']);
+const STEADY_S = posInt('steady-s', argv['steady-s']);
+/** req/s of measure 6b; default: the latency measure's rate (half the no-agent maximum) */
+const RSS_RATE = argv['rss-rate'] ? posInt('rss-rate', argv['rss-rate']) : undefined;
 const IPERF_S = posInt('iperf-s', argv['iperf-s']);
 const SKIP = new Set(argv.skip.split(',').filter(Boolean));
 for (const s of SKIP) {
@@ -421,51 +426,68 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
   return { http, fixed, rate, calibration };
 }
 
-interface ExporterDown {
+/** One phase of measure 6b: hey at a fixed rate, the agent's RSS sampled every second. */
+interface RssPhase {
+  phase: 'exporter up' | 'exporter down';
   seconds: number;
   rate: number;
-  rssBeforeBytes: number;
+  requests: number;
+  rssStartBytes: number;
   rssMaxBytes: number;
   rssEndBytes: number;
+  /** (end - start) / duration */
+  rssGrowthBytesPerS: number;
   rssSamples: number[];
-  requests: number;
+  spansExported: number;
   spansDropped: number;
-  spansExportedWhileDown: number;
   drops: Snapshot['drops'];
 }
 
-/** Measure 6b: the receiver stopped for `seconds` while hey keeps the fixed rate; RSS every second. */
-async function exporterDown(lab: Lab, agentArgs: string[], receiver: CountingReceiver, rate: number): Promise<ExporterDown> {
+async function rssPhase(lab: Lab, agent: Agent, phase: RssPhase['phase'], seconds: number, rate: number): Promise<RssPhase> {
+  const before = await snapshot(agent);
+  log(`${phase}: hey at ${rate} req/s for ${seconds} s, agent RSS sampled every second`);
+  const samples: number[] = [];
+  let done = false;
+  const t = performance.now();
+  const load = hey(lab, lab.nginxUrl + BODIES[0].path, seconds, rate).finally(() => (done = true));
+  const deadline = Date.now() + (seconds + 30) * 1000;
+  while (!done && Date.now() < deadline) {
+    samples.push(statusRssBytes(readFileSync(`/proc/${agent.pid}/status`, 'utf8')));
+    await Promise.race([load.catch(() => undefined), sleep(1000)]);
+  }
+  const h = await load;
+  const after = await snapshot(agent);
+  const wallS = (performance.now() - t) / 1000;
+  const start = samples[0] ?? before.rssBytes;
+  log(`${phase}: RSS ${fmtSig(start / 1048576)} -> ${fmtSig(after.rssBytes / 1048576)} MiB`);
+  return {
+    phase, seconds, rate, requests: h.responses,
+    rssStartBytes: start,
+    rssMaxBytes: Math.max(...samples, after.rssBytes),
+    rssEndBytes: after.rssBytes,
+    rssGrowthBytesPerS: (after.rssBytes - start) / wallS,
+    rssSamples: samples,
+    spansExported: after.exported - before.exported,
+    spansDropped: after.exportDropped - before.exportDropped,
+    drops: delta(before, after),
+  };
+}
+
+/**
+ * Measure 6b, one agent: the fixed rate for --steady-s with the receiver up (steady RSS), then
+ * for --exporter-down-s with the receiver stopped (connection refused), then the receiver back.
+ */
+async function exporterDown(lab: Lab, agentArgs: string[], receiver: CountingReceiver, rate: number): Promise<RssPhase[]> {
   const agent = await startAgent(agentArgs);
   try {
-    // some traffic first, so the RSS before is the agent's working size, not its start size
+    // some traffic first, so the RSS is the agent's working size, not its start size
     await wrk(lab, lab.nginxUrl + BODIES[0].path, Math.min(LOAD_S, 3));
-    const before = await settle(agent);
+    await settle(agent);
+    const up = await rssPhase(lab, agent, 'exporter up', STEADY_S, rate);
     await receiver.stop();
-    log(`exporter down: receiver stopped, hey at ${rate} req/s for ${EXPORTER_DOWN_S} s, RSS sampled every second`);
-    const samples: number[] = [];
-    let done = false;
-    const load = hey(lab, lab.nginxUrl + BODIES[0].path, EXPORTER_DOWN_S, rate).finally(() => (done = true));
-    const deadline = Date.now() + (EXPORTER_DOWN_S + 30) * 1000;
-    while (!done && Date.now() < deadline) {
-      samples.push(statusRssBytes(readFileSync(`/proc/${agent.pid}/status`, 'utf8')));
-      await Promise.race([load.catch(() => undefined), sleep(1000)]);
-    }
-    const h = await load;
-    const after = await snapshot(agent);
+    const down = await rssPhase(lab, agent, 'exporter down', EXPORTER_DOWN_S, rate);
     await receiver.start(); // same port: the agent's exports succeed again and shutdown flushes fast
-    return {
-      seconds: EXPORTER_DOWN_S,
-      rate,
-      rssBeforeBytes: before.rssBytes,
-      rssMaxBytes: Math.max(...samples, after.rssBytes),
-      rssEndBytes: after.rssBytes,
-      rssSamples: samples,
-      requests: h.responses,
-      spansDropped: after.exportDropped - before.exportDropped,
-      spansExportedWhileDown: after.exported - before.exported,
-      drops: delta(before, after),
-    };
+    return [up, down];
   } finally {
     await stopAgent(agent);
   }
@@ -583,7 +605,7 @@ interface Report {
   summary: Record<string, unknown>;
 }
 
-function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: ExporterDown | undefined, iperf: IperfRun[], m: Record<string, string | number>): Report {
+function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase[], iperf: IperfRun[], m: Record<string, string | number>): Report {
   const textParts: string[] = [];
   const mdParts: string[] = [];
   const summary: Record<string, unknown> = {};
@@ -664,12 +686,13 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: Exporter
     );
   }
 
-  if (down) {
-    summary.exporterDown = { ...down, rssSamples: undefined };
+  if (down.length) {
+    summary.rss = down.map((d) => ({ ...d, rssSamples: undefined }));
     both(
-      `6b. Agent RSS with the exporter down (receiver stopped) for ${down.seconds} s at ${down.rate} req/s`,
-      ['RSS before', 'RSS max while down', 'RSS at end', 'requests', 'spans dropped at exporter', 'spans exported while down', 'events lost js_queue'],
-      [[mib(down.rssBeforeBytes), mib(down.rssMaxBytes), mib(down.rssEndBytes), String(down.requests), String(down.spansDropped), String(down.spansExportedWhileDown), String(down.drops.js_queue)]],
+      `6b. Agent RSS under hey at ${down[0].rate} req/s: ${down[0].seconds} s with the receiver up, then ${down[1]?.seconds ?? 0} s with it stopped (one agent)`,
+      ['phase', 'RSS start', 'RSS max', 'RSS end', 'RSS growth', 'requests', 'spans exported', 'spans dropped at exporter', 'events lost js_queue'],
+      down.map((d) => [d.phase, mib(d.rssStartBytes), mib(d.rssMaxBytes), mib(d.rssEndBytes), `${fmtSig((d.rssGrowthBytesPerS * 60) / 1048576)} MiB/min`,
+        String(d.requests), String(d.spansExported), String(d.spansDropped), String(d.drops.js_queue)]),
     );
   }
 
@@ -732,7 +755,7 @@ async function main(): Promise<void> {
   let fixed: FixedRun[] = [];
   let rate = Number.NaN;
   let calibration: WrkResult | undefined;
-  let down: ExporterDown | undefined;
+  let down: RssPhase[] = [];
   const needLab = !(SKIP.has('http') && SKIP.has('latency') && SKIP.has('exporter-down'));
   if (needLab) {
     const receiver = new CountingReceiver();
@@ -747,7 +770,7 @@ async function main(): Promise<void> {
       if (!SKIP.has('http') || !SKIP.has('latency')) ({ http, fixed, rate, calibration } = await httpRounds(lab, agentArgs));
       if (!SKIP.has('exporter-down')) {
         if (!Number.isFinite(rate)) rate = Math.max(1, Math.round((await wrk(lab, lab.nginxUrl + BODIES[0].path, LOAD_S)).rps / 2));
-        down = await exporterDown(lab, agentArgs, receiver, rate);
+        down = await exporterDown(lab, agentArgs, receiver, RSS_RATE ?? rate);
       }
     } finally {
       await receiver.stop();
@@ -765,10 +788,10 @@ async function main(): Promise<void> {
     date: started.toISOString(),
     durationS: (performance.now() - t0) / 1000,
     machine: m,
-    settings: { rounds: ROUNDS, loadS: LOAD_S, connections: CONNS, fixedConnections: FIXED_CONNS, exporterDownS: EXPORTER_DOWN_S, iperfS: IPERF_S, skip: [...SKIP], pinned: PINNED, loadCpu: LOAD_CPU, serverCpus: SERVER_CPUS },
+    settings: { rounds: ROUNDS, loadS: LOAD_S, connections: CONNS, fixedConnections: FIXED_CONNS, exporterDownS: EXPORTER_DOWN_S, steadyS: STEADY_S, rssRate: RSS_RATE ?? rate, iperfS: IPERF_S, skip: [...SKIP], pinned: PINNED, loadCpu: LOAD_CPU, serverCpus: SERVER_CPUS },
     calibration,
     summary: rep.summary,
-    raw: { http, fixed, exporterDown: down, iperf },
+    raw: { http, fixed, rss: down, iperf },
   };
   if (!argv['no-write']) {
     const dir = path.join(HERE, 'results');
