@@ -9,7 +9,7 @@
 // (max rate), hey (fixed rate) and iperf3, pinned to their own CPU with taskset; NGINX, the app
 // and the agent get the other CPUs.
 // Usage: node bench/agent.ts [--rounds 5] [--load-s 4] [--connections 16] [--fixed-connections 8]
-//   [--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--no-write]
+//   [--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--fixed-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--no-write]
 // Needs root, wrk, hey, iperf3 (scripts/setup.sh). Progress on stderr; tables on stdout; results
 // in bench/results/<stamp>.json and .md.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -54,6 +54,7 @@ const { values: argv } = parseArgs({
     'exporter-down-s': { type: 'string', default: '60' },
     'steady-s': { type: 'string', default: '20' },
     'rss-rate': { type: 'string', default: '' },
+    'fixed-rate': { type: 'string', default: '' },
     'iperf-s': { type: 'string', default: '3' },
     skip: { type: 'string', default: '' },
     'no-write': { type: 'boolean', default: false },
@@ -61,7 +62,7 @@ const { values: argv } = parseArgs({
   },
 });
 const USAGE = 'usage: node bench/agent.ts [--rounds 5] [--load-s 4] [--connections 16] [--fixed-connections 8] ' +
-  '[--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--no-write]\n';
+  '[--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--fixed-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--no-write]\n';
 if (argv.help) {
   process.stdout.write(USAGE);
   process.exit(0);
@@ -79,6 +80,8 @@ const EXPORTER_DOWN_S = posInt('exporter-down-s', argv['exporter-down-s']);
 const STEADY_S = posInt('steady-s', argv['steady-s']);
 /** req/s of measure 6b; default: the latency measure's rate (half the no-agent maximum) */
 const RSS_RATE = argv['rss-rate'] ? posInt('rss-rate', argv['rss-rate']) : undefined;
+/** req/s of measure 2; default: half the no-agent calibration run's req/s */
+const FIXED_RATE = argv['fixed-rate'] ? posInt('fixed-rate', argv['fixed-rate']) : undefined;
 const IPERF_S = posInt('iperf-s', argv['iperf-s']);
 const SKIP = new Set(argv.skip.split(',').filter(Boolean));
 for (const s of SKIP) {
@@ -368,7 +371,7 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
   log(`warm-up (wrk ${LOAD_S}s) and calibration (wrk ${LOAD_S}s), no agent, ${BODIES[0].path}`);
   await wrk(lab, lab.nginxUrl + BODIES[0].path, LOAD_S); // JIT of the app, nginx's upstream keep-alive pool
   const calibration = await wrk(lab, lab.nginxUrl + BODIES[0].path, LOAD_S);
-  const rate = Math.max(1, Math.round(calibration.rps / 2));
+  const rate = FIXED_RATE ?? Math.max(1, Math.round(calibration.rps / 2));
   log(`calibration: ${fmtSI(calibration.rps)} req/s; fixed rate for latency = ${rate} req/s`);
   const http: HttpRun[] = [];
   const fixed: FixedRun[] = [];
@@ -680,7 +683,7 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase
       spansDropped: total(ag, (x) => x.spansDropped),
     };
     both(
-      `2. Latency at a fixed ${rate} req/s (half the no-agent maximum), hey -c ${FIXED_CONNS} -q ${(rate / FIXED_CONNS).toFixed(1)} per worker, ${LOAD_S}s, small body`,
+      `2. Latency at a fixed ${rate} req/s (${FIXED_RATE ? '--fixed-rate' : 'half the no-agent maximum'}), hey -c ${FIXED_CONNS} -q ${(rate / FIXED_CONNS).toFixed(1)} per worker, ${LOAD_S}s, small body`,
       ['latency', 'no agent', 'agent', 'added (paired)', 'ratio of medians'],
       rows,
     );
@@ -798,7 +801,7 @@ async function main(): Promise<void> {
     mkdirSync(dir, { recursive: true });
     writeFileSync(path.join(dir, `${stamp}.json`), `${JSON.stringify(result, null, 2)}\n`);
     writeFileSync(path.join(dir, `${stamp}.md`), `# strata whole-agent bench, ${started.toISOString()}\n\n` +
-      `\`npm run bench -- ${process.argv.slice(2).join(' ')}\`\n\n${rep.md}`);
+      `\`${['npm run bench', ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : [])].join(' ')}\`\n\n${rep.md}`);
     log(`wrote bench/results/${stamp}.json and .md`);
   }
   process.stdout.write(`${JSON.stringify({ summary: rep.summary })}\n`);
