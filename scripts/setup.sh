@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3
-  iproute2 ethtool iputils-ping curl nginx nftables procps prometheus kubernetes-client)
+  iproute2 ethtool iputils-ping curl nginx nftables procps prometheus kubernetes-client
+  wrk hey iperf3 util-linux)
 
 log() { printf '[setup] %s\n' "$*"; }
 
