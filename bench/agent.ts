@@ -25,7 +25,7 @@ import { ProbeSet } from '../agent/src/probes/probe-set.ts';
 import { FAMILIES } from '../agent/src/probes/registry.ts';
 import { inNetns, run, waitFor } from '../lab/exec.ts';
 import { type Lab, labDown, labUp } from '../lab/lab.ts';
-import { metricValue } from '../test/helpers/agent-proc.ts';
+import { agentCommand, metricValue, spawnAgent } from '../test/helpers/agent-proc.ts';
 import {
   fileStamp,
   goalMet,
@@ -41,8 +41,6 @@ import {
 import { fmtRatio, fmtSI, fmtSig, fmtSummary, ratio, roundOrder, summarize, type Summary, table } from './stats.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.dirname(HERE);
-const CLI = path.join(ROOT, 'agent', 'src', 'cli.ts');
 const STAGES = ['kernel_ringbuf', 'kernel_read', 'js_queue', 'decoder', 'exporter'] as const;
 
 const { values: argv } = parseArgs({
@@ -225,30 +223,11 @@ interface Agent {
 }
 
 async function startAgent(args: string[], timeoutMs = 30_000): Promise<Agent> {
-  const [cmd, cargs] = pinned(SERVER_CPUS, process.execPath, [CLI, 'agent', ...args]);
-  const child = spawn(cmd, cargs, { stdio: ['ignore', 'pipe', 'pipe'] });
-  liveChildren.add(child);
-  let err = '';
-  let out = '';
-  child.stderr?.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-20_000)));
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`agent not ready after ${timeoutMs} ms: ${err}`)), timeoutMs);
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n').find((l) => l.includes('"ready"'));
-      if (line) {
-        clearTimeout(timer);
-        resolve((JSON.parse(line) as { metricsPort: number }).metricsPort);
-      }
-    });
-    void exited.then(() => {
-      clearTimeout(timer);
-      reject(new Error(`agent exited (${child.exitCode ?? child.signalCode}) before ready: ${err}`));
-    });
-  });
-  if (child.pid === undefined) throw new Error('agent has no pid');
-  return { child, pid: child.pid, metricsPort: port, stderr: () => err, exited };
+  const [cmd, cargs] = pinned(SERVER_CPUS, process.execPath, agentCommand(args).slice(1));
+  const a = await spawnAgent([cmd, ...cargs], timeoutMs, 20_000);
+  liveChildren.add(a.child);
+  if (a.child.pid === undefined) throw new Error('agent has no pid');
+  return { child: a.child, pid: a.child.pid, metricsPort: a.metricsPort, stderr: a.stderr, exited: a.exited.then(() => undefined) };
 }
 
 /** SIGTERM (flush, detach), SIGKILL if that takes longer than 20 s. */

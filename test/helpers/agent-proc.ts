@@ -9,32 +9,52 @@ export interface AgentProc {
   metricsPort: number;
   stderr: () => string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** the agent's ready line */
+  ready: () => Record<string, unknown>;
 }
 
-export async function startAgent(args: string[], timeoutMs = 20_000): Promise<AgentProc> {
-  const child = spawn(process.execPath, [CLI, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** `agent ...args` on the CLI, with node (and its arguments) as `prefix` runs it (e.g. unshare, taskset) */
+export const agentCommand = (args: string[]): string[] => [process.execPath, CLI, 'agent', ...args];
+
+/**
+ * Spawns `cmd` (a command that ends up exec'ing the agent: agentCommand(), maybe behind unshare or
+ * taskset) and resolves at its ready line; rejects when it exits first or after timeoutMs.
+ * `stderrMax` keeps only the tail of stderr (long runs).
+ */
+export async function spawnAgent(cmd: string[], timeoutMs = 20_000, stderrMax = Infinity): Promise<AgentProc> {
+  const child = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   let out = '';
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => {
+    err += d.toString();
+    if (err.length > stderrMax) err = err.slice(-stderrMax);
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => resolve({ code, signal })),
   );
-  const port = await new Promise<number>((resolve, reject) => {
+  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`agent not ready after ${timeoutMs} ms: ${err}`)), timeoutMs);
     child.stdout?.on('data', (d: Buffer) => {
       out += d.toString();
       const line = out.split('\n').find((l) => l.includes('"ready"'));
       if (line) {
         clearTimeout(timer);
-        resolve((JSON.parse(line) as { metricsPort: number }).metricsPort);
+        resolve(JSON.parse(line) as Record<string, unknown>);
       }
     });
     void exited.then(({ code, signal }) => {
       clearTimeout(timer);
       reject(new Error(`agent exited (${code ?? signal}) before ready: ${err}`));
     });
+  }).catch((e: unknown) => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    throw e;
   });
-  return { child, metricsPort: port, stderr: () => err, exited };
+  return { child, metricsPort: Number(ready.metricsPort), stderr: () => err, exited, ready: () => ready };
+}
+
+export function startAgent(args: string[], timeoutMs = 20_000): Promise<AgentProc> {
+  return spawnAgent(agentCommand(args), timeoutMs);
 }
 
 export async function stopAgent(a: AgentProc, signal: NodeJS.Signals = 'SIGTERM'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {

@@ -3,12 +3,12 @@
 // absent (a private mount namespace with tracefs and debugfs unmounted). Either way a request
 // through the lab gives the same span tree as with tracepoints: same names, kinds and parents.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import type { CheckReport } from '../../agent/src/check.ts';
 import { runClient } from '../../lab/lab.ts';
-import { type AgentProc, metricValue, startAgent, stopAgent } from '../helpers/agent-proc.ts';
+import { type AgentProc, agentCommand, metricValue, spawnAgent, startAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { missingPrerequisites } from '../helpers/kernel.ts';
 import { LabTracing, type Row, assertNested, chain } from '../helpers/lab-tracing.ts';
 
@@ -31,30 +31,10 @@ function shape(t: Row[], path: string): string[] {
  * unmounted in that mount namespace only; the shell refuses to start the agent (exit 97) if
  * /sys/kernel/tracing/events is still there.
  */
-function startWithoutTracefs(args: string[], timeoutMs = 20_000): Promise<AgentProc & { ready: () => Record<string, unknown> }> {
+function startWithoutTracefs(args: string[], timeoutMs = 20_000): Promise<AgentProc> {
   const script = 'umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; ' +
     'if [ -e /sys/kernel/tracing/events ] || [ -e /sys/kernel/debug/tracing/events ]; then echo "tracefs still visible" >&2; exit 97; fi; exec "$0" "$@"';
-  const child: ChildProcess = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, process.execPath, CLI, 'agent', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  let out = '';
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('exit', (code, signal) => r({ code, signal })));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`agent not ready after ${timeoutMs} ms: ${err}`)), timeoutMs);
-    child.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n').find((l) => l.includes('"ready"'));
-      if (line) {
-        clearTimeout(timer);
-        const ready = JSON.parse(line) as { metricsPort: number };
-        resolve({ child, metricsPort: ready.metricsPort, stderr: () => err, exited, ready: () => ready });
-      }
-    });
-    void exited.then(({ code, signal }) => {
-      clearTimeout(timer);
-      reject(new Error(`agent exited (${code ?? signal}) before ready: ${err}`));
-    });
-  });
+  return spawnAgent(['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, ...agentCommand(args)], timeoutMs);
 }
 
 describe('socket probes through raw tracepoints', { skip: why }, () => {
