@@ -38,7 +38,7 @@ import {
   statusRssBytes,
   type WrkResult,
 } from './agent-report.ts';
-import { fmtRatio, fmtSI, fmtSig, fmtSummary, ratio, roundOrder, summarize, type Summary, table } from './stats.ts';
+import { fmtRatio, fmtSI, fmtSig, fmtSummary, posInt, ratio, roundOrder, summarize, type Summary, table } from './stats.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const STAGES = ['kernel_ringbuf', 'kernel_read', 'js_queue', 'decoder', 'exporter'] as const;
@@ -65,11 +65,6 @@ if (argv.help) {
   process.stdout.write(USAGE);
   process.exit(0);
 }
-const posInt = (name: string, v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got "${v}"`);
-  return n;
-};
 const ROUNDS = posInt('rounds', argv.rounds);
 const LOAD_S = posInt('load-s', argv['load-s']);
 const CONNS = posInt('connections', argv.connections);

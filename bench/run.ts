@@ -23,6 +23,7 @@ import {
   fmtSI,
   fmtSummary,
   type ProgDelta,
+  posInt,
   progDeltas,
   ratio,
   roundOrder,
@@ -48,11 +49,6 @@ if (argv.help) {
   process.stdout.write('usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 300000] [--budget-s 170] [--syscall-attach tracepoint|raw_tp]\n');
   process.exit(0);
 }
-const posInt = (name: string, v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got "${v}"`);
-  return n;
-};
 const ROUNDS = posInt('rounds', argv.rounds);
 const LOAD_MS = posInt('load-ms', argv['load-ms']);
 // sysloop times whole chunks of 10000 calls

@@ -126,3 +126,10 @@ export function progDeltas(before: readonly ProgRun[], after: readonly ProgRun[]
     return { name: p.name, runs, runTimeNs, nsPerRun: runs > 0 ? runTimeNs / runs : Number.NaN };
   });
 }
+
+/** a command-line flag's value as a positive integer, or an error naming the flag */
+export function posInt(name: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got "${v}"`);
+  return n;
+}
