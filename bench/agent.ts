@@ -56,11 +56,12 @@ const { values: argv } = parseArgs({
     'iperf-s': { type: 'string', default: '3' },
     skip: { type: 'string', default: '' },
     'no-write': { type: 'boolean', default: false },
+    'agent-set': { type: 'string', multiple: true, default: [] },
     help: { type: 'boolean', default: false },
   },
 });
 const USAGE = 'usage: node bench/agent.ts [--rounds 5] [--load-s 4] [--connections 16] [--fixed-connections 8] ' +
-  '[--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--fixed-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--no-write]\n';
+  '[--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--fixed-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--agent-set key=value ...] [--no-write]\n';
 if (argv.help) {
   process.stdout.write(USAGE);
   process.exit(0);
@@ -742,7 +743,8 @@ async function main(): Promise<void> {
     const lab = await labUp({ prefix: labPrefix });
     await pinLab(lab);
     const agentArgs = ['--pods-file', lab.podsFile, '--node-name', lab.nodeName, '--node-netns', `/run/netns/${lab.nodeNetns}`,
-      '--iface', lab.clientVeth, '--otlp-endpoint', receiver.url, '--metrics-port', '0', '--metrics-host', '127.0.0.1'];
+      '--iface', lab.clientVeth, '--otlp-endpoint', receiver.url, '--metrics-port', '0', '--metrics-host', '127.0.0.1',
+      ...(argv['agent-set'] as string[]).flatMap((kv) => ['--set', kv])];
     try {
       if (!SKIP.has('http') || !SKIP.has('latency')) ({ http, fixed, rate, calibration } = await httpRounds(lab, agentArgs));
       if (!SKIP.has('exporter-down')) {

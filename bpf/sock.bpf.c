@@ -48,7 +48,8 @@ struct inflight {
 	__s32 fd;
 	__u8 op;
 	__u8 peek;
-	__u16 _pad;
+	__u8 after_shed; /* the write starts the first kept message after shed ones */
+	__u8 _pad;
 };
 
 /* syscall arguments kept from enter to exit, per thread */
@@ -191,14 +192,22 @@ static __always_inline void fill_tuple(struct strata_tuple *tu, struct sock *sk)
 
 /*
  * What a socket's events repeat (its tuple and netns), read once per socket instead of with
- * seven probe reads per syscall. Filled when a connection is accepted or connected (or first
- * seen), dropped at close and when the kernel moves the socket to TCP_CLOSE, so a struct sock
- * address reused for a new socket never inherits an old tuple.
+ * seven probe reads per syscall, and its sampling state. Filled when a connection is accepted or
+ * connected (or first seen), dropped at close and when the kernel moves the socket to TCP_CLOSE,
+ * so a struct sock address reused for a new socket never inherits an old tuple.
  */
+enum { ROLE_SERVER = 1, ROLE_CLIENT = 2 };
+
 struct sk_meta {
 	struct strata_tuple tuple;
 	__u32 netns;
-	__u32 _pad;
+	__u8 role;     /* ROLE_*: accepted or connected; else guessed from the ports */
+	__u8 last_dir; /* direction of the last bytes moved: a turn starts a message */
+	__u8 keep_in;  /* strata_keep of the current inbound / outbound message (0: not yet) */
+	__u8 keep_out;
+	__u8 gap_in;   /* messages were shed in this direction since the last one reported */
+	__u8 gap_out;
+	__u8 _pad[6];
 };
 
 struct {
@@ -208,18 +217,223 @@ struct {
 	__type(value, struct sk_meta);
 } sk_cache SEC(".maps");
 
-static __always_inline struct sk_meta *sk_meta_of(struct sock *sk, bool refresh)
+/* per thread: the decision of the last request it read (as a server), to pass to the calls it makes */
+struct task_keep {
+	__u8 keep;
+	__u8 _pad[3];
+	__u32 gen; /* strata_sampling.gen when decided */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct task_keep);
+} task_keep SEC(".maps");
+
+/*
+ * per process: decisions of the requests it read, by a hash of their "METHOD target" (what a
+ * proxy forwards unchanged), for the calls an event loop makes out of order (the correlator links
+ * a proxy's upstream request to its inbound one by the same evidence: correlate/causality.ts)
+ */
+struct line_key {
+	__u32 tgid;
+	__u32 line;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct line_key);
+	__type(value, struct task_keep);
+} line_keep SEC(".maps");
+
+#define LINE_MAX 64
+struct line_buf {
+	__u8 b[2 * LINE_MAX];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct line_buf);
+} line_scratch SEC(".maps");
+
+/* the first user buffer of a read/write family call: (address, length) */
+static __always_inline void first_buf(__u8 op, __u64 buf, __u64 count, __u64 *addr, __u64 *len)
+{
+	struct iovec v = {};
+
+	*addr = 0;
+	*len = 0;
+	if (op == STRATA_OP_READ || op == STRATA_OP_RECVFROM || op == STRATA_OP_WRITE || op == STRATA_OP_SENDTO) {
+		*addr = buf;
+		*len = count;
+		return;
+	}
+	if (op == STRATA_OP_RECVMSG || op == STRATA_OP_SENDMSG) {
+		struct user_msghdr m;
+		if (bpf_probe_read_user(&m, sizeof(m), (void *)buf) || m.msg_iovlen < 1)
+			return;
+		buf = (__u64)m.msg_iov;
+	} else if (op != STRATA_OP_READV && op != STRATA_OP_WRITEV) {
+		return;
+	} else if (count < 1) {
+		return;
+	}
+	if (bpf_probe_read_user(&v, sizeof(v), (void *)buf))
+		return;
+	*addr = (__u64)v.iov_base;
+	*len = v.iov_len;
+}
+
+/* FNV-1a of "METHOD target" (the bytes before the second space), or 0 when there is none */
+static __always_inline __u32 line_hash(__u64 addr, __u64 len)
+{
+	__u32 zero = 0, n = len < LINE_MAX ? (__u32)len : LINE_MAX, h = 2166136261u;
+	struct line_buf *lb = bpf_map_lookup_elem(&line_scratch, &zero);
+	int spaces = 0;
+
+	if (!lb || !addr || n < 8)
+		return 0;
+	barrier_var(n);
+	n &= 2 * LINE_MAX - 1;
+	if (bpf_probe_read_user(lb->b, n, (void *)addr))
+		return 0;
+	for (int i = 0; i < LINE_MAX; i++) {
+		__u8 c;
+		if (i >= n)
+			break;
+		c = lb->b[i];
+		if (c == '\r' || c == '\n')
+			return 0;
+		if (c == ' ' && ++spaces == 2)
+			return h | 1;
+		h = (h ^ c) * 16777619u;
+	}
+	return 0;
+}
+
+static __always_inline struct sk_meta *sk_meta_of(struct sock *sk, __u8 refresh_role)
 {
 	__u64 k = (__u64)sk;
-	struct sk_meta *m = refresh ? NULL : bpf_map_lookup_elem(&sk_cache, &k);
+	struct sk_meta *m = refresh_role ? NULL : bpf_map_lookup_elem(&sk_cache, &k);
 	struct sk_meta fresh = {};
 
 	if (m)
 		return m;
 	fill_tuple(&fresh.tuple, sk);
 	fresh.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	/* a connection older than the agent: the side on the lower port is usually the server */
+	fresh.role = refresh_role ? refresh_role
+				  : (fresh.tuple.sport < fresh.tuple.dport ? ROLE_SERVER : ROLE_CLIENT);
 	bpf_map_update_elem(&sk_cache, &k, &fresh, BPF_ANY);
 	return bpf_map_lookup_elem(&sk_cache, &k);
+}
+
+static __always_inline struct strata_sampling *sampling_cfg(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&sampling, &zero);
+}
+
+/*
+ * Outbound bytes: a turn of the socket starts a message, decided before any of it reaches a
+ * device (the packet families look the decision up). A response inherits its request's decision;
+ * a request inherits that of the request its thread last read, else it is a root. Returns the
+ * decision; *after_shed is set on the first kept message after shed ones.
+ */
+static __always_inline __u8 out_decision(struct sk_meta *m, struct sock *sk, __u8 op, __u64 buf,
+					 __u64 count, __u8 *after_shed)
+{
+	struct strata_sampling *cfg;
+	__u8 keep = STRATA_KEEP;
+
+	if (m->last_dir == STRATA_DIR_OUT)
+		return m->keep_out;
+	cfg = sampling_cfg();
+	if (cfg && cfg->shed) {
+		__u32 seq = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
+		if (m->role == ROLE_SERVER) {
+			keep = m->keep_in ? m->keep_in : STRATA_KEEP;
+			msg_record(m->tuple.daddr, m->tuple.dport, seq, keep);
+		} else {
+			__u64 id = bpf_get_current_pid_tgid();
+			struct task_keep *t = bpf_map_lookup_elem(&task_keep, &id);
+			bool threaded = (__u32)id != (__u32)(id >> 32);
+			keep = 0;
+			/* a thread per request: the thread's own request is the cause */
+			if (threaded && t && t->gen == cfg->gen)
+				keep = t->keep;
+			/* an event loop: the request it read with the same method and target */
+			if (!keep) {
+				__u64 a, l;
+				struct line_key lk = {.tgid = id >> 32};
+				struct task_keep *pk;
+				first_buf(op, buf, count, &a, &l);
+				lk.line = line_hash(a, l);
+				pk = lk.line ? bpf_map_lookup_elem(&line_keep, &lk) : NULL;
+				if (pk && pk->gen == cfg->gen)
+					keep = pk->keep;
+			}
+			if (!keep && t && t->gen == cfg->gen)
+				keep = t->keep;
+			if (!keep)
+				keep = root_decision(m->tuple.saddr, m->tuple.sport, seq, cfg->shed, true);
+			msg_record(m->tuple.saddr, m->tuple.sport, seq, keep);
+		}
+	}
+	m->last_dir = STRATA_DIR_OUT;
+	m->keep_out = keep;
+	if (keep == STRATA_DROP) {
+		m->gap_out = 1;
+	} else if (m->gap_out) {
+		m->gap_out = 0;
+		*after_shed = 1;
+	}
+	return keep;
+}
+
+/* Inbound bytes (at exit, once they moved): seq is that of the first byte read. */
+static __always_inline __u8 in_decision(struct sk_meta *m, __u32 seq, struct inflight *in, __s64 ret,
+					__u8 *after_shed)
+{
+	struct strata_sampling *cfg;
+	__u8 keep = STRATA_KEEP;
+
+	if (m->last_dir == STRATA_DIR_IN)
+		return m->keep_in;
+	cfg = sampling_cfg();
+	if (cfg && cfg->shed) {
+		if (m->role == ROLE_CLIENT) {
+			keep = m->keep_out ? m->keep_out : STRATA_KEEP;
+		} else {
+			__u64 id = bpf_get_current_pid_tgid(), a, l;
+			struct task_keep t = {};
+			struct line_key lk = {.tgid = id >> 32};
+			keep = msg_decision(m->tuple.daddr, m->tuple.dport, seq);
+			if (!keep)
+				keep = root_decision(m->tuple.daddr, m->tuple.dport, seq, cfg->shed, true);
+			t.keep = keep;
+			t.gen = cfg->gen;
+			bpf_map_update_elem(&task_keep, &id, &t, BPF_ANY);
+			first_buf(in->op, in->buf, (__u64)ret, &a, &l);
+			if (in->op == STRATA_OP_READ || in->op == STRATA_OP_RECVFROM)
+				l = (__u64)ret;
+			lk.line = line_hash(a, l);
+			if (lk.line)
+				bpf_map_update_elem(&line_keep, &lk, &t, BPF_ANY);
+		}
+	}
+	m->last_dir = STRATA_DIR_IN;
+	m->keep_in = keep;
+	if (keep == STRATA_DROP) {
+		m->gap_in = 1;
+	} else if (m->gap_in) {
+		m->gap_in = 0;
+		*after_shed = 1;
+	}
+	return keep;
 }
 
 static __always_inline __u32 sock_event_size(void)
@@ -249,7 +463,7 @@ static __always_inline struct strata_sock_event *sock_event_new(__u8 op, __u64 e
 	e->dir = STRATA_DIR_NONE;
 	e->payload_len = 0;
 	/* a new connection: its tuple is final now (connect bound the local port) */
-	m = sk_meta_of(sk, op == STRATA_OP_ACCEPT || op == STRATA_OP_CONNECT);
+	m = sk_meta_of(sk, op == STRATA_OP_ACCEPT ? ROLE_SERVER : op == STRATA_OP_CONNECT ? ROLE_CLIENT : 0);
 	if (m) {
 		e->netns = m->netns;
 		e->tuple = m->tuple;
@@ -262,6 +476,11 @@ static __always_inline struct strata_sock_event *sock_event_new(__u8 op, __u64 e
 }
 
 /* ---- enter: filter, remember arguments ---- */
+
+static __always_inline bool op_is_send(__u8 op)
+{
+	return op >= STRATA_OP_WRITE && op <= STRATA_OP_SENDFILE;
+}
 
 static __always_inline int on_enter(__u8 op, int fd, __u64 buf, __u64 count, __u64 flags)
 {
@@ -281,6 +500,14 @@ static __always_inline int on_enter(__u8 op, int fd, __u64 buf, __u64 count, __u
 			return 0;
 		}
 	}
+	/* sampling: a shed outbound message costs no event, no capture and no exit work */
+	if (op_is_send(op)) {
+		struct sk_meta *m = sk_meta_of(sk, 0);
+		if (m && out_decision(m, sk, op, buf, count, &in.after_shed) == STRATA_DROP) {
+			stat_inc(STRATA_STAT_SHED_EVENTS);
+			return 0;
+		}
+	}
 	in.enter_ts = bpf_ktime_get_ns();
 	in.sk = (__u64)sk;
 	in.buf = buf;
@@ -294,11 +521,6 @@ static __always_inline int on_enter(__u8 op, int fd, __u64 buf, __u64 count, __u
 }
 
 /* ---- exit: emit ---- */
-
-static __always_inline bool op_is_send(__u8 op)
-{
-	return op >= STRATA_OP_WRITE && op <= STRATA_OP_SENDFILE;
-}
 
 /* Gather up to cap bytes from the user buffer(s) into the event payload. */
 static __always_inline void capture(struct strata_sock_event *e, struct inflight *in, __s64 ret)
@@ -374,6 +596,7 @@ static __always_inline int on_exit(__s64 ret)
 	struct inflight *in = bpf_map_lookup_elem(&inflight, &id);
 	struct strata_sock_event *e;
 	struct sock *sk;
+	__u8 after_shed;
 	int fd;
 
 	if (!in)
@@ -412,11 +635,22 @@ static __always_inline int on_exit(__s64 ret)
 	/* data: errors and EOF carry no bytes (EAGAIN is the common case for event loops) */
 	if (ret <= 0)
 		goto out;
+	after_shed = in->after_shed;
+	if (!op_is_send(in->op)) {
+		struct sk_meta *m = sk_meta_of(sk, 0);
+		__u32 seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq) - (in->peek ? 0 : (__u32)ret);
+		if (m && in_decision(m, seq, in, ret, &after_shed) == STRATA_DROP) {
+			stat_inc(STRATA_STAT_SHED_EVENTS);
+			goto out;
+		}
+	}
 	e = sock_event_new(in->op, in->enter_ts, sk, fd);
 	if (!e)
 		goto out;
 	e->hdr.type = STRATA_EV_SOCK_DATA;
 	e->ret = ret;
+	if (after_shed)
+		e->hdr.flags |= STRATA_F_AFTER_SHED;
 	if (op_is_send(in->op)) {
 		e->dir = STRATA_DIR_OUT;
 		/* write_seq is past the bytes just queued: their first byte is ret earlier */

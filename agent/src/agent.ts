@@ -18,6 +18,7 @@ import { createMetrics } from './metrics/metrics.ts';
 import { isNativeError, loadNative } from './probes/native.ts';
 import { ProbeSet } from './probes/probe-set.ts';
 import { FAMILIES, type ProbeFamily, type ProbeSettings } from './probes/registry.ts';
+import { LoadShedder, type SheddingOptions } from './probes/shedding.ts';
 
 export interface AgentOptions {
   nodeName: string;
@@ -36,6 +37,8 @@ export interface AgentOptions {
   routes: readonly string[];
   /** kernel-side knobs, set before the programs load (config probes.*); syscallAttach picks the socket probes' variant */
   probes: Required<Omit<ProbeSettings, 'filterCgroups' | 'filterNetns'>>;
+  /** load shedding in the kernel when the agent exceeds its CPU budget (config shedding.*); undefined = never */
+  shedding?: SheddingOptions;
   /** port for /metrics, /healthz, /readyz; undefined = no server; 0 = any */
   metricsPort?: number;
   metricsHost: string;
@@ -51,6 +54,8 @@ export class Agent {
   readonly metrics: Registry;
   private probes?: ProbeSet;
   private timer?: NodeJS.Timeout;
+  private shedTimer?: NodeJS.Timeout;
+  private shedder?: LoadShedder;
   private server?: Server;
   private ready = false;
   private readonly attached: { name: string; attached: boolean }[] = [];
@@ -80,6 +85,7 @@ export class Agent {
       sink: () => this.sink.stats(),
       progStats: () => this.probes?.progStats() ?? [],
       probes: () => this.attached,
+      shedding: () => this.shedder && { ...this.shedder.state, cpuBudget: this.opts.shedding?.cpuBudget ?? 0 },
     });
   }
 
@@ -103,6 +109,19 @@ export class Agent {
     // every family from the registry: preflight, load, attach, wire; required ones stop the agent
     for (const f of FAMILIES) this.startFamily(p, f);
     p.start((batch) => this.onBatch(batch), { pollMs: 10 });
+    const sh = this.opts.shedding;
+    if (sh) {
+      const shedder = new LoadShedder(sh, (shed, gen) => p.setSampling(shed, gen), () => {
+        const k = p.stats();
+        return (k.rbDrops ?? 0) + (p.pumpStats().droppedRecords ?? 0);
+      });
+      this.shedder = shedder;
+      if (sh.keepRatio < 1) shedder.set(sh.keepRatio);
+      if (sh.cpuBudget > 0) {
+        this.shedTimer = setInterval(() => shedder.tick(), sh.intervalMs);
+        this.shedTimer.unref();
+      }
+    }
     this.timer = setInterval(() => {
       this.correlator.tick(monoNow());
       this.warnDrops();
@@ -233,6 +252,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.ready = false;
     if (this.timer) clearInterval(this.timer);
+    if (this.shedTimer) clearInterval(this.shedTimer);
     this.probes?.stop();
     this.correlator.drain();
     await this.sink.flush().catch(() => {});

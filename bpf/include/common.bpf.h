@@ -74,4 +74,91 @@ static __always_inline void hdr_init(struct strata_hdr *h, __u16 type, __u32 len
 	h->ts_ns = ts;
 }
 
+/* ---- sampling by message (events.h: strata_sampling, strata_msg_key) ---- */
+
+/* shared by every object like the ring buffer (the loader reuses the first object's map) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct strata_sampling);
+} sampling SEC(".maps");
+
+/* decisions of messages traced senders wrote while shedding; a message needs it for a few ms */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, struct strata_msg_key);
+	__type(value, __u8);
+} msg_keep SEC(".maps");
+
+/* 0 while everything is kept: the only sampling cost then is this lookup */
+static __always_inline __u32 sampling_shed(void)
+{
+	__u32 zero = 0;
+	struct strata_sampling *s = bpf_map_lookup_elem(&sampling, &zero);
+	return s ? s->shed : 0;
+}
+
+static __always_inline __u32 rd32(const __u8 *p)
+{
+	__u32 v;
+	__builtin_memcpy(&v, p, 4);
+	return v;
+}
+
+/* the same value on every node for the same message: endpoint and seq, mixed (murmur3 finalizer) */
+static __always_inline __u32 msg_hash(const __u8 *addr, __u16 port, __u32 seq)
+{
+	__u32 h = rd32(addr) ^ (rd32(addr + 4) * 0x9e3779b1u) ^ (rd32(addr + 8) * 0x85ebca6bu) ^
+		  (rd32(addr + 12) * 0xc2b2ae35u) ^ ((__u32)port << 16) ^ (seq * 0x27d4eb2fu);
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline void msg_key_set(struct strata_msg_key *k, const __u8 *addr, __u16 port, __u32 seq)
+{
+	__builtin_memcpy(k->addr, addr, 16);
+	k->port = port;
+	k->_pad0 = 0;
+	k->seq = seq;
+}
+
+/* what a traced sender decided for (client endpoint, seq), or 0 */
+static __always_inline __u8 msg_decision(const __u8 *addr, __u16 port, __u32 seq)
+{
+	struct strata_msg_key k;
+	__u8 *v;
+
+	msg_key_set(&k, addr, port, seq);
+	v = bpf_map_lookup_elem(&msg_keep, &k);
+	return v ? *v : 0;
+}
+
+static __always_inline void msg_record(const __u8 *addr, __u16 port, __u32 seq, __u8 keep)
+{
+	struct strata_msg_key k;
+
+	msg_key_set(&k, addr, port, seq);
+	bpf_map_update_elem(&msg_keep, &k, &keep, BPF_ANY);
+}
+
+/*
+ * A message nobody on this node decided for: kept unless its hash falls in the shed range. Every
+ * observer of the message (packets on each device, the reading process) computes the same; only
+ * the socket family counts it, so a shed request is counted once.
+ */
+static __always_inline __u8 root_decision(const __u8 *addr, __u16 port, __u32 seq, __u32 shed, bool count)
+{
+	if (msg_hash(addr, port, seq) >= shed)
+		return STRATA_KEEP;
+	if (count)
+		stat_inc(STRATA_STAT_SHED_ROOTS);
+	return STRATA_DROP;
+}
+
 #endif

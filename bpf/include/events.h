@@ -70,6 +70,33 @@ enum strata_flags {
 	STRATA_F_TRUNCATED = 0x01, /* payload capture shorter than the bytes moved */
 	STRATA_F_SEQ_VALID = 0x02, /* seq holds the TCP sequence number of the first byte */
 	STRATA_F_PEEK = 0x04,      /* MSG_PEEK read: bytes were not consumed */
+	STRATA_F_AFTER_SHED = 0x08,/* first event of a message that follows messages the kernel shed
+				    * on this socket and direction (sampling): the seq gap is not a loss */
+};
+
+/*
+ * In-kernel sampling (load shedding) by message. User space writes struct strata_sampling into
+ * the `sampling` array map; every family reads it. A message whose cause is not known on this
+ * node (a root: a request from an untraced client) is kept when hash(sender endpoint, seq) >=
+ * shed; a message a traced process sends because of another (a proxy's upstream request, a
+ * response) inherits that message's decision, and the sender records it in `msg_keep` under
+ * (client endpoint, seq of its first byte) for the packet families and the reader to follow.
+ */
+enum strata_keep {
+	STRATA_KEEP = 1,
+	STRATA_DROP = 2,
+};
+
+struct strata_sampling {
+	__u32 shed;  /* root messages hashing below this are dropped: 0 keeps all */
+	__u32 gen;   /* bumped by user space when shedding starts: older per-thread decisions are void */
+};
+
+struct strata_msg_key {
+	__u8 addr[16]; /* the connection's client endpoint (the side that connected) */
+	__u16 port;    /* host order */
+	__u16 _pad0;
+	__u32 seq;     /* TCP seq of the message's first byte */
 };
 
 struct strata_hdr {
@@ -169,7 +196,9 @@ enum strata_stat {
 	STRATA_STAT_READ_ERRORS = 7,   /* bpf_probe_read failures */
 	STRATA_STAT_NETDEV_SEEN = 8,   /* packets seen by net_dev on a watched device */
 	STRATA_STAT_NETDEV_AGGREGATED = 9, /* net_dev data packets counted, not emitted */
-	STRATA_STAT_MAX = 10,
+	STRATA_STAT_SHED_EVENTS = 10,  /* events not emitted: their message was shed by sampling */
+	STRATA_STAT_SHED_ROOTS = 11,   /* root messages (new requests) shed by sampling */
+	STRATA_STAT_MAX = 12,
 };
 
 /* after the structs, in every language this header is compiled as */
@@ -184,6 +213,8 @@ STRATA_STATIC_ASSERT(sizeof(struct strata_sock_event) == 128 + STRATA_SOCK_PAYLO
 STRATA_STATIC_ASSERT(sizeof(struct strata_state_event) == 80, "state event layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_pkt_event) == 88 + STRATA_PKT_PAYLOAD_MAX, "pkt event layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_netdev_event) == 96, "netdev event layout");
+STRATA_STATIC_ASSERT(sizeof(struct strata_msg_key) == 24, "msg key layout");
+STRATA_STATIC_ASSERT(sizeof(struct strata_sampling) == 8, "sampling layout");
 #undef STRATA_STATIC_ASSERT
 
 #endif

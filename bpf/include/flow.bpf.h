@@ -36,7 +36,8 @@ struct flow_key {
 
 struct flow_state {
 	__u8 last_sender; /* 0: none yet, 1: a, 2: b */
-	__u8 _pad[3];
+	__u8 shed;        /* the current message was shed by sampling: neither it nor its counts are reported */
+	__u8 _pad[2];
 	__u32 pkts;  /* data packets of the current message after its first */
 	__u32 bytes; /* and their bytes */
 };
@@ -88,6 +89,27 @@ static __always_inline __u8 flow_key_init(struct flow_key *k, const struct strat
 }
 
 /*
+ * Sampling (common.bpf.h): a message start is reported only when its message is kept. A traced
+ * sender recorded its decision under the client endpoint, which is the packet's source for a
+ * request and its destination for a response (the server's address may be a Service VIP on one
+ * side of a DNAT and the pod on the other; the client's is the same on both).
+ */
+static __always_inline bool pkt_shed(const struct l4 *p)
+{
+	__u32 shed = sampling_shed();
+	__u8 v;
+
+	if (!shed)
+		return false;
+	v = msg_decision(p->tu.saddr, p->tu.sport, p->seq);
+	if (!v)
+		v = msg_decision(p->tu.daddr, p->tu.dport, p->seq);
+	if (!v)
+		v = root_decision(p->tu.saddr, p->tu.sport, p->seq, shed, false);
+	return v == STRATA_DROP;
+}
+
+/*
  * The aggregation rule: a data packet from the flow's last sender continues the current message
  * and is only counted (agg_stat); a data packet from the other side starts a message and is
  * emitted with the counts of the previous one; SYN/FIN/RST are always emitted; pure ACKs never.
@@ -115,11 +137,18 @@ static __always_inline bool flow_should_emit(void *flows, struct flow_key *k, co
 			stat_inc(agg_stat);
 			return false;
 		}
-		*agg_pkts = st->pkts;
-		*agg_bytes = st->bytes;
+		if (!st->shed) {
+			*agg_pkts = st->pkts;
+			*agg_bytes = st->bytes;
+		}
 		st->last_sender = sender;
 		st->pkts = 0;
 		st->bytes = 0;
+		st->shed = pkt_shed(p);
+		if (st->shed) {
+			stat_inc(STRATA_STAT_SHED_EVENTS);
+			return false;
+		}
 		return true;
 	}
 	return (p->flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0;

@@ -33,6 +33,8 @@ constexpr EmbeddedObject kObjects[] = {STRATA_OBJECTS(STRATA_OBJECT_ENTRY)};
 // the maps every family shares (bpf/include/common.bpf.h)
 constexpr const char* kRingMap = "events";
 constexpr const char* kStatsMap = "stats";
+// shared by name between objects, created by the first one loaded (bpf/include/common.bpf.h)
+constexpr const char* kSharedMaps[] = {"sampling", "msg_keep"};
 }  // namespace
 
 // strata's TC filters are recognisable by handle and priority, so a restart after SIGKILL
@@ -236,6 +238,18 @@ bool Probes::Load(const std::string& name, const std::vector<Knob>& knobs,
   m = bpf_object__find_map_by_name(obj, kStatsMap);
   e = m ? bpf_map__reuse_fd(m, counters_fd_) : 0;
   if (e) return fail(e, "open", target, "share the counters");
+  // maps every family reads and writes (sampling state): the first object to load creates them
+  for (const char* shared : kSharedMaps) {
+    bpf_map* mine = bpf_object__find_map_by_name(obj, shared);
+    if (!mine) continue;
+    for (const auto& o : objects_) {
+      bpf_map* theirs = bpf_object__find_map_by_name(o.obj, shared);
+      if (!theirs || bpf_map__fd(theirs) < 0) continue;
+      e = bpf_map__reuse_fd(mine, bpf_map__fd(theirs));
+      if (e) return fail(e, "open", target, std::string("share map ") + shared);
+      break;
+    }
+  }
   if (programs) {
     for (const auto& p : *programs)
       if (!bpf_object__find_program_by_name(obj, p.c_str())) return fail(ENOENT, "open", name + "/" + p, "no such program");

@@ -71,6 +71,7 @@ export function toAgentOptions(config: StrataConfig, pods: PodEntry[]): AgentOpt
       syscallAttach: config.probes.syscallAttach,
     },
     correlator: toCorrelatorOptions(config),
+    shedding: { ...config.shedding },
     metricsPort: config.metrics.port,
     metricsHost: config.metrics.host,
   };

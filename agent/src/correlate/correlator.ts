@@ -67,6 +67,8 @@ export interface CorrelatorStats {
   /** socket events whose TCP seq skipped bytes never seen (events lost upstream), and the bytes */
   seqGaps: number;
   seqGapBytes: number;
+  /** seq gaps that were requests shed on purpose by the kernel (load shedding), not losses */
+  shedGaps: number;
 }
 
 const PIPELINED = 'pipelined: TC reports only the first data packet of a burst';
@@ -131,7 +133,7 @@ export class Correlator implements EventHandler {
       packetsWithoutConnection: h.packetsWithoutConnection, clockClamps: s.clockClamps,
       invalidBadRequestLine: x.invalidRequests.bad_request_line, invalidHeadIncomplete: x.invalidRequests.head_incomplete,
       invalidHeadTooLong: x.invalidRequests.head_too_long, hopsIncomplete: this.counts.hopsIncomplete,
-      seqGaps: x.seqGaps, seqGapBytes: x.seqGapBytes,
+      seqGaps: x.seqGaps, seqGapBytes: x.seqGapBytes, shedGaps: x.shedGaps,
     };
   }
 

@@ -119,6 +119,8 @@ export interface ExchangeStats {
   /** socket events whose TCP seq skipped bytes this table never saw (events lost on the way), and those bytes */
   seqGaps: number;
   seqGapBytes: number;
+  /** seq gaps that are messages shed by load shedding (F_AFTER_SHED), not losses */
+  shedGaps: number;
 }
 
 /** What the exchange table tells the rest of the correlator. */
@@ -134,7 +136,7 @@ export interface ExchangeEvents {
 export class Exchanges {
   readonly stats: ExchangeStats = {
     connEvictions: 0, exchanges: 0, nonHttp: 0, orphanResponses: 0, incomplete: 0, truncatedHeads: 0, pending: 0,
-    invalidRequests: { bad_request_line: 0, head_incomplete: 0, head_too_long: 0 }, seqGaps: 0, seqGapBytes: 0,
+    invalidRequests: { bad_request_line: 0, head_incomplete: 0, head_too_long: 0 }, seqGaps: 0, seqGapBytes: 0, shedGaps: 0,
   };
   readonly conns: LRUCache<number, Conn>;
   /** connections whose response framing is lost: they end after a quiet period */
@@ -194,7 +196,11 @@ export class Exchanges {
       // peer's FIN reports a seq one too high (see Hops.points): a gap of 1 on a read is that.
       const next = isRequest ? c.reqNextSeq : c.respNextSeq;
       const gap = (e.seq - next) >>> 0;
-      if (next >= 0 && gap !== 0 && gap < 0x40000000 && !(gap === 1 && e.dir === DIR.DIR_IN)) {
+      if (next >= 0 && gap !== 0 && gap < 0x40000000 && e.flags & FLAGS.F_AFTER_SHED && !stream.inMessage) {
+        // whole messages the kernel shed on purpose (load shedding) between two it reported:
+        // not a loss, and the parser is between messages already
+        this.stats.shedGaps++;
+      } else if (next >= 0 && gap !== 0 && gap < 0x40000000 && !(gap === 1 && e.dir === DIR.DIR_IN)) {
         this.stats.seqGaps++;
         this.stats.seqGapBytes += gap;
         // no event: the lost bytes' own seq and time are unknown, their message gets a key of its own

@@ -18,6 +18,8 @@ export interface StatsSource {
   sink(): SdkSinkStats;
   /** kernel BPF run-time statistics per program (run_time_ns, run_cnt), when enabled */
   progStats(): { name: string; runTimeNs: number; runCnt: number }[];
+  /** load shedding (probes/shedding.ts): keep ratio, budget, the agent's CPU over the last interval */
+  shedding?(): { keepRatio: number; cpuBudget: number; usageCores: number; adjustments: number } | undefined;
   /** attachments: one per probe family of the registry (the agent reports each) plus per-interface ones (tc:<ifname>) */
   probes(): { name: string; attached: boolean }[];
 }
@@ -160,6 +162,13 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_kernel_packets_seen_total', 'Packets seen by the TC programs.', () => kernel()?.pktSeen);
   counter('strata_kernel_packets_aggregated_total', 'Data packets counted in the kernel instead of emitted.', () => kernel()?.pktAggregated);
   counter('strata_kernel_packets_non_tcp_total', 'Packets seen by the TC programs that were not TCP, ignored in the kernel.', () => kernel()?.pktNotTcp);
+  counter('strata_kernel_shed_events_total', 'Events the kernel did not emit because their request was shed by load shedding (whole requests, never parts).', () => kernel()?.shedEvents);
+  counter('strata_kernel_shed_requests_total', 'Requests (root messages) shed by load shedding in the kernel: these traces are not exported, on purpose.', () => kernel()?.shedRoots);
+  const shedding = perScrape(() => src.shedding?.());
+  gauge('strata_sampling_keep_ratio', 'Share of requests the kernel reports (load shedding; 1 = all). Traces of the others are shed whole.', () => shedding()?.keepRatio ?? 1);
+  gauge('strata_agent_cpu_budget_cores', 'CPU the agent may use before it sheds load (shedding.cpuBudget; 0 = never).', () => shedding()?.cpuBudget);
+  gauge('strata_agent_cpu_usage_cores', 'CPU the agent used over the last shedding interval, in cores.', () => shedding()?.usageCores);
+  counter('strata_sampling_adjustments_total', 'Changes of the kernel keep ratio made by load shedding.', () => shedding()?.adjustments);
   counter('strata_pump_batches_total', 'Batches handed from the ring-buffer thread to JS.', () => pump()?.batches);
   counter('strata_pump_records_total', 'Records handed from the ring-buffer thread to JS.', () => pump()?.records);
   counter('strata_decoder_records_total', 'Records decoded.', () => decoder().records);
@@ -195,6 +204,7 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_correlator_incomplete_total', 'Exchanges closed before their response (truncated or reset).', () => correlator().incomplete);
   counter('strata_correlator_malformed_context_total', 'Trace context headers that could not be parsed.', () => correlator().malformedContext);
   counter('strata_correlator_truncated_heads_total', 'HTTP heads cut by the capture (kept as far as seen).', () => correlator().truncatedHeads);
+  counter('strata_correlator_shed_gaps_total', 'Socket events after requests the kernel shed on purpose (load shedding): a seq gap that is not a loss.', () => correlator().shedGaps);
   counter('strata_correlator_seq_gaps_total', 'Socket events whose TCP seq skipped bytes the correlator never saw (events lost upstream): the parser resynchronised.', () => correlator().seqGaps);
   counter('strata_correlator_seq_gap_bytes_total', 'Bytes of those gaps.', () => correlator().seqGapBytes);
   counter('strata_correlator_points_dropped_total', 'Observation points beyond the per-message cap (retransmissions), not turned into hop spans.', () => correlator().pointsDropped);

@@ -98,6 +98,18 @@ export class ProbeSet {
     this.native.mapDelete('traced_cgroups', u64(id));
   }
 
+  /**
+   * In-kernel sampling (bpf/include/common.bpf.h, events.h strata_sampling): root messages whose
+   * hash is below `shed` (0..2^32-1) are not reported by any family; 0 keeps everything. `gen`
+   * voids the per-thread decisions made before it (bump it when shedding starts).
+   */
+  setSampling(shed: number, gen: number): void {
+    const v = Buffer.alloc(8);
+    v.writeUInt32LE(shed >>> 0, 0);
+    v.writeUInt32LE(gen >>> 0, 4);
+    this.native.mapUpdate('sampling', u32(0), v);
+  }
+
   linkInfo(ifname: string, netns = ''): { ifindex: number; iflink: number } {
     return loadNative().linkInfo(ifname, netns);
   }
