@@ -186,7 +186,7 @@ describe('SdkSpanSink', () => {
     };
     const sink = new SdkSpanSink(sinkOptions({
       exporters: [hanging],
-      batch: { maxQueueSize: 2, maxExportBatchSize: 2, scheduledDelayMillis: 60_000, exportTimeoutMillis: 60_000 },
+      batch: { maxQueueSize: 2, maxExportBatchSize: 2, scheduledDelayMillis: 60_000, exportTimeoutMillis: 60_000, maxConcurrentExports: 1 },
       log: () => {},
     }));
     const base = spanTree()[3] as SpanRecord;
@@ -279,6 +279,48 @@ describe('SdkSpanSink', () => {
     assert.equal(st.exporters[0]?.lastError, 'export timed out after 80 ms');
     assert.ok((st.exporters[0]?.exportLatencyMs.lastMs ?? 0) >= 75);
     assert.match(lines[0] ?? '', /failed to export 1 spans: export timed out/);
+    await sink.shutdown();
+  });
+
+  it('runs at most maxConcurrentExports export calls at once; flush waits for every one of them', async () => {
+    const pending: { n: number; cb: (r: ExportResult) => void }[] = [];
+    const hanging: SpanExporter = {
+      export(spans: ReadableSpan[], cb: (r: ExportResult) => void) {
+        pending.push({ n: spans.length, cb });
+      },
+      shutdown: async () => {},
+    };
+    const sink = new SdkSpanSink(sinkOptions({
+      exporters: [hanging],
+      batch: { maxQueueSize: 100, maxExportBatchSize: 2, scheduledDelayMillis: 60_000, exportTimeoutMillis: 60_000, maxConcurrentExports: 3 },
+      log: () => {},
+    }));
+    const base = spanTree()[3] as SpanRecord;
+    const mk = (i: number): SpanRecord => ({ ...base, spanId: (0x200 + i).toString(16).padStart(16, '0') });
+    for (let i = 0; i < 12; i++) sink.emit(mk(i));
+    await waitFor(() => pending.length === 3, 'three exports in flight');
+    // a fourth never starts while three are in flight
+    await new Promise((r) => setImmediate(r));
+    assert.equal(pending.length, 3);
+    assert.equal(sink.stats().exporters[0]?.queued, 6);
+    let flushed = false;
+    const flush = sink.flush().then(() => {
+      flushed = true;
+    });
+    // one finishes: the next batch starts
+    (pending.shift() as (typeof pending)[number]).cb({ code: ExportResultCode.SUCCESS });
+    await waitFor(() => pending.length === 3, 'the next export after one finished');
+    // drain everything; flush resolves only once every call has reported
+    for (let done = 1; done < 6; done++) {
+      await waitFor(() => pending.length > 0, 'an export');
+      assert.equal(flushed, false);
+      (pending.shift() as (typeof pending)[number]).cb({ code: ExportResultCode.SUCCESS });
+    }
+    await flush;
+    const st = sink.stats();
+    assert.equal(st.spansExported, 12);
+    assert.equal(st.exportsSucceeded, 6);
+    assert.equal(st.spansDropped, 0);
     await sink.shutdown();
   });
 });

@@ -50,7 +50,7 @@ export function toCorrelatorOptions(c: StrataConfig): CorrelatorOptions {
 /** the batch span processor in front of each exporter */
 export function toBatchOptions(c: StrataConfig): BatchOptions {
   const q = c.export.queue;
-  return { maxQueueSize: q.maxSpans, maxExportBatchSize: q.batchSize, scheduledDelayMillis: q.delayMs, exportTimeoutMillis: q.exportTimeoutMs };
+  return { maxQueueSize: q.maxSpans, maxExportBatchSize: q.batchSize, scheduledDelayMillis: q.delayMs, exportTimeoutMillis: q.exportTimeoutMs, maxConcurrentExports: q.maxConcurrentExports };
 }
 
 export function toAgentOptions(config: StrataConfig, pods: PodEntry[]): AgentOptions {

@@ -17,7 +17,7 @@ export interface ConfigShape {
     otlp: { endpoint: string; protocol: OtlpProtocol; headers: Record<string, string>; timeoutMs: number };
     jaeger: { endpoint: string | null; timeoutMs: number };
     files: { dir: string | null };
-    queue: { maxSpans: number; batchSize: number; delayMs: number; exportTimeoutMs: number };
+    queue: { maxSpans: number; batchSize: number; delayMs: number; exportTimeoutMs: number; maxConcurrentExports: number };
     maxResources: number;
     retry: { initialBackoffMs: number; maxBackoffMs: number; multiplier: number; jitter: number; maxRetries: number };
   };
@@ -59,7 +59,7 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
       otlp: { endpoint: DEFAULT_OTLP_HTTP_ENDPOINT, protocol: 'http/protobuf', headers: {}, timeoutMs: 10000 },
       jaeger: { endpoint: null, timeoutMs: 10000 },
       files: { dir: null },
-      queue: { maxSpans: 8192, batchSize: 512, delayMs: 500, exportTimeoutMs: 30_000 },
+      queue: { maxSpans: 8192, batchSize: 512, delayMs: 500, exportTimeoutMs: 30_000, maxConcurrentExports: 4 },
       maxResources: 256,
       // the policy of the SDK's OTLP/HTTP exporter (otlp-exporter-base RetryingTransport)
       retry: { initialBackoffMs: 1000, maxBackoffMs: 5000, multiplier: 1.5, jitter: 0.2, maxRetries: 5 },
@@ -309,6 +309,7 @@ export const SCHEMA = {
       batchSize: int(1, 1 << 20, 'spans per export request (at most export.queue.maxSpans)'),
       delayMs: int(0, 600_000, 'export a partial batch after this long'),
       exportTimeoutMs: int(1, 600_000, 'the batch processor gives up on one export call after this long (counted as failed)'),
+      maxConcurrentExports: int(1, 64, 'export calls in flight at once per exporter (each holds one batch: memory is bounded by this x batchSize)'),
     },
     maxResources: int(1, 1 << 16, 'distinct span resources (process, pod, layer) cached at most (least recently used evicted)'),
     retry: {

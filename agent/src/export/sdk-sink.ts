@@ -20,6 +20,8 @@ export interface BatchOptions {
   scheduledDelayMillis: number;
   /** one export call may take this long before it counts as failed; also bounds flush() and shutdown() */
   exportTimeoutMillis: number;
+  /** export calls in flight at once per exporter (the batch processor starts one at a time) */
+  maxConcurrentExports?: number;
 }
 
 export interface SdkSinkOptions {
@@ -120,10 +122,14 @@ class ExportPipeline implements SpanProcessor {
   private readonly exporter: SpanExporter;
   private readonly maxQueueSize: number;
   private closed = false;
+  /** export calls not finished yet (forceFlush waits for them) */
+  private readonly inflight = new Set<Promise<void>>();
 
   constructor(exporter: SpanExporter, batch: BatchOptions, warn: LogFn) {
     this.exporter = exporter;
     this.maxQueueSize = batch.maxQueueSize;
+    const maxConcurrent = Math.max(1, batch.maxConcurrentExports ?? 1);
+    const inflight = this.inflight;
     const stats: ExporterStats = {
       name: exporter.constructor?.name || 'SpanExporter',
       exportsSucceeded: 0,
@@ -136,46 +142,68 @@ class ExportPipeline implements SpanProcessor {
     };
     this.stats = stats;
     const exportTimeoutMillis = batch.exportTimeoutMillis;
+    /** exports waiting for a slot (at most one from the batch loop; a flush hands over all at once) */
+    const jobs: (() => void)[] = [];
+    let running = 0;
+    const pump = () => {
+      while (running < maxConcurrent && jobs.length) {
+        running++;
+        (jobs.shift() as () => void)();
+      }
+    };
+    const start = (spans: ReadableSpan[], resultCallback: (result: ExportResult) => void) => {
+      // leaves the queue now (the batch processor's, then ours)
+      stats.queued -= spans.length;
+      const started = performance.now();
+      let done = false;
+      let settle!: () => void;
+      const settled = new Promise<void>((r) => {
+        settle = r;
+      });
+      inflight.add(settled);
+      // The BatchSpanProcessor (sdk-trace 2.x) is told every export succeeded, and as soon as it
+      // started: the result is counted below, and the processor may hand over its next batch,
+      // which waits here for a slot (maxConcurrentExports). Reporting a failure to it is unsafe:
+      // on a failed export its flush loop starts the next batch in .finally() and then clears
+      // _isExporting in .catch(), with that batch still in flight; through an outage under
+      // traffic exports piled up (each holding its batch through its retries) until the SDK's OTLP
+      // exporter refused more ("Concurrent export limit reached", 30).
+      resultCallback({ code: ExportResultCode.SUCCESS });
+      // the BatchSpanProcessor gives up on an export after exportTimeoutMillis without telling
+      // anyone: count it then, as failed (a result coming later is ignored)
+      const timer = setTimeout(() => {
+        finish({ code: ExportResultCode.FAILED, error: new Error(`export timed out after ${exportTimeoutMillis} ms`) });
+      }, exportTimeoutMillis);
+      timer.unref();
+      const finish = (result: ExportResult) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        observeLatency(stats.exportLatencyMs, performance.now() - started);
+        if (result.code === ExportResultCode.SUCCESS) {
+          stats.exportsSucceeded++;
+          stats.spansExported += spans.length;
+        } else {
+          stats.exportsFailed++;
+          stats.spansDropped += spans.length;
+          stats.lastError = errorMessage(result.error ?? 'export failed');
+          warn(`strata export: ${stats.name} failed to export ${spans.length} spans: ${stats.lastError}`);
+        }
+        inflight.delete(settled);
+        settle();
+        running--;
+        pump();
+      };
+      try {
+        exporter.export(spans, finish);
+      } catch (err) {
+        finish({ code: ExportResultCode.FAILED, error: err instanceof Error ? err : new Error(String(err)) });
+      }
+    };
     const counting: SpanExporter = {
       export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
-        // the BatchSpanProcessor has taken these out of its queue
-        stats.queued -= spans.length;
-        const started = performance.now();
-        let done = false;
-        // the BatchSpanProcessor gives up on an export after exportTimeoutMillis without telling
-        // anyone: count it then, as failed (a result coming later is ignored)
-        const timer = setTimeout(() => {
-          finish({ code: ExportResultCode.FAILED, error: new Error(`export timed out after ${exportTimeoutMillis} ms`) });
-        }, exportTimeoutMillis);
-        timer.unref();
-        const finish = (result: ExportResult) => {
-          if (done) return;
-          done = true;
-          clearTimeout(timer);
-          observeLatency(stats.exportLatencyMs, performance.now() - started);
-          if (result.code === ExportResultCode.SUCCESS) {
-            stats.exportsSucceeded++;
-            stats.spansExported += spans.length;
-          } else {
-            stats.exportsFailed++;
-            stats.spansDropped += spans.length;
-            stats.lastError = errorMessage(result.error ?? 'export failed');
-            warn(`strata export: ${stats.name} failed to export ${spans.length} spans: ${stats.lastError}`);
-          }
-          // The BatchSpanProcessor (sdk-trace 2.x) is told every export succeeded: the result is
-          // counted above. On a failed export its flush loop starts the next batch in .finally()
-          // and then clears _isExporting in .catch(), with that batch still in flight: the next
-          // onEnd() with a full batch queued starts a second export alongside, and every further
-          // failure adds one more. Through an outage under traffic exports piled up (each holding
-          // its batch through its retries) until the SDK's OTLP exporter refused more ("Concurrent
-          // export limit reached", 30).
-          resultCallback({ code: ExportResultCode.SUCCESS });
-        };
-        try {
-          exporter.export(spans, finish);
-        } catch (err) {
-          finish({ code: ExportResultCode.FAILED, error: err instanceof Error ? err : new Error(String(err)) });
-        }
+        jobs.push(() => start(spans, resultCallback));
+        pump();
       },
       shutdown: () => exporter.shutdown(),
       forceFlush: () => exporter.forceFlush?.() ?? Promise.resolve(),
@@ -219,6 +247,8 @@ class ExportPipeline implements SpanProcessor {
     } catch (err) {
       failure = err ?? new Error('flush failed');
     }
+    // exports released early (maxConcurrentExports) may still be running; each ends by its timeout
+    while (this.inflight.size) await Promise.all([...this.inflight]);
     await this.exporter.forceFlush?.();
     if (failure !== undefined) throw failure;
   }
