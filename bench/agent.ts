@@ -246,6 +246,9 @@ interface Snapshot {
   drops: Record<(typeof STAGES)[number], number>;
   exported: number;
   exportDropped: number;
+  /** requests the kernel shed on purpose (load shedding), and the keep ratio at the snapshot */
+  shedRequests: number;
+  keepRatio: number;
 }
 
 async function snapshot(a: Agent): Promise<Snapshot> {
@@ -257,6 +260,8 @@ async function snapshot(a: Agent): Promise<Snapshot> {
     drops,
     exported: metricValue(text, 'strata_export_spans_total', 'result="exported"'),
     exportDropped: metricValue(text, 'strata_export_spans_total', 'result="dropped"'),
+    shedRequests: metricValue(text, 'strata_kernel_shed_requests_total'),
+    keepRatio: metricValue(text, 'strata_sampling_keep_ratio'),
   };
 }
 
@@ -324,6 +329,9 @@ interface HttpRun {
   drops?: Snapshot['drops'];
   spansExported?: number;
   spansDropped?: number;
+  /** requests shed whole by the kernel (load shedding), and the keep ratio when the load ended */
+  shedRequests?: number;
+  keepRatioAtEnd?: number;
 }
 
 interface FixedRun {
@@ -375,10 +383,12 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
               row.drops = delta(before, after);
               row.spansExported = after.exported - before.exported;
               row.spansDropped = after.exportDropped - before.exportDropped;
+              row.shedRequests = after.shedRequests - before.shedRequests;
+              row.keepRatioAtEnd = loadEnd.keepRatio;
             }
             http.push(row);
             log(`round ${r + 1}/${ROUNDS} ${variant.padEnd(5)} ${b.key.padEnd(5)} ${fmtSI(w.rps)} req/s p99 ${fmtSig(row.p99Us)} us` +
-              (row.spansExported !== undefined ? `, ${row.spansExported} spans exported, ${row.spansDropped} dropped, js_queue drops ${row.drops?.js_queue}` : ''));
+              (row.spansExported !== undefined ? `, ${row.spansExported} spans exported, ${row.spansDropped} dropped, js_queue drops ${row.drops?.js_queue}, ${row.shedRequests} requests shed (keep ratio ${fmtSig(row.keepRatioAtEnd ?? 1)})` : ''));
           }
         }
         if (!SKIP.has('latency')) {
@@ -605,6 +615,10 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase
       const kern = total(ag, (x) => x.drops?.kernel_ringbuf);
       const spansOk = total(ag, (x) => x.spansExported);
       const spansLost = total(ag, (x) => x.spansDropped);
+      const shed = total(ag, (x) => x.shedRequests);
+      const requests = total(ag, (x) => x.requests);
+      const keepEnd = s(ag.map((x) => x.keepRatioAtEnd ?? Number.NaN));
+      summary[`shed_${b.key}`] = { requestsShed: shed, requests, keepRatioAtLoadEnd: keepEnd };
       summary[`rps_${b.key}`] = { none: s(none.map((x) => x.rps)), agent: s(ag.map((x) => x.rps)), ratio: r, goal: 0.97, met: goalMet(r.median, 0.97) };
       summary[`lost_${b.key}`] = { jsQueueEvents: jsq, kernelRingbufEvents: kern, spansExported: spansOk, spansDroppedAtExporter: spansLost };
       rows.push([
@@ -615,11 +629,14 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase
         goalMet(r.median, 0.97),
         `${jsq} / ${kern}`,
         `${fmtSI(spansOk)} / ${spansLost}`,
+        `${fmtSI(shed)} of ${fmtSI(requests)} (${fmtSig((100 * shed) / Math.max(1, requests))} %)`,
+        fmtSummary(keepEnd, (x) => fmtSig(x)),
       ]);
     }
     both(
       `1. NGINX proxied requests/s, keep-alive, wrk -t1 -c${CONNS} ${LOAD_S}s (loadgen on CPU ${PINNED ? LOAD_CPU : 'any'}), median (min..max) over ${ROUNDS} rounds`,
-      ['response body', 'no agent req/s', 'agent req/s', 'ratio (paired)', 'goal >= 0.97', 'events lost js_queue / ringbuf', 'spans exported / dropped'],
+      ['response body', 'no agent req/s', 'agent req/s', 'ratio (paired)', 'goal >= 0.97', 'events lost js_queue / ringbuf', 'spans exported / dropped',
+        'requests shed whole (load shedding)', 'keep ratio at load end'],
       rows,
     );
     const cpuRows: string[][] = [];

@@ -178,6 +178,7 @@ export class Agent {
     this.correlator.wall = measureWallClock(loadNative().clockPair());
     this.decoder.decode(batch);
     this.correlator.tick(monoNow());
+    if (this.shedTimer) this.shedder?.maybeTick();
   }
 
   private dropsSeen = { total: 0, at: 0 };

@@ -54,7 +54,7 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
       redactHeaders: ['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key'],
     },
     sampling: { ratio: 1.0, slowThresholdMs: 500, keepErrors: true, respectParentSampled: true },
-    shedding: { cpuBudget: 0.2, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 1000 },
+    shedding: { cpuBudget: 0.2, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250 },
     export: {
       otlp: { endpoint: DEFAULT_OTLP_HTTP_ENDPOINT, protocol: 'http/protobuf', headers: {}, timeoutMs: 10000 },
       jaeger: { endpoint: null, timeoutMs: 10000 },
@@ -288,7 +288,7 @@ export const SCHEMA = {
     cpuBudget: num(0, 64, 'CPU the agent may use, in cores; above it the kernel stops reporting a share of the requests, whole (0 = never shed)'),
     keepRatio: num(0, 1, 'share of requests the kernel reports from the start (whole requests, by a hash of their first bytes\' TCP endpoint and seq); with cpuBudget 0 it stays fixed'),
     minKeepRatio: num(0, 1, 'the share of requests kept never goes below this'),
-    intervalMs: int(100, 60_000, 'how often the agent measures its CPU and adjusts the share kept'),
+    intervalMs: int(50, 60_000, 'how often the agent measures its CPU and adjusts the share kept'),
   },
   export: {
     otlp: {

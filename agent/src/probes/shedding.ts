@@ -65,6 +65,14 @@ export class LoadShedder {
     this.lastLosses = losses();
   }
 
+  /**
+   * tick() when an interval has passed: called for every batch as well as from a timer, because a
+   * backlog of batches runs in one turn of the event loop, and timers wait behind it.
+   */
+  maybeTick(): void {
+    if (this.nowMs() - this.lastMs >= this.opts.intervalMs) this.tick();
+  }
+
   /** Measures the last interval and moves the keep ratio; call every opts.intervalMs. */
   tick(): void {
     const cpu = this.cpuUs();
