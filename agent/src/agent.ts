@@ -37,6 +37,8 @@ export interface AgentOptions {
   routes: readonly string[];
   /** kernel-side knobs, set before the programs load (config probes.*); syscallAttach picks the socket probes' variant */
   probes: Required<Omit<ProbeSettings, 'filterCgroups' | 'filterNetns'>>;
+  /** optional probe families not to load (probes.disable) */
+  disableFamilies?: string[];
   /** load shedding in the kernel when the agent exceeds its CPU budget (config shedding.*); undefined = never */
   shedding?: SheddingOptions;
   /** port for /metrics, /healthz, /readyz; undefined = no server; 0 = any */
@@ -107,7 +109,14 @@ export class Agent {
       this.log(`strata: warning: BPF run-time statistics unavailable (strata_bpf_run_time_seconds_total stays 0): ${(e as Error).message}`);
     }
     // every family from the registry: preflight, load, attach, wire; required ones stop the agent
-    for (const f of FAMILIES) this.startFamily(p, f);
+    for (const f of FAMILIES) {
+      if (!f.required && this.opts.disableFamilies?.includes(f.name)) {
+        this.attached.push({ name: f.name, attached: false });
+        this.log(`strata: ${f.name} not loaded: probes.disable`);
+        continue;
+      }
+      this.startFamily(p, f);
+    }
     p.start((batch) => this.onBatch(batch), { pollMs: 10 });
     const sh = this.opts.shedding;
     if (sh) {

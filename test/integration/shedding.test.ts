@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { runClient } from '../../lab/lab.ts';
-import { metricValue } from '../helpers/agent-proc.ts';
+import { metricValue, startAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { missingPrerequisites } from '../helpers/kernel.ts';
 import { KIND_CLIENT, KIND_INTERNAL, KIND_SERVER, LabTracing, type Row, assertNested, chain } from '../helpers/lab-tracing.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
@@ -67,5 +67,16 @@ describe('load shedding in the kernel keeps whole requests and counts the rest',
     assert.ok(metricValue(m, 'strata_correlator_shed_gaps_total') > 0);
     assert.equal(metricValue(m, 'strata_drops_total', 'stage="js_queue"'), 0);
     assert.equal(metricValue(m, 'strata_drops_total', 'stage="kernel_ringbuf"'), 0);
+  });
+
+  test('probes.disable leaves an optional family unloaded, and says so', async () => {
+    if (lt.agent) await stopAgent(lt.agent);
+    lt.agent = await startAgent([...lt.agentArgs(), '--set', 'probes.disable=net_dev']);
+    const m = await lt.metrics();
+    assert.equal(metricValue(m, 'strata_probe_attached', 'probe="net_dev"'), 0);
+    assert.equal(metricValue(m, 'strata_probe_attached', 'probe="sock_syscalls"'), 1);
+    assert.equal(metricValue(m, 'strata_probe_attached', 'probe="veth_tc"'), 1);
+    assert.match(lt.agent.stderr(), /net_dev not loaded: probes\.disable/);
+    assert.equal(Object.hasOwn(lt.agent.ready().probes as object, 'net_dev'), false);
   });
 });

@@ -297,6 +297,7 @@ describe('config: the result', () => {
       maxResources: 256,
       routes: [],
       shedding: { cpuBudget: 0.2, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250 },
+      disableFamilies: [],
       probes: { sockPayloadCap: 128, pktPayloadCap: 128, ringBytes: 16777216, wakeupBytes: 262144, syscallAttach: 'auto' },
       correlator: {
         graceNs: 20e6,

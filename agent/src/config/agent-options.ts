@@ -72,6 +72,7 @@ export function toAgentOptions(config: StrataConfig, pods: PodEntry[]): AgentOpt
     },
     correlator: toCorrelatorOptions(config),
     shedding: { ...config.shedding },
+    disableFamilies: [...config.probes.disable],
     metricsPort: config.metrics.port,
     metricsHost: config.metrics.host,
   };

@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 export interface ConfigShape {
   node: { name: string; netns: string; interfaces: string[] };
   discovery: { podsFile: string | null };
-  probes: { sockPayloadBytes: number; pktPayloadBytes: number; ringBufferBytes: number; wakeupBytes: number; syscallAttach: 'auto' | 'tracepoint' | 'raw_tp' };
+  probes: { sockPayloadBytes: number; pktPayloadBytes: number; ringBufferBytes: number; wakeupBytes: number; syscallAttach: 'auto' | 'tracepoint' | 'raw_tp'; disable: string[] };
   correlator: {
     graceMs: number; idleTimeoutS: number; maxConnections: number; maxMessages: number; proxyComms: string[];
     maxReady: number; lostQuietMs: number; retainS: number; maxHeldTraces: number; routes: string[]; exportInvalid: boolean;
@@ -44,7 +44,7 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
   return {
     node: { name: env.NODE_NAME?.trim() || host, netns: '', interfaces: [] },
     discovery: { podsFile: null },
-    probes: { sockPayloadBytes: 256, pktPayloadBytes: 128, ringBufferBytes: 16 * 1024 * 1024, wakeupBytes: 256 * 1024, syscallAttach: 'auto' },
+    probes: { sockPayloadBytes: 256, pktPayloadBytes: 128, ringBufferBytes: 16 * 1024 * 1024, wakeupBytes: 256 * 1024, syscallAttach: 'auto', disable: [] },
     correlator: {
       graceMs: 100, idleTimeoutS: 30, maxConnections: 65536, maxMessages: 65536, proxyComms: ['nginx', 'envoy', 'haproxy', 'traefik'],
       maxReady: 65536, lostQuietMs: 1000, retainS: 10, maxHeldTraces: 4096, routes: [], exportInvalid: false,
@@ -254,6 +254,9 @@ export const SCHEMA = {
     ringBufferBytes: int(4096, 1 << 30, 'size of the kernel->agent ring buffer', { powerOfTwo: true }),
     wakeupBytes: int(0, 1 << 30, 'the kernel wakes the agent only past this many pending bytes (at most probes.ringBufferBytes)'),
     syscallAttach: oneOf(['auto', 'tracepoint', 'raw_tp'] as const, 'socket syscalls through tracepoints (need tracefs) or raw tracepoints; auto: tracepoints when tracefs is there'),
+    disable: list('optional probe families not to load (veth_tc: TC hops on veths and uplinks; net_dev: device and qdisc points; each costs every packet on the node)', {
+      what: 'optional probe family names (veth_tc, net_dev)', test: (x) => x === 'veth_tc' || x === 'net_dev',
+    }),
   },
   correlator: {
     graceMs: int(0, 60_000, 'wait this long after an exchange ends before emitting its spans (late events)'),
