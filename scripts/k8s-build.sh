@@ -146,11 +146,50 @@ build_recipe() {
   mv "$TMP" "$DIR"
 }
 
+# The sandbox ("pause") image: the static pause binary as the only file, packed with umoci and
+# turned into a docker-archive with skopeo (no registry, no Docker); the cluster helper imports it
+# with `ctr -n k8s.io images import` and names it in containerd's CRI config (sandbox_image).
+# Keyed apart from the binaries (images/pause.key) so a change here does not rebuild Kubernetes.
+PAUSE_REF=sk8.local/pause:3.4.1
+build_pause_image() {
+  local DIR=$1 tmp
+  tmp=$(mktemp -d)
+  umoci init --layout "$tmp/oci" >&2
+  umoci new --image "$tmp/oci:pause" >&2
+  umoci unpack --image "$tmp/oci:pause" "$tmp/bundle" >&2
+  install -m 0755 "$DIR/bin/pause" "$tmp/bundle/rootfs/pause"
+  umoci repack --image "$tmp/oci:pause" "$tmp/bundle" >&2
+  umoci config --image "$tmp/oci:pause" --os linux --architecture amd64 \
+    --config.entrypoint /pause --config.user 65535:65535 --history.created_by "strata k8s-build.sh" >&2
+  umoci gc --layout "$tmp/oci" >&2
+  mkdir -p "$DIR/images"
+  rm -f "$DIR/images/pause.tar"
+  skopeo copy -q "oci:$tmp/oci:pause" "docker-archive:$DIR/images/pause.tar:$PAUSE_REF" >&2
+  rm -rf "$tmp"
+}
+pause_key() { declare -f build_pause_image | sha256sum | cut -c1-12; echo "$PAUSE_REF"; }
+
 BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+
+complete() { [ -f "$1/.complete" ] && [ "$(cat "$1/images/pause.key" 2>/dev/null)" = "$(pause_key)" ]; }
+
+# The warm path without apt-cache, dpkg-query or hashing: a memo of the last answer, valid while
+# this script, the dpkg database and the apt source lists are unchanged (their mtimes and sizes).
+MEMO="$CACHE_ROOT/k8s-build.memo"
+stamp() { stat -c '%n %Y %s' "$SCRIPT" /var/lib/dpkg/status /var/lib/apt/lists/*_source_Sources* 2>/dev/null | tr '\n' ' '; }
+if [ -f "$MEMO" ]; then
+  { IFS= read -r memo_stamp; IFS= read -r memo_dir; } <"$MEMO" || true
+  if [ "${memo_stamp:-}" = "$(stamp)" ] && [ -f "${memo_dir:-/nonexistent}/.complete" ] && [ -f "$memo_dir/images/pause.tar" ]; then
+    echo "$memo_dir"
+    exit 0
+  fi
+fi
+remember() { printf '%s\n%s\n' "$(stamp)" "$1" >"$MEMO.tmp" && mv "$MEMO.tmp" "$MEMO"; }
 
 if [ "${1:-}" = "--dir" ]; then
   dir=$(cache_dir)
-  [ -f "$dir/.complete" ] || exit 1
+  complete "$dir" || exit 1
+  remember "$dir"
   echo "$dir"
   exit 0
 fi
@@ -158,7 +197,8 @@ fi
 ensure_packages
 ensure_deb_src
 DIR=$(cache_dir)
-if [ -f "$DIR/.complete" ]; then
+if complete "$DIR"; then
+  remember "$DIR"
   echo "$DIR"
   exit 0
 fi
@@ -167,11 +207,17 @@ mkdir -p "$CACHE_ROOT"
 exec 9>"$CACHE_ROOT/k8s-build.lock"
 log "waiting for the build lock ($CACHE_ROOT/k8s-build.lock)"
 flock 9
-if [ -f "$DIR/.complete" ]; then echo "$DIR"; exit 0; fi   # built by whoever held the lock
+if complete "$DIR"; then echo "$DIR"; exit 0; fi   # built by whoever held the lock
 
-VER=$(source_version)
-build_recipe "$VER" "$DIR"
-cd /
-[ "${STRATA_K8S_KEEP_WORK:-0}" = 1 ] || rm -rf "$WORK"
-log "built in $(( $(date +%s) - start )) s: $(du -sh "$DIR" | cut -f1) in $DIR"
+if [ ! -f "$DIR/.complete" ]; then
+  VER=$(source_version)
+  build_recipe "$VER" "$DIR"
+  cd /
+  [ "${STRATA_K8S_KEEP_WORK:-0}" = 1 ] || rm -rf "$WORK"
+  log "built in $(( $(date +%s) - start )) s: $(du -sh "$DIR" | cut -f1) in $DIR"
+fi
+log "pause image $PAUSE_REF"
+build_pause_image "$DIR"
+pause_key >"$DIR/images/pause.key"
+remember "$DIR"
 echo "$DIR"
