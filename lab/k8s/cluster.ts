@@ -21,7 +21,7 @@ import { stringify } from 'yaml';
 import { run, waitFor } from '../exec.ts';
 import { isAlive, readProcRecords, recordProc, startTime, terminate } from '../procs.ts';
 import {
-  cgroupDirs, cgroupHierarchies, cgroupPids, loadSnapshot, removeCgroupTree, removeTree, restoreHost, saveSnapshot, snapshotHost, unmountUnder,
+  cgroupDirs, cgroupHierarchies, cgroupPids, loadSnapshot, removeCgroupTree, removeTree, restoreHost, saveSnapshot, shareMounts, snapshotHost, unmountUnder,
 } from './host.ts';
 import { makePki, type Pki } from './pki.ts';
 
@@ -662,6 +662,7 @@ async function nodeUp(cp: Internal, slot: number, log: (s: string) => void): Pro
   const nodeName = nodeNameOf(slot);
   // before anything of the node touches the host
   saveSnapshot(join(stateDir, 'host-snapshot.json'), snapshotHost());
+  shareMounts();
 
   makeCgroupRoot(cgroupRootOf(slot));
   // the node's IP lives on a bridge of its own (the kubelet rejects a loopback node IP)
