@@ -35,6 +35,5 @@ COPY --from=builder /opt/strata/node_modules node_modules
 COPY --from=builder /opt/strata/build/Release/strata_native.node build/Release/strata_native.node
 COPY package.json ./
 COPY agent/ agent/
-COPY lab/ lab/
 # as manifests/base/daemonset.yaml runs it
 CMD ["node", "agent/src/cli.ts", "agent", "--config", "/etc/strata/strata.yaml"]

@@ -56,8 +56,9 @@ build_base() {
 }
 
 # --- the image ---------------------------------------------------------------------------------
-# files of the project that go in (besides node_modules, which package-lock.json decides)
-APP_DIRS=(agent lab)
+# files of the project that go in (besides node_modules, which package-lock.json decides); not
+# lab/: `strata demo` builds namespaces and runs NGINX, which a pod does not do
+APP_DIRS=(agent)
 build_image() {
   local base=$1 out=$2 tmp L
   tmp=$(mktemp -d "$CACHE_ROOT/imgtmp.XXXXXX")
@@ -98,7 +99,7 @@ build_image() {
 hash12() { sha256sum | cut -c1-12; }
 base_key=$( { declare -f build_base; echo "${BASE_PKGS[*]}"; } | hash12)
 # inputs: the recipe, the base, the lock file (decides Node 24 and node_modules), package.json,
-# the addon, every file under agent/ and lab/
+# the addon, every file under agent/
 app_key=$( {
   declare -f build_image; echo "$base_key $TAG"
   sha256sum package.json package-lock.json "$ADDON"

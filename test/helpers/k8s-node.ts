@@ -100,8 +100,8 @@ export function hostTcFilters(ifname: string): TcFilter[] {
     } catch {
       continue;
     }
-    // "filter protocol all pref 49152 bpf chain 0 handle 0x1 tc_ingress direct-action not_in_hw id 20820 tag ..."
-    for (const m of text.matchAll(/ bpf .*?handle \S+ (\S+) .*?\bid (\d+)/g)) out.push({ dir, name: m[1] as string, progId: Number(m[2]) });
+    // "filter protocol all pref 1 bpf chain 0 handle 0x1 tc_ingress:[24023] direct-action not_in_hw id 24023 tag ..."
+    for (const m of text.matchAll(/ bpf .*?handle \S+ ([^\s:]+)\S* .*?\bid (\d+)/g)) out.push({ dir, name: m[1] as string, progId: Number(m[2]) });
   }
   return out;
 }

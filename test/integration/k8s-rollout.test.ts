@@ -9,7 +9,7 @@
 //   same programs once, one TC filter per direction, the old agent's programs and maps gone;
 //   kubectl delete -k -> nothing of strata left in the kernel (programs, maps, pins, TC filters).
 // The test overlay (generated per run, on top of manifests/base unchanged otherwise): the
-// ConfigMap's strata.yaml with no OTLP export (no collector in this cluster), the metrics port
+// ConfigMap's strata.yaml exporting to loopback (no collector in this cluster), the metrics port
 // in this test's range (hostNetwork: 9464 may be another agent's on this machine) and the node's
 // bridge as an observed interface (so the agent puts TC filters where the test can count them).
 // Under CI=true a missing piece (binaries, image tools, kubectl) fails; elsewhere the test skips.
@@ -23,7 +23,7 @@ import { parse, stringify } from 'yaml';
 import { allProgramNames } from '../../agent/src/probes/registry.ts';
 import { waitFor } from '../../lab/exec.ts';
 import { NODE_PATHS, NODE_SYSCTLS, readSysctl } from '../../lab/k8s/host.ts';
-import { type NodeCluster, startNode } from '../../lab/k8s/cluster.ts';
+import { type NodeCluster, logTail, startNode } from '../../lab/k8s/cluster.ts';
 import {
   bpfHeldBy, capMask, capNames, containerPid, hostTcFilters, imageArchive, loadedMapIds, loadedProgs, procCaps, requireNode, rootMountOptions,
 } from '../helpers/k8s-node.ts';
@@ -50,9 +50,10 @@ function manifestCaps(): string[] {
 }
 
 /** the test overlay: base + strata.yaml for this node + the metrics port + a pod-template revision */
-function writeOverlay(dir: string, c: NodeCluster, metricsPort: number, rev: number): void {
+function writeOverlay(dir: string, c: NodeCluster, metricsPort: number, exportPort: number, rev: number): void {
   writeFileSync(join(dir, 'strata.yaml'), stringify({
-    export: { otlp: { endpoint: 'none' } },
+    // on loopback (hostNetwork): the base's collector name would be resolved through the host's DNS
+    export: { otlp: { endpoint: `http://127.0.0.1:${exportPort}/v1/traces` } },
     metrics: { port: metricsPort, host: '0.0.0.0' },
     node: { interfaces: [c.net.nodeBridge] },
     // a changed configuration: a new ConfigMap name, hence (with the annotation) a new pod template
@@ -142,6 +143,28 @@ async function runningAgent(c: NodeCluster): Promise<Agent> {
 
 const ms = (t0: number) => Math.round(performance.now() - t0);
 
+/** what the cluster says when a wait fails: the agent pods' events and logs, the kubelet's last lines */
+async function explain(c: NodeCluster): Promise<string> {
+  const parts: string[] = [];
+  const grab = async (what: string, args: string[]) => {
+    parts.push(`--- ${what}\n${(await c.kubectl(args).catch((e: Error) => e.message)).slice(-4000)}`);
+  };
+  await grab('pods', ['-n', 'strata', 'get', 'ds,pods', '-o', 'wide']);
+  await grab('describe', ['-n', 'strata', 'describe', 'pods']);
+  await grab('logs', ['-n', 'strata', 'logs', '-l', 'app.kubernetes.io/name=strata', '--tail=40']);
+  parts.push(`--- kubelet\n${logTail(c.stateDir, 'kubelet', 30)}`);
+  return parts.join('\n');
+}
+
+/** waitFor, and on timeout the cluster's own account of why */
+async function waitCluster(c: NodeCluster, what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  try {
+    await waitFor(what, check, { timeoutMs, intervalMs: 250 });
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\n${await explain(c)}`, { cause: e });
+  }
+}
+
 function bpffsEntries(): string[] {
   const out: string[] = [];
   const walk = (d: string) => {
@@ -186,12 +209,14 @@ test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilitie
     await c.importImage(archive);
     timings.imageImportMs = ms(t0);
     const metricsPort = c.ports.spare[0] as number;
+    // nothing listens there: the agent has no traced pods, and an export would fail on loopback
+    const exportPort = c.ports.spare[1] as number;
 
     // ---- apply: rolled out, Ready, exactly the manifest's capabilities, read-only root ----
-    writeOverlay(overlay, c, metricsPort, 1);
+    writeOverlay(overlay, c, metricsPort, exportPort, 1);
     t0 = performance.now();
     await c.kubectl(['apply', '-k', overlay]);
-    await waitFor('the DaemonSet rolled out and its pod Ready', () => rolledOut(c), { timeoutMs: POD_READY_MS, intervalMs: 250 });
+    await waitCluster(c, 'the DaemonSet rolled out and its pod Ready', () => rolledOut(c), POD_READY_MS);
     timings.applyToReadyMs = ms(t0);
     const first = await runningAgent(c);
     const logs = await c.kubectl(['-n', 'strata', 'logs', first.pod.name]);
@@ -215,14 +240,14 @@ test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilitie
     for (const f of tc1) assert.ok(first.held.progs.includes(f.progId), `TC filter ${f.dir} runs the agent's program ${f.progId}`);
 
     // ---- rolling update: a new pod template (annotation + configuration) ----
-    writeOverlay(overlay, c, metricsPort, 2);
+    writeOverlay(overlay, c, metricsPort, exportPort, 2);
     t0 = performance.now();
     await c.kubectl(['apply', '-k', overlay]);
-    await waitFor('the rolling update done: one new agent Ready', async () => {
+    await waitCluster(c, 'the rolling update done: one new agent Ready', async () => {
       if (!(await rolledOut(c))) return false;
       const pods = await agentPods(c);
       return pods[0]?.uid !== first.pod.uid;
-    }, { timeoutMs: ROLLOUT_MS, intervalMs: 250 });
+    }, ROLLOUT_MS);
     timings.rollingUpdateMs = ms(t0);
     const second = await runningAgent(c);
     assert.notEqual(second.pid, first.pid);
@@ -239,7 +264,7 @@ test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilitie
     // ---- delete -k: nothing of strata left in the kernel ----
     t0 = performance.now();
     await c.kubectl(['delete', '-k', overlay, '--wait=false']);
-    await waitFor('namespace strata gone', async () => (await c.api('GET', '/api/v1/namespaces/strata')).status === 404, { timeoutMs: DELETE_MS, intervalMs: 250 });
+    await waitCluster(c, 'namespace strata gone', async () => (await c.api('GET', '/api/v1/namespaces/strata')).status === 404, DELETE_MS);
     timings.deleteMs = ms(t0);
     assert.ok(!existsSync(`/proc/${second.pid}`), `the agent (pid ${second.pid}) is gone`);
     const liveAfter = new Set(loadedProgs().map((p) => p.id));
