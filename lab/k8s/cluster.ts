@@ -477,13 +477,13 @@ async function startControlPlane(kind: 'apiserver' | 'node', opts: ApiServerOpti
     const kubectlBin = debianKubectl();
     const cluster: ApiCluster = {
       slot, stateDir, ports, server, caCert: pki.caCert, kubeconfigs, tokens, etcdUrl: `http://127.0.0.1:${ports.etcdClient}`, timings,
-      kubectl: (a, o = {}) => {
+      kubectl: async (a, o = {}) => {
         if (!kubectlBin) throw new Error("Debian's kubectl not found (scripts/setup.sh unpacks kubernetes-client)");
         const kc = kubeconfigs[o.identity ?? 'admin'];
         if (!kc) throw new Error(`no identity ${o.identity}`);
         return run(kubectlBin, ['--kubeconfig', kc, ...a], { input: o.input, timeoutMs: o.timeoutMs ?? 60_000 });
       },
-      api: (method, path, body, identity = 'admin') => {
+      api: async (method, path, body, identity = 'admin') => {
         const token = tokens[identity];
         if (!token) throw new Error(`no identity ${identity}`);
         return httpsCall(`${server}${path}`, ca, token, method, body === undefined ? undefined : JSON.stringify(body));
