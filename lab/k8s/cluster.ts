@@ -888,6 +888,14 @@ export async function down(slot: number): Promise<string[]> {
   for (const l of [net.cniBridge, net.nodeBridge]) {
     if (linkExists(l) && !ipQuiet(['link', 'del', l])) problems.push(`could not delete link ${l}`);
   }
+  // veths of pods (their netns went with the unmounts above): none may stay on this node's subnet
+  try {
+    const addrs = JSON.parse(execFileSync('ip', ['-j', 'addr', 'show'], { encoding: 'utf8' }) || '[]') as { ifname: string; addr_info?: { local?: string }[] }[];
+    const prefix = net.podSubnet.split('.').slice(0, 3).join('.') + '.';
+    for (const a of addrs) if (a.addr_info?.some((i) => i.local?.startsWith(prefix))) problems.push(`link ${a.ifname} still holds an address in ${net.podSubnet}`);
+  } catch {
+    // ip -j unavailable: skip the check
+  }
   for (const d of cgroups) {
     const still = removeCgroupTree(d);
     if (still.length) problems.push(`cgroups left: ${still.slice(0, 5).join(', ')}${still.length > 5 ? ` (+${still.length - 5})` : ''}`);
@@ -900,6 +908,8 @@ export async function down(slot: number): Promise<string[]> {
     }
   }
   rmSync(etcdDirOf(slot), { recursive: true, force: true });
+  for (const left of [stateDir, etcdDirOf(slot), ...cgroups]) if (existsSync(left)) problems.push(`${left} is still there`);
+  for (const l of [net.cniBridge, net.nodeBridge]) if (linkExists(l)) problems.push(`link ${l} is still there`);
   const nl = readLock(NODE_LOCK);
   if (nl && nl.slot === slot) rmSync(NODE_LOCK, { force: true });
   rmSync(slotLock(slot), { force: true });
