@@ -72,6 +72,7 @@ export interface DiscoveryStats {
 
 const ATTACH_BUCKETS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
 const PENDING_FIRST_MS = 50;
+const MIN_SCAN_GAP_MS = 20;
 
 interface PodState {
   key: string;
@@ -79,6 +80,8 @@ interface PodState {
   sig: string;
   info: PodInfo;
   keys: PodKeys;
+  /** what the topology holds for it */
+  placed?: PodInfo;
 }
 
 export class Discovery {
@@ -106,6 +109,7 @@ export class Discovery {
   private running = false;
   private again = false;
   private lastScan = 0;
+  private scanWanted = false;
   private stopped = false;
   private rev = 0;
   readonly stats: DiscoveryStats = {
@@ -141,10 +145,10 @@ export class Discovery {
       this.monitor = new LinkMonitor(this.o.nodeNetns, (e) => this.onLink(e), (why) => this.pollLinks(why));
       await this.monitor.start();
     }
-    await this.source.start(() => this.kick());
-    this.scanner.scan();
-    this.lastScan = Date.now();
-    await this.refreshLinks();
+    await this.source.start(() => {
+      this.scanWanted = true;
+      this.kick();
+    });
     await this.reconcile();
   }
 
@@ -171,6 +175,7 @@ export class Discovery {
     if (!e.deleted && !this.links.byIndex.has(e.ifindex) && !this.newVeths.has(e.ifindex)) {
       this.newVeths.set(e.ifindex, e.at);
       this.latencyPending.set(e.ifindex, e.at);
+      this.scanWanted = true;
     }
     this.kick();
   }
@@ -217,10 +222,14 @@ export class Discovery {
       do {
         this.again = false;
         this.source.poll();
+        // /proc: every procScanIntervalMs, sooner while a pod waits for its processes, and after
+        // a new veth or a source change (a new pod's processes are likely there), at most every 20 ms
         const now = Date.now();
-        if (now - this.lastScan >= Math.min(this.pendingDelay, this.o.procScanIntervalMs) || this.stats.reconciles === 0) {
+        const every = this.stats.podsPending > 0 ? Math.min(this.pendingDelay, this.o.procScanIntervalMs) : this.o.procScanIntervalMs;
+        if (this.stats.reconciles === 0 || now - this.lastScan >= every || (this.scanWanted && now - this.lastScan >= MIN_SCAN_GAP_MS)) {
           this.scanner.scan();
           this.lastScan = now;
+          this.scanWanted = false;
         }
         await this.refreshLinks();
         if (this.stopped) return;
@@ -305,8 +314,9 @@ export class Discovery {
       const state = this.podState(key, meta, procs);
       seen.add(key);
       const podKeys: PodKeys = { netns: hostNet ? undefined : netns, veth: veth?.name ?? meta?.hostVeth, cgroupIds };
-      if (!sameKeys(state.keys, podKeys) || this.topologyPod(key) !== state.info) {
+      if (!sameKeys(state.keys, podKeys) || state.placed !== state.info) {
         state.keys = podKeys;
+        state.placed = state.info;
         this.topology.put(state.info, podKeys);
       }
       if (veth) vethPods.set(veth.name, selected || vethPods.get(veth.name) === true);
@@ -357,10 +367,6 @@ export class Discovery {
     Object.assign(this.stats, { pods: seen.size, podsTraced: traced, podsOverLimit: over, podsPending: pending, unknownPods: unknown, targets: this.applied.size });
   }
 
-  private topologyPod(key: string): PodInfo | undefined {
-    return this.pods.get(key)?.info;
-  }
-
   /** The pod's host veth (as given, or as its netns's eth0 says) and its own interface. */
   private podInterface(netns: number, netnsPath: string | undefined, givenVeth: string | undefined): { veth?: NodeLink; podDev?: { ifindex: number } } {
     let pi = this.podIfaces.get(netns);
@@ -407,7 +413,7 @@ export class Discovery {
       : { name: '', namespace: '', uid: key, node: this.o.nodeName, workload: `pod-${key.slice(0, 8)}`, unknown: true, rev };
     if (meta) info.container = this.containerLookup(meta, info);
     void procs;
-    st = { key, meta, sig, info, keys: st?.keys ?? {} };
+    st = { key, meta, sig, info, keys: st?.keys ?? {}, placed: st?.placed };
     this.pods.set(key, st);
     return st;
   }

@@ -49,8 +49,8 @@ export interface ProcScanStats {
   scans: number;
   /** /proc/<pid> entries read (new processes) */
   reads: number;
-  /** new processes not read because maxProcesses are remembered */
-  skipped: number;
+  /** processes the last scan did not read because maxProcesses are remembered */
+  overLimit: number;
   /** processes remembered now */
   processes: number;
   /** wall time of the scans, total and last */
@@ -73,7 +73,7 @@ export class ProcScanner {
   private readonly envCache = new Map<number, string | null>();
   private readonly cgroupIds = new Map<string, number | null>();
   private cgroupRootPath: string | undefined;
-  readonly stats: ProcScanStats = { scans: 0, reads: 0, skipped: 0, processes: 0, scanMsTotal: 0, lastScanMs: 0 };
+  readonly stats: ProcScanStats = { scans: 0, reads: 0, overLimit: 0, processes: 0, scanMsTotal: 0, lastScanMs: 0 };
 
   constructor(o: { procRoot: string; maxProcesses: number; cgroupRoot?: string }) {
     this.procRoot = o.procRoot;
@@ -92,6 +92,7 @@ export class ProcScanner {
     }
     const seen = new Set<number>();
     let changed = false;
+    let over = 0;
     for (const n of names) {
       const c = n.charCodeAt(0);
       if (c < 48 || c > 57) continue;
@@ -99,7 +100,7 @@ export class ProcScanner {
       seen.add(pid);
       if (this.byPid.has(pid)) continue;
       if (this.byPid.size >= this.max) {
-        this.stats.skipped++;
+        over++;
         continue;
       }
       const e = this.read(pid);
@@ -129,6 +130,7 @@ export class ProcScanner {
     this.stats.scanMsTotal += ms;
     this.stats.lastScanMs = ms;
     this.stats.processes = this.byPid.size;
+    this.stats.overLimit = over;
     return changed;
   }
 
