@@ -266,6 +266,25 @@ test('a new veth is traced at once; detached when an unselected pod turns out be
   await s.d.stop();
 });
 
+test('a veth event attaches at once, before any listing shows it; a listing that does not show it yet keeps it', async () => {
+  const s = setup();
+  await s.d.start();
+  const d = s.d as unknown as { onLink(e: { ifindex: number; name: string; deleted: boolean; at: number; kind?: string }): void };
+  d.onLink({ ifindex: 40, name: 'vethfast', deleted: false, at: performance.now(), kind: 'veth' });
+  assert.deepEqual(s.keys(), ['iface:vethfast:40:p'], 'applied from the event itself');
+  await s.d.reconcile(); // the listing lags: no vethfast in it
+  assert.deepEqual(s.keys(), ['iface:vethfast:40:p']);
+  assert.ok(!s.calls.includes('-iface:vethfast:40:p'));
+  // gone before any listing saw it
+  d.onLink({ ifindex: 40, name: 'vethfast', deleted: true, at: performance.now(), kind: 'veth' });
+  await s.d.reconcile();
+  assert.deepEqual(s.keys(), []);
+  // a bridge or an uplink's event attaches nothing by itself
+  d.onLink({ ifindex: 41, name: 'br7', deleted: false, at: performance.now(), kind: 'bridge' });
+  assert.deepEqual(s.keys(), []);
+  await s.d.stop();
+});
+
 test('uplinks are targets from the start; a failing target is retried each reconcile and warned about once', async () => {
   const s = setup({ interfaces: ['eth0', 'eth9'] });
   s.fail('iface:eth9:0:u');

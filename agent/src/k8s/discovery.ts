@@ -98,6 +98,8 @@ export class Discovery {
   private links = { byIndex: new Map<number, NodeLink>(), byName: new Map<string, NodeLink>() };
   /** veths that appeared while the agent ran: ifindex -> when the event was read */
   private readonly newVeths = new Map<number, number>();
+  /** links known from an event and not from a listing yet */
+  private readonly eventLinks = new Map<number, NodeLink>();
   /** veths whose TC latency is not measured yet: ifindex -> event time */
   private readonly latencyPending = new Map<number, number>();
   /** a pod netns's own interface and its peer (the host veth's ifindex), by netns inode */
@@ -172,10 +174,18 @@ export class Discovery {
 
   private onLink(e: LinkEvent): void {
     this.stats.linkEvents++;
-    if (!e.deleted && !this.links.byIndex.has(e.ifindex) && !this.newVeths.has(e.ifindex)) {
+    if (e.deleted) {
+      this.eventLinks.delete(e.ifindex);
+    } else if (!this.links.byIndex.has(e.ifindex) && !this.newVeths.has(e.ifindex)) {
       this.newVeths.set(e.ifindex, e.at);
       this.latencyPending.set(e.ifindex, e.at);
       this.scanWanted = true;
+      if (e.kind === 'veth' && !this.o.interfaces.includes(e.name) && !this.stopped) {
+        // TC now, from the event alone: the listing, the /proc scan and the pod behind it follow
+        this.eventLinks.set(e.ifindex, { ifindex: e.ifindex, name: e.name, kind: e.kind, peerIfindex: e.peerIfindex });
+        const t: TraceTarget = { kind: 'iface', name: e.name, ifindex: e.ifindex, uplink: false };
+        this.applyOne(targetKey(t), t);
+      }
     }
     this.kick();
   }
@@ -209,8 +219,12 @@ export class Discovery {
         this.latencyPending.set(l.ifindex, now);
       }
     }
-    for (const i of this.newVeths.keys()) if (!byIndex.has(i)) this.newVeths.delete(i);
-    for (const i of this.latencyPending.keys()) if (!byIndex.has(i)) this.latencyPending.delete(i);
+    // a link from an event that this listing (begun before it, perhaps) does not show yet stays;
+    // one the listing shows is the listing's now; a deleted one was removed by its event
+    for (const i of this.eventLinks.keys()) if (byIndex.has(i)) this.eventLinks.delete(i);
+    const known = (i: number) => byIndex.has(i) || this.eventLinks.has(i);
+    for (const i of this.newVeths.keys()) if (!known(i)) this.newVeths.delete(i);
+    for (const i of this.latencyPending.keys()) if (!known(i)) this.latencyPending.delete(i);
     this.links = { byIndex, byName };
   }
 
@@ -341,9 +355,9 @@ export class Discovery {
     // a veth that came while the agent ran: traced at once, kept while no pod says otherwise
     const now = performance.now();
     for (const [ifindex, at] of this.newVeths) {
-      const l = this.links.byIndex.get(ifindex);
+      const l = this.links.byIndex.get(ifindex) ?? this.eventLinks.get(ifindex);
       if (!l || l.kind !== 'veth' || o.interfaces.includes(l.name)) {
-        if (l) this.newVeths.delete(ifindex);
+        this.newVeths.delete(ifindex);
         this.latencyPending.delete(ifindex);
         continue;
       }
@@ -459,18 +473,20 @@ export class Discovery {
       this.failing.delete(k);
     }
     for (const k of this.failing) if (!desired.has(k) && k !== 'links') this.failing.delete(k);
-    for (const [k, t] of desired) {
-      if (this.applied.has(k)) continue;
-      try {
-        this.apply(t, true);
-        this.applied.set(k, t);
-        if (this.failing.delete(k)) this.o.log(`strata: tracing ${describe(t)} now`);
-        if (t.kind === 'iface') this.measured(t.ifindex);
-      } catch (e) {
-        this.stats.applyErrors++;
-        if (!this.failing.has(k)) this.o.log(`strata: warning: ${(e as Error).message}`);
-        this.failing.add(k);
-      }
+    for (const [k, t] of desired) this.applyOne(k, t);
+  }
+
+  private applyOne(k: string, t: TraceTarget): void {
+    if (this.applied.has(k)) return;
+    try {
+      this.apply(t, true);
+      this.applied.set(k, t);
+      if (this.failing.delete(k)) this.o.log(`strata: tracing ${describe(t)} now`);
+      if (t.kind === 'iface') this.measured(t.ifindex);
+    } catch (e) {
+      this.stats.applyErrors++;
+      if (!this.failing.has(k)) this.o.log(`strata: warning: ${(e as Error).message}`);
+      this.failing.add(k);
     }
   }
 

@@ -1,5 +1,5 @@
-// The node's network interfaces, and news of them: `ip -o monitor link` (rtnetlink RTNLGRP_LINK
-// events, one line per change) tells the attach loop at once that a veth came or went; `ip -j -d
+// The node's network interfaces, and news of them: `ip -d -o monitor link` (rtnetlink RTNLGRP_LINK
+// events, one line per change, with the link kind) tells the attach loop at once that a veth came or went; `ip -j -d
 // link show` lists them (index, name, kind, peer). Both run in the node's netns (nsenter --net
 // when node.netns names one). Without iproute2 the loop falls back to listing every 250 ms.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
@@ -21,6 +21,10 @@ export interface LinkEvent {
   ifindex: number;
   name: string;
   deleted: boolean;
+  /** what `ip -d` says of the device (veth, bridge, ...); undefined when it says nothing */
+  kind?: string;
+  /** a veth's peer ifindex (@ifN) */
+  peerIfindex?: number;
   /** performance.now() when the event was read */
   at: number;
 }
@@ -46,13 +50,20 @@ export function listLinks(netns: string): Promise<NodeLink[]> {
   });
 }
 
-// "12: vx-abc@if2: <...>" or "Deleted 12: vx-abc@if2: <...>"
-const LINE = /^(Deleted )?(\d+): ([^:@\s]+)(?:@\S+)?: /;
+// "12: vx-abc@if2: <...> ... \    link/ether ... \    veth numtxqueues ..." (ip -d -o monitor link),
+// "Deleted 12: vx-abc@if2: <...>"
+const LINE = /^(Deleted )?(\d+): ([^:@\s]+)(?:@(?:if(\d+)|\S+))?: /;
+// -o joins the detail lines with " \    "; the third starts with the link kind (none for plain devices)
+const KIND = / \\ {4}link\/\S+ [^\\]*\\ {4}([a-z][a-z0-9_]*) /;
 
 export function parseMonitorLine(line: string, at: number): LinkEvent | undefined {
   const m = LINE.exec(line);
   if (!m) return undefined;
-  return { ifindex: Number(m[2]), name: m[3] ?? '', deleted: m[1] !== undefined, at };
+  const k = KIND.exec(line)?.[1];
+  const e: LinkEvent = { ifindex: Number(m[2]), name: m[3] ?? '', deleted: m[1] !== undefined, at };
+  if (k && k !== 'numtxqueues' && k !== 'addrgenmode') e.kind = k;
+  if (m[4]) e.peerIfindex = Number(m[4]);
+  return e;
 }
 
 /**
@@ -74,7 +85,7 @@ export class LinkMonitor {
 
   /** Resolves once the monitor runs (its netlink socket is subscribed soon after exec). */
   start(): Promise<void> {
-    const [ipCmd, ipArgs] = withNetns(this.netns, ['-o', 'monitor', 'link']);
+    const [ipCmd, ipArgs] = withNetns(this.netns, ['-d', '-o', 'monitor', 'link']);
     // the monitor dies with the agent, SIGKILL included (it writes only on events: SIGPIPE would be late)
     const [cmd, args] = existsSync(SETPRIV) ? [SETPRIV, ['--pdeathsig', 'KILL', '--', ipCmd, ...ipArgs]] : [ipCmd, ipArgs];
     return new Promise((resolve) => {
