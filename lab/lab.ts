@@ -107,6 +107,8 @@ export interface PodRecord {
 export interface LabOptions {
   prefix?: string;
   stateDir?: string;
+  /** the pods' UIDs (their kubelet-style cgroups are named after them): an API server's, when the pods are its objects */
+  podUids?: { ingress?: string; app?: string };
 }
 
 /** Interface names are `v?-<prefix>` and must fit IFNAMSIZ (15); no '-' so prefixes never nest. */
@@ -122,14 +124,14 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
   const stateDir = opts.stateDir ?? defaultStateDir(prefix);
   await labDown(prefix, { stateDir });
   try {
-    return await build(prefix, stateDir);
+    return await build(prefix, stateDir, opts.podUids ?? {});
   } catch (e) {
     await labDown(prefix, { stateDir }).catch(() => {});
     throw e;
   }
 }
 
-async function build(prefix: string, stateDir: string): Promise<Lab> {
+async function build(prefix: string, stateDir: string, podUids: LabOptions['podUids'] & object): Promise<Lab> {
   const logs = join(stateDir, 'logs');
   mkdirSync(logs, { recursive: true });
   const nodeNetns = `${prefix}-node1`;
@@ -155,7 +157,7 @@ async function build(prefix: string, stateDir: string): Promise<Lab> {
   const raw10Url = `http://${IPS.app}:${RAW10_PORT}`;
   const nginxUrl = `http://${IPS.ingress}`;
   const clientNetns = ns.client;
-  const uids = { ingress: randomUUID(), app: randomUUID() };
+  const uids = { ingress: podUids.ingress ?? randomUUID(), app: podUids.app ?? randomUUID() };
   const containers: Record<string, LabContainer> = {};
   // each process a container of its pod: born in kubepods/besteffort/pod<uid>/<container id>
   const startIn = (name: string, netns: string, cmd: string, args: string[], podUid: string): Detached => {

@@ -412,7 +412,9 @@ export class Discovery {
       }
     }
     const veth = this.links.byIndex.get(pi.iflink);
-    if (!veth || veth.kind !== 'veth') return {};
+    // the pair must point both ways: an eth0 whose peer lives in another netns than the node's
+    // would name, by its ifindex, an unrelated device of the node
+    if (!veth || veth.kind !== 'veth' || (veth.peerIfindex !== undefined && veth.peerIfindex !== pi.ifindex)) return {};
     return { veth, podDev: { ifindex: pi.ifindex } };
   }
 
