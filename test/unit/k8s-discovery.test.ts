@@ -219,6 +219,7 @@ test('unknown pods (in /proc, not in the source): traced without names when unkn
   assert.deepEqual(s.keys(), ['iface:vethf:11:p', 'netns:4026532006', 'poddev:4026532006:3']);
   const p = s.topology.podByNetns(4026532006);
   assert.deepEqual([p?.unknown, p?.name, p?.uid], [true, '', uid(6)]);
+  const unknownRev = p?.rev ?? 0;
   assert.equal(s.d.stats.unknownPods, 1);
   // the API server answers: same targets, the pod has its name now (a new revision)
   s.source.isStale = false;
@@ -226,8 +227,9 @@ test('unknown pods (in /proc, not in the source): traced without names when unkn
   await s.d.reconcile();
   assert.deepEqual(s.keys(), ['iface:vethf:11:p', 'netns:4026532006', 'poddev:4026532006:3']);
   const q = s.topology.podByNetns(4026532006);
+  assert.equal(q, p, 'the same object, updated in place: connections already tracked see the names');
   assert.deepEqual([q?.unknown, q?.name, q?.workload], [undefined, 'pod-6', 'billing']);
-  assert.ok((q?.rev ?? 0) > (p?.rev ?? 0));
+  assert.ok((q?.rev ?? 0) > unknownRev, 'a new revision: span resources are rebuilt');
   assert.ok(!s.calls.some((c) => c.startsWith('-')), 'nothing detached on the way');
   await s.d.stop();
 });

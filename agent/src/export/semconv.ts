@@ -30,8 +30,8 @@ export class SpanMapper {
   private readonly routes: Routes;
   /** one descriptor per process/pod and per layer/node, reused so the sink keys its Resources by identity */
   private readonly resources: LRUCache<string, SpanResource>;
-  /** per process as the correlator shares it (one object per connection): no key built per span */
-  private readonly byProcess = new WeakMap<ProcessInfo, SpanResource>();
+  /** per process as the correlator shares it (one object per connection): no key built per span; rev: the pod's when built */
+  private readonly byProcess = new WeakMap<ProcessInfo, { res: SpanResource; rev: number }>();
   private readonly net = new Map<string, Partial<Record<Layer, SpanResource>>>();
   private readonly maxResources: number;
   /** route of each recent path (paths repeat: the pattern match or id heuristic runs once per path) */
@@ -182,10 +182,12 @@ export class SpanMapper {
 
   private processResource(r: ExchangeRecord): SpanResource {
     const p = r.process;
-    let res = this.byProcess.get(p);
-    if (res) return res;
+    const rev = r.pod?.rev ?? 0;
+    const hit = this.byProcess.get(p);
+    if (hit && hit.rev === rev) return hit.res;
+    let res: SpanResource | undefined;
     // rev: discovery learnt more about the pod (the API server came back): a new resource
-    const key = `p/${p.pid}/${r.pod?.uid ?? ''}/${r.pod?.rev ?? 0}/${p.executable}`;
+    const key = `p/${p.pid}/${r.pod?.uid ?? ''}/${rev}/${p.executable}`;
     res = this.resources.get(key);
     if (!res) {
       const exe = clean(p.executable, 64);
@@ -206,7 +208,7 @@ export class SpanMapper {
       res = { serviceName, attributes: attrs };
       this.resources.set(key, res);
     }
-    this.byProcess.set(p, res);
+    this.byProcess.set(p, { res, rev });
     return res;
   }
 

@@ -10,7 +10,7 @@
 import { type PodContainerMeta, type PodMeta, cgroupUidOf, serviceNameOf } from './enrich.ts';
 import { LINK_POLL_FALLBACK_MS, type LinkEvent, LinkMonitor, type NodeLink, listLinks } from './links.ts';
 import { podInfoOf } from './pods-file.ts';
-import { type ProcEntry, ProcScanner } from './proc.ts';
+import { ProcScanner } from './proc.ts';
 import type { PodSource } from './source.ts';
 import { type ContainerInfo, type PodInfo, type PodKeys, type PodTopology, podKey } from './topology.ts';
 import type { TraceTarget } from '../probes/registry.ts';
@@ -80,8 +80,8 @@ interface PodState {
   sig: string;
   info: PodInfo;
   keys: PodKeys;
-  /** what the topology holds for it */
-  placed?: PodInfo;
+  /** the revision the topology holds (IPs may have changed with it) */
+  placedRev?: number;
 }
 
 export class Discovery {
@@ -325,12 +325,12 @@ export class Discovery {
       }
       const proxy = procs.some((p) => this.proxies.has(p.comm));
       const selected = meta ? o.select(meta) || (o.traceProxies && proxy) : o.unknownPods === 'trace';
-      const state = this.podState(key, meta, procs);
+      const state = this.podState(key, meta);
       seen.add(key);
       const podKeys: PodKeys = { netns: hostNet ? undefined : netns, veth: veth?.name ?? meta?.hostVeth, cgroupIds };
-      if (!sameKeys(state.keys, podKeys) || state.placed !== state.info) {
+      if (!sameKeys(state.keys, podKeys) || state.placedRev !== state.info.rev) {
         state.keys = podKeys;
-        state.placed = state.info;
+        state.placedRev = state.info.rev;
         this.topology.put(state.info, podKeys);
       }
       if (veth) vethPods.set(veth.name, selected || vethPods.get(veth.name) === true);
@@ -418,24 +418,33 @@ export class Discovery {
     return { veth, podDev: { ifindex: pi.ifindex } };
   }
 
-  /** The pod's PodInfo, rebuilt only when what is known of it changed. */
-  private podState(key: string, meta: PodMeta | undefined, procs: ProcEntry[]): PodState {
+  /**
+   * The pod's PodInfo, updated only when what is known of it changed, and in place: connections
+   * the correlator already tracks hold this object, so they see the names the API server gave
+   * after an outage (the span resources built from it are keyed by its rev).
+   */
+  private podState(key: string, meta: PodMeta | undefined): PodState {
     const sig = meta ? JSON.stringify(meta) : `unknown:${key}`;
     let st = this.pods.get(key);
     if (st && st.sig === sig) return st;
     const rev = ++this.rev;
-    const info: PodInfo = meta
-      ? podInfoOf(meta, rev)
-      : { name: '', namespace: '', uid: key, node: this.o.nodeName, workload: `pod-${key.slice(0, 8)}`, unknown: true, rev };
-    if (meta) info.container = this.containerLookup(meta, info);
-    void procs;
-    st = { key, meta, sig, info, keys: st?.keys ?? {}, placed: st?.placed };
-    this.pods.set(key, st);
+    const fresh: PodInfo = meta
+      ? { ...podInfoOf(meta, rev), unknown: undefined }
+      : { name: '', namespace: '', uid: key, node: this.o.nodeName, workload: `pod-${key.slice(0, 8)}`, unknown: true, rev, attributes: {}, ips: [] };
+    fresh.container = meta ? this.containerLookup(meta) : undefined;
+    if (st) {
+      Object.assign(st.info, fresh);
+      st.meta = meta;
+      st.sig = sig;
+    } else {
+      st = { key, meta, sig, info: fresh, keys: {} };
+      this.pods.set(key, st);
+    }
     return st;
   }
 
   /** pid -> container of the pod: by the container ID of its cgroup, else a pid the source named */
-  private containerLookup(meta: PodMeta, info: PodInfo): (pid: number) => ContainerInfo | undefined {
+  private containerLookup(meta: PodMeta): (pid: number) => ContainerInfo | undefined {
     const cache = new Map<number, ContainerInfo | null>();
     const byId = new Map<string, PodContainerMeta>();
     const byPid = new Map<number, PodContainerMeta>();
@@ -457,7 +466,6 @@ export class Discovery {
       }
       if (cache.size > 4096) cache.clear();
       cache.set(pid, out);
-      void info;
       return out ?? undefined;
     };
   }
