@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Discovery, type DiscoveryOptions, targetKey } from '../../agent/src/k8s/discovery.ts';
 import type { PodMeta } from '../../agent/src/k8s/enrich.ts';
-import type { NodeLink } from '../../agent/src/k8s/links.ts';
+import { type NodeLink, parseMonitorLine } from '../../agent/src/k8s/links.ts';
 import { podSelector } from '../../agent/src/k8s/selector.ts';
 import type { PodSource, SourceStats } from '../../agent/src/k8s/source.ts';
 import { PodTopology } from '../../agent/src/k8s/topology.ts';
@@ -21,7 +21,7 @@ const root = mkdtempSync(join(tmpdir(), 'sdi-disc-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 let seq = 0;
 
-const uid = (n: number) => `0000000${n}-aaaa-4bbb-8ccc-${String(n).padStart(12, '0')}`;
+const uid = (n: number) => `${String(n).padStart(8, '0')}-aaaa-4bbb-8ccc-${String(n).padStart(12, '0')}`;
 const cid = (n: number) => String(n).repeat(64).slice(0, 64);
 
 /** a node: /proc entries and a cgroup2 tree under one temp dir */
@@ -315,4 +315,47 @@ test('bounds: pods beyond maxPods are not traced (counted); the scan remembers a
   assert.equal(s.d.scanner.stats.overLimit, 1);
   assert.ok(s.d.stats.podsTraced <= 2);
   await s.d.stop();
+});
+
+test('the pod\'s eth0: without setns (no CAP_SYS_ADMIN) from the sysfs of its mount namespace; a pair must point both ways', async () => {
+  const s = setup();
+  s.node.proc1(800, { pod: 20, netns: 4026532020 });
+  // linkInfo refuses (EPERM); /proc/800/root/sys/class/net/eth0 answers
+  mkdirSync(join(s.node.proc, '800', 'root', 'sys', 'class', 'net', 'eth0'), { recursive: true });
+  writeFileSync(join(s.node.proc, '800', 'root', 'sys', 'class', 'net', 'eth0', 'ifindex'), '3\n');
+  writeFileSync(join(s.node.proc, '800', 'root', 'sys', 'class', 'net', 'eth0', 'iflink'), '50\n');
+  s.node.links.push({ ifindex: 50, name: 'vethsys', kind: 'veth', peerIfindex: 3 });
+  // another pod's eth0 names ifindex 51, whose peer is not it (ifindex 9 elsewhere): no veth for it
+  s.node.proc1(810, { pod: 21, netns: 4026532021 });
+  s.node.linkInfos.set(`${s.node.proc}/810/ns/net|eth0`, { ifindex: 3, iflink: 51 });
+  s.node.links.push({ ifindex: 51, name: 'vethother', kind: 'veth', peerIfindex: 9 });
+  s.source.metas = [meta(20), meta(21)];
+  await s.d.start();
+  assert.ok(s.keys().includes('iface:vethsys:50:p'), s.keys().join() + s.logs.join());
+  assert.ok(!s.keys().some((k) => k.startsWith('iface:vethother')));
+  assert.ok(s.keys().includes('netns:4026532021'), 'its netns is traced all the same');
+  assert.equal(s.d.stats.podsPending, 1);
+  await s.d.stop();
+});
+
+test('a hostNetwork pod whose processes have no cgroup v2 id is not traced, with one warning', async () => {
+  const s = setup();
+  s.node.proc1(900, { pod: 30, netns: NODE_NS, path: `/../../pod${uid(30)}/${cid(1)}` });
+  s.source.metas = [meta(30, { hostNetwork: true })];
+  await s.d.start();
+  await s.d.reconcile();
+  assert.deepEqual(s.keys(), []);
+  assert.equal(s.logs.filter((l) => /hostNetwork pod shop\/pod-30 is not traced/.test(l)).length, 1, s.logs.join());
+  await s.d.stop();
+});
+
+test('ip -d -o monitor link lines: index, name, kind, peer; deletions', () => {
+  const add = '7: vethab12@if2: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN group default \\    link/ether ea:b8:ef:a0:67:2a brd ff:ff:ff:ff:ff:ff link-netnsid 0 promiscuity 0  allmulti 0 minmtu 68 maxmtu 65535 \\    veth numtxqueues 2 numrxqueues 2 gso_max_size 65536';
+  assert.deepEqual(parseMonitorLine(add, 5), { ifindex: 7, name: 'vethab12', deleted: false, at: 5, kind: 'veth', peerIfindex: 2 });
+  const br = '3: br0: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN group default \\    link/ether 16:7a:0c:47:b6:4c brd ff:ff:ff:ff:ff:ff promiscuity 0  allmulti 0 minmtu 68 maxmtu 65535 \\    bridge forward_delay 1500 hello_time 200';
+  assert.equal(parseMonitorLine(br, 0)?.kind, 'bridge');
+  const nic = '2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc mq state UP group default \\    link/ether 52:54:00:12:34:56 brd ff:ff:ff:ff:ff:ff promiscuity 0  allmulti 0 minmtu 68 maxmtu 9000 numtxqueues 1 numrxqueues 1';
+  assert.equal(parseMonitorLine(nic, 0)?.kind, undefined);
+  assert.deepEqual(parseMonitorLine('Deleted 7: vethab12@NONE: <BROADCAST,MULTICAST> mtu 1500', 1), { ifindex: 7, name: 'vethab12', deleted: true, at: 1 });
+  assert.equal(parseMonitorLine('garbage', 0), undefined);
 });

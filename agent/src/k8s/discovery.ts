@@ -7,6 +7,7 @@
 // a missed event costs at most one procScanIntervalMs. It runs on a source change, on every link
 // event (a new veth: TC within milliseconds, before any pod is known behind it), every
 // procScanIntervalMs, and faster (50 ms doubling) while a selected pod lacks its netns or veth.
+import { readFileSync } from 'node:fs';
 import { type PodContainerMeta, type PodMeta, cgroupUidOf, serviceNameOf } from './enrich.ts';
 import { LINK_POLL_FALLBACK_MS, type LinkEvent, LinkMonitor, type NodeLink, listLinks } from './links.ts';
 import { podInfoOf } from './pods-file.ts';
@@ -73,6 +74,8 @@ export interface DiscoveryStats {
 const ATTACH_BUCKETS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
 const PENDING_FIRST_MS = 50;
 const MIN_SCAN_GAP_MS = 20;
+/** the node's interfaces are listed again at least this often, events or not */
+const LINK_RESYNC_MS = 30_000;
 
 interface PodState {
   key: string;
@@ -112,6 +115,8 @@ export class Discovery {
   private again = false;
   private lastScan = 0;
   private scanWanted = false;
+  private linksDirty = true;
+  private lastListing = 0;
   private stopped = false;
   private rev = 0;
   readonly stats: DiscoveryStats = {
@@ -174,6 +179,7 @@ export class Discovery {
 
   private onLink(e: LinkEvent): void {
     this.stats.linkEvents++;
+    this.linksDirty = true;
     if (e.deleted) {
       this.eventLinks.delete(e.ifindex);
     } else if (!this.links.byIndex.has(e.ifindex) && !this.newVeths.has(e.ifindex)) {
@@ -204,6 +210,7 @@ export class Discovery {
     } catch (e) {
       if (!this.failing.has('links')) this.o.log(`strata: warning: ${(e as Error).message}`);
       this.failing.add('links');
+      this.linksDirty = true;
       return;
     }
     this.failing.delete('links');
@@ -245,7 +252,13 @@ export class Discovery {
           this.lastScan = now;
           this.scanWanted = false;
         }
-        await this.refreshLinks();
+        // the listing costs a process (~30 ms of CPU): only after a link event, while polling,
+        // and every LINK_RESYNC_MS as a safety net for an event the monitor missed
+        if (this.linksDirty || !this.monitor || this.pollTimer || now - this.lastListing >= LINK_RESYNC_MS) {
+          this.linksDirty = false;
+          this.lastListing = now;
+          await this.refreshLinks();
+        }
         if (this.stopped) return;
         this.reconcileOnce();
       } while (this.again && !this.stopped);
@@ -342,6 +355,11 @@ export class Discovery {
       if (podDev && netns) want({ kind: 'poddev', netns, ifindex: podDev.ifindex, name: 'eth0' });
       // a selected pod of the source not placed yet: its sandbox or its veth is still coming
       if (meta && (hostNet ? cgroupIds.length === 0 : !netns || !veth)) pending++;
+      if (hostNet && cgroupIds.length === 0 && procs.length > 0 && !this.failing.has(`hostnet:${key}`)) {
+        // running, yet no cgroup v2 id: a v1-only host, the root cgroup, or paths from another cgroup namespace
+        this.failing.add(`hostnet:${key}`);
+        o.log(`strata: warning: hostNetwork pod ${meta?.namespace ?? ''}/${meta?.name ?? key} is not traced: no cgroup v2 id for its processes (cgroup ${procs[0]?.cgroup.v2Path ?? 'v1 only'}); see README "Discovery" limits`);
+      }
     }
     for (const [key, st] of this.pods) {
       if (seen.has(key)) continue;
@@ -401,15 +419,18 @@ export class Discovery {
     }
     if (!pi || !this.links.byIndex.has(pi.iflink)) {
       if (!netnsPath) return {};
+      // CNI names the pod end CNI_IFNAME, eth0 unless configured otherwise; its IFLA_LINK is the
+      // host veth's ifindex in the node's netns. Asked inside the pod's netns (setns: CAP_SYS_ADMIN),
+      // else read from the sysfs the pod's own mount namespace shows (CAP_SYS_PTRACE suffices)
+      let r: { ifindex: number; iflink: number } | undefined;
       try {
-        // CNI names the pod end CNI_IFNAME, eth0 unless configured otherwise; its IFLA_LINK is the
-        // host veth's ifindex in the node's netns
-        const r = this.o.linkInfo('eth0', netnsPath);
-        pi = { ifindex: r.ifindex, iflink: r.iflink };
-        this.podIfaces.set(netns, pi);
+        r = this.o.linkInfo('eth0', netnsPath);
       } catch {
-        return {};
+        r = podSysfsIface(netnsPath.replace(/\/ns\/net$/, '/root'));
       }
+      if (!r) return {};
+      pi = { ifindex: r.ifindex, iflink: r.iflink };
+      this.podIfaces.set(netns, pi);
     }
     const veth = this.links.byIndex.get(pi.iflink);
     // the pair must point both ways: an eth0 whose peer lives in another netns than the node's
@@ -482,7 +503,7 @@ export class Discovery {
       this.applied.delete(k);
       this.failing.delete(k);
     }
-    for (const k of this.failing) if (!desired.has(k) && k !== 'links') this.failing.delete(k);
+    for (const k of this.failing) if (!desired.has(k) && k !== 'links' && !k.startsWith('hostnet:')) this.failing.delete(k);
     for (const [k, t] of desired) this.applyOne(k, t);
   }
 
@@ -516,6 +537,17 @@ export class Discovery {
   /** targets applied now (tests) */
   targets(): TraceTarget[] {
     return [...this.applied.values()];
+  }
+}
+
+/** eth0's ifindex and iflink as the sysfs under a process's root shows them (its mount namespace's /sys) */
+function podSysfsIface(root: string): { ifindex: number; iflink: number } | undefined {
+  try {
+    const read = (f: string) => Number(readFileSync(`${root}/sys/class/net/eth0/${f}`, 'latin1').trim());
+    const r = { ifindex: read('ifindex'), iflink: read('iflink') };
+    return r.ifindex > 0 && r.iflink > 0 ? r : undefined;
+  } catch {
+    return undefined;
   }
 }
 

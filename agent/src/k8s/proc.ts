@@ -229,11 +229,18 @@ export class ProcScanner {
     return id ?? undefined;
   }
 
+  /**
+   * The cgroup2 mount: our own, or, when procRoot is the node's procfs mounted elsewhere (a pod's
+   * /host/proc), the node's as its init sees it, through <procRoot>/1/root (needs CAP_SYS_PTRACE):
+   * a container's own /sys/fs/cgroup may show its cgroup only.
+   */
   private cgroupRoot(): string | undefined {
     if (this.cgroupRootPath === undefined) {
+      const host = this.procRoot !== '/proc';
       try {
-        const line = readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === 'cgroup2');
-        this.cgroupRootPath = line?.split(' ')[1] ?? '';
+        const mounts = readFileSync(host ? `${this.procRoot}/1/mounts` : '/proc/self/mounts', 'utf8');
+        const mp = mounts.split('\n').find((l) => l.split(' ')[2] === 'cgroup2')?.split(' ')[1] ?? '';
+        this.cgroupRootPath = mp && host ? `${this.procRoot}/1/root${mp}` : mp;
       } catch {
         this.cgroupRootPath = '';
       }
