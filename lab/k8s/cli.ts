@@ -4,18 +4,20 @@
 //   down        tears a slot down (--slot N; without it every slot whose owner is gone, and every
 //               slot the CLI started)
 //   status      the slots in use
+//   reap        (started by cluster.ts for a test's cluster) waits for --pid to die, then tears
+//               --slot down, unless it was stopped already: a killed test leaves nothing running
 // A cluster started here lives until `down` (tests' clusters die with their process).
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { down, slotsInUse, startApiServer, startNode, sweepStale } from './cluster.ts';
+import { down, reap, slotsInUse, startApiServer, startNode, sweepStale } from './cluster.ts';
 
 const IMAGE_SH = fileURLToPath(new URL('../../scripts/image.sh', import.meta.url));
 
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { slot: { type: 'string' }, image: { type: 'boolean', default: false } },
+    options: { slot: { type: 'string' }, image: { type: 'boolean', default: false }, pid: { type: 'string' }, starttime: { type: 'string' } },
   });
   const slot = values.slot === undefined ? undefined : Number(values.slot);
   const log = (s: string) => console.error(s);
@@ -52,6 +54,10 @@ async function main(): Promise<number> {
       }
       return failed ? 1 : 0;
     }
+    case 'reap':
+      if (slot === undefined || values.pid === undefined || values.starttime === undefined) return 2;
+      await reap(slot, Number(values.pid), Number(values.starttime));
+      return 0;
     case 'status':
       console.log(JSON.stringify(slotsInUse(), null, 2));
       return 0;

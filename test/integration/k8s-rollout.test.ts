@@ -1,0 +1,289 @@
+// The DaemonSet on a real single-node Kubernetes built from Debian's packages (lab/k8s/cluster.ts:
+// kube-apiserver, controller-manager, scheduler and kubelet 1.20 from the `kubernetes` source
+// package, containerd 1.6 + runc, CNI bridge + host-local), with the image scripts/image.sh builds:
+//   kubectl apply -k (manifests/base under a test overlay, below) -> the DaemonSet rolls out, its
+//   pod becomes Ready (/readyz), the agent process holds exactly the manifest's capabilities
+//   (CapEff = CapBnd = the list), its root filesystem is read-only, strata's BPF programs are
+//   loaded and its TC filters are on the node's interface;
+//   a rolling update (a changed pod-template annotation and configuration) -> one agent, the
+//   same programs once, one TC filter per direction, the old agent's programs and maps gone;
+//   kubectl delete -k -> nothing of strata left in the kernel (programs, maps, pins, TC filters).
+// The test overlay (generated per run, on top of manifests/base unchanged otherwise): the
+// ConfigMap's strata.yaml exporting to loopback (no collector in this cluster), the metrics port
+// in this test's range (hostNetwork: 9464 may be another agent's on this machine) and the node's
+// bridge as an observed interface (so the agent puts TC filters where the test can count them).
+// Under CI=true a missing piece (binaries, image tools, kubectl) fails; elsewhere the test skips.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { parse, stringify } from 'yaml';
+import { allProgramNames } from '../../agent/src/probes/registry.ts';
+import { waitFor } from '../../lab/exec.ts';
+import { NODE_PATHS, NODE_SYSCTLS, readSysctl } from '../../lab/k8s/host.ts';
+import { type NodeCluster, logTail, startNode } from '../../lab/k8s/cluster.ts';
+import {
+  bpfHeldBy, capMask, capNames, containerPid, hostTcFilters, imageArchive, loadedMapIds, loadedProgs, procCaps, requireNode, rootMountOptions,
+} from '../helpers/k8s-node.ts';
+
+const BASE = fileURLToPath(new URL('../../manifests/base', import.meta.url));
+const DAEMONSET = join(BASE, 'daemonset.yaml');
+const STRATA_PROGS = new Set(allProgramNames());
+
+// Deadlines, from what this machine measured (README "The real-cluster test"): the node Ready in
+// ~15-25 s; image import ~10 s; the agent's pod Ready ~10-20 s after apply (pod start ~3 s, the
+// agent attaching ~2-5 s, the kubelet's first readiness probe); a rolling update ~15-40 s (the
+// old agent's graceful stop, then the new one); delete -k ~10-40 s (namespace finalization).
+// Each bound is a few times the slowest run seen, for a loaded 2-core machine.
+const POD_READY_MS = 120_000;
+const ROLLOUT_MS = 180_000;
+const DELETE_MS = 180_000;
+
+function manifestCaps(): string[] {
+  const ds = parse(readFileSync(DAEMONSET, 'utf8')) as { spec: { template: { spec: { containers: { name: string; securityContext: { capabilities: { add: string[]; drop: string[] } } }[] } } } };
+  const c = ds.spec.template.spec.containers.find((x) => x.name === 'strata');
+  assert.ok(c, 'the strata container in manifests/base/daemonset.yaml');
+  assert.deepEqual(c.securityContext.capabilities.drop, ['ALL']);
+  return c.securityContext.capabilities.add;
+}
+
+/** the test overlay: base + strata.yaml for this node + the metrics port + a pod-template revision */
+function writeOverlay(dir: string, c: NodeCluster, metricsPort: number, exportPort: number, rev: number): void {
+  writeFileSync(join(dir, 'strata.yaml'), stringify({
+    // on loopback (hostNetwork): the base's collector name would be resolved through the host's DNS
+    export: { otlp: { endpoint: `http://127.0.0.1:${exportPort}/v1/traces` } },
+    metrics: { port: metricsPort, host: '0.0.0.0' },
+    node: { interfaces: [c.net.nodeBridge] },
+    // a changed configuration: a new ConfigMap name, hence (with the annotation) a new pod template
+    shutdown: { timeoutS: rev > 1 ? 9 : 10 },
+  }));
+  writeFileSync(join(dir, 'port.yaml'), stringify([
+    { op: 'replace', path: '/spec/template/spec/containers/0/ports/0/containerPort', value: metricsPort },
+  ]));
+  writeFileSync(join(dir, 'rev.yaml'), stringify({
+    apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: 'strata', namespace: 'strata' },
+    spec: { template: { metadata: { annotations: { 'strata.test/revision': String(rev) } } } },
+  }));
+  writeFileSync(join(dir, 'kustomization.yaml'), stringify({
+    apiVersion: 'kustomize.config.k8s.io/v1beta1',
+    kind: 'Kustomization',
+    bases: [relative(dir, BASE)],
+    configMapGenerator: [{ name: 'strata', namespace: 'strata', behavior: 'replace', files: ['strata.yaml'] }],
+    patchesJson6902: [{ target: { group: 'apps', version: 'v1', kind: 'DaemonSet', name: 'strata', namespace: 'strata' }, path: 'port.yaml' }],
+    patchesStrategicMerge: ['rev.yaml'],
+  }));
+}
+
+interface DsStatus {
+  generation: number;
+  observedGeneration: number;
+  desired: number;
+  updated: number;
+  ready: number;
+  available: number;
+}
+
+async function dsStatus(c: NodeCluster): Promise<DsStatus | undefined> {
+  const r = await c.api('GET', '/apis/apps/v1/namespaces/strata/daemonsets/strata');
+  if (r.status !== 200) return undefined;
+  const d = JSON.parse(r.body) as { metadata: { generation: number }; status?: Record<string, number> };
+  const s = d.status ?? {};
+  return {
+    generation: d.metadata.generation, observedGeneration: s.observedGeneration ?? 0, desired: s.desiredNumberScheduled ?? 0,
+    updated: s.updatedNumberScheduled ?? 0, ready: s.numberReady ?? 0, available: s.numberAvailable ?? 0,
+  };
+}
+
+interface AgentPod {
+  name: string;
+  uid: string;
+  containerId: string;
+  ready: boolean;
+}
+
+async function agentPods(c: NodeCluster): Promise<AgentPod[]> {
+  const r = await c.api('GET', '/api/v1/namespaces/strata/pods?labelSelector=app.kubernetes.io%2Fname%3Dstrata');
+  if (r.status !== 200) return [];
+  const list = JSON.parse(r.body) as { items: { metadata: { name: string; uid: string }; status?: { containerStatuses?: { name: string; containerID?: string; ready: boolean }[] } }[] };
+  return list.items.map((p) => {
+    const cs = p.status?.containerStatuses?.find((x) => x.name === 'strata');
+    return { name: p.metadata.name, uid: p.metadata.uid, containerId: (cs?.containerID ?? '').replace(/^containerd:\/\//, ''), ready: cs?.ready ?? false };
+  });
+}
+
+/** rolled out: the controller saw the latest spec, one pod, updated, ready and available */
+async function rolledOut(c: NodeCluster): Promise<boolean> {
+  const s = await dsStatus(c);
+  if (!s || s.observedGeneration < s.generation || s.desired !== 1) return false;
+  if (s.updated !== 1 || s.ready !== 1 || s.available !== 1) return false;
+  const pods = await agentPods(c);
+  return pods.length === 1 && (pods[0]?.ready ?? false);
+}
+
+interface Agent {
+  pod: AgentPod;
+  pid: number;
+  held: { progs: number[]; maps: number[] };
+  progNames: string[];
+}
+
+async function runningAgent(c: NodeCluster): Promise<Agent> {
+  const pods = await agentPods(c);
+  assert.equal(pods.length, 1, `one agent pod: ${JSON.stringify(pods)}`);
+  const pod = pods[0] as AgentPod;
+  const pid = await containerPid(c.ctr, pod.containerId);
+  assert.ok(pid, `the agent's container ${pod.containerId} runs`);
+  const held = bpfHeldBy(pid);
+  const byId = new Map(loadedProgs().map((p) => [p.id, p.name]));
+  const progNames = held.progs.map((id) => byId.get(id) ?? '?').filter((n) => STRATA_PROGS.has(n)).sort();
+  return { pod, pid, held, progNames };
+}
+
+const ms = (t0: number) => Math.round(performance.now() - t0);
+
+/** what the cluster says when a wait fails: the agent pods' events and logs, the kubelet's last lines */
+async function explain(c: NodeCluster): Promise<string> {
+  const parts: string[] = [];
+  const grab = async (what: string, args: string[]) => {
+    parts.push(`--- ${what}\n${(await c.kubectl(args).catch((e: Error) => e.message)).slice(-4000)}`);
+  };
+  await grab('pods', ['-n', 'strata', 'get', 'ds,pods', '-o', 'wide']);
+  await grab('describe', ['-n', 'strata', 'describe', 'pods']);
+  await grab('logs', ['-n', 'strata', 'logs', '-l', 'app.kubernetes.io/name=strata', '--tail=40']);
+  parts.push(`--- kubelet\n${logTail(c.stateDir, 'kubelet', 30)}`);
+  return parts.join('\n');
+}
+
+/** waitFor, and on timeout the cluster's own account of why */
+async function waitCluster(c: NodeCluster, what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  try {
+    await waitFor(what, check, { timeoutMs, intervalMs: 250 });
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\n${await explain(c)}`, { cause: e });
+  }
+}
+
+function bpffsEntries(): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      out.push(join(d, e.name));
+      if (e.isDirectory()) walk(join(d, e.name));
+    }
+  };
+  if (existsSync('/sys/fs/bpf')) walk('/sys/fs/bpf');
+  return out;
+}
+
+test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilities, read-only root, rolling update without duplicate probes, delete leaves nothing', { timeout: 20 * 60_000 }, async (t) => {
+  if (!requireNode(t)) return;
+  const timings: Record<string, number> = {};
+  let t0 = performance.now();
+  const archive = imageArchive();
+  timings.imageMs = ms(t0);
+
+  const sysctlsBefore = Object.fromEntries(NODE_SYSCTLS.map((s) => [s, readSysctl(s)]));
+  const pathsBefore = Object.fromEntries(NODE_PATHS.map((p) => [p, existsSync(p)]));
+  const bpffsBefore = new Set(bpffsEntries());
+  const caps = manifestCaps();
+  const overlay = mkdtempSync(join(tmpdir(), 'sk8-rollout-'));
+
+  t0 = performance.now();
+  const c = await startNode({ log: (s) => t.diagnostic(s) });
+  timings.nodeStartMs = ms(t0);
+  let stopped = false;
+  const teardown = async () => {
+    if (stopped) return [];
+    stopped = true;
+    const t1 = performance.now();
+    const problems = await c.stop();
+    timings.stopMs = ms(t1);
+    rmSync(overlay, { recursive: true, force: true });
+    return problems;
+  };
+  try {
+    Object.assign(timings, Object.fromEntries(Object.entries(c.timings).map(([k, v]) => [`node.${k}`, v])));
+    t0 = performance.now();
+    await c.importImage(archive);
+    timings.imageImportMs = ms(t0);
+    const metricsPort = c.ports.spare[0] as number;
+    // nothing listens there: the agent has no traced pods, and an export would fail on loopback
+    const exportPort = c.ports.spare[1] as number;
+
+    // ---- apply: rolled out, Ready, exactly the manifest's capabilities, read-only root ----
+    writeOverlay(overlay, c, metricsPort, exportPort, 1);
+    t0 = performance.now();
+    await c.kubectl(['apply', '-k', overlay]);
+    await waitCluster(c, 'the DaemonSet rolled out and its pod Ready', () => rolledOut(c), POD_READY_MS);
+    timings.applyToReadyMs = ms(t0);
+    const first = await runningAgent(c);
+    const logs = await c.kubectl(['-n', 'strata', 'logs', first.pod.name]);
+    const readyLine = logs.split('\n').find((l) => l.includes('"ready"'));
+    assert.ok(readyLine, `the agent's ready line in kubectl logs: ${logs.slice(-2000)}`);
+    const readyz = await fetch(`http://${c.net.nodeIP}:${metricsPort}/readyz`);
+    assert.equal(readyz.status, 200, 'GET /readyz on the node IP (hostNetwork)');
+
+    const pc = procCaps(first.pid);
+    const want = capMask(caps);
+    assert.equal(capNames(pc.eff).join(','), capNames(want).join(','), 'CapEff: exactly the manifest\'s capabilities');
+    assert.equal(pc.bnd, want, `CapBnd ${capNames(pc.bnd).join(',')}: exactly the manifest's capabilities`);
+    assert.equal(pc.prm, want, 'CapPrm');
+    assert.ok(rootMountOptions(first.pid).includes('ro'), `read-only root filesystem: ${rootMountOptions(first.pid).join(',')}`);
+
+    assert.ok(first.progNames.length > 0, 'strata BPF programs loaded by the agent in the pod');
+    const families = JSON.parse(readyLine) as { probes?: Record<string, string> };
+    t.diagnostic(`agent pid ${first.pid}: ${first.progNames.length} programs (${[...new Set(first.progNames)].join(' ')}), ${first.held.maps.length} maps; probes ${JSON.stringify(families.probes)}`);
+    const tc1 = hostTcFilters(c.net.nodeBridge);
+    assert.deepEqual(tc1.map((f) => `${f.dir}:${f.name}`).sort(), ['egress:tc_egress', 'ingress:tc_ingress'], `TC filters on ${c.net.nodeBridge}`);
+    for (const f of tc1) assert.ok(first.held.progs.includes(f.progId), `TC filter ${f.dir} runs the agent's program ${f.progId}`);
+
+    // ---- rolling update: a new pod template (annotation + configuration) ----
+    writeOverlay(overlay, c, metricsPort, exportPort, 2);
+    t0 = performance.now();
+    await c.kubectl(['apply', '-k', overlay]);
+    await waitCluster(c, 'the rolling update done: one new agent Ready', async () => {
+      if (!(await rolledOut(c))) return false;
+      const pods = await agentPods(c);
+      return pods[0]?.uid !== first.pod.uid;
+    }, ROLLOUT_MS);
+    timings.rollingUpdateMs = ms(t0);
+    const second = await runningAgent(c);
+    assert.notEqual(second.pid, first.pid);
+    assert.ok(!existsSync(`/proc/${first.pid}`), `the old agent (pid ${first.pid}) is gone`);
+    assert.deepEqual(second.progNames, first.progNames, 'the new agent loaded the same programs, once');
+    const live = new Set(loadedProgs().map((p) => p.id));
+    assert.deepEqual(first.held.progs.filter((id) => live.has(id)), [], "none of the old agent's programs is left");
+    const liveMaps = loadedMapIds();
+    assert.deepEqual(first.held.maps.filter((id) => liveMaps.has(id)), [], "none of the old agent's maps is left");
+    const tc2 = hostTcFilters(c.net.nodeBridge);
+    assert.deepEqual(tc2.map((f) => `${f.dir}:${f.name}`).sort(), ['egress:tc_egress', 'ingress:tc_ingress'], `one TC filter per direction on ${c.net.nodeBridge} after the update: ${JSON.stringify(tc2)}`);
+    for (const f of tc2) assert.ok(second.held.progs.includes(f.progId), `TC filter ${f.dir} runs the new agent's program`);
+
+    // ---- delete -k: nothing of strata left in the kernel ----
+    t0 = performance.now();
+    await c.kubectl(['delete', '-k', overlay, '--wait=false']);
+    await waitCluster(c, 'namespace strata gone', async () => (await c.api('GET', '/api/v1/namespaces/strata')).status === 404, DELETE_MS);
+    timings.deleteMs = ms(t0);
+    assert.ok(!existsSync(`/proc/${second.pid}`), `the agent (pid ${second.pid}) is gone`);
+    const liveAfter = new Set(loadedProgs().map((p) => p.id));
+    const ours = [...first.held.progs, ...second.held.progs];
+    assert.deepEqual(ours.filter((id) => liveAfter.has(id)), [], "no program the agents loaded is left");
+    const mapsAfter = loadedMapIds();
+    assert.deepEqual([...first.held.maps, ...second.held.maps].filter((id) => mapsAfter.has(id)), [], 'no map the agents made is left');
+    assert.deepEqual(hostTcFilters(c.net.nodeBridge), [], `no TC filter on ${c.net.nodeBridge}`);
+    const newPins = bpffsEntries().filter((p) => !bpffsBefore.has(p));
+    assert.deepEqual(newPins, [], 'nothing new pinned under /sys/fs/bpf');
+    t.diagnostic(`other strata programs on this machine now (other users' agents): ${loadedProgs().filter((p) => STRATA_PROGS.has(p.name)).length}`);
+  } finally {
+    const problems = await teardown();
+    t.diagnostic(`timings ${JSON.stringify(timings)}`);
+    assert.deepEqual(problems, [], 'teardown cleaned up everything');
+  }
+  // the host as before: every sysctl and path the kubelet, containerd and the CNI plugins touch
+  assert.deepEqual(Object.fromEntries(NODE_SYSCTLS.map((s) => [s, readSysctl(s)])), sysctlsBefore, 'sysctls restored');
+  assert.deepEqual(Object.fromEntries(NODE_PATHS.map((p) => [p, existsSync(p)])), pathsBefore, 'host paths restored');
+  assert.ok(!existsSync(`/sys/class/net/${c.net.nodeBridge}`) && !existsSync(`/sys/class/net/${c.net.cniBridge}`), 'bridges deleted');
+  assert.ok(!existsSync(c.stateDir), `${c.stateDir} removed`);
+});
