@@ -121,7 +121,8 @@ export class Agent {
     this.discovery = await createDiscovery(this.opts.discovery, {
       nodeName: this.opts.nodeName, nodeNetns: this.opts.nodeNetns, nodeNetnsInode: this.nodeNetnsInode(), interfaces: this.opts.interfaces,
       pods: this.opts.pods, proxyComms: this.opts.correlator.proxyComms, topology: this.topology,
-      linkInfo: (ifname, netns) => p.linkInfo(ifname, netns), apply: (t, on) => this.track(t, on), log: this.log,
+      linkInfo: (ifname, netns) => p.linkInfo(ifname, netns), listLinks: (netns) => loadNative().listLinks(netns),
+      apply: (t, on) => this.track(t, on), log: this.log,
     });
     await this.discovery.start();
     this.timer = setInterval(() => {

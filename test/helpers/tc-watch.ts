@@ -48,7 +48,12 @@ export class TcWatch {
     const ip = (...args: string[]) => execFileSync('ip', ['-n', netns, ...args], { stdio: 'ignore' });
     ip('link', 'add', a, 'type', 'veth', 'peer', 'name', b);
     try {
-      execFileSync('ip', ['netns', 'exec', netns, 'tc', 'qdisc', 'add', 'dev', a, 'clsact'], { stdio: 'ignore' });
+      // an agent watching this netns may put its clsact there first: either one shows in tc monitor
+      try {
+        execFileSync('ip', ['netns', 'exec', netns, 'tc', 'qdisc', 'add', 'dev', a, 'clsact'], { stdio: 'ignore' });
+      } catch {
+        // exists already
+      }
       await waitFor(() => this.devs.get(a)?.appeared !== undefined && qdiscs.includes(`dev ${a} `), 'the link and tc monitors to report a probe link', 5000, 10);
     } finally {
       ip('link', 'del', a);

@@ -7,12 +7,12 @@
 // service.name of each rule of the order; deleted pods leave no TC filter and no target.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { type Lab, type LabPod, addLabPod, curlFromClient, labDown, labUp, removeLabPod } from '../../lab/lab.ts';
-import { type AgentProc, metricValue, startAgent, stopAgent } from '../helpers/agent-proc.ts';
+import { type AgentProc, agentCommand, metricValue, spawnAgent, startAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { missingPrerequisites, tcFilters } from '../helpers/kernel.ts';
 import { type DecodedSpan, flattenSpans, type AnyValue } from '../helpers/otlp-decode.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
@@ -215,4 +215,37 @@ test('deleting the added pods leaves no TC filter, no trace target and no attach
   const links = JSON.parse(execFileSync('ip', ['-n', lab.nodeNetns, '-j', 'link', 'show'], { encoding: 'utf8' })) as { ifname: string }[];
   const withFilters = links.map((l) => l.ifname).filter((n) => hasFilter(n)).sort();
   assert.deepEqual(withFilters, [lab.pods.app.hostVeth, lab.clientVeth, lab.pods.ingress.hostVeth].sort());
+});
+
+test('without iproute2 (a minimal image): no link events, the interfaces polled; a new veth still gets TC within 1 s', { skip }, async (t) => {
+  if (agent) await stopAgent(agent);
+  // a PATH with nsenter and no `ip` (this Debian has it in /usr/bin, with everything else)
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  symlinkSync('/usr/bin/nsenter', join(bin, 'nsenter'));
+  agent = await spawnAgent(['/usr/bin/env', `PATH=${bin}`, ...agentCommand(['--pods-file', podsFile, '--node-name', lab.nodeName,
+    '--node-netns', `/run/netns/${lab.nodeNetns}`, '--iface', lab.clientVeth, '--otlp-endpoint', receiver.url,
+    '--metrics-port', '0', '--metrics-host', '127.0.0.1'])]);
+  await waitFor(() => /no rtnetlink events .*polling the node's interfaces every 100 ms/.test(agent?.stderr() ?? ''), 'the warning about polling', 10_000);
+  assert.equal(metricValue(await metrics(), 'strata_probe_attached', `probe="tc:${lab.pods.app.hostVeth}"`), 1, 'the lab\'s veths found by the dump');
+  const watch = new TcWatch();
+  await watch.start(lab.nodeNetns);
+  try {
+    let attached: Promise<DevTimes> | undefined;
+    const veth = `vk-${prefix}`;
+    const pod = await addLabPod(lab, {
+      name: 'polled', vethLetter: 'k', ipOctet: 41, containers: [{ name: 'app' }],
+      beforeLink: () => {
+        attached = waitFor(() => {
+          const x = watch.devs.get(veth);
+          return x?.appeared !== undefined && x.attached !== undefined ? x : undefined;
+        }, `strata's TC filter on ${veth} within 1 s`, 1000, 5);
+      },
+    });
+    const d = await (attached as Promise<DevTimes>);
+    t.diagnostic(`polled: veth RTM_NEWLINK -> filter added ${((d.attached as number) - (d.appeared as number)).toFixed(1)} ms`);
+    await removeLabPod(lab, pod);
+  } finally {
+    watch.stop();
+  }
 });

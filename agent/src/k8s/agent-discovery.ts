@@ -36,6 +36,8 @@ export interface DiscoveryDeps {
   proxyComms: readonly string[];
   topology: PodTopology;
   linkInfo: (ifname: string, netns: string) => { ifindex: number; iflink: number };
+  /** every interface of a netns (native RTM_GETLINK dump) */
+  listLinks: (netns: string) => { ifindex: number; name: string; kind?: string; iflink?: number }[];
   apply: ApplyTarget;
   log: (msg: string) => void;
 }
@@ -59,6 +61,7 @@ export async function createDiscovery(o: AgentDiscoveryOptions, d: DiscoveryDeps
     select: podSelector(o.selection), traceProxies: o.traceProxies, proxyComms: d.proxyComms, unknownPods: o.unknownPods,
     procRoot: o.procRoot, cgroupRoot: o.cgroupRoot, procScanIntervalMs: o.procScanIntervalMs, maxProcesses: o.maxProcesses,
     maxPods: o.maxPods, unmappedVethGraceMs: o.unmappedVethGraceMs, log: d.log, linkInfo: d.linkInfo,
+    listLinks: async () => d.listLinks(d.nodeNetns).map((l) => ({ ifindex: l.ifindex, name: l.name, kind: l.kind, peerIfindex: l.iflink })),
   }, source, d.topology, d.apply);
 }
 

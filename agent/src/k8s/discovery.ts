@@ -198,7 +198,7 @@ export class Discovery {
 
   private pollLinks(why: string): void {
     if (this.stopped || this.pollTimer) return;
-    this.o.log(`strata: warning: no rtnetlink events (${why}); listing the node's interfaces every ${LINK_POLL_FALLBACK_MS} ms instead`);
+    this.o.log(`strata: warning: no rtnetlink events (${why}); polling the node's interfaces every ${LINK_POLL_FALLBACK_MS} ms instead`);
     this.pollTimer = setInterval(() => this.kick(), LINK_POLL_FALLBACK_MS);
     this.pollTimer.unref();
   }
