@@ -12,6 +12,7 @@
 //   - Watch cache off: a restart resumes the watch (no re-list); after an etcd compaction the
 //     resourceVersion has expired: 410 Gone and a re-list.
 //   - Unreachable at start: start() returns after startTimeoutMs, stale; pods once it is up.
+//   - resyncS: a fresh list beside the watch replaces it, the pods known throughout.
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
@@ -215,5 +216,25 @@ describe('the informer and an expired resourceVersion (watch cache off, etcd com
     assert.deepEqual(src.pods().map((p) => p.name).sort(), ['early', 'resumed']);
     await create(c, '/api/v1/namespaces/default/pods', podBody('after-relist', NODE));
     await waitFor(() => src.pods().some((p) => p.name === 'after-relist'), 'watching after the re-list', 10_000);
+  });
+
+  test('resyncS: a fresh list beside the running watch takes over; the pods stay known throughout', async () => {
+    const r = source(c, NODE, { resyncS: 1 });
+    const seen: number[] = [];
+    let started = false;
+    // the first list adds its pods one by one: what counts is afterwards
+    await r.start(() => started && seen.push(r.pods().length));
+    started = true;
+    try {
+      const want = ['after-relist', 'early', 'resumed'];
+      assert.deepEqual(r.pods().map((p) => p.name).sort(), want);
+      await waitFor(() => r.stats().relists >= 2, 'two resyncs', 10_000);
+      assert.deepEqual(r.pods().map((p) => p.name).sort(), want);
+      assert.ok(seen.length > 0 && seen.every((n) => n === want.length), `never fewer pods while a resync lists: ${seen.join(' ')}`);
+      await create(c, '/api/v1/namespaces/default/pods', podBody('after-resync', NODE));
+      await waitFor(() => r.pods().some((p) => p.name === 'after-resync'), 'the watch of the informer that took over', 10_000);
+    } finally {
+      await r.stop();
+    }
   });
 });

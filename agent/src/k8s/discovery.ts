@@ -252,7 +252,7 @@ export class Discovery {
           this.lastScan = now;
           this.scanWanted = false;
         }
-        // the listing costs a process (~30 ms of CPU): only after a link event, while polling,
+        // the node's links: after a link event, at every reconcile without a monitor (polling),
         // and every LINK_RESYNC_MS as a safety net for an event the monitor missed
         if (this.linksDirty || !this.monitor || this.pollTimer || now - this.lastListing >= LINK_RESYNC_MS) {
           this.linksDirty = false;
