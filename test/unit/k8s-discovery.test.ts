@@ -359,3 +359,19 @@ test('ip -d -o monitor link lines: index, name, kind, peer; deletions', () => {
   assert.deepEqual(parseMonitorLine('Deleted 7: vethab12@NONE: <BROADCAST,MULTICAST> mtu 1500', 1), { ifindex: 7, name: 'vethab12', deleted: true, at: 1 });
   assert.equal(parseMonitorLine('garbage', 0), undefined);
 });
+
+test('the agent\'s own pod (the DaemonSet\'s) is never traced', async () => {
+  const s = setup({ selfPid: 950, unknownPods: 'trace' });
+  await s.d.stop();
+  const node = s.node;
+  node.proc1(950, { pod: 40, netns: 4026532040, comm: 'node' });
+  node.podNet(950, 'vethself', 60);
+  node.proc1(960, { pod: 41, netns: 4026532041 });
+  node.podNet(960, 'vethother', 61);
+  const d = new Discovery({ ...(s.d as unknown as { o: DiscoveryOptions }).o, selfPid: 950 }, s.source, s.topology, () => {});
+  assert.equal(d.selfPod, uid(40));
+  s.source.metas = [meta(40), meta(41)];
+  await d.start();
+  assert.deepEqual(d.targets().map(targetKey).sort(), ['iface:vethother:61:p', 'netns:4026532041', 'poddev:4026532041:3']);
+  await d.stop();
+});

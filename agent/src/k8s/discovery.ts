@@ -42,6 +42,8 @@ export interface DiscoveryOptions {
   listLinks?: () => Promise<NodeLink[]>;
   /** false: no `ip monitor` (tests drive reconcile themselves) */
   watchLinks?: boolean;
+  /** the agent's pid as procRoot shows it (its pod is never traced); default process.pid */
+  selfPid?: number;
 }
 
 /** Applies one target (on) or removes it; throws when it cannot (retried at the next reconcile). */
@@ -131,7 +133,11 @@ export class Discovery {
     this.apply = apply;
     this.proxies = new Set(o.proxyComms);
     this.scanner = new ProcScanner({ procRoot: o.procRoot, maxProcesses: o.maxProcesses, cgroupRoot: o.cgroupRoot });
+    this.selfPod = this.scanner.lookup(o.selfPid ?? process.pid)?.cgroup.podUid;
   }
+
+  /** the UID of the pod the agent runs in (the DaemonSet's), never traced */
+  readonly selfPod: string | undefined;
 
   get sourceKind(): PodSource['kind'] {
     return this.source.kind;
@@ -303,6 +309,8 @@ export class Discovery {
     let traced = 0;
     let unknown = 0;
     for (const key of keys) {
+      // the agent's own pod: tracing it would trace its own exports
+      if (key === this.selfPod) continue;
       const meta = byUid.get(key);
       const procs = meta?.uid || !meta ? this.scanner.podProcs(key) : [];
       if (!meta && procs.length === 0) continue;
