@@ -20,11 +20,13 @@ export class TcWatch {
   readonly devs = new Map<string, DevTimes>();
   private readonly children: ChildProcess[] = [];
 
-  /** Starts both monitors in the netns (a name under /run/netns); resolves once both run. */
+  /** Starts both monitors in the netns (a name under /run/netns; "" = ours); resolves once both run. */
   async start(netns: string): Promise<void> {
+    const inNs = (args: string[]): [string, string[]] => (netns ? ['ip', ['netns', 'exec', netns, ...args]] : [args[0] as string, args.slice(1)]);
     const run = (args: string[], onLine: (l: string, at: number) => void) =>
       new Promise<void>((resolve, reject) => {
-        const c = spawn('ip', ['netns', 'exec', netns, ...args], { stdio: ['ignore', 'pipe', 'ignore'] });
+        const [cmd, a] = inNs(args);
+        const c = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'ignore'] });
         this.children.push(c);
         createInterface({ input: c.stdout as NodeJS.ReadableStream }).on('line', (l) => onLine(l, performance.now()));
         c.once('spawn', () => resolve());
@@ -45,12 +47,13 @@ export class TcWatch {
     });
     // both subscribed: a probe link and a qdisc on it show up in each (then go)
     const [a, b] = [`sdiw${process.pid % 1000}a`, `sdiw${process.pid % 1000}b`];
-    const ip = (...args: string[]) => execFileSync('ip', ['-n', netns, ...args], { stdio: 'ignore' });
+    const ip = (...args: string[]) => execFileSync('ip', [...(netns ? ['-n', netns] : []), ...args], { stdio: 'ignore' });
     ip('link', 'add', a, 'type', 'veth', 'peer', 'name', b);
     try {
       // an agent watching this netns may put its clsact there first: either one shows in tc monitor
       try {
-        execFileSync('ip', ['netns', 'exec', netns, 'tc', 'qdisc', 'add', 'dev', a, 'clsact'], { stdio: 'ignore' });
+        const [cmd, args] = inNs(['tc', 'qdisc', 'add', 'dev', a, 'clsact']);
+        execFileSync(cmd, args, { stdio: 'ignore' });
       } catch {
         // exists already
       }
