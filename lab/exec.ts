@@ -48,13 +48,18 @@ export interface Detached {
  * `ip netns exec` execs the command, so the returned pid is the command's own pid.
  */
 export function spawnDetached(ns: string, cmd: string, args: readonly string[], logFile: string): Detached {
+  return spawnDetachedCmd('ip', ['netns', 'exec', ns, cmd, ...args], logFile);
+}
+
+/** spawnDetached for any command line (one that execs into the long-lived process keeps its pid). */
+export function spawnDetachedCmd(cmd: string, args: readonly string[], logFile: string): Detached {
   const fd = openSync(logFile, 'a');
   try {
-    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], {
+    const child = spawn(cmd, args, {
       detached: true,
       stdio: ['ignore', fd, fd],
     });
-    if (child.pid === undefined) throw new Error(`could not start ${formatCmd(cmd, args)} in ${ns}`);
+    if (child.pid === undefined) throw new Error(`could not start ${formatCmd(cmd, args)}`);
     let status: { code: number | null; signal: string | null } | undefined;
     child.on('exit', (code, signal) => {
       status = { code, signal };

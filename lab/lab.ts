@@ -4,8 +4,9 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { containerCgroup, inCgroup, labCgroupPids, makeCgroup, newContainerId, removeCgroupDir, removeLabCgroups } from './cgroups.ts';
 import type { ClientResult } from './client.ts';
-import { type Detached, inNetns, spawnDetached, waitFor } from './exec.ts';
+import { type Detached, inNetns, spawnDetachedCmd, waitFor } from './exec.ts';
 import { NGINX_BIN, nginxArgs, writeNginxConfig } from './nginx.ts';
 import {
   addBridge,
@@ -55,7 +56,17 @@ export interface LabPod {
   hostVeth: string;
   /** Every container process of the pod (the same pids as `containers`). */
   pids: number[];
-  containers: { name: string; pid: number }[];
+  /** id: the container ID its kubelet-style cgroup is named after (kubepods/besteffort/pod<uid>/<id>) */
+  containers: LabContainer[];
+}
+
+export interface LabContainer {
+  name: string;
+  pid: number;
+  id: string;
+  /** its cgroup path (the same in each hierarchy) and cgroup v2 id */
+  cgroup: string;
+  cgroupId: number;
 }
 
 export interface Lab {
@@ -89,13 +100,15 @@ export interface PodRecord {
   netns: string;
   netnsInode: number;
   hostVeth: string;
-  containers: { name: string; pid: number }[];
+  containers: { name: string; pid: number; id: string }[];
   labels: Record<string, string>;
 }
 
 export interface LabOptions {
   prefix?: string;
   stateDir?: string;
+  /** the pods' UIDs (their kubelet-style cgroups are named after them): an API server's, when the pods are its objects */
+  podUids?: { ingress?: string; app?: string };
 }
 
 /** Interface names are `v?-<prefix>` and must fit IFNAMSIZ (15); no '-' so prefixes never nest. */
@@ -111,14 +124,14 @@ export async function labUp(opts: LabOptions = {}): Promise<Lab> {
   const stateDir = opts.stateDir ?? defaultStateDir(prefix);
   await labDown(prefix, { stateDir });
   try {
-    return await build(prefix, stateDir);
+    return await build(prefix, stateDir, opts.podUids ?? {});
   } catch (e) {
     await labDown(prefix, { stateDir }).catch(() => {});
     throw e;
   }
 }
 
-async function build(prefix: string, stateDir: string): Promise<Lab> {
+async function build(prefix: string, stateDir: string, podUids: LabOptions['podUids'] & object): Promise<Lab> {
   const logs = join(stateDir, 'logs');
   mkdirSync(logs, { recursive: true });
   const nodeNetns = `${prefix}-node1`;
@@ -144,9 +157,17 @@ async function build(prefix: string, stateDir: string): Promise<Lab> {
   const raw10Url = `http://${IPS.app}:${RAW10_PORT}`;
   const nginxUrl = `http://${IPS.ingress}`;
   const clientNetns = ns.client;
-  const startIn = (name: string, netns: string, cmd: string, args: string[]): Detached => {
-    const d = spawnDetached(netns, cmd, args, join(logs, `${name}.log`));
+  const uids = { ingress: podUids.ingress ?? randomUUID(), app: podUids.app ?? randomUUID() };
+  const containers: Record<string, LabContainer> = {};
+  // each process a container of its pod: born in kubepods/besteffort/pod<uid>/<container id>
+  const startIn = (name: string, netns: string, cmd: string, args: string[], podUid: string): Detached => {
+    const id = newContainerId();
+    const cgroup = containerCgroup(prefix, podUid, id);
+    const cgroupId = makeCgroup(cgroup);
+    const [c, a] = inCgroup(cgroup, 'ip', ['netns', 'exec', netns, cmd, ...args]);
+    const d = spawnDetachedCmd(c, a, join(logs, `${name}.log`));
     recordProc(stateDir, { name, pid: d.pid, starttime: startTime(d.pid), netns });
+    containers[name] = { name, pid: d.pid, id, cgroup, cgroupId };
     return d;
   };
   // Readiness is checked along the real path: from the client netns, across the bridge.
@@ -159,8 +180,8 @@ async function build(prefix: string, stateDir: string): Promise<Lab> {
       },
     });
 
-  const app = startIn('frontend', ns.app, process.execPath, [join(LAB_DIR, 'apps', 'frontend.ts')]);
-  const raw10 = startIn('raw10', ns.app, process.execPath, [join(LAB_DIR, 'apps', 'raw10.ts')]);
+  const app = startIn('frontend', ns.app, process.execPath, [join(LAB_DIR, 'apps', 'frontend.ts')], uids.app);
+  const raw10 = startIn('raw10', ns.app, process.execPath, [join(LAB_DIR, 'apps', 'raw10.ts')], uids.app);
   await Promise.all([
     waitReady('frontend', app, `${appUrl}/healthz`, join(logs, 'frontend.log')),
     waitReady('raw10', raw10, `${raw10Url}/healthz`, join(logs, 'raw10.log')),
@@ -170,7 +191,7 @@ async function build(prefix: string, stateDir: string): Promise<Lab> {
     service: `${SERVICE_IP}:${SERVICE_PORT}`,
     http10: `${IPS.app}:${RAW10_PORT}`,
   });
-  const nginx = startIn('nginx', ns.ingress, NGINX_BIN, nginxArgs(nginxFiles));
+  const nginx = startIn('nginx', ns.ingress, NGINX_BIN, nginxArgs(nginxFiles), uids.ingress);
   await waitReady('nginx', nginx, `${nginxUrl}/healthz`, nginxFiles.errorLog);
   // The other upstreams, through nginx: the Service IP (DNAT) and the HTTP/1.0 server.
   await Promise.all([
@@ -178,22 +199,17 @@ async function build(prefix: string, stateDir: string): Promise<Lab> {
     waitReady('nginx /h10/', nginx, `${nginxUrl}/h10/healthz`, nginxFiles.errorLog),
   ]);
 
-  const pod = (
-    name: string,
-    namespace: string,
-    k: 'ingress' | 'app',
-    containers: { name: string; pid: number }[],
-  ): LabPod => ({
+  const pod = (name: string, namespace: string, k: 'ingress' | 'app', cs: LabContainer[]): LabPod => ({
     name,
     namespace,
-    uid: randomUUID(),
+    uid: uids[k],
     netns: ns[k],
     netnsPath: netnsPath(ns[k]),
     netnsInode: netnsInode(ns[k]),
     ip: IPS[k],
     hostVeth: veth[k],
-    pids: containers.map((c) => c.pid),
-    containers,
+    pids: cs.map((c) => c.pid),
+    containers: cs,
   });
   const lab: Lab = {
     prefix,
@@ -205,11 +221,8 @@ async function build(prefix: string, stateDir: string): Promise<Lab> {
     clientIp: IPS.client,
     clientVeth: veth.client,
     pods: {
-      ingress: pod('ingress-nginx', 'ingress-nginx', 'ingress', [{ name: 'controller', pid: nginx.pid }]),
-      app: pod('frontend', 'default', 'app', [
-        { name: 'frontend', pid: app.pid },
-        { name: 'raw10', pid: raw10.pid },
-      ]),
+      ingress: pod('ingress-nginx', 'ingress-nginx', 'ingress', [{ ...(containers.nginx as LabContainer), name: 'controller' }]),
+      app: pod('frontend', 'default', 'app', [containers.frontend as LabContainer, containers.raw10 as LabContainer]),
     },
     nginxUrl,
     appUrl,
@@ -233,7 +246,7 @@ function podRecords(lab: Lab): PodRecord[] {
     netns: p.netnsPath,
     netnsInode: p.netnsInode,
     hostVeth: p.hostVeth,
-    containers: p.containers,
+    containers: p.containers.map((c) => ({ name: c.name, pid: c.pid, id: c.id })),
     labels,
   });
   return [
@@ -255,11 +268,17 @@ export async function labDown(prefix: string, opts: { stateDir?: string } = {}):
   const stateDir = opts.stateDir ?? defaultStateDir(prefix);
   const namespaces = listLabNetns(prefix);
   const inNamespaces = (await Promise.all(namespaces.map(netnsPids))).flat().map((pid) => ({ pid }));
-  const survivors = await terminate([...readProcRecords(stateDir), ...inNamespaces]);
+  const inCgroups = labCgroupPids(prefix).map((pid) => ({ pid }));
+  const survivors = await terminate([...readProcRecords(stateDir), ...inNamespaces, ...inCgroups]);
   const errors: string[] = survivors.length ? [`processes survived SIGKILL: ${survivors.join(' ')}`] : [];
   for (const name of namespaces) {
     await deleteNetns(name).catch((e: Error) => errors.push(e.message));
   }
+  // a cgroup is removable once its last process is reaped: retried briefly
+  await waitFor('the lab cgroups removed', () => {
+    removeLabCgroups(prefix);
+    return true;
+  }, { timeoutMs: 5000, intervalMs: 50 }).catch((e: Error) => errors.push(e.message));
   rmSync(stateDir, { recursive: true, force: true });
   if (errors.length) throw new Error(`labDown ${prefix}: ${errors.join('; ')}`);
 }
@@ -430,4 +449,72 @@ function tail(file: string, bytes = 2000): string {
   } catch {
     return '(no log)';
   }
+}
+
+export interface ExtraPodSpec {
+  /** also its netns name (<prefix>-<name>); [a-z0-9]+ */
+  name: string;
+  namespace?: string;
+  /** one letter, unique in the lab: the host veth is v<letter>-<prefix> (c, i, a are taken) */
+  vethLetter: string;
+  /** last octet of its IP on the node's bridge (10.244.1.<n>): 10, 20, 100 are taken */
+  ipOctet: number;
+  /** its containers: the lab's frontend app on a port, with an environment */
+  containers: { name: string; port?: number; env?: Record<string, string> }[];
+  /** called right before the veth pair is created (tests time what follows from there) */
+  beforeLink?: () => void;
+}
+
+/**
+ * A pod added to a running lab as the kubelet and the CNI would: its netns, a veth pair on the
+ * node's bridge (the host side appears in the node's netns), then each container's process in its
+ * kubelet-style cgroup. Resolves once every container answers on its port from the client netns.
+ */
+export async function addLabPod(lab: Lab, spec: ExtraPodSpec): Promise<LabPod> {
+  if (!/^[a-z0-9]+$/.test(spec.name) || !/^[d-z]$/.test(spec.vethLetter)) throw new Error(`bad extra pod ${spec.name}/${spec.vethLetter}`);
+  const netns = `${lab.prefix}-${spec.name}`;
+  const hostVeth = `v${spec.vethLetter}-${lab.prefix}`;
+  const ip = `10.244.1.${spec.ipOctet}`;
+  const uid = randomUUID();
+  await addNetns(netns);
+  spec.beforeLink?.();
+  await addPodLink({ nodeNs: lab.nodeNetns, podNs: netns, hostVeth, cidr: `${ip}/24`, gateway: GATEWAY });
+  const logs = join(lab.stateDir, 'logs');
+  mkdirSync(logs, { recursive: true });
+  const containers: LabContainer[] = [];
+  for (const c of spec.containers) {
+    const id = newContainerId();
+    const cgroup = containerCgroup(lab.prefix, uid, id);
+    const cgroupId = makeCgroup(cgroup);
+    const env = Object.entries({ SERVICE_NAME: c.name, PORT: String(c.port ?? APP_PORT), ...c.env }).map(([k, v]) => `${k}=${v}`);
+    const [cmd, args] = inCgroup(cgroup, 'ip', ['netns', 'exec', netns, 'env', ...env, process.execPath, join(LAB_DIR, 'apps', 'frontend.ts')]);
+    const d = spawnDetachedCmd(cmd, args, join(logs, `${spec.name}-${c.name}.log`));
+    recordProc(lab.stateDir, { name: `${spec.name}-${c.name}`, pid: d.pid, starttime: startTime(d.pid), netns });
+    containers.push({ name: c.name, pid: d.pid, id, cgroup, cgroupId });
+    const url = `http://${ip}:${c.port ?? APP_PORT}/healthz`;
+    await waitFor(`${spec.name}/${c.name} to answer ${url}`, async () => (await httpStatus(lab.clientNetns, url)) === 200, {
+      timeoutMs: READY_TIMEOUT_MS,
+      abort: () => {
+        const st = d.exited();
+        return st && `exited (code ${st.code}, signal ${st.signal})`;
+      },
+    });
+  }
+  return {
+    name: spec.name, namespace: spec.namespace ?? 'default', uid, netns, netnsPath: netnsPath(netns), netnsInode: netnsInode(netns), ip, hostVeth,
+    pids: containers.map((c) => c.pid), containers,
+  };
+}
+
+/** Deletes a pod added by addLabPod: its processes, then its netns (the veth pair goes with it), then its cgroups. */
+export async function removeLabPod(lab: Lab, pod: LabPod): Promise<void> {
+  const survivors = await terminate([...pod.containers.map((c) => ({ pid: c.pid })), ...(await netnsPids(pod.netns)).map((pid) => ({ pid }))]);
+  if (survivors.length) throw new Error(`pod ${pod.name}: processes survived SIGKILL: ${survivors.join(' ')}`);
+  await deleteNetns(pod.netns);
+  const parent = pod.containers[0]?.cgroup.replace(/\/[^/]+$/, '');
+  await waitFor(`pod ${pod.name}'s cgroups removed`, () => {
+    for (const c of pod.containers) removeCgroupDir(c.cgroup);
+    if (parent) removeCgroupDir(parent);
+    return true;
+  }, { timeoutMs: 5000, intervalMs: 20 });
 }

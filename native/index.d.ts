@@ -142,6 +142,13 @@ export declare function listObjects(): ObjectListing[];
 /** ifindex of ifname in netns (a path; "" = ours) and its IFLA_LINK (a veth's peer ifindex, in the peer's netns) */
 export declare function linkInfo(ifname: string, netns?: string): { ifindex: number; iflink: number };
 
+/**
+ * Every interface of netns (a path; "" = ours), an RTM_GETLINK dump: kind is IFLA_INFO_KIND (veth,
+ * bridge, ...; absent for plain devices), iflink IFLA_LINK when it differs from ifindex (a veth's
+ * peer ifindex, in the peer's netns). Throws NativeError (stage "attach") for netns errors.
+ */
+export declare function listLinks(netns?: string): { ifindex: number; name: string; kind?: string; iflink?: number }[];
+
 export declare const eventsVersion: number;
 
 /**

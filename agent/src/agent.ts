@@ -12,17 +12,23 @@ import { Decoder } from './events/decode.ts';
 import { SpanExport } from './export/pipeline.ts';
 import { type BatchOptions, SdkSpanSink } from './export/sdk-sink.ts';
 import { type ExportConfig, createExporters } from './export/factory.ts';
-import { type PodEntry, StaticTopology } from './k8s/pods-file.ts';
+import { type AgentDiscoveryOptions, createDiscovery, needsCgroupFilter } from './k8s/agent-discovery.ts';
+import { type Discovery, targetKey } from './k8s/discovery.ts';
+import type { PodEntry } from './k8s/pods-file.ts';
 import { procExecutables } from './k8s/proc.ts';
+import { PodTopology } from './k8s/topology.ts';
 import { createMetrics } from './metrics/metrics.ts';
 import { isNativeError, loadNative } from './probes/native.ts';
 import { ProbeSet } from './probes/probe-set.ts';
-import { FAMILIES, type ProbeFamily, type ProbeSettings } from './probes/registry.ts';
+import { FAMILIES, NET_DEV, VETH_TC, type ProbeFamily, type ProbeSettings, type TraceTarget, type TrackContext } from './probes/registry.ts';
 import { LoadShedder, type SheddingOptions } from './probes/shedding.ts';
 
 export interface AgentOptions {
   nodeName: string;
+  /** the pods file's pods as read at start, or (discovery.source none) the pods to trace */
   pods: PodEntry[];
+  /** where pods come from and which to trace (config discovery.*) */
+  discovery: AgentDiscoveryOptions;
   /** netns (path) holding the node's interfaces; "" = the agent's own (hostNetwork) */
   nodeNetns: string;
   /** extra interfaces of the node to observe (uplink / NIC), besides the pods' veths */
@@ -49,7 +55,7 @@ export interface AgentOptions {
 }
 
 export class Agent {
-  readonly topology: StaticTopology;
+  readonly topology: PodTopology;
   readonly decoder: Decoder;
   readonly correlator: Correlator;
   readonly sink: SdkSpanSink;
@@ -60,7 +66,11 @@ export class Agent {
   private shedder?: LoadShedder;
   private server?: Server;
   private ready = false;
-  private readonly attached: { name: string; attached: boolean }[] = [];
+  /** strata_probe_attached{probe}: per family, and per interface (tc:<ifname>, net_dev:<ifname>) while it exists */
+  private readonly attached = new Map<string, boolean>();
+  /** what discovery applied, per family and target (a family that failed a target retries only its own part) */
+  private readonly tracked = new Set<string>();
+  discovery?: Discovery;
   /** per loaded family: its object and the variant its preflight chose */
   private readonly loadedFamilies: { name: string; object: string; variant: string; required: boolean }[] = [];
   private readonly log: (msg: string) => void;
@@ -71,7 +81,7 @@ export class Agent {
   constructor(opts: AgentOptions) {
     this.opts = opts;
     this.log = opts.log ?? ((m) => process.stderr.write(`${m}\n`));
-    this.topology = new StaticTopology(opts.nodeName, opts.pods, netnsInodeOr0(opts.nodeNetns || '/proc/self/ns/net'));
+    this.topology = new PodTopology(opts.nodeName, netnsInodeOr0(opts.nodeNetns || '/proc/self/ns/net'));
     const exporters: SpanExporter[] = createExporters(opts.export);
     this.sink = new SdkSpanSink({ exporters, batch: opts.exportQueue, maxResources: opts.maxResources });
     // records -> spans (semantic conventions, names, resources) -> the sink
@@ -86,15 +96,19 @@ export class Agent {
       exporter: () => ({ droppedSpans: this.sink.stats().spansDropped }),
       sink: () => this.sink.stats(),
       progStats: () => this.probes?.progStats() ?? [],
-      probes: () => this.attached,
+      probes: () => [...this.attached].map(([name, attached]) => ({ name, attached })),
+      discovery: () => this.discovery && {
+        stale: this.discovery.stale(), source: this.discovery.sourceKind, stats: this.discovery.stats,
+        sourceStats: this.discovery.sourceStats(), proc: this.discovery.scanner.stats,
+      },
       shedding: () => this.shedder && { ...this.shedder.state, cpuBudget: this.opts.shedding?.cpuBudget ?? 0 },
     });
   }
 
   async start(): Promise<void> {
     if (this.opts.metricsPort !== undefined) await this.serve(this.opts.metricsPort);
-    const cgroups = this.opts.pods.flatMap((x) => x.cgroupIds ?? []);
-    const settings: ProbeSettings = { ...this.opts.probes, filterNetns: true, filterCgroups: cgroups.length > 0 };
+    // the cgroup filter is a load-time constant: on only when some pod may need it
+    const settings: ProbeSettings = { ...this.opts.probes, filterNetns: true, filterCgroups: needsCgroupFilter(this.opts.discovery, this.opts.pods) };
     try {
       this.probes = new ProbeSet(settings);
     } catch (e) {
@@ -111,7 +125,7 @@ export class Agent {
     // every family from the registry: preflight, load, attach, wire; required ones stop the agent
     for (const f of FAMILIES) {
       if (!f.required && this.opts.disableFamilies?.includes(f.name)) {
-        this.attached.push({ name: f.name, attached: false });
+        this.attached.set(f.name, false);
         this.log(`strata: ${f.name} not loaded: probes.disable`);
         continue;
       }
@@ -131,6 +145,14 @@ export class Agent {
         this.shedTimer.unref();
       }
     }
+    // pods, their netns/cgroups/veths and the uplinks: applied through the families' track()
+    this.discovery = await createDiscovery(this.opts.discovery, {
+      nodeName: this.opts.nodeName, nodeNetns: this.opts.nodeNetns, nodeNetnsInode: this.nodeNetnsInode(), interfaces: this.opts.interfaces,
+      pods: this.opts.pods, proxyComms: this.opts.correlator.proxyComms, topology: this.topology,
+      linkInfo: (ifname, netns) => p.linkInfo(ifname, netns), listLinks: (netns) => loadNative().listLinks(netns),
+      apply: (t, on) => this.track(t, on), log: this.log,
+    });
+    await this.discovery.start();
     this.timer = setInterval(() => {
       this.correlator.tick(monoNow());
       this.warnDrops();
@@ -141,7 +163,7 @@ export class Agent {
   private startFamily(p: ProbeSet, f: ProbeFamily): void {
     const pf = p.preflight(f);
     const fail = (code: string, what: string, e: unknown) => {
-      this.attached.push({ name: f.name, attached: false });
+      this.attached.set(f.name, false);
       if (f.required) throw this.probeError(code, `${what} (${f.name}, required)`, e);
       this.log(`strata: warning: optional probe ${f.name} not attached: ${what}: ${(e as Error).message}`);
     };
@@ -157,20 +179,54 @@ export class Agent {
       return fail(STRATA_ERR_PROBE_ATTACH, `${f.summary} could not attach`, e);
     }
     if (pf.variant) this.log(`strata: ${f.name} attached via ${pf.variant}${pf.reason ? `: ${pf.reason}` : ''}`);
-    this.attached.push({ name: f.name, attached: true });
+    this.attached.set(f.name, true);
     this.loadedFamilies.push({ name: f.name, object: f.object, variant: pf.variant ?? 'default', required: f.required });
     try {
-      f.wire?.({
-        probes: p, pods: this.opts.pods, nodeNetns: this.opts.nodeNetns, nodeNetnsInode: this.nodeNetnsInode(), interfaces: this.opts.interfaces,
-        topology: this.topology, log: this.log, attached: (name, ok) => this.attached.push({ name, attached: ok }),
-      });
+      // family-wide setup only: pods and uplinks come from discovery, through track()
+      f.wire?.({ ...this.trackContext(p), pods: [], interfaces: [] });
     } catch (e) {
       // a family's wiring handles single items itself (one veth, one pod): what escapes is the whole family
-      const me = this.attached.find((a) => a.name === f.name);
-      if (me) me.attached = false;
+      this.attached.set(f.name, false);
       if (f.required) throw this.probeError(STRATA_ERR_PROBE_ATTACH, `${f.summary}: setting up its filters failed (${f.name}, required)`, e);
       this.log(`strata: warning: optional probe ${f.name} not set up: ${(e as Error).message}`);
     }
+  }
+
+  private trackContext(p: ProbeSet): TrackContext {
+    return {
+      probes: p, nodeNetns: this.opts.nodeNetns, nodeNetnsInode: this.nodeNetnsInode(), topology: this.topology, log: this.log,
+      attached: (name, ok) => this.attached.set(name, ok), forget: (name) => this.attached.delete(name),
+    };
+  }
+
+  /**
+   * Discovery's apply: each attached family that handles the target's kind starts or stops tracing
+   * it. A family's failure is thrown (discovery warns once, and retries at its next reconcile) after
+   * the other families had their turn.
+   */
+  private track(t: TraceTarget, on: boolean): void {
+    const p = this.probes;
+    if (!p) return;
+    const ctx = this.trackContext(p);
+    const key = targetKey(t);
+    const errors: string[] = [];
+    for (const f of FAMILIES) {
+      if (!f.track || this.attached.get(f.name) !== true) continue;
+      const fk = `${f.name}|${key}`;
+      if (on === this.tracked.has(fk)) continue;
+      try {
+        f.track(ctx, t, on);
+        if (on) this.tracked.add(fk);
+      } catch (e) {
+        const err = e as Error & { code?: string };
+        // a missing device: the TC probe's warning says it; net_dev's would repeat it
+        if (f === NET_DEV && err.code === 'ENODEV') errors.push('');
+        else errors.push(f === VETH_TC && t.kind === 'iface' ? `TC probe on ${t.name} not attached: ${err.message}` : `${f.name}: ${err.message}`);
+      } finally {
+        if (!on) this.tracked.delete(fk);
+      }
+    }
+    if (errors.length) throw new Error(errors.filter(Boolean).join('; ') || `${describeTarget(t)} is gone`);
   }
 
   private nodeNetnsInode(): number {
@@ -263,6 +319,7 @@ export class Agent {
     this.ready = false;
     if (this.timer) clearInterval(this.timer);
     if (this.shedTimer) clearInterval(this.shedTimer);
+    await this.discovery?.stop();
     this.probes?.stop();
     this.correlator.drain();
     await this.sink.flush().catch(() => {});
@@ -271,6 +328,10 @@ export class Agent {
     this.probes = undefined;
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
+}
+
+function describeTarget(t: TraceTarget): string {
+  return t.kind === 'iface' || t.kind === 'poddev' ? `interface ${t.name}` : t.kind === 'netns' ? `netns ${t.inode}` : `cgroup ${t.id}`;
 }
 
 /** at most one drop warning per this interval */

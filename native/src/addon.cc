@@ -109,6 +109,27 @@ static Napi::Value LinkInfoJs(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// listLinks(netns?): [{ifindex, name, kind?, iflink?}], an RTM_GETLINK dump of the netns
+static Napi::Value ListLinksJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<LinkEntry> v;
+  NativeError err{};
+  if (!ListLinks(OptStr(info, 0), &v, &err)) {
+    ToJsError(env, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("ifindex", v[i].ifindex);
+    o.Set("name", v[i].name);
+    if (!v[i].kind.empty()) o.Set("kind", v[i].kind);
+    if (v[i].iflink && v[i].iflink != v[i].ifindex) o.Set("iflink", v[i].iflink);
+    a.Set(i, o);
+  }
+  return a;
+}
+
 // listObjects(): every embedded object opened (not loaded): no privilege needed
 static Napi::Value ListObjectsJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -400,6 +421,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Probes", ProbesWrap::Init(env));
   exports.Set("eventsVersion", Napi::Number::New(env, STRATA_EVENTS_VERSION));
   exports.Set("linkInfo", Napi::Function::New<LinkInfoJs>(env, "linkInfo"));
+  exports.Set("listLinks", Napi::Function::New<ListLinksJs>(env, "listLinks"));
   exports.Set("listObjects", Napi::Function::New<ListObjectsJs>(env, "listObjects"));
   exports.Set("probeFeatures", Napi::Function::New<ProbeFeaturesJs>(env, "probeFeatures"));
   exports.Set("cleanupStale", Napi::Function::New<CleanupStale>(env, "cleanupStale"));

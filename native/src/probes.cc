@@ -411,6 +411,69 @@ bool LinkInfo(const std::string& netns, const std::string& ifname, int* ifindex,
   });
 }
 
+bool ListLinks(const std::string& netns, std::vector<LinkEntry>* out, NativeError* err) {
+  const std::string target = netns.empty() ? "own netns" : netns;
+  return InNetns(netns, err, target, [&]() {
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) return Fail(err, errno, "attach", target, "netlink socket");
+    struct {
+      nlmsghdr nh;
+      ifinfomsg ifi;
+    } req = {};
+    req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(ifinfomsg));
+    req.nh.nlmsg_type = RTM_GETLINK;
+    req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.nh.nlmsg_seq = 1;
+    req.ifi.ifi_family = AF_UNSPEC;
+    if (send(fd, &req, req.nh.nlmsg_len, 0) < 0) {
+      int e = errno;
+      close(fd);
+      return Fail(err, e, "attach", target, "netlink send");
+    }
+    // a dump comes in several messages of several records each, until NLMSG_DONE
+    static thread_local char buf[65536];
+    for (;;) {
+      ssize_t n = recv(fd, buf, sizeof(buf), 0);
+      if (n < 0) {
+        int e = errno;
+        if (e == EINTR) continue;
+        close(fd);
+        return Fail(err, e, "attach", target, "netlink recv");
+      }
+      size_t len = (size_t)n;
+      for (auto* nh = (nlmsghdr*)buf; NLMSG_OK(nh, len); nh = NLMSG_NEXT(nh, len)) {
+        if (nh->nlmsg_type == NLMSG_DONE) {
+          close(fd);
+          return true;
+        }
+        if (nh->nlmsg_type == NLMSG_ERROR) {
+          auto* me = (nlmsgerr*)NLMSG_DATA(nh);
+          close(fd);
+          return Fail(err, me->error ? -me->error : EIO, "attach", target, "netlink dump");
+        }
+        if (nh->nlmsg_type != RTM_NEWLINK) continue;
+        auto* ifi = (ifinfomsg*)NLMSG_DATA(nh);
+        LinkEntry l;
+        l.ifindex = ifi->ifi_index;
+        int alen = nh->nlmsg_len - NLMSG_LENGTH(sizeof(*ifi));
+        for (rtattr* a = IFLA_RTA(ifi); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+          if (a->rta_type == IFLA_IFNAME) {
+            l.name = std::string((const char*)RTA_DATA(a), strnlen((const char*)RTA_DATA(a), RTA_PAYLOAD(a)));
+          } else if (a->rta_type == IFLA_LINK && RTA_PAYLOAD(a) >= 4) {
+            l.iflink = *(int*)RTA_DATA(a);
+          } else if (a->rta_type == IFLA_LINKINFO) {
+            int ilen = RTA_PAYLOAD(a);
+            for (rtattr* b = (rtattr*)RTA_DATA(a); RTA_OK(b, ilen); b = RTA_NEXT(b, ilen))
+              if (b->rta_type == IFLA_INFO_KIND)
+                l.kind = std::string((const char*)RTA_DATA(b), strnlen((const char*)RTA_DATA(b), RTA_PAYLOAD(b)));
+          }
+        }
+        out->push_back(std::move(l));
+      }
+    }
+  });
+}
+
 bool CleanupStaleTc(const std::string& netns, std::vector<StaleTc>* removed, NativeError* err) {
   const std::string target = netns.empty() ? "own netns" : netns;
   return InNetns(netns, err, target, [&]() {

@@ -56,6 +56,18 @@ bool CleanupStaleTc(const std::string& netns, std::vector<StaleTc>* removed, Nat
 // ifindex and IFLA_LINK of ifname inside netns (path; "" = ours)
 bool LinkInfo(const std::string& netns, const std::string& ifname, int* ifindex, int* iflink, NativeError* err);
 
+// One interface of a netns as an RTM_GETLINK dump gives it.
+struct LinkEntry {
+  int ifindex = 0;
+  std::string name;
+  // IFLA_INFO_KIND ("veth", "bridge", ...); empty for devices without one
+  std::string kind;
+  // IFLA_LINK (a veth's peer ifindex, in the peer's netns); 0 when absent
+  int iflink = 0;
+};
+// Every interface of netns (path; "" = ours): discovery's listing, without spawning iproute2.
+bool ListLinks(const std::string& netns, std::vector<LinkEntry>* out, NativeError* err);
+
 struct ProgStat {
   std::string object, name;
   uint32_t id;

@@ -86,8 +86,8 @@ export function conversation(turns: Turn[], cutReq: CutFn, cutResp: CutFn, o: Co
 /** Feeds the records, then drains everything, or only ticks at `tickAt` (monotonic ns). */
 export function runRecords(recs: Buffer[], batchSize = 16, tickAt?: number, opts: CorrelatorOverrides = {}): { spans: SpanRecord[]; records: ExchangeRecord[]; correlator: Correlator } {
   const topo = new StaticTopology('node-1', [
-    { name: 'ingress-nginx-abc12', namespace: 'ingress-nginx', uid: 'u1', node: 'node-1', ip: '10.244.1.10', netnsInode: C_NETNS, hostVeth: 'vi', labels: { app: 'ingress-nginx' } },
-    { name: 'frontend-xyz', namespace: 'default', uid: 'u2', node: 'node-1', ip: '10.244.1.20', netnsInode: S_NETNS, hostVeth: 'va', labels: { app: 'frontend' } },
+    { name: 'ingress-nginx-abc12', namespace: 'ingress-nginx', uid: 'u1', node: 'node-1', ip: '10.244.1.10', netnsInode: C_NETNS, hostVeth: 'vi', labels: { 'app.kubernetes.io/name': 'ingress-nginx' } },
+    { name: 'frontend-xyz', namespace: 'default', uid: 'u2', node: 'node-1', ip: '10.244.1.20', netnsInode: S_NETNS, hostVeth: 'va', labels: { 'app.kubernetes.io/name': 'frontend' } },
   ]);
   const sink = new MemorySink();
   const correlator = new Correlator(sink, topo, correlatorOptions(opts), (ns) => [Math.floor(ns / 1e9), ns % 1e9]);

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { hierarchies } from '../../lab/cgroups.ts';
 import {
   curlFromClient,
   inNetns,
@@ -64,6 +65,7 @@ function assertGone(prefix: string, stateDir: string, pids: number[]): void {
   assert.deepEqual(labNetns(prefix), [], 'no netns of the lab remains');
   assert.deepEqual(pids.filter(running), [], 'no lab process remains');
   assert.equal(existsSync(stateDir), false, 'state dir removed');
+  for (const h of hierarchies().all) assert.equal(existsSync(join(h, `${prefix}.lab`)), false, `the lab's cgroups removed from ${h}`);
 }
 
 /** Every pid of the lab: the recorded ones and whatever runs in its namespaces (nginx worker). */
@@ -259,9 +261,11 @@ describe('lab: one-node data plane (netns, bridge, veth, nginx ingress, node app
       assert.match(pod.uid, /^[0-9a-f-]{36}$/);
       assert.ok(pod.hostVeth.length <= 15);
       execFileSync('ip', ['-n', lab.nodeNetns, 'link', 'show', pod.hostVeth, 'master', 'br0'], { stdio: 'ignore' });
-      assert.deepEqual(pod.containers, labPod.containers);
+      assert.deepEqual(pod.containers, labPod.containers.map((c) => ({ name: c.name, pid: c.pid, id: c.id })));
       for (const c of pod.containers) {
         assert.ok(running(c.pid), `${c.name} pid ${c.pid} runs`);
+        // born in its kubelet-style cgroup (v2 and the v1 hierarchies alike), children included
+        assert.match(readFileSync(`/proc/${c.pid}/cgroup`, 'utf8'), new RegExp(`^0::/${lab.prefix}\\.lab/kubepods/besteffort/pod${pod.uid}/${c.id}$`, 'm'));
         assert.ok(netnsPids(labPod.netns).includes(c.pid), `${c.name} runs in ${labPod.netns}`);
       }
     }

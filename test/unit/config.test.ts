@@ -280,6 +280,7 @@ describe('config: the result', () => {
         '--set', 'export.otlp.headers=x-tenant=a', '--set', 'export.otlp.timeoutMs=1500',
         '--set', 'probes.sockPayloadBytes=128', '--set', 'correlator.graceMs=20', '--set', 'correlator.idleTimeoutS=5',
         '--set', 'sampling.ratio=0.5', '--metrics-port', '0', '--metrics-host', '127.0.0.1',
+        '--set', 'discovery.namespaces=shop,web', '--set', 'discovery.labelSelector=tier in (front, back),!canary', '--set', 'discovery.unmappedVethGraceS=3',
       ],
     });
     const pods = [{ name: 'p', namespace: 'default', uid: 'u', node: 'n1', ip: '10.0.0.2', netnsInode: 4026532000, hostVeth: 'veth1' }];
@@ -287,6 +288,14 @@ describe('config: the result', () => {
     assert.deepEqual(o, {
       nodeName: 'n1',
       pods,
+      discovery: {
+        // auto: no pods file, no kubeconfig, not in a cluster
+        source: 'none', podsFile: null, kubeconfig: null,
+        selection: { namespaces: ['shop', 'web'], excludeNamespaces: [], labelSelector: 'tier in (front, back),!canary' },
+        traceProxies: true, unknownPods: 'ignore', procRoot: '/proc', cgroupRoot: '', procScanIntervalMs: 2000,
+        maxProcesses: 65536, maxPods: 1024, maxOwners: 1024, resyncS: 300, startTimeoutMs: 5000,
+        backoff: { initialMs: 800, maxMs: 30_000 }, unmappedVethGraceMs: 3000,
+      },
       nodeNetns: '/run/netns/node',
       interfaces: ['eth0'],
       export: {

@@ -274,6 +274,10 @@ describe('manifests', () => {
         assert.equal(config.node.name, 'node-7', 'node.name from NODE_NAME (the downward API), not the hostname');
         assert.equal(config.node.netns, '', 'hostNetwork: the agent\'s netns is the node\'s');
         assert.equal(config.discovery.podsFile, null);
+        // pods from the API server, their processes through the node's procfs as mounted
+        assert.equal(config.discovery.source, 'kubernetes');
+        assert.equal(config.discovery.kubeconfig, null, 'in-cluster: the ServiceAccount\'s token');
+        assert.ok(c.volumeMounts?.some((m) => m.mountPath === config.discovery.procRoot), `discovery.procRoot ${config.discovery.procRoot} is a mount`);
 
         // the port the probes, the Service and Prometheus use is the one the agent serves
         const port = c.ports?.find((p) => p.name === 'metrics');

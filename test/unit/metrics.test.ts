@@ -109,6 +109,11 @@ const OWN = [
   'strata_export_queue_spans', 'strata_export_duration_seconds', 'strata_probe_attached',
   'strata_kernel_shed_events_total', 'strata_kernel_shed_requests_total', 'strata_sampling_keep_ratio', 'strata_agent_cpu_budget_cores',
   'strata_agent_cpu_usage_cores', 'strata_sampling_adjustments_total', 'strata_correlator_shed_gaps_total',
+  'strata_discovery_metadata_stale', 'strata_discovery_pods', 'strata_discovery_pods_traced', 'strata_discovery_pods_pending',
+  'strata_discovery_pods_unknown', 'strata_discovery_pods_over_limit', 'strata_discovery_targets', 'strata_discovery_reconciles_total',
+  'strata_discovery_apply_errors_total', 'strata_discovery_link_events_total', 'strata_discovery_lists_total', 'strata_discovery_relists_total',
+  'strata_discovery_list_errors_total', 'strata_discovery_watch_errors_total', 'strata_discovery_proc_scans_total',
+  'strata_discovery_proc_scan_seconds_total', 'strata_discovery_proc_reads_total', 'strata_discovery_processes', 'strata_discovery_tc_attach_seconds',
 ];
 
 describe('createMetrics', () => {

@@ -10,7 +10,7 @@ import { NET_DEV, type WireContext } from '../../agent/src/probes/registry.ts';
 
 const NODE_NS = 4026531840;
 const pods: PodEntry[] = [
-  { name: 'frontend-7c9d8-abcde', namespace: 'shop', uid: 'u1', node: 'n1', ip: '10.244.1.20', netnsInode: 4026532300, hostVeth: 'va-lab', labels: { app: 'frontend' } },
+  { name: 'frontend-7c9d8-abcde', namespace: 'shop', uid: 'u1', node: 'n1', ip: '10.244.1.20', netnsInode: 4026532300, hostVeth: 'va-lab', labels: { 'app.kubernetes.io/name': 'frontend' } },
   { name: 'node-exporter', namespace: 'mon', uid: 'u2', node: 'n1', ip: '', netnsInode: 0, hostVeth: '', hostNetwork: true, cgroupIds: [77] },
 ];
 

@@ -6,6 +6,7 @@ import type { CorrelatorOptions } from '../correlate/options.ts';
 import type { ExportConfig } from '../export/factory.ts';
 import type { BatchOptions } from '../export/sdk-sink.ts';
 import type { PodEntry } from '../k8s/pods-file.ts';
+import type { AgentDiscoveryOptions } from '../k8s/agent-discovery.ts';
 import { defaultConfig, type StrataConfig } from './schema.ts';
 
 export function toExportConfig(c: StrataConfig): ExportConfig {
@@ -53,8 +54,41 @@ export function toBatchOptions(c: StrataConfig): BatchOptions {
   return { maxQueueSize: q.maxSpans, maxExportBatchSize: q.batchSize, scheduledDelayMillis: q.delayMs, exportTimeoutMillis: q.exportTimeoutMs, maxConcurrentExports: q.maxConcurrentExports };
 }
 
+/** discovery.source auto: the pods file when set, else the API server when in a cluster or given a kubeconfig, else none */
+export function discoverySourceOf(c: StrataConfig, env: Record<string, string | undefined> = process.env): 'file' | 'kubernetes' | 'none' {
+  const d = c.discovery;
+  if (d.source !== 'auto') return d.source;
+  if (d.podsFile !== null) return 'file';
+  if (d.kubeconfig !== null || env.KUBERNETES_SERVICE_HOST) return 'kubernetes';
+  return 'none';
+}
+
+export function toDiscoveryOptions(c: StrataConfig, env: Record<string, string | undefined> = process.env): AgentDiscoveryOptions {
+  const d = c.discovery;
+  const source = discoverySourceOf(c, env);
+  return {
+    source,
+    podsFile: d.podsFile,
+    kubeconfig: d.kubeconfig,
+    selection: { namespaces: [...d.namespaces], excludeNamespaces: [...d.excludeNamespaces], labelSelector: d.labelSelector },
+    traceProxies: d.traceProxies,
+    unknownPods: d.unknownPods === 'auto' ? (source === 'kubernetes' ? 'trace' : 'ignore') : d.unknownPods,
+    procRoot: d.procRoot,
+    cgroupRoot: d.cgroupRoot,
+    procScanIntervalMs: d.procScanIntervalMs,
+    maxProcesses: d.maxProcesses,
+    maxPods: d.maxPods,
+    maxOwners: d.maxOwners,
+    resyncS: d.resyncS,
+    startTimeoutMs: d.startTimeoutMs,
+    backoff: { ...d.backoff },
+    unmappedVethGraceMs: d.unmappedVethGraceS * 1000,
+  };
+}
+
 export function toAgentOptions(config: StrataConfig, pods: PodEntry[]): AgentOptions {
   return {
+    discovery: toDiscoveryOptions(config),
     nodeName: config.node.name,
     pods,
     nodeNetns: config.node.netns,

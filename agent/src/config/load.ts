@@ -251,6 +251,15 @@ function resolve(settings: Setting[], defaults: ConfigShape, issues: ConfigIssue
   if (c.export.queue.batchSize > c.export.queue.maxSpans) {
     issues.push(badValue('export.queue.batchSize', c.export.queue.batchSize, src('export.queue.batchSize'), `an integer in 1..${c.export.queue.maxSpans} (at most export.queue.maxSpans)`));
   }
+  if (c.discovery.backoff.maxMs < c.discovery.backoff.initialMs) {
+    issues.push(badValue('discovery.backoff.maxMs', c.discovery.backoff.maxMs, src('discovery.backoff.maxMs'), `an integer in ${c.discovery.backoff.initialMs}..3600000 (at least discovery.backoff.initialMs)`));
+  }
+  if (c.discovery.source === 'file' && c.discovery.podsFile === null) {
+    issues.push({
+      key: 'discovery.source', value: 'file', source: src('discovery.source'), allowed: 'file only with discovery.podsFile set',
+      message: `discovery.source = "file" (${src('discovery.source')}) needs discovery.podsFile (--pods-file)`,
+    });
+  }
   if (c.export.otlp.endpoint === 'none' && c.export.jaeger.endpoint === null && c.export.files.dir === null && !issues.some((i) => i.key.startsWith('export.'))) {
     issues.push({
       key: 'export.otlp.endpoint',

@@ -1,10 +1,16 @@
 // The configuration's keys, defaults and rules, declared once. Loading, validation, the
 // STRATA_* variable names and `strata agent --help` are all derived from this file.
 import { hostname } from 'node:os';
+import { parseLabelSelector } from '../k8s/selector.ts';
 
 export interface ConfigShape {
   node: { name: string; netns: string; interfaces: string[] };
-  discovery: { podsFile: string | null };
+  discovery: {
+    source: DiscoverySource; podsFile: string | null; kubeconfig: string | null;
+    namespaces: string[]; excludeNamespaces: string[]; labelSelector: string; traceProxies: boolean; unknownPods: 'auto' | 'trace' | 'ignore';
+    procRoot: string; cgroupRoot: string; procScanIntervalMs: number; maxProcesses: number; maxPods: number; maxOwners: number;
+    resyncS: number; startTimeoutMs: number; backoff: { initialMs: number; maxMs: number }; unmappedVethGraceS: number;
+  };
   probes: { sockPayloadBytes: number; pktPayloadBytes: number; ringBufferBytes: number; wakeupBytes: number; syscallAttach: 'auto' | 'tracepoint' | 'raw_tp'; disable: string[] };
   correlator: {
     graceMs: number; idleTimeoutS: number; maxConnections: number; maxMessages: number; proxyComms: string[];
@@ -26,6 +32,7 @@ export interface ConfigShape {
 }
 
 export type OtlpProtocol = 'http/protobuf' | 'grpc';
+export type DiscoverySource = 'auto' | 'file' | 'kubernetes' | 'none';
 
 export type DeepReadonly<T> = T extends (infer U)[]
   ? readonly DeepReadonly<U>[]
@@ -43,7 +50,13 @@ export const DEFAULT_OTLP_GRPC_ENDPOINT = 'http://localhost:4317';
 export function defaultConfig(env: Record<string, string | undefined> = process.env, host: string = hostname()): ConfigShape {
   return {
     node: { name: env.NODE_NAME?.trim() || host, netns: '', interfaces: [] },
-    discovery: { podsFile: null },
+    discovery: {
+      source: 'auto', podsFile: null, kubeconfig: null,
+      namespaces: [], excludeNamespaces: [], labelSelector: '', traceProxies: true, unknownPods: 'auto',
+      procRoot: '/proc', cgroupRoot: '', procScanIntervalMs: 2000, maxProcesses: 65536, maxPods: 1024, maxOwners: 1024,
+      // client-go's reflector backs off 800 ms .. 30 s
+      resyncS: 300, startTimeoutMs: 5000, backoff: { initialMs: 800, maxMs: 30_000 }, unmappedVethGraceS: 10,
+    },
     probes: { sockPayloadBytes: 256, pktPayloadBytes: 128, ringBufferBytes: 16 * 1024 * 1024, wakeupBytes: 256 * 1024, syscallAttach: 'auto', disable: [] },
     correlator: {
       graceMs: 100, idleTimeoutS: 30, maxConnections: 65536, maxMessages: 65536, proxyComms: ['nginx', 'envoy', 'haproxy', 'traefik'],
@@ -236,6 +249,27 @@ function headerMap(help: string): Field {
   };
 }
 
+// DNS-1123 labels (namespace names)
+const k8sNames = { what: 'namespace names (DNS-1123 labels)', test: (s: string) => /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(s) };
+
+function labelSelector(help: string): Field {
+  const check = (s: string) => {
+    try {
+      parseLabelSelector(s);
+      return ok(s.trim());
+    } catch {
+      return undefined;
+    }
+  };
+  return {
+    kind: 'field',
+    allowed: 'a label selector (k=v, k!=v, k in (a,b), k notin (a,b), k, !k; comma-separated), or ""',
+    help,
+    fromValue: (v) => (typeof v === 'string' ? check(v) : undefined),
+    fromString: check,
+  };
+}
+
 // Linux interface names and process comms are at most 15 characters (IFNAMSIZ/TASK_COMM_LEN - 1)
 const ifname = { what: 'interface names (1..15 characters, no "/" or spaces)', test: (s: string) => /^[^/\s]{1,15}$/.test(s) };
 
@@ -246,7 +280,29 @@ export const SCHEMA = {
     interfaces: list('extra interfaces of the node to observe (uplink, NIC), besides the pods\' veths', ifname),
   },
   discovery: {
-    podsFile: str('pods of this node as JSON (what the lab writes); null = none', { nullable: true }),
+    source: oneOf(['auto', 'file', 'kubernetes', 'none'] as const,
+      'where the pods of this node come from: file (discovery.podsFile), kubernetes (the API server), none; auto: file when podsFile is set, else kubernetes when in a cluster (KUBERNETES_SERVICE_HOST) or discovery.kubeconfig is set, else none'),
+    podsFile: str('pods of this node as JSON (what the lab writes; re-read when it changes); null = none', { nullable: true }),
+    kubeconfig: str('kubeconfig file for the API server; null = in-cluster (the pod\'s service account)', { nullable: true }),
+    namespaces: list('trace only pods of these namespaces; [] = every namespace', k8sNames),
+    excludeNamespaces: list('never trace pods of these namespaces', k8sNames),
+    labelSelector: labelSelector('trace only pods whose labels match (kubectl -l syntax: k=v, k!=v, k in (a,b), k notin (a), k, !k); "" = every pod'),
+    traceProxies: bool('also trace pods running a proxy (a process named in correlator.proxyComms) that the selectors leave out, as the proxy layer'),
+    unknownPods: oneOf(['auto', 'trace', 'ignore'] as const,
+      'pods found in /proc (kubelet cgroups) that discovery does not know, e.g. while the API server is unreachable: trace them (without names) or ignore them; auto: trace with source kubernetes, ignore with a pods file'),
+    procRoot: str('the node\'s procfs (hostPID: /proc)'),
+    cgroupRoot: str('the node\'s cgroup v2 mount, for hostNetwork pods\' cgroup ids; "" = the first cgroup2 mount in /proc/self/mounts', { allowEmpty: true }),
+    procScanIntervalMs: int(100, 600_000, 'scan /proc for new processes (and pods, proxies) this often; also on every pod or interface change'),
+    maxProcesses: int(64, 1 << 22, 'processes remembered by the /proc scan at most (beyond: not read, counted)'),
+    maxPods: int(1, 1 << 16, 'pods of this node kept at most (beyond: not traced, counted)'),
+    maxOwners: int(1, 1 << 20, 'ReplicaSets (pod owner -> Deployment) cached at most'),
+    resyncS: int(0, 86_400, 'list the pods again this often, replacing the watched state (0 = only after a watch error or 410 Gone)'),
+    startTimeoutMs: int(0, 600_000, 'at start, wait this long for the first list of pods before tracing with what /proc shows'),
+    backoff: {
+      initialMs: int(1, 600_000, 'API server unreachable: first retry after this long (doubled per failure, +-20 % jitter)'),
+      maxMs: int(1, 3_600_000, 'retry backoff cap'),
+    },
+    unmappedVethGraceS: int(0, 3600, 'a new veth is traced at once; detached after this long if no traced pod is found behind it'),
   },
   probes: {
     sockPayloadBytes: int(8, 512, 'payload bytes captured per socket syscall', { multipleOf: 8 }),

@@ -3,7 +3,8 @@
 // layers apart in Jaeger, events for the first and last bytes. Every exported string is cleaned
 // (no control characters, valid UTF-8) and bounded.
 //
-// Services: an exchange span is filed under its workload (the pod's app label), else the program;
+// Services: an exchange span is filed under its service name (k8s/enrich.ts: the container's
+// OTEL_SERVICE_NAME, the pod's annotation, app.kubernetes.io labels, the top owner, the pod), else the program;
 // a hop span under "net:<layer> <node>" (e.g. "net:bridge node-1"), one per layer and node: Jaeger
 // colours rows by service, so every layer gets its colour, and hop spans never have children, so
 // these services are leaves of the service graph, never links between two workloads.
@@ -29,8 +30,8 @@ export class SpanMapper {
   private readonly routes: Routes;
   /** one descriptor per process/pod and per layer/node, reused so the sink keys its Resources by identity */
   private readonly resources: LRUCache<string, SpanResource>;
-  /** per process as the correlator shares it (one object per connection): no key built per span */
-  private readonly byProcess = new WeakMap<ProcessInfo, SpanResource>();
+  /** per process as the correlator shares it (one object per connection): no key built per span; rev: the pod's when built */
+  private readonly byProcess = new WeakMap<ProcessInfo, { res: SpanResource; rev: number }>();
   private readonly net = new Map<string, Partial<Record<Layer, SpanResource>>>();
   private readonly maxResources: number;
   /** route of each recent path (paths repeat: the pattern match or id heuristic runs once per path) */
@@ -155,9 +156,11 @@ export class SpanMapper {
     const dev = h.to.kind === 'tc' || h.to.kind === 'netdev' ? h.to : h.from.kind === 'tc' || h.from.kind === 'netdev' ? h.from : undefined;
     if (dev) a['network.interface.name'] = clean(dev.name, 32);
     const pod = h.to.pod ?? h.from.pod;
+    // the pod whose interface the hop crosses (the node is the resource's k8s.node.name)
     if (pod) {
-      a['k8s.pod.name'] = pod.name;
-      a['k8s.namespace.name'] = pod.namespace;
+      if (pod.name) a['k8s.pod.name'] = pod.name;
+      if (pod.namespace) a['k8s.namespace.name'] = pod.namespace;
+      if (pod.uid) a['k8s.pod.uid'] = pod.uid;
     }
     const netns = h.to.netns ?? h.from.netns;
     if (netns) a['strata.netns'] = netns;
@@ -179,23 +182,33 @@ export class SpanMapper {
 
   private processResource(r: ExchangeRecord): SpanResource {
     const p = r.process;
-    let res = this.byProcess.get(p);
-    if (res) return res;
-    const key = `p/${p.pid}/${r.pod?.uid ?? ''}/${p.executable}`;
+    const rev = r.pod?.rev ?? 0;
+    const hit = this.byProcess.get(p);
+    if (hit && hit.rev === rev) return hit.res;
+    let res: SpanResource | undefined;
+    // rev: discovery learnt more about the pod (the API server came back): a new resource
+    const key = `p/${p.pid}/${r.pod?.uid ?? ''}/${rev}/${p.executable}`;
     res = this.resources.get(key);
     if (!res) {
       const exe = clean(p.executable, 64);
       const attrs: Attributes = { 'k8s.node.name': r.node, 'process.pid': p.pid, 'process.executable.name': exe };
-      if (r.pod) {
-        attrs['k8s.pod.name'] = r.pod.name;
-        attrs['k8s.namespace.name'] = r.pod.namespace;
-        if (r.pod.uid) attrs['k8s.pod.uid'] = r.pod.uid;
-        attrs['k8s.deployment.name'] = r.pod.workload;
+      let serviceName = exe;
+      const pod = r.pod;
+      if (pod) {
+        // k8s semantic conventions; what is unknown is left out, never empty (a pod only /proc knows has a uid alone)
+        if (pod.name) attrs['k8s.pod.name'] = pod.name;
+        if (pod.namespace) attrs['k8s.namespace.name'] = pod.namespace;
+        if (pod.uid) attrs['k8s.pod.uid'] = pod.uid;
+        const c = pod.container?.(p.pid);
+        if (c?.name) attrs['k8s.container.name'] = c.name;
+        // the workload: k8s.deployment.name (via the ReplicaSet), k8s.daemonset.name, ...
+        for (const [k, v] of Object.entries(pod.attributes ?? {})) attrs[k] = v;
+        serviceName = c?.serviceName || (pod.unknown ? exe : pod.workload);
       }
-      res = { serviceName: r.pod?.workload ?? exe, attributes: attrs };
+      res = { serviceName, attributes: attrs };
       this.resources.set(key, res);
     }
-    this.byProcess.set(p, res);
+    this.byProcess.set(p, { res, rev });
     return res;
   }
 

@@ -1,18 +1,32 @@
-// File-based pod discovery (the lab's pods.json; in a cluster the API server takes this place).
-// Maps a network namespace inode to its pod and a host-side veth to the pod behind it.
-import { readFileSync } from 'node:fs';
-import type { PodInfo, Topology } from './topology.ts';
+// File-based pod discovery: the lab's pods.json, the demo, hosts without Kubernetes. An entry may
+// say where its pod is (netnsInode + hostVeth, or hostNetwork + cgroupIds: used as given) or only
+// who it is (uid, name, namespace, labels, containers): then /proc finds its processes by the
+// kubelet-style cgroup pod<uid> and the veth behind its netns (k8s/discovery.ts).
+import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { type PodMeta, podServiceName, workloadAttributes } from './enrich.ts';
+import type { PodSource, SourceStats } from './source.ts';
+import { type PodInfo, PodTopology } from './topology.ts';
 
 export interface PodEntry {
   name: string;
   namespace: string;
+  /** the pod's UID: also the pod<uid> of its kubelet-style cgroup, through which /proc finds it */
   uid: string;
   node: string;
   ip: string;
+  /** more IPs (v6 next to v4) */
+  ips?: string[];
+  /** 0 (or absent, with a uid): found through /proc */
   netnsInode: number;
-  /** the pod's veth on the node; "" for hostNetwork pods */
+  /** the pod's veth on the node; "" for hostNetwork pods, or to find it from the pod's netns */
   hostVeth: string;
   labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  /** the controlling owner (kind: ReplicaSet, DaemonSet, StatefulSet, Job); absent: a Deployment's when the name says so */
+  owner?: { kind: string; name: string };
+  /** containers: a pid or a container ID ties processes to them; serviceName is its OTEL_SERVICE_NAME */
+  containers?: { name: string; pid?: number; id?: string; serviceName?: string }[];
   /** cgroup v2 ids of the pod's containers: traced whatever the netns */
   cgroupIds?: number[];
   /** the pod uses the node's netns: traced by cgroupIds only, never by netns, no veth */
@@ -34,82 +48,201 @@ export function readPodsFile(path: string): PodEntry[] {
   return raw.map((p, i) => {
     const o = p as Partial<PodEntry>;
     if (typeof o.name !== 'string') throw new PodsFileError(`pods file ${path}: entry ${i} needs a name`);
+    const uid = typeof o.uid === 'string' && o.uid !== '';
     if (o.hostNetwork) {
-      if (!Array.isArray(o.cgroupIds) || o.cgroupIds.length === 0 || !o.cgroupIds.every((c) => Number.isSafeInteger(c) && c > 0)) {
-        throw new PodsFileError(`pods file ${path}: hostNetwork pod ${o.name} needs cgroupIds (cgroup v2 ids of its containers)`);
+      const ids = o.cgroupIds;
+      if (ids !== undefined && (!Array.isArray(ids) || !ids.every((c) => Number.isSafeInteger(c) && c > 0))) {
+        throw new PodsFileError(`pods file ${path}: hostNetwork pod ${o.name}: cgroupIds must be cgroup v2 ids (positive integers)`);
+      }
+      if (!uid && !ids?.length) {
+        throw new PodsFileError(`pods file ${path}: hostNetwork pod ${o.name} needs cgroupIds (cgroup v2 ids of its containers) or a uid (its kubelet-style cgroup)`);
       }
       return { namespace: 'default', uid: '', node: '', ip: '', netnsInode: 0, hostVeth: '', ...o } as PodEntry;
     }
-    if (typeof o.netnsInode !== 'number' || typeof o.hostVeth !== 'string') {
-      throw new PodsFileError(`pods file ${path}: entry ${i} needs netnsInode and hostVeth (or hostNetwork with cgroupIds)`);
+    const placed = typeof o.netnsInode === 'number' && typeof o.hostVeth === 'string';
+    if (!placed && !uid) {
+      throw new PodsFileError(`pods file ${path}: entry ${i} needs netnsInode and hostVeth, or a uid (found through its kubelet-style cgroup), or hostNetwork with cgroupIds`);
     }
-    return { namespace: 'default', uid: '', node: '', ip: '', ...o } as PodEntry;
+    return { namespace: 'default', uid: '', node: '', ip: '', netnsInode: 0, hostVeth: '', ...o } as PodEntry;
   });
 }
 
-/** Workload name: app label, else the pod name without its ReplicaSet/pod hash suffixes. */
-export function workloadOf(p: { name: string; labels?: Record<string, string> }): string {
-  const l = p.labels ?? {};
-  return l['app.kubernetes.io/name'] ?? l.app ?? p.name.replace(/-[a-z0-9]{8,10}-[a-z0-9]{5}$/, '');
+/** A pods-file entry as discovery sees every pod. */
+export function podMetaOf(p: PodEntry, nodeName: string): PodMeta {
+  return {
+    uid: p.uid,
+    name: p.name,
+    namespace: p.namespace,
+    node: p.node || nodeName,
+    labels: p.labels ?? {},
+    annotations: p.annotations ?? {},
+    hostNetwork: p.hostNetwork === true,
+    ips: [...new Set([p.ip, ...(p.ips ?? [])].filter((x) => x))],
+    owner: p.owner,
+    containers: (p.containers ?? []).map((c) => ({ name: c.name, id: c.id, pid: c.pid, serviceName: c.serviceName })),
+    netnsInode: p.netnsInode || undefined,
+    hostVeth: p.hostVeth || undefined,
+    cgroupIds: p.cgroupIds,
+  };
 }
 
-/** An observed interface: on the node (a host veth, an uplink) or inside a pod (its own eth0). */
-export interface IfaceInfo {
-  name: string;
-  pod?: PodInfo;
-  side: 'node' | 'pod';
+/** A pod as spans name it, from what discovery knows (no process-level detail: that is discovery's). */
+export function podInfoOf(m: PodMeta, rev = 0): PodInfo {
+  return {
+    name: m.name, namespace: m.namespace, uid: m.uid, node: m.node, workload: podServiceName(m),
+    attributes: workloadAttributes(m), ips: m.ips, rev,
+  };
 }
 
-export class StaticTopology implements Topology {
-  private readonly byNetns = new Map<number, PodInfo>();
-  private readonly byVeth = new Map<string, PodInfo>();
-  private readonly byCgroup = new Map<number, PodInfo>();
-  /** by `${netns inode}:${ifindex}`; ifindex is per netns */
-  private readonly ifaces = new Map<string, IfaceInfo>();
-  /** inode of the node's netns (where TC attaches); 0 until known */
-  private nodeNetns: number;
+/** Service name of a pods-file entry (rules 2-6 of k8s/enrich.ts). */
+export function workloadOf(p: PodEntry): string {
+  return podServiceName(podMetaOf(p, ''));
+}
 
-  readonly nodeName: string;
-
+/**
+ * A topology filled from pods-file entries as given (tests, replays, benchmarks): no /proc, no
+ * API server. The agent's own topology is kept by k8s/discovery.ts.
+ */
+export class StaticTopology extends PodTopology {
   constructor(nodeName: string, pods: PodEntry[] = [], nodeNetnsInode = 0) {
-    this.nodeName = nodeName;
-    this.nodeNetns = nodeNetnsInode;
+    super(nodeName, nodeNetnsInode);
     for (const p of pods) this.addPod(p);
   }
 
-  /** the node's netns inode: interfaces registered without a netns, or with this one, are the node's */
-  setNodeNetns(inode: number): void {
-    this.nodeNetns = inode;
-  }
-
   addPod(p: PodEntry): PodInfo {
-    const info: PodInfo = { name: p.name, namespace: p.namespace, uid: p.uid, node: p.node || this.nodeName, workload: workloadOf(p) };
-    if (!p.hostNetwork) this.byNetns.set(p.netnsInode, info);
-    if (p.hostVeth) this.byVeth.set(p.hostVeth, info);
-    for (const id of p.cgroupIds ?? []) this.byCgroup.set(id, info);
+    const info = podInfoOf(podMetaOf(p, this.nodeName));
+    this.put(info, { netns: p.hostNetwork ? undefined : p.netnsInode || undefined, veth: p.hostVeth || undefined, cgroupIds: p.cgroupIds });
     return info;
   }
+}
 
-  /**
-   * Records an observed interface. netns undefined (or the node's): a node interface, its pod the
-   * one behind that host veth. A pod's netns inode: the pod's own interface.
-   */
-  addInterface(ifindex: number, name: string, netns?: number): void {
-    const node = netns === undefined || netns === this.nodeNetns;
-    const info: IfaceInfo = node ? { name, pod: this.byVeth.get(name), side: 'node' } : { name, pod: this.podByNetns(netns), side: 'pod' };
-    this.ifaces.set(`${node ? this.nodeNetns : netns}:${ifindex}`, info);
+/**
+ * The pods file as a discovery source: read at start (an unreadable file then is a configuration
+ * error), and again whenever it changes (a directory watch, and its mtime at every reconcile). A
+ * file that turns unreadable later keeps the last good pods (counted, one warning).
+ */
+export class FilePodSource implements PodSource {
+  readonly kind = 'file';
+  /** the file is the whole truth: pods only /proc shows are not this agent's */
+  readonly authoritative = true;
+  private entries: PodEntry[];
+  private metas: PodMeta[];
+  private watcher?: FSWatcher;
+  private mtimeMs = 0;
+  private size = -1;
+  private readonly st: SourceStats = { lists: 1, listErrors: 0, watchErrors: 0, relists: 0 };
+  private onChange: () => void = () => {};
+  private readonly path: string;
+  private readonly nodeName: string;
+  private readonly log: (m: string) => void;
+  private warned = false;
+
+  constructor(path: string, nodeName: string, log: (m: string) => void, entries?: PodEntry[]) {
+    this.path = path;
+    this.nodeName = nodeName;
+    this.log = log;
+    this.entries = entries ?? readPodsFile(path);
+    this.metas = this.entries.map((e) => podMetaOf(e, nodeName));
+    this.stamp();
   }
 
-  podByNetns(inode: number): PodInfo | undefined {
-    return this.byNetns.get(inode);
+  async start(onChange: () => void): Promise<void> {
+    this.onChange = onChange;
+    try {
+      // the directory: writers replace the file (rename), which a watch on the file itself misses
+      this.watcher = watch(dirname(this.path), (_ev, f) => {
+        if (f === null || f === basename(this.path)) this.poll();
+      });
+      this.watcher.on('error', () => {});
+    } catch {
+      // no inotify here: poll() at every reconcile still sees changes
+    }
   }
 
-  podByCgroup(id: number): PodInfo | undefined {
-    return this.byCgroup.get(id);
+  /** Re-reads the file when its mtime or size changed; true when the pods changed. */
+  poll(): boolean {
+    let st: { mtimeMs: number; size: number };
+    try {
+      st = statSync(this.path);
+    } catch {
+      return false;
+    }
+    if (st.mtimeMs === this.mtimeMs && st.size === this.size) return false;
+    try {
+      const entries = readPodsFile(this.path);
+      this.entries = entries;
+      this.metas = entries.map((e) => podMetaOf(e, this.nodeName));
+      this.mtimeMs = st.mtimeMs;
+      this.size = st.size;
+      this.st.lists++;
+      this.warned = false;
+      this.onChange();
+      return true;
+    } catch (e) {
+      // half-written by a writer that does not rename: the next change event or poll reads it again
+      this.st.listErrors++;
+      if (!this.warned) this.log(`strata: warning: ${(e as Error).message}; keeping the last pods read`);
+      this.warned = true;
+      return false;
+    }
   }
 
-  /** netns undefined: the node's (what TC pkt events mean) */
-  iface(ifindex: number, netns?: number): IfaceInfo | undefined {
-    return this.ifaces.get(`${netns ?? this.nodeNetns}:${ifindex}`);
+  private stamp(): void {
+    try {
+      const st = statSync(this.path);
+      this.mtimeMs = st.mtimeMs;
+      this.size = st.size;
+    } catch {
+      // read from memory (tests): no file to watch
+    }
+  }
+
+  pods(): readonly PodMeta[] {
+    return this.metas;
+  }
+
+  stale(): boolean {
+    return false;
+  }
+
+  stats(): SourceStats {
+    return this.st;
+  }
+
+  async stop(): Promise<void> {
+    this.watcher?.close();
   }
 }
+
+/** Pods given once, never changing (the Agent constructed with a list: tests). */
+export class StaticPodSource implements PodSource {
+  readonly kind = 'static';
+  readonly authoritative = true;
+  private readonly metas: PodMeta[];
+
+  constructor(entries: readonly PodEntry[], nodeName: string) {
+    this.metas = entries.map((e) => podMetaOf(e, nodeName));
+  }
+
+  async start(): Promise<void> {}
+
+  poll(): boolean {
+    return false;
+  }
+
+  pods(): readonly PodMeta[] {
+    return this.metas;
+  }
+
+  stale(): boolean {
+    return false;
+  }
+
+  stats(): SourceStats {
+    return { lists: 1, listErrors: 0, watchErrors: 0, relists: 0 };
+  }
+
+  async stop(): Promise<void> {}
+}
+
+export type { IfaceInfo } from './topology.ts';

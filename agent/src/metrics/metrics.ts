@@ -5,6 +5,19 @@
 import { Counter, Gauge, Histogram, type Metric, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ExportLatencyStats, ExporterStats, SdkSinkStats } from '../export/sdk-sink.ts';
 import type { KernelStats } from '../probes/probe-set.ts';
+import type { DiscoveryStats, LatencyStats } from '../k8s/discovery.ts';
+import type { ProcScanStats } from '../k8s/proc.ts';
+import type { SourceStats } from '../k8s/source.ts';
+
+/** What discovery reports (k8s/discovery.ts): the source's health, the pods, the /proc scan, TC attach latency. */
+export interface DiscoverySnapshot {
+  /** the API server unreachable (or never listed): pod metadata may be out of date */
+  stale: boolean;
+  source: string;
+  stats: DiscoveryStats;
+  sourceStats: SourceStats & { restarts?: number; ownerLookupErrors?: number };
+  proc: ProcScanStats;
+}
 
 export interface StatsSource {
   /** kernel counters by their generated names (enum strata_stat -> STAT_NAMES) */
@@ -22,6 +35,8 @@ export interface StatsSource {
   shedding?(): { keepRatio: number; cpuBudget: number; usageCores: number; adjustments: number } | undefined;
   /** attachments: one per probe family of the registry (the agent reports each) plus per-interface ones (tc:<ifname>) */
   probes(): { name: string; attached: boolean }[];
+  /** discovery, once it runs */
+  discovery?(): DiscoverySnapshot | undefined;
 }
 
 type Reader = () => number | undefined;
@@ -75,34 +90,36 @@ function exporterNames(exporters: ExporterStats[]): string[] {
 }
 
 type HistogramSample = { labels: Record<string, string | number>; value: number; metricName: string };
-type LatencySource = () => { exporter: string; latency: ExportLatencyStats }[];
+type LatencySource = () => { labels: Record<string, string>; latency: ExportLatencyStats | LatencyStats | undefined }[];
 
 /**
- * strata_export_duration_seconds: a histogram whose buckets are counted elsewhere (the sink's
- * ExportLatencyStats, cumulative like `le`). prom-client's Histogram only counts its own observe()
+ * A histogram whose buckets are counted elsewhere (the sink's ExportLatencyStats, discovery's TC
+ * attach latency; cumulative like `le`). prom-client's Histogram only counts its own observe()
  * calls, so this is a metric of its own with the shape Registry reads (name, help, type, get()),
  * turning the source's buckets into samples at scrape time.
  */
-class ExportDurationHistogram {
-  readonly name = 'strata_export_duration_seconds';
-  readonly help = "Duration of an exporter's export calls (one batch each), retries included, successes and failures alike.";
+class ExternalHistogram {
   readonly type = 'histogram';
   readonly aggregator = 'sum';
+  readonly name: string;
+  readonly help: string;
   private readonly read: LatencySource;
 
-  constructor(read: LatencySource) {
+  constructor(name: string, help: string, read: LatencySource) {
+    this.name = name;
+    this.help = help;
     this.read = read;
   }
 
   async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: HistogramSample[] }> {
     const values: HistogramSample[] = [];
     const bucket = `${this.name}_bucket`;
-    for (const { exporter, latency: l } of this.read()) {
-      if (!l) continue; // an exporter without latency records: no series rather than a failed scrape
-      l.bucketsMs.forEach((ms, i) => values.push({ labels: { exporter, le: ms / 1000 }, value: l.buckets[i] ?? 0, metricName: bucket }));
-      values.push({ labels: { exporter, le: '+Inf' }, value: l.count, metricName: bucket });
-      values.push({ labels: { exporter }, value: l.sumMs / 1000, metricName: `${this.name}_sum` });
-      values.push({ labels: { exporter }, value: l.count, metricName: `${this.name}_count` });
+    for (const { labels, latency: l } of this.read()) {
+      if (!l) continue; // a source without latency records: no series rather than a failed scrape
+      l.bucketsMs.forEach((ms, i) => values.push({ labels: { ...labels, le: ms / 1000 }, value: l.buckets[i] ?? 0, metricName: bucket }));
+      values.push({ labels: { ...labels, le: '+Inf' }, value: l.count, metricName: bucket });
+      values.push({ labels, value: l.sumMs / 1000, metricName: `${this.name}_sum` });
+      values.push({ labels, value: l.count, metricName: `${this.name}_count` });
     }
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
   }
@@ -309,10 +326,11 @@ export function createMetrics(src: StatsSource): Registry {
     },
   });
   const exportQueueOf = children<{ set: SetFn }>((exporter) => exportQueue.labels(exporter));
-  const exportDuration = new ExportDurationHistogram(() => {
-    const ex = sink().exporters;
-    return exporterNames(ex).map((exporter, i) => ({ exporter, latency: (ex[i] as ExporterStats).exportLatencyMs }));
-  });
+  const exportDuration = new ExternalHistogram('strata_export_duration_seconds',
+    "Duration of an exporter's export calls (one batch each), retries included, successes and failures alike.", () => {
+      const ex = sink().exporters;
+      return exporterNames(ex).map((exporter, i) => ({ labels: { exporter }, latency: (ex[i] as ExporterStats).exportLatencyMs }));
+    });
   // Registry reads metrics by shape; its type names prom-client's classes only
   registry.registerMetric(exportDuration as unknown as Histogram);
 
@@ -324,5 +342,29 @@ export function createMetrics(src: StatsSource): Registry {
     },
   });
   const attachedOf = children<{ set: SetFn }>((probe) => attached.labels(probe));
+
+  // discovery: pods of this node, the API server's health, the /proc scan, TC attach latency
+  const disc = perScrape(() => src.discovery?.());
+  gauge('strata_discovery_metadata_stale', '1 while pod metadata may be out of date (the API server unreachable, or not listed yet): tracing goes on with the pods last known and those /proc shows.', () => (disc()?.stale ? 1 : 0));
+  gauge('strata_discovery_pods', 'Pods of this node known to discovery (the source\'s, and those found only in /proc).', () => disc()?.stats.pods);
+  gauge('strata_discovery_pods_traced', 'Pods traced (selected by discovery.namespaces/excludeNamespaces/labelSelector, running a proxy, or unknown and discovery.unknownPods=trace).', () => disc()?.stats.podsTraced);
+  gauge('strata_discovery_pods_pending', 'Traced pods whose network namespace or host veth is not found yet.', () => disc()?.stats.podsPending);
+  gauge('strata_discovery_pods_unknown', 'Pods found in /proc (kubelet-style cgroups) that the source does not name.', () => disc()?.stats.unknownPods);
+  gauge('strata_discovery_pods_over_limit', 'Pods of the source beyond discovery.maxPods, not traced.', () => disc()?.stats.podsOverLimit);
+  gauge('strata_discovery_targets', 'Trace targets applied: pod netns and cgroups in the kernel filters, interfaces with TC or net_dev.', () => disc()?.stats.targets);
+  counter('strata_discovery_reconciles_total', 'Reconciles of the topology and kernel filters with discovery.', () => disc()?.stats.reconciles);
+  counter('strata_discovery_apply_errors_total', 'Trace targets that could not be applied or removed (retried at the next reconcile).', () => disc()?.stats.applyErrors);
+  counter('strata_discovery_link_events_total', 'rtnetlink link events of the node\'s netns (ip monitor).', () => disc()?.stats.linkEvents);
+  counter('strata_discovery_lists_total', 'Successful lists of the source (API server LIST, pods file read).', () => disc()?.sourceStats.lists);
+  counter('strata_discovery_relists_total', 'Lists after the first: resync, 410 Gone (expired resourceVersion), reconnect without a resumable resourceVersion.', () => disc()?.sourceStats.relists);
+  counter('strata_discovery_list_errors_total', 'Failed lists (API server unreachable or refusing, pods file unreadable).', () => disc()?.sourceStats.listErrors);
+  counter('strata_discovery_watch_errors_total', 'Watches that ended with an error (not the server\'s normal close).', () => disc()?.sourceStats.watchErrors);
+  counter('strata_discovery_proc_scans_total', 'Scans of /proc for processes of pods and proxies.', () => disc()?.proc.scans);
+  counter('strata_discovery_proc_scan_seconds_total', 'Wall time spent in /proc scans.', () => (disc()?.proc.scanMsTotal ?? 0) / 1000);
+  counter('strata_discovery_proc_reads_total', 'New processes read by /proc scans (cgroup and comm of each).', () => disc()?.proc.reads);
+  gauge('strata_discovery_processes', 'Processes the /proc scan remembers.', () => disc()?.proc.processes);
+  const attachLatency = new ExternalHistogram('strata_discovery_tc_attach_seconds',
+    'From a new veth\'s rtnetlink event (as read by the agent) to TC attached on it.', () => [{ labels: {}, latency: disc()?.stats.attachLatency }]);
+  registry.registerMetric(attachLatency as unknown as Histogram);
   return registry;
 }

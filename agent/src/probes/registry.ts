@@ -6,7 +6,8 @@
 // else lists probes or says "required".
 import { EVENT_TYPE, type STAT_NAMES } from '../events/layout.generated.ts';
 import type { EventHandler } from '../events/decode.ts';
-import type { PodEntry, StaticTopology } from '../k8s/pods-file.ts';
+import type { PodEntry } from '../k8s/pods-file.ts';
+import type { PodTopology } from '../k8s/topology.ts';
 import type { PreflightEnv } from './preflight.ts';
 import type { Knobs } from '../../../native/index.d.ts';
 import { ONE, type ProbeSet, u32 } from './probe-set.ts';
@@ -63,20 +64,38 @@ export interface Preflight {
   variant?: string;
 }
 
-/** What the agent hands a family to wire itself after attach. */
-export interface WireContext {
+/**
+ * One thing to trace, as discovery (k8s/discovery.ts) finds them while pods come and go: a pod's
+ * netns (socket filter), a cgroup (hostNetwork pods, proxies outside pods), an interface of the
+ * node (a pod's host veth or an uplink: TC, net_dev on uplinks), a pod's own interface (net_dev).
+ */
+export type TraceTarget =
+  | { kind: 'netns'; inode: number }
+  | { kind: 'cgroup'; id: number }
+  | { kind: 'iface'; name: string; ifindex: number; uplink: boolean }
+  | { kind: 'poddev'; netns: number; ifindex: number; name: string };
+
+/** What a family needs to start or stop tracing one target. */
+export interface TrackContext {
   probes: ProbeSet;
-  pods: readonly PodEntry[];
   /** netns path of the node's interfaces; "" = the agent's own */
   nodeNetns: string;
   /** inode of that netns */
   nodeNetnsInode: number;
-  /** the node's uplinks to observe */
-  interfaces: readonly string[];
-  topology: StaticTopology;
+  topology: PodTopology;
   log: (msg: string) => void;
   /** reports one attachment (strata_probe_attached{probe}) */
   attached: (name: string, ok: boolean) => void;
+  /** the attachment is gone with its target (its strata_probe_attached series goes too) */
+  forget?: (name: string) => void;
+}
+
+/** What the agent hands a family to wire itself after attach. */
+export interface WireContext extends TrackContext {
+  /** pods given as a list (tests); the agent hands none: discovery tracks its pods through track() */
+  pods: readonly PodEntry[];
+  /** the node's uplinks to observe (the agent hands none: discovery tracks them) */
+  interfaces: readonly string[];
 }
 
 export interface ProbeFamily {
@@ -95,8 +114,20 @@ export interface ProbeFamily {
   events: EventDesc[];
   /** the kernel counters its programs increment (besides events, rbDrops, readErrors) */
   stats: StatName[];
-  /** after load and attach: filter maps, interfaces; failures of single items are warnings */
+  /** after load and attach: family-wide setup, then the static targets of ctx; failures of single items are warnings */
   wire?(ctx: WireContext): void;
+  /** starts (on) or stops tracing one target whose kind the family handles; throws when it cannot */
+  track?(ctx: TrackContext, t: TraceTarget, on: boolean): void;
+}
+
+/** the targets of a static list of pods and uplinks (WireContext), as discovery would find them */
+function staticTargets(ctx: WireContext): TraceTarget[] {
+  const out: TraceTarget[] = [];
+  for (const pod of ctx.pods) {
+    if (!pod.hostNetwork && pod.netnsInode) out.push({ kind: 'netns', inode: pod.netnsInode });
+    for (const id of pod.cgroupIds ?? []) out.push({ kind: 'cgroup', id });
+  }
+  return out;
 }
 
 /** every object's wakeup knob (bpf/include/common.bpf.h) */
@@ -156,9 +187,15 @@ export const SOCK_SYSCALLS: ProbeFamily = {
   ],
   stats: ['filtered', 'notTcp'],
   wire(ctx) {
-    for (const pod of ctx.pods) {
-      if (!pod.hostNetwork) ctx.probes.netnsAdd(pod.netnsInode);
-      for (const id of pod.cgroupIds ?? []) ctx.probes.cgroupAdd(id);
+    for (const t of staticTargets(ctx)) this.track?.(ctx, t, true);
+  },
+  track(ctx, t, on) {
+    if (t.kind === 'netns') {
+      if (on) ctx.probes.netnsAdd(t.inode);
+      else ctx.probes.netnsDelete(t.inode);
+    } else if (t.kind === 'cgroup') {
+      if (on) ctx.probes.cgroupAdd(t.id);
+      else ctx.probes.cgroupDelete(t.id);
     }
   },
 };
@@ -187,14 +224,34 @@ export const VETH_TC: ProbeFamily = {
     const ifaces = [...ctx.pods.filter((x) => x.hostVeth).map((x) => x.hostVeth), ...ctx.interfaces];
     for (const ifname of ifaces) {
       try {
-        const ifindex = ctx.probes.attachTc(this, ifname, ctx.nodeNetns);
-        ctx.topology.addInterface(ifindex, ifname);
-        ctx.attached(`tc:${ifname}`, true);
+        this.track?.(ctx, { kind: 'iface', name: ifname, ifindex: 0, uplink: ctx.interfaces.includes(ifname) }, true);
       } catch (e) {
         // one pod's veth missing must not stop tracing the others
-        ctx.attached(`tc:${ifname}`, false);
         ctx.log(`strata: warning: TC probe on ${ifname} not attached: ${(e as Error).message}`);
       }
+    }
+  },
+  track(ctx, t, on) {
+    if (t.kind !== 'iface') return;
+    if (!on) {
+      try {
+        ctx.probes.detachTc(t.name, ctx.nodeNetns);
+      } catch (e) {
+        // not attached (an earlier attach failed), or the device is gone with its filters
+        if ((e as { code?: string }).code !== 'ENOENT') throw e;
+      } finally {
+        ctx.topology.removeInterface(t.ifindex);
+        ctx.forget?.(`tc:${t.name}`);
+      }
+      return;
+    }
+    try {
+      const ifindex = ctx.probes.attachTc(this, t.name, ctx.nodeNetns);
+      ctx.topology.addInterface(ifindex, t.name);
+      ctx.attached(`tc:${t.name}`, true);
+    } catch (e) {
+      ctx.attached(`tc:${t.name}`, false);
+      throw e;
     }
   },
 };
@@ -217,17 +274,10 @@ export const NET_DEV: ProbeFamily = {
   events: [{ type: EVENT_TYPE.EV_NETDEV, name: 'netdev', handler: 'onNetDev' }],
   stats: ['netdevSeen', 'netdevAggregated'],
   wire(ctx) {
-    const watch = (what: string, netns: number, ifindex: number, name: string) => {
-      netdevWatch(ctx.probes, netns, ifindex);
-      ctx.topology.addInterface(ifindex, name, netns);
-      ctx.log(`strata: net_dev watches ${what}`);
-    };
     for (const ifname of ctx.interfaces) {
       try {
-        watch(`uplink ${ifname}`, ctx.nodeNetnsInode, ctx.probes.linkInfo(ifname, ctx.nodeNetns).ifindex, ifname);
-        ctx.attached(`net_dev:${ifname}`, true);
+        this.track?.(ctx, { kind: 'iface', name: ifname, ifindex: 0, uplink: true }, true);
       } catch (e) {
-        ctx.attached(`net_dev:${ifname}`, false);
         // a missing uplink is already the TC probe's one warning
         if ((e as { code?: string }).code !== 'ENODEV') ctx.log(`strata: warning: net_dev cannot watch ${ifname}: ${(e as Error).message}`);
       }
@@ -238,9 +288,39 @@ export const NET_DEV: ProbeFamily = {
       try {
         const { iflink } = ctx.probes.linkInfo(pod.hostVeth, ctx.nodeNetns);
         // CNI names the pod end CNI_IFNAME, eth0 unless configured otherwise (the lab too)
-        watch(`${pod.name}'s interface (peer of ${pod.hostVeth})`, pod.netnsInode, iflink, 'eth0');
+        this.track?.(ctx, { kind: 'poddev', netns: pod.netnsInode, ifindex: iflink, name: 'eth0' }, true);
       } catch (e) {
         ctx.log(`strata: warning: net_dev cannot watch the interface of pod ${pod.name}: ${(e as Error).message}`);
+      }
+    }
+  },
+  track(ctx, t, on) {
+    if (t.kind === 'iface' && t.uplink) {
+      // uplinks only: a pod's host veth is the same device as its peer's pair, watched on the pod side
+      if (!on) {
+        netdevUnwatch(ctx.probes, ctx.nodeNetnsInode, t.ifindex);
+        ctx.forget?.(`net_dev:${t.name}`);
+        return;
+      }
+      try {
+        const ifindex = t.ifindex || ctx.probes.linkInfo(t.name, ctx.nodeNetns).ifindex;
+        netdevWatch(ctx.probes, ctx.nodeNetnsInode, ifindex);
+        ctx.topology.addInterface(ifindex, t.name, ctx.nodeNetnsInode);
+        ctx.attached(`net_dev:${t.name}`, true);
+        ctx.log(`strata: net_dev watches uplink ${t.name}`);
+      } catch (e) {
+        ctx.attached(`net_dev:${t.name}`, false);
+        throw e;
+      }
+    } else if (t.kind === 'poddev') {
+      if (on) {
+        netdevWatch(ctx.probes, t.netns, t.ifindex);
+        ctx.topology.addInterface(t.ifindex, t.name, t.netns);
+        const pod = ctx.topology.podByNetns(t.netns);
+        ctx.log(`strata: net_dev watches ${pod?.name ? `${pod.name}'s` : `netns ${t.netns}'s`} interface ${t.name}`);
+      } else {
+        netdevUnwatch(ctx.probes, t.netns, t.ifindex);
+        ctx.topology.removeInterface(t.ifindex, t.netns);
       }
     }
   },
