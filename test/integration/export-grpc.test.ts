@@ -158,10 +158,12 @@ describe('OTLP gRPC export', () => {
       assert.equal(st.spansDroppedQueueFull, 2);
       assert.equal(st.exporters[0]?.queued, 4);
 
+      // the queued spans go out alongside the hung export (export.queue.maxConcurrentExports),
+      // which fails at its timeout
       st = await waitFor(() => {
         const s = sink.stats();
-        return s.spansExported >= 4 ? s : undefined;
-      }, 'the queued spans after the hung export timed out');
+        return s.spansExported >= 4 && s.exportsFailed === 1 ? s : undefined;
+      }, 'the queued spans exported and the hung export timed out');
       assert.equal(st.exportsFailed, 1);
       assert.equal(st.spansDropped, 4, '2 overflowed + 2 in the timed-out export');
       assert.equal(st.exporters[0]?.queued, 0);

@@ -305,7 +305,7 @@ describe('config: the result', () => {
       exportQueue: { maxQueueSize: 8192, maxExportBatchSize: 512, scheduledDelayMillis: 500, exportTimeoutMillis: 30_000, maxConcurrentExports: 4 },
       maxResources: 256,
       routes: [],
-      shedding: { cpuBudget: 0.2, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250 },
+      shedding: { cpuBudget: 0.5, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250 },
       disableFamilies: [],
       probes: { sockPayloadCap: 128, pktPayloadCap: 128, ringBytes: 16777216, wakeupBytes: 262144, syscallAttach: 'auto' },
       correlator: {

@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 import { LoadShedder, type SheddingOptions } from '../../agent/src/probes/shedding.ts';
 
 function rig(opts: Partial<SheddingOptions> = {}) {
-  const o: SheddingOptions = { cpuBudget: 0.2, keepRatio: 1, minKeepRatio: 0.01, intervalMs: 1000, ...opts };
+  const o: SheddingOptions = { cpuBudget: 0.2, keepRatio: 1, minKeepRatio: 0.01, intervalMs: 1000, warmupMs: 0, smoothing: 1, ...opts };
   let cpuUs = 0;
   let ms = 0;
   let lost = 0;
@@ -72,5 +72,23 @@ describe('load shedding controller', () => {
     fixed.interval(5, 100);
     assert.equal(fixed.s.state.keepRatio, 0.5);
     assert.equal(fixed.s.state.shed, 2 ** 31);
+  });
+
+  test('a burst shorter than the smoothing window is absorbed; a sustained one is shed; nothing during warm-up', () => {
+    const { s, interval } = rig({ smoothing: 0.3, warmupMs: 2500 });
+    interval(1); // warm-up: over budget, nothing shed
+    interval(1);
+    assert.equal(s.state.keepRatio, 1);
+    const b = rig({ smoothing: 0.3 });
+    b.interval(0.05);
+    b.interval(0.5); // one interval at 2.5x the budget: smoothed 0.185, under it
+    assert.equal(b.s.state.keepRatio, 1);
+    b.interval(0.5);
+    b.interval(0.5); // sustained: smoothed above the budget
+    assert.ok(b.s.state.keepRatio < 1);
+    // losses act at once, warm-up or not
+    const w = rig({ warmupMs: 60_000 });
+    w.interval(0.01, 5);
+    assert.equal(w.s.state.keepRatio, 0.5);
   });
 });

@@ -67,7 +67,7 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
       redactHeaders: ['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key'],
     },
     sampling: { ratio: 1.0, slowThresholdMs: 500, keepErrors: true, respectParentSampled: true },
-    shedding: { cpuBudget: 0.2, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250 },
+    shedding: { cpuBudget: 0.5, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250 },
     export: {
       otlp: { endpoint: DEFAULT_OTLP_HTTP_ENDPOINT, protocol: 'http/protobuf', headers: {}, timeoutMs: 10000 },
       jaeger: { endpoint: null, timeoutMs: 10000 },

@@ -5,8 +5,10 @@
 // random further down: the JS queue and the exporter see only kept requests.
 //
 // The controller is multiplicative: the agent's own cost is roughly proportional to the share of
-// requests it keeps, so the keep ratio moves by budget / usage (damped), halves at once when the
-// ring buffer or the JS queue dropped anything, and creeps back up when usage is well below budget.
+// requests it keeps, so the keep ratio moves by budget / usage (smoothed over a few intervals, so a
+// burst of a few hundred ms is absorbed rather than shed; nothing for the first seconds, while
+// the agent loads and scans), halves at once when the ring buffer or the JS queue dropped
+// anything, and creeps back up when usage is well below budget.
 
 export interface SheddingOptions {
   /** CPU the agent may use, in cores (user + system of the whole process); 0 = never shed */
@@ -17,7 +19,14 @@ export interface SheddingOptions {
   minKeepRatio: number;
   /** how often usage is measured and the ratio adjusted */
   intervalMs: number;
+  /** no CPU-based shedding this long after start (loading, JIT, first discovery scan); losses still count */
+  warmupMs?: number;
+  /** weight of the newest interval in the smoothed usage (1 = no smoothing): a short burst is not a trend */
+  smoothing?: number;
 }
+
+const DEFAULT_WARMUP_MS = 3000;
+const DEFAULT_SMOOTHING = 0.3;
 
 export interface SheddingState {
   keepRatio: number;
@@ -36,6 +45,8 @@ export class LoadShedder {
   private lastCpuUs: number;
   private lastMs: number;
   private lastLosses: number;
+  private readonly startMs: number;
+  private smoothed: number | undefined;
 
   private readonly opts: SheddingOptions;
   /** writes the kernel's threshold (ProbeSet.setSampling) */
@@ -63,6 +74,7 @@ export class LoadShedder {
     this.lastCpuUs = cpuUs();
     this.lastMs = nowMs();
     this.lastLosses = losses();
+    this.startMs = this.lastMs;
   }
 
   /**
@@ -86,12 +98,17 @@ export class LoadShedder {
     this.lastMs = now;
     this.lastLosses = losses;
     this.state.usageCores = usage;
+    const a = this.opts.smoothing ?? DEFAULT_SMOOTHING;
+    const avg = this.smoothed === undefined ? usage : a * usage + (1 - a) * this.smoothed;
+    this.smoothed = avg;
     const budget = this.opts.cpuBudget;
     if (budget <= 0) return;
+    const warm = now - this.startMs >= (this.opts.warmupMs ?? DEFAULT_WARMUP_MS);
     let keep = this.state.keepRatio;
     if (lost) keep *= 0.5;
-    else if (usage > budget) keep *= Math.max(0.25, (0.9 * budget) / usage);
-    else if (usage < 0.6 * budget && keep < 1) keep *= Math.min(2, (0.8 * budget) / Math.max(usage, 1e-6));
+    else if (!warm) return;
+    else if (avg > budget) keep *= Math.max(0.25, (0.9 * budget) / avg);
+    else if (avg < 0.6 * budget && keep < 1) keep *= Math.min(2, (0.8 * budget) / Math.max(avg, 1e-6));
     keep = Math.min(1, Math.max(this.opts.minKeepRatio, keep));
     this.set(keep);
   }
