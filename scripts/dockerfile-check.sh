@@ -30,7 +30,17 @@ if ! buildah "${STORE[@]}" inspect --type image docker.io/library/debian:bookwor
 fi
 
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# buildah's vfs storage grows to ~7 GB over this build: removed afterwards unless
+# STRATA_BUILDAH_KEEP=1 (then a rerun reuses the builder's layers)
+cleanup() {
+  rm -rf "$tmp"
+  if [ "${STRATA_BUILDAH_KEEP:-0}" != 1 ]; then
+    buildah "${STORE[@]}" rm --all >/dev/null 2>&1 || true
+    buildah "${STORE[@]}" rmi --all --force >/dev/null 2>&1 || true
+    rm -rf /var/lib/sk8-buildah /run/sk8-buildah
+  fi
+}
+trap cleanup EXIT
 printf 'cafile=/host-ca.crt\n' >"$tmp/npmrc"
 start=$(date +%s)
 log "buildah bud (Dockerfile)"
