@@ -27,7 +27,7 @@ RUN npm ci --no-audit --no-fund \
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libbpf1 libelf1 zlib1g libstdc++6 \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 COPY --from=builder /usr/local/bin/node /usr/local/bin/node
 WORKDIR /opt/strata
 COPY --from=builder /opt/strata/node_modules node_modules

@@ -207,7 +207,34 @@ export function restoreHost(snap: HostSnapshot): string[] {
   }
   const rules = iptablesRules();
   if (rules !== snap.iptables) problems.push('iptables rules differ from before the node started (not restored: look at iptables-save)');
-  return problems;
+  return [...problems, ...verifyHost(snap)];
+}
+
+/**
+ * What differs from the snapshot now (empty = the host is as it was). restoreHost() runs it
+ * while the node lock is still held: another node starting right after would change all this.
+ */
+export function verifyHost(snap: HostSnapshot): string[] {
+  const diff: string[] = [];
+  for (const [name, value] of Object.entries(snap.sysctls)) {
+    const now = readSysctl(name);
+    if (now !== value) diff.push(`sysctl ${name} is ${now}, was ${value}`);
+  }
+  for (const rec of snap.paths) {
+    const exists = existsSync(rec.path);
+    if (exists !== rec.existed) {
+      diff.push(`${rec.path} ${exists ? 'exists' : 'is gone'}, ${rec.existed ? 'was there' : 'was not there'}`);
+    } else if (exists) {
+      const before = new Set(rec.entries);
+      const added = readdirSync(rec.path).filter((e) => !before.has(e));
+      if (added.length) diff.push(`${rec.path}: new entries ${added.join(', ')}`);
+    }
+  }
+  for (const [m, p] of Object.entries(snap.propagation ?? {})) {
+    const now = propagationOf(m);
+    if (now !== p) diff.push(`propagation of ${m} is ${now}, was ${p}`);
+  }
+  return diff;
 }
 
 const CGROUP_ROOT = '/sys/fs/cgroup';

@@ -21,8 +21,13 @@ export function requireNode(t: TestContext): boolean {
   return false;
 }
 
-/** scripts/image.sh: the strata:dev docker-archive (cached; a cold build takes a few minutes) */
+/**
+ * scripts/image.sh: the strata:dev docker-archive (cached; a cold build takes a few minutes).
+ * STRATA_IMAGE_ARCHIVE=path runs the tests with another one (e.g. the Dockerfile's, exported
+ * with `buildah push IMAGE docker-archive:path:strata:dev`).
+ */
 export function imageArchive(): string {
+  if (process.env.STRATA_IMAGE_ARCHIVE) return process.env.STRATA_IMAGE_ARCHIVE;
   const out = execFileSync('bash', [IMAGE_SH], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 20 * 60_000 });
   return out.trim().split('\n').pop() as string;
 }
