@@ -30,6 +30,9 @@ import_sock=
 if [ "${1:-}" = "--import" ]; then import_sock=${2:?--import SOCKET}; fi
 
 BASE_PKGS=(libbpf1 libelf1 zlib1g libstdc++6)
+# a build that fails half-way leaves no temporary tree or half-written archive behind
+CLEANUP=()
+trap 'rm -rf "${CLEANUP[@]}"' EXIT
 for p in mmdebstrap umoci skopeo; do
   command -v "$p" >/dev/null || {
     log "installing $p"
@@ -62,6 +65,7 @@ APP_DIRS=(agent)
 build_image() {
   local base=$1 out=$2 tmp L
   tmp=$(mktemp -d "$CACHE_ROOT/imgtmp.XXXXXX")
+  CLEANUP+=("$tmp")
   L="$tmp/oci:strata"
   umoci init --layout "$tmp/oci" >&2
   umoci new --image "$L" >&2
@@ -120,11 +124,13 @@ if [ ! -f "$OUT" ]; then
     log "Debian rootfs (mmdebstrap bookworm minbase + ${BASE_PKGS[*]})"
     mkdir -p "$(dirname "$BASE")"
     # mmdebstrap picks its output format by the name: keep .tar last
+    CLEANUP+=("${BASE%.tar}.tmp.tar")
     build_base "${BASE%.tar}.tmp.tar"
     mv "${BASE%.tar}.tmp.tar" "$BASE"
   fi
   log "image $TAG"
   mkdir -p "$OUT_DIR"
+  CLEANUP+=("$OUT.tmp" "$OUT.tmp.rootfs-bytes")
   build_image "$BASE" "$OUT.tmp"
   mv "$OUT.tmp.rootfs-bytes" "$OUT.rootfs-bytes"
   mv "$OUT.tmp" "$OUT"

@@ -161,7 +161,7 @@ export async function sweepStale(log: (s: string) => void = () => {}): Promise<v
     const orphanState = !l && existsSync(stateDirOf(slot));
     if ((l && !lockOwnerAlive(l)) || orphanState) {
       log(`sk8 slot ${slot}: owner ${l ? `pid ${l.pid}` : '(none)'} is gone: tearing it down`);
-      const problems = await down(slot);
+      const problems = await down(slot, { owner: l });
       if (problems.length) log(`sk8 slot ${slot}: ${problems.join('; ')}`);
     }
   }
@@ -169,13 +169,13 @@ export async function sweepStale(log: (s: string) => void = () => {}): Promise<v
   if (n && !lockOwnerAlive(n) && !existsSync(slotLock(n.slot))) rmSync(NODE_LOCK, { force: true });
 }
 
-async function takeSlot(persistent: boolean, want?: number): Promise<number> {
+async function takeSlot(persistent: boolean, want?: number): Promise<LockRecord> {
   for (let slot = 0; slot < SLOTS; slot++) {
     if (want !== undefined && slot !== want) continue;
     const rec = owner(persistent, slot);
     if (tryLock(slotLock(slot), rec)) {
       if (!persistent) startReaper(rec);
-      return slot;
+      return rec;
     }
   }
   throw new Error(want === undefined ? `all ${SLOTS} sk8 slots are taken (${LOCK_DIR})` : `sk8 slot ${want} is taken (${slotLock(want)})`);
@@ -202,7 +202,7 @@ export async function reap(slot: number, pid: number, starttime: number): Promis
     await new Promise((r) => setTimeout(r, 500));
   }
   // the owner may have died inside stop(): down() is safe to run twice
-  await down(slot);
+  await down(slot, { owner: { pid, starttime, slot } });
 }
 
 // ---- processes ----
@@ -424,7 +424,8 @@ async function startControlPlane(kind: 'apiserver' | 'node', opts: ApiServerOpti
   if (miss) throw new Error(`cannot start the sk8 ${kind}: ${miss}`);
   const binDir = k8sBinDir() as string;
   await sweepStale(log);
-  const slot = await takeSlot(opts.persistent ?? false, opts.slot);
+  const mine = await takeSlot(opts.persistent ?? false, opts.slot);
+  const slot = mine.slot;
   onSlot(slot);
   const stateDir = stateDirOf(slot);
   const ports = portsOf(slot);
@@ -510,12 +511,13 @@ async function startControlPlane(kind: 'apiserver' | 'node', opts: ApiServerOpti
         if (c.status !== 200) throw new Error(`etcd compaction: ${c.status} ${c.body}`);
         return revision;
       },
-      stop: () => down(slot),
+      // a second stop() must not tear down whoever took the slot since
+      stop: () => downIfMine(mine),
     };
     timings.controlPlaneMs = Math.round(performance.now() - t0);
     return { cluster, pki, binDir, net };
   } catch (e) {
-    const problems = await down(slot);
+    const problems = await downIfMine(mine);
     if (problems.length) log(`teardown after a failed start: ${problems.join('; ')}`);
     throw e;
   }
@@ -642,8 +644,10 @@ async function nodeLock(timeoutMs: number, rec: LockRecord, log: (s: string) => 
     if (tryLock(NODE_LOCK, rec)) return;
     const held = readLock(NODE_LOCK);
     if (held && !lockOwnerAlive(held)) {
-      await down(held.slot);
-      rmSync(NODE_LOCK, { force: true });
+      const same = (l: LockRecord | undefined) => l !== undefined && l.pid === held.pid && l.starttime === held.starttime;
+      // its slot, if it got one and nobody took it over since
+      if (held.slot >= 0 && same(readLock(slotLock(held.slot)))) await down(held.slot, { owner: readLock(slotLock(held.slot)) });
+      if (same(readLock(NODE_LOCK))) rmSync(NODE_LOCK, { force: true });
       continue;
     }
     if (Date.now() > deadline) throw new Error(`another sk8 node runs (slot ${held?.slot}, pid ${held?.pid}); waited ${timeoutMs} ms`);
@@ -790,11 +794,14 @@ export async function startNode(opts: NodeOptions = {}): Promise<NodeCluster> {
     });
     return await nodeUp(cp, slot, log);
   } catch (e) {
-    if (slot >= 0) {
-      const problems = await down(slot);
+    // startControlPlane tore its slot down already when it failed itself
+    const held = slot >= 0 ? readLock(slotLock(slot)) : undefined;
+    if (held && held.pid === lockRec.pid && held.starttime === lockRec.starttime) {
+      const problems = await down(slot, { owner: held });
       if (problems.length) log(`teardown after a failed start: ${problems.join('; ')}`);
     }
-    rmSync(NODE_LOCK, { force: true });
+    const nl = readLock(NODE_LOCK);
+    if (nl && nl.pid === lockRec.pid && nl.starttime === lockRec.starttime) rmSync(NODE_LOCK, { force: true });
     throw e;
   }
 }
@@ -835,11 +842,40 @@ async function killCgroupTree(dirs: string[]): Promise<number[]> {
   return pidsNow();
 }
 
+const sameOwner = (a: LockRecord | undefined, b: LockRecord | undefined) =>
+  a === b || (a !== undefined && b !== undefined && a.pid === b.pid && a.starttime === b.starttime);
+
 /**
  * Tears a slot down from what its state dir and the host say, whoever started it (this process,
- * a crashed test, the CLI). Returns what could not be cleaned up.
+ * a crashed test, the CLI). Returns what could not be cleaned up. One teardown per slot at a
+ * time (a claim file: a test's reaper and another test's sweep may find the same dead owner);
+ * with `expect`, only while the slot lock is still that owner's (undefined: no lock at all), so a
+ * late teardown never touches whoever took the slot since.
  */
-export async function down(slot: number): Promise<string[]> {
+export async function down(slot: number, expect?: { owner: LockRecord | undefined }): Promise<string[]> {
+  const claim = join(LOCK_DIR, `slot${slot}.down`);
+  const me: LockRecord = { pid: process.pid, starttime: startTime(process.pid), slot };
+  for (;;) {
+    if (tryLock(claim, me)) break;
+    const held = readLock(claim);
+    if (held && !isAlive(held.pid, held.starttime)) {
+      if (sameOwner(readLock(claim), held)) rmSync(claim, { force: true });
+      continue;
+    }
+    // another process is tearing this slot down: its result stands
+    await waitFor(`the teardown of sk8 slot ${slot} by pid ${held?.pid}`, () => !sameOwner(readLock(claim), held), { timeoutMs: 5 * 60_000, intervalMs: 200 })
+      .catch(() => {});
+    return [];
+  }
+  try {
+    if (expect && !sameOwner(readLock(slotLock(slot)), expect.owner)) return [];
+    return await teardown(slot);
+  } finally {
+    rmSync(claim, { force: true });
+  }
+}
+
+async function teardown(slot: number): Promise<string[]> {
   const problems: string[] = [];
   const stateDir = stateDirOf(slot);
   const net = netOf(slot);
@@ -914,6 +950,11 @@ export async function down(slot: number): Promise<string[]> {
   if (nl && nl.slot === slot) rmSync(NODE_LOCK, { force: true });
   rmSync(slotLock(slot), { force: true });
   return problems;
+}
+
+/** down(slot) while the slot is still this owner's (else it is gone already, or someone else's) */
+function downIfMine(rec: LockRecord): Promise<string[]> {
+  return down(rec.slot, { owner: rec });
 }
 
 /** the slots in use, with their owner (pid 0: started by the CLI) */

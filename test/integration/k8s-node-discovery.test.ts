@@ -4,8 +4,9 @@
 // /host/proc), exporting to a receiver on the host's loopback. A Deployment's pod is found through
 // the API server and its cgroups and veth on the node: its spans carry the k8s.* attributes and
 // the container's OTEL_SERVICE_NAME; scaling the Deployment up gets TC on the new pod's veth within
-// 1 s of the veth appearing (the node's rtnetlink notifications, read from ip/tc monitor);
-// scaling down leaves no TC filter of strata on the node; the agent's own pod is never traced.
+// 1 s of the veth appearing (the node's rtnetlink notifications, read from ip/tc monitor); a
+// hostNetwork pod is traced by its container's cgroup and named by its annotation; scaling down
+// leaves no TC filter of strata on the node; the agent's own pod is never traced.
 // This node has no kube-proxy: the kubernetes Service's ClusterIP is not routed, so the agent is
 // pointed at the API server's loopback address (KUBERNETES_SERVICE_HOST/PORT in its env).
 import assert from 'node:assert/strict';
@@ -72,6 +73,11 @@ test('discovery in the DaemonSet\'s pod on a real node: a Deployment\'s pods nam
   const overlay = mkdtempSync(join(tmpdir(), 'sdi-node-'));
   const c = await startNode({ log: (s) => t.diagnostic(s) });
   const watch = new TcWatch();
+  // what the agent said, for a failed wait
+  const withLogs = async (p: Promise<unknown>) => p.catch(async (e: Error) => {
+    const logs = await c.kubectl(['-n', 'strata', 'logs', '-l', 'app.kubernetes.io/name=strata', '--tail=60']).catch((x: Error) => x.message);
+    throw new Error(`${e.message}\nthe agent's log:\n${logs}`);
+  });
   try {
     await c.importImage(archive);
     const metricsPort = c.ports.spare[2] as number;
@@ -112,6 +118,38 @@ test('discovery in the DaemonSet\'s pod on a real node: a Deployment\'s pods nam
     assert.equal(res['k8s.deployment.name'], 'web', 'through the ReplicaSet, looked up');
     assert.match(String(res['k8s.replicaset.name']), /^web-[a-z0-9]+$/);
 
+    // a hostNetwork pod: in the node's netns, traced by the cgroup v2 ids of its container (runc
+    // places containers in the v2 hierarchy too on this hybrid host), named by its annotation
+    const hostPort = c.ports.spare[3] as number;
+    await c.kubectl(['apply', '-f', '-'], { input: JSON.stringify({
+      apiVersion: 'v1', kind: 'Pod',
+      metadata: { name: 'hostweb', namespace: 'default', annotations: { 'resource.opentelemetry.io/service.name': 'hostweb-annot' } },
+      spec: {
+        hostNetwork: true,
+        containers: [{ name: 'http', image: 'strata:dev', imagePullPolicy: 'Never', command: ['node', '-e', `require('http').createServer((q, s) => s.end('ok\\n')).listen(${hostPort}, '127.0.0.1')`] }],
+      },
+    }) });
+    await withLogs(waitFor('the hostNetwork pod traced', async () => {
+      const m = await metrics();
+      return metricValue(m, 'strata_discovery_pods_traced') === 2 && metricValue(m, 'strata_discovery_pods_pending') === 0;
+    }, { timeoutMs: 120_000, intervalMs: 250 }));
+    await waitFor('the hostNetwork pod answering', () => {
+      try {
+        return execFileSync('curl', ['-sS', '--max-time', '2', `http://127.0.0.1:${hostPort}/host-network`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() === 'ok';
+      } catch {
+        return false;
+      }
+    }, { timeoutMs: 60_000, intervalMs: 250 });
+    let hostRow: { resource: Record<string, AnyValue> } | undefined;
+    await waitFor('the hostNetwork pod\'s SERVER span', () => {
+      hostRow = receiver.requests.flatMap((x) => flattenSpans(x.decoded)).find((x) => x.span.kind === KIND_SERVER && x.span.attributes['url.path'] === '/host-network');
+      return hostRow !== undefined;
+    }, { timeoutMs: 30_000, intervalMs: 100 });
+    assert.equal(hostRow?.resource['k8s.pod.name'], 'hostweb');
+    assert.equal(hostRow?.resource['service.name'], 'hostweb-annot', 'rule 2: the annotation');
+    assert.equal(hostRow?.resource['k8s.container.name'], 'http');
+    await c.kubectl(['delete', 'pod', 'hostweb', '--grace-period=1'], { timeoutMs: 120_000 });
+
     // scale up: the new pod's veth, timed from the node's own notifications
     const before = new Set(watch.devs.keys());
     await c.kubectl(['scale', 'deployment/web', '--replicas=2']);
@@ -123,7 +161,7 @@ test('discovery in the DaemonSet\'s pod on a real node: a Deployment\'s pods nam
     const ms = (d?.attached as number) - (d?.appeared as number);
     t.diagnostic(`scaled-up pod: its veth RTM_NEWLINK -> strata's TC filter ${ms.toFixed(1)} ms`);
     assert.ok(ms < 1000, `${ms} ms`);
-    await waitFor('two web pods traced', async () => metricValue(await metrics(), 'strata_discovery_pods_traced') === 2 && metricValue(await metrics(), 'strata_discovery_pods_pending') === 0,
+    await waitFor('two web pods traced (the hostNetwork one gone)', async () => metricValue(await metrics(), 'strata_discovery_pods_traced') === 2 && metricValue(await metrics(), 'strata_discovery_pods') === 2 && metricValue(await metrics(), 'strata_discovery_pods_pending') === 0,
       { timeoutMs: 120_000, intervalMs: 250 });
 
     // scale down to none: the veths go, and with them strata's filters and series

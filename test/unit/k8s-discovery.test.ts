@@ -375,3 +375,20 @@ test('the agent\'s own pod (the DaemonSet\'s) is never traced', async () => {
   assert.deepEqual(d.targets().map(targetKey).sort(), ['iface:vethother:61:p', 'netns:4026532041', 'poddev:4026532041:3']);
   await d.stop();
 });
+
+test('a single-container pod whose status has no container ID yet: its processes are that container', async () => {
+  const s = setup();
+  s.node.proc1(970, { pod: 50, container: 1, netns: 4026532050, comm: 'pause' });
+  s.node.proc1(971, { pod: 50, container: 2, netns: 4026532050, comm: 'java', env: { OTEL_SERVICE_NAME: 'orders' } });
+  s.node.podNet(970, 'vethsingle', 70);
+  s.source.metas = [meta(50, { containers: [{ name: 'app' }] })];
+  await s.d.start();
+  const p = s.topology.podByNetns(4026532050);
+  assert.deepEqual(p?.container?.(971), { name: 'app', serviceName: 'orders' });
+  assert.equal(p?.container?.(970), undefined, 'the sandbox is no container');
+  // the status arrives: by ID from then on
+  s.source.metas = [meta(50, { containers: [{ name: 'app', id: cid(2) }] })];
+  await s.d.reconcile();
+  assert.equal(s.topology.podByNetns(4026532050)?.container?.(971)?.name, 'app');
+  await s.d.stop();
+});

@@ -218,14 +218,17 @@ describe('manifests', () => {
         assert.deepEqual([...(sc?.capabilities?.add ?? [])].sort(), sysResource ? [...six, 'SYS_RESOURCE'].sort() : six);
       });
 
-      test('DaemonSet: hostPath mounts of /sys/fs/bpf, /sys/kernel/tracing and /proc, config from the ConfigMap, nothing else writable but /tmp', () => {
+      test('DaemonSet: hostPath mounts of /sys/fs/bpf, /sys/kernel/tracing, /proc and /sys/fs/cgroup, config from the ConfigMap, nothing else writable but /tmp', () => {
         const ds = agentDaemonSet(renderedBy(dir));
         const volumes = ds.spec?.template.spec?.volumes ?? [];
         const hostPaths = Object.fromEntries(volumes.filter((v) => v.hostPath).map((v) => [v.hostPath?.path, v.name]));
-        assert.deepEqual(Object.keys(hostPaths).sort(), ['/proc', '/sys/fs/bpf', '/sys/kernel/tracing']);
+        assert.deepEqual(Object.keys(hostPaths).sort(), ['/proc', '/sys/fs/bpf', '/sys/fs/cgroup', '/sys/kernel/tracing']);
         const mounts = Object.fromEntries((agentContainer(ds).volumeMounts ?? []).map((m) => [m.name, m]));
         for (const [path, name] of Object.entries(hostPaths)) assert.ok(mounts[name as string], `${path} (volume ${name}) is mounted`);
         assert.equal(mounts[hostPaths['/proc'] as string]?.readOnly, true, 'the node\'s /proc read-only');
+        // where discovery looks for the node's cgroup2 mount (agent/src/k8s/proc.ts cgroupRoot)
+        assert.equal(mounts[hostPaths['/sys/fs/cgroup'] as string]?.mountPath, '/host/sys/fs/cgroup');
+        assert.equal(mounts[hostPaths['/sys/fs/cgroup'] as string]?.readOnly, true, 'the node\'s cgroups read-only');
         const writable = volumes.filter((v) => !v.hostPath && !v.configMap).map((v) => v.name);
         assert.deepEqual(writable, ['tmp']);
         assert.equal(mounts.tmp?.mountPath, '/tmp');

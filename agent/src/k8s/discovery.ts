@@ -481,11 +481,16 @@ export class Discovery {
       if (c.id) byId.set(c.id, c);
       if (c.pid) byPid.set(c.pid, c);
     }
+    // the kubelet writes container IDs into the status a moment after the containers start: until
+    // then a pod with a single container has its processes in it (its sandbox, pause, moves no bytes)
+    const only = meta.containers.length === 1 ? meta.containers[0] : undefined;
     return (pid) => {
       const hit = cache.get(pid);
       if (hit !== undefined) return hit ?? undefined;
-      const cid = this.scanner.lookup(pid)?.cgroup.containerId;
-      const c = (cid !== undefined ? byId.get(cid) : undefined) ?? byPid.get(pid);
+      const entry = this.scanner.lookup(pid);
+      const cid = entry?.cgroup.containerId;
+      const c = (cid !== undefined ? byId.get(cid) : undefined) ?? byPid.get(pid) ??
+        (only && !only.id && entry?.comm !== 'pause' ? only : undefined);
       let out: ContainerInfo | null = null;
       if (c) out = { name: c.name, serviceName: serviceNameOf(meta, c.serviceName || this.scanner.envOf(pid, 'OTEL_SERVICE_NAME')) };
       else if (cid) {

@@ -230,19 +230,30 @@ export class ProcScanner {
   }
 
   /**
-   * The cgroup2 mount: our own, or, when procRoot is the node's procfs mounted elsewhere (a pod's
-   * /host/proc), the node's as its init sees it, through <procRoot>/1/root (needs CAP_SYS_PTRACE):
-   * a container's own /sys/fs/cgroup may show its cgroup only.
+   * The cgroup2 mount: our own; or, when procRoot is the node's procfs mounted elsewhere (a pod's
+   * /host/proc: a container's own /sys/fs/cgroup shows its own cgroup only), the node's, where its
+   * init has it (<procRoot>/1/mounts): under /host (the DaemonSet mounts the node's /sys/fs/cgroup
+   * at /host/sys/fs/cgroup), else through <procRoot>/1/root (CAP_SYS_PTRACE; refused on some hosts).
    */
   private cgroupRoot(): string | undefined {
     if (this.cgroupRootPath === undefined) {
       const host = this.procRoot !== '/proc';
+      this.cgroupRootPath = '';
       try {
         const mounts = readFileSync(host ? `${this.procRoot}/1/mounts` : '/proc/self/mounts', 'utf8');
         const mp = mounts.split('\n').find((l) => l.split(' ')[2] === 'cgroup2')?.split(' ')[1] ?? '';
-        this.cgroupRootPath = mp && host ? `${this.procRoot}/1/root${mp}` : mp;
+        const candidates = !mp ? [] : host ? [`/host${mp}`, `${this.procRoot}/1/root${mp}`] : [mp];
+        for (const c of candidates) {
+          try {
+            readdirSync(c);
+            this.cgroupRootPath = c;
+            break;
+          } catch {
+            // not mounted there, or not ours to read
+          }
+        }
       } catch {
-        this.cgroupRootPath = '';
+        // no procfs to read the mounts from
       }
     }
     return this.cgroupRootPath || undefined;
