@@ -22,16 +22,7 @@ SRC_LIST=/etc/apt/sources.list.d/strata-k8s-src.sources
 log() { printf '[k8s-build] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-apt_retry() {
-  # another process (unattended-upgrades, a parallel job) may hold the dpkg lock for a while
-  local i
-  for i in $(seq 1 60); do
-    if DEBIAN_FRONTEND=noninteractive "$@"; then return 0; fi
-    log "apt busy or failed (try $i), retrying in 5 s"
-    sleep 5
-  done
-  return 1
-}
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 # Build tools and the node's runtime. containerd and etcd are run directly by the cluster helper
 # (test/helpers/k8s-cluster.ts); no systemd here, so installing them starts nothing.

@@ -10,16 +10,7 @@ APT_PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g+
 
 log() { printf '[setup] %s\n' "$*"; }
 
-apt_retry() {
-  # another process (unattended-upgrades, a parallel job) may hold the dpkg lock for a while
-  local i
-  for i in $(seq 1 60); do
-    if DEBIAN_FRONTEND=noninteractive "$@"; then return 0; fi
-    log "apt busy or failed (try $i), retrying in 5 s"
-    sleep 5
-  done
-  return 1
-}
+source scripts/apt.sh
 
 # kubernetes-client is Debian's kubectl 1.20 (kustomize v2.0.3): test/unit/manifests.test.ts renders
 # manifests/ with it. When /usr/bin/kubectl is someone else's (another package, e.g. the Google
