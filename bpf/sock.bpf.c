@@ -337,6 +337,18 @@ static __always_inline struct strata_sampling *sampling_cfg(void)
 	return bpf_map_lookup_elem(&sampling, &zero);
 }
 
+/* a shed message opens a gap in its direction; the next kept one closes it and is marked */
+static __always_inline __u8 note_gap(__u8 keep, __u8 *gap, __u8 *after_shed)
+{
+	if (keep == STRATA_DROP) {
+		*gap = 1;
+	} else if (*gap) {
+		*gap = 0;
+		*after_shed = 1;
+	}
+	return keep;
+}
+
 /*
  * Outbound bytes: a turn of the socket starts a message, decided before any of it reaches a
  * device (the packet families look the decision up). A response inherits its request's decision;
@@ -385,13 +397,7 @@ static __always_inline __u8 out_decision(struct sk_meta *m, struct sock *sk, __u
 	}
 	m->last_dir = STRATA_DIR_OUT;
 	m->keep_out = keep;
-	if (keep == STRATA_DROP) {
-		m->gap_out = 1;
-	} else if (m->gap_out) {
-		m->gap_out = 0;
-		*after_shed = 1;
-	}
-	return keep;
+	return note_gap(keep, &m->gap_out, after_shed);
 }
 
 /* Inbound bytes (at exit, once they moved): seq is that of the first byte read. */
@@ -427,13 +433,7 @@ static __always_inline __u8 in_decision(struct sk_meta *m, __u32 seq, struct inf
 	}
 	m->last_dir = STRATA_DIR_IN;
 	m->keep_in = keep;
-	if (keep == STRATA_DROP) {
-		m->gap_in = 1;
-	} else if (m->gap_in) {
-		m->gap_in = 0;
-		*after_shed = 1;
-	}
-	return keep;
+	return note_gap(keep, &m->gap_in, after_shed);
 }
 
 static __always_inline __u32 sock_event_size(void)
@@ -441,12 +441,12 @@ static __always_inline __u32 sock_event_size(void)
 	return sizeof(struct strata_sock_event) - STRATA_SOCK_PAYLOAD_MAX + sock_payload_cap;
 }
 
+/* m: the socket's cache entry when the caller has it (NULL: looked up here) */
 static __always_inline struct strata_sock_event *sock_event_new(__u8 op, __u64 enter_ts,
-								  struct sock *sk, int fd)
+								  struct sock *sk, int fd, struct sk_meta *m)
 {
 	struct strata_sock_event *e = event_reserve(sock_event_size());
 	__u64 id = bpf_get_current_pid_tgid();
-	struct sk_meta *m;
 
 	if (!e)
 		return NULL;
@@ -463,7 +463,8 @@ static __always_inline struct strata_sock_event *sock_event_new(__u8 op, __u64 e
 	e->dir = STRATA_DIR_NONE;
 	e->payload_len = 0;
 	/* a new connection: its tuple is final now (connect bound the local port) */
-	m = sk_meta_of(sk, op == STRATA_OP_ACCEPT ? ROLE_SERVER : op == STRATA_OP_CONNECT ? ROLE_CLIENT : 0);
+	if (!m)
+		m = sk_meta_of(sk, op == STRATA_OP_ACCEPT ? ROLE_SERVER : op == STRATA_OP_CONNECT ? ROLE_CLIENT : 0);
 	if (m) {
 		e->netns = m->netns;
 		e->tuple = m->tuple;
@@ -595,6 +596,7 @@ static __always_inline int on_exit(__s64 ret)
 	__u64 id = bpf_get_current_pid_tgid();
 	struct inflight *in = bpf_map_lookup_elem(&inflight, &id);
 	struct strata_sock_event *e;
+	struct sk_meta *m;
 	struct sock *sk;
 	__u8 after_shed;
 	int fd;
@@ -611,7 +613,7 @@ static __always_inline int on_exit(__s64 ret)
 		sk = fd_tcp_sock(fd);
 		if (!sk)
 			goto out;
-		e = sock_event_new(STRATA_OP_ACCEPT, in->enter_ts, sk, fd);
+		e = sock_event_new(STRATA_OP_ACCEPT, in->enter_ts, sk, fd, NULL);
 		if (!e)
 			goto out;
 		e->hdr.type = STRATA_EV_SOCK_ACCEPT;
@@ -622,7 +624,7 @@ static __always_inline int on_exit(__s64 ret)
 	if (in->op == STRATA_OP_CONNECT) {
 		if (ret != 0 && ret != -EINPROGRESS)
 			goto out;
-		e = sock_event_new(STRATA_OP_CONNECT, in->enter_ts, sk, fd);
+		e = sock_event_new(STRATA_OP_CONNECT, in->enter_ts, sk, fd, NULL);
 		if (!e)
 			goto out;
 		e->hdr.type = STRATA_EV_SOCK_CONNECT;
@@ -636,15 +638,15 @@ static __always_inline int on_exit(__s64 ret)
 	if (ret <= 0)
 		goto out;
 	after_shed = in->after_shed;
+	m = sk_meta_of(sk, 0);
 	if (!op_is_send(in->op)) {
-		struct sk_meta *m = sk_meta_of(sk, 0);
 		__u32 seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq) - (in->peek ? 0 : (__u32)ret);
 		if (m && in_decision(m, seq, in, ret, &after_shed) == STRATA_DROP) {
 			stat_inc(STRATA_STAT_SHED_EVENTS);
 			goto out;
 		}
 	}
-	e = sock_event_new(in->op, in->enter_ts, sk, fd);
+	e = sock_event_new(in->op, in->enter_ts, sk, fd, m);
 	if (!e)
 		goto out;
 	e->hdr.type = STRATA_EV_SOCK_DATA;
@@ -727,7 +729,7 @@ static __always_inline int on_close(int fd)
 	if (!sk)
 		return 0;
 	now = bpf_ktime_get_ns();
-	e = sock_event_new(STRATA_OP_CLOSE, now, sk, fd);
+	e = sock_event_new(STRATA_OP_CLOSE, now, sk, fd, NULL);
 	if (!e)
 		return 0;
 	e->hdr.type = STRATA_EV_SOCK_CLOSE;
