@@ -246,6 +246,8 @@ interface Snapshot {
   drops: Record<(typeof STAGES)[number], number>;
   exported: number;
   exportDropped: number;
+  /** spans of whole traces the export queues shed on purpose (past half full) */
+  exportShed: number;
   /** requests the kernel shed on purpose (load shedding), and the keep ratio at the snapshot */
   shedRequests: number;
   keepRatio: number;
@@ -260,6 +262,7 @@ async function snapshot(a: Agent): Promise<Snapshot> {
     drops,
     exported: metricValue(text, 'strata_export_spans_total', 'result="exported"'),
     exportDropped: metricValue(text, 'strata_export_spans_total', 'result="dropped"'),
+    exportShed: metricValue(text, 'strata_export_spans_total', 'result="shed"'),
     shedRequests: metricValue(text, 'strata_kernel_shed_requests_total'),
     keepRatio: metricValue(text, 'strata_sampling_keep_ratio'),
   };
@@ -276,7 +279,7 @@ async function settle(a: Agent): Promise<Snapshot> {
   while (stable < 5 && Date.now() < deadline) {
     await sleep(400);
     const s = await snapshot(a);
-    stable = s.exported + s.exportDropped === last.exported + last.exportDropped ? stable + 1 : 0;
+    stable = s.exported + s.exportDropped + s.exportShed === last.exported + last.exportDropped + last.exportShed ? stable + 1 : 0;
     last = s;
   }
   return last;
@@ -329,6 +332,8 @@ interface HttpRun {
   drops?: Snapshot['drops'];
   spansExported?: number;
   spansDropped?: number;
+  /** spans of whole traces shed at the export queues (past half full) */
+  spansShed?: number;
   /** requests shed whole by the kernel (load shedding), and the keep ratio when the load ended */
   shedRequests?: number;
   keepRatioAtEnd?: number;
@@ -383,12 +388,13 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
               row.drops = delta(before, after);
               row.spansExported = after.exported - before.exported;
               row.spansDropped = after.exportDropped - before.exportDropped;
+              row.spansShed = after.exportShed - before.exportShed;
               row.shedRequests = after.shedRequests - before.shedRequests;
               row.keepRatioAtEnd = loadEnd.keepRatio;
             }
             http.push(row);
             log(`round ${r + 1}/${ROUNDS} ${variant.padEnd(5)} ${b.key.padEnd(5)} ${fmtSI(w.rps)} req/s p99 ${fmtSig(row.p99Us)} us` +
-              (row.spansExported !== undefined ? `, ${row.spansExported} spans exported, ${row.spansDropped} dropped, js_queue drops ${row.drops?.js_queue}, ${row.shedRequests} requests shed (keep ratio ${fmtSig(row.keepRatioAtEnd ?? 1)})` : ''));
+              (row.spansExported !== undefined ? `, ${row.spansExported} spans exported, ${row.spansDropped} dropped, ${row.spansShed} shed in whole traces, js_queue drops ${row.drops?.js_queue}, ${row.shedRequests} requests shed (keep ratio ${fmtSig(row.keepRatioAtEnd ?? 1)})` : ''));
           }
         }
         if (!SKIP.has('latency')) {
@@ -615,12 +621,13 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase
       const kern = total(ag, (x) => x.drops?.kernel_ringbuf);
       const spansOk = total(ag, (x) => x.spansExported);
       const spansLost = total(ag, (x) => x.spansDropped);
+      const spansShed = total(ag, (x) => x.spansShed);
       const shed = total(ag, (x) => x.shedRequests);
       const requests = total(ag, (x) => x.requests);
       const keepEnd = s(ag.map((x) => x.keepRatioAtEnd ?? Number.NaN));
       summary[`shed_${b.key}`] = { requestsShed: shed, requests, keepRatioAtLoadEnd: keepEnd };
       summary[`rps_${b.key}`] = { none: s(none.map((x) => x.rps)), agent: s(ag.map((x) => x.rps)), ratio: r, goal: 0.97, met: goalMet(r.median, 0.97) };
-      summary[`lost_${b.key}`] = { jsQueueEvents: jsq, kernelRingbufEvents: kern, spansExported: spansOk, spansDroppedAtExporter: spansLost };
+      summary[`lost_${b.key}`] = { jsQueueEvents: jsq, kernelRingbufEvents: kern, spansExported: spansOk, spansDroppedAtExporter: spansLost, spansShedAtExporter: spansShed };
       rows.push([
         b.label,
         fmtSummary(s(none.map((x) => x.rps)), fmtSI),

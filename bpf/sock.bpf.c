@@ -409,6 +409,9 @@ static __always_inline __u8 in_decision(struct sk_meta *m, __u32 seq, struct inf
 
 	if (m->last_dir == STRATA_DIR_IN)
 		return m->keep_in;
+	/* the offered load, shed or not: the agent sheds ahead of it (probes/shedding.ts) */
+	if (m->role != ROLE_CLIENT)
+		stat_inc(STRATA_STAT_REQUESTS);
 	cfg = sampling_cfg();
 	if (cfg && cfg->shed) {
 		if (m->role == ROLE_CLIENT) {

@@ -21,7 +21,7 @@ import { createMetrics } from './metrics/metrics.ts';
 import { isNativeError, loadNative } from './probes/native.ts';
 import { ProbeSet } from './probes/probe-set.ts';
 import { FAMILIES, NET_DEV, VETH_TC, type ProbeFamily, type ProbeSettings, type TraceTarget, type TrackContext } from './probes/registry.ts';
-import { LoadShedder, type SheddingOptions } from './probes/shedding.ts';
+import { LoadShedder, RATE_CHECK_MS, type SheddingOptions } from './probes/shedding.ts';
 
 export interface AgentOptions {
   nodeName: string;
@@ -134,14 +134,23 @@ export class Agent {
     p.start((batch) => this.onBatch(batch), { pollMs: 10 });
     const sh = this.opts.shedding;
     if (sh) {
-      const shedder = new LoadShedder(sh, (shed, gen) => p.setSampling(shed, gen), () => {
-        const k = p.stats();
-        return (k.rbDrops ?? 0) + (p.pumpStats().droppedRecords ?? 0);
+      const shedder = new LoadShedder(sh, {
+        write: (shed, gen) => p.setSampling(shed, gen),
+        // events lost before the correlator, and spans the export queues had no room for: either
+        // way the agent is making more than it can hand on, and shedding in the kernel is cheaper
+        losses: () => {
+          const x = this.sink.stats();
+          return (p.stats().rbDrops ?? 0) + (p.pumpStats().droppedRecords ?? 0) + x.spansDroppedQueueFull + x.spansShed;
+        },
+        requests: () => p.stats().requests ?? 0,
+        backlog: () => this.sink.backlog(),
       });
       this.shedder = shedder;
       if (sh.keepRatio < 1) shedder.set(sh.keepRatio);
       if (sh.cpuBudget > 0) {
-        this.shedTimer = setInterval(() => shedder.tick(), sh.intervalMs);
+        // as often as the brake's rate window, so the first batch of a surge after a quiet spell
+        // is measured over a short window, not diluted by the quiet
+        this.shedTimer = setInterval(() => shedder.maybeTick(), Math.min(sh.intervalMs, RATE_CHECK_MS));
         this.shedTimer.unref();
       }
     }
@@ -239,11 +248,12 @@ export class Agent {
   }
 
   private onBatch(batch: Buffer): void {
+    // before the work: a surge is braked in the kernel before the agent spends its CPU on it
+    if (this.shedTimer) this.shedder?.maybeTick();
     // kernel timestamps are CLOCK_MONOTONIC: convert with an offset measured for this batch
     this.correlator.wall = measureWallClock(loadNative().clockPair());
     this.decoder.decode(batch);
     this.correlator.tick(monoNow());
-    if (this.shedTimer) this.shedder?.maybeTick();
   }
 
   private dropsSeen = { total: 0, at: 0 };

@@ -198,7 +198,8 @@ enum strata_stat {
 	STRATA_STAT_NETDEV_AGGREGATED = 9, /* net_dev data packets counted, not emitted */
 	STRATA_STAT_SHED_EVENTS = 10,  /* events not emitted: their message was shed by sampling */
 	STRATA_STAT_SHED_ROOTS = 11,   /* root messages (new requests) shed by sampling */
-	STRATA_STAT_MAX = 12,
+	STRATA_STAT_REQUESTS = 12,     /* requests read by traced servers (kept or shed): the load */
+	STRATA_STAT_MAX = 13,
 };
 
 /* after the structs, in every language this header is compiled as */

@@ -302,7 +302,7 @@ describe('config: the result', () => {
         otlp: { endpoint: 'http://localhost:4318/v1/traces', protocol: 'http/protobuf', headers: { 'x-tenant': 'a' }, timeoutMs: 1500 },
         files: { dir: '/tmp/t' },
       },
-      exportQueue: { maxQueueSize: 8192, maxExportBatchSize: 512, scheduledDelayMillis: 500, exportTimeoutMillis: 30_000, maxConcurrentExports: 4 },
+      exportQueue: { maxQueueSize: 8192, maxQueueBytes: 8 * 1024 * 1024, shedFromFill: 0.5, maxExportBatchSize: 512, scheduledDelayMillis: 500, exportTimeoutMillis: 30_000, maxConcurrentExports: 4 },
       maxResources: 256,
       routes: [],
       shedding: { cpuBudget: 0.5, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250 },

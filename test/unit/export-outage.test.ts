@@ -91,7 +91,7 @@ describe('export through a backend outage', () => {
       },
       shutdown: async () => {},
     };
-    const sink = new SdkSpanSink(sinkOptions({ exporters: [hanging], batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 600_000 }, log: () => {} }));
+    const sink = new SdkSpanSink(sinkOptions({ exporters: [hanging], batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 600_000, shedFromFill: 1 }, log: () => {} }));
     for (let i = 0; i < 6; i++) sink.emit(span(`fill-${i}`)); // 2 in flight (hanging), 4 queued: full
     const before = sink.stats();
     assert.equal(before.exporters[0]?.queued, 4);
@@ -134,7 +134,7 @@ describe('export through a backend outage', () => {
     );
     const sink = new SdkSpanSink(sinkOptions({
       exporters: [exporter],
-      batch: { maxQueueSize: 8 * batch, maxExportBatchSize: batch, scheduledDelayMillis: delayMillis, maxConcurrentExports: concurrent },
+      batch: { maxQueueSize: 8 * batch, maxExportBatchSize: batch, scheduledDelayMillis: delayMillis, maxConcurrentExports: concurrent, shedFromFill: 1 },
       log: () => {},
     }));
     try {

@@ -19,7 +19,7 @@ function latency(ms: number[]): ExportLatencyStats {
 }
 
 function exporter(name: string, o: Partial<ExporterStats> = {}): ExporterStats {
-  return { name, exportsSucceeded: 0, exportsFailed: 0, spansExported: 0, spansDropped: 0, spansDroppedQueueFull: 0, queued: 0, exportLatencyMs: latency([]), ...o };
+  return { name, exportsSucceeded: 0, exportsFailed: 0, spansExported: 0, spansDropped: 0, spansDroppedQueueFull: 0, spansShed: 0, queued: 0, heldBytes: 0, exportLatencyMs: latency([]), ...o };
 }
 
 class FakeSource implements StatsSource {
@@ -31,7 +31,7 @@ class FakeSource implements StatsSource {
     hopSpansEmitted: 120, nonHttp: 2, orphanResponses: 1, incomplete: 3, malformedContext: 1, truncatedHeads: 2, pointsDropped: 5,
   };
   exporters: ExporterStats[] = [
-    exporter('OTLPTraceExporter', { exportsSucceeded: 8, exportsFailed: 2, spansExported: 150, spansDropped: 10, queued: 3,
+    exporter('OTLPTraceExporter', { exportsSucceeded: 8, exportsFailed: 2, spansExported: 150, spansDropped: 10, queued: 3, heldBytes: 4800, spansShed: 7,
       exportLatencyMs: latency([0.5, 3, 3, 7, 20, 20, 80, 400, 9000, 12_000]) }),
     exporter('TraceFileExporter', { exportsSucceeded: 9, spansExported: 160, exportLatencyMs: latency([0.1, 0.2]) }),
   ];
@@ -63,7 +63,7 @@ class FakeSource implements StatsSource {
     this.calls.sink++;
     const sum = (f: (e: ExporterStats) => number) => this.exporters.reduce((a, e) => a + f(e), 0);
     return {
-      spansEmitted: 160, spansRejected: this.rejected, providersCreated: 2, providersEvicted: 0, providersCached: 2,
+      spansEmitted: 160, spansShed: 0, spansRejected: this.rejected, providersCreated: 2, providersEvicted: 0, providersCached: 2,
       exportsSucceeded: sum((e) => e.exportsSucceeded), exportsFailed: sum((e) => e.exportsFailed),
       spansExported: sum((e) => e.spansExported), spansDropped: sum((e) => e.spansDropped), spansDroppedQueueFull: sum((e) => e.spansDroppedQueueFull),
       exporters: this.exporters.map((e) => ({ ...e })),
@@ -106,8 +106,8 @@ const OWN = [
   'strata_sampling_traces_kept_total', 'strata_sampling_traces_dropped_total',
   'strata_sampling_spans_dropped_total', 'strata_sampling_held_evictions_total', 'strata_correlator_connections', 'strata_correlator_messages', 'strata_correlator_evictions_total',
   'strata_spans_total', 'strata_drops_total', 'strata_export_spans_rejected_total', 'strata_export_spans_total', 'strata_export_requests_total',
-  'strata_export_queue_spans', 'strata_export_duration_seconds', 'strata_probe_attached',
-  'strata_kernel_shed_events_total', 'strata_kernel_shed_requests_total', 'strata_sampling_keep_ratio', 'strata_agent_cpu_budget_cores',
+  'strata_export_queue_spans', 'strata_export_held_bytes', 'strata_export_duration_seconds', 'strata_probe_attached',
+  'strata_kernel_shed_events_total', 'strata_kernel_shed_requests_total', 'strata_kernel_requests_total', 'strata_sampling_keep_ratio', 'strata_agent_cpu_budget_cores',
   'strata_agent_cpu_usage_cores', 'strata_sampling_adjustments_total', 'strata_correlator_shed_gaps_total',
   'strata_discovery_metadata_stale', 'strata_discovery_pods', 'strata_discovery_pods_traced', 'strata_discovery_pods_pending',
   'strata_discovery_pods_unknown', 'strata_discovery_pods_over_limit', 'strata_discovery_targets', 'strata_discovery_reconciles_total',
@@ -157,7 +157,7 @@ describe('createMetrics', () => {
     for (const n of ['strata_export_spans_total', 'strata_export_requests_total', 'strata_export_queue_spans']) {
       assert.deepEqual(labelValues(fam, n, 'exporter'), ['OTLPTraceExporter', 'TraceFileExporter'], n);
     }
-    assert.deepEqual(labelValues(fam, 'strata_export_spans_total', 'result'), ['dropped', 'exported']);
+    assert.deepEqual(labelValues(fam, 'strata_export_spans_total', 'result'), ['dropped', 'exported', 'shed']);
     assert.deepEqual(labelValues(fam, 'strata_export_requests_total', 'result'), ['failure', 'success']);
   });
 
@@ -204,9 +204,11 @@ describe('createMetrics', () => {
     assert.equal(v('strata_export_spans_total', { exporter: 'OTLPTraceExporter', result: 'exported' }), 150);
     assert.equal(v('strata_export_spans_total', { exporter: 'OTLPTraceExporter', result: 'dropped' }), 10);
     assert.equal(v('strata_export_spans_total', { exporter: 'TraceFileExporter', result: 'dropped' }), 0);
+    assert.equal(v('strata_export_spans_total', { exporter: 'OTLPTraceExporter', result: 'shed' }), 7);
     assert.equal(v('strata_export_requests_total', { exporter: 'OTLPTraceExporter', result: 'success' }), 8);
     assert.equal(v('strata_export_requests_total', { exporter: 'OTLPTraceExporter', result: 'failure' }), 2);
     assert.equal(v('strata_export_queue_spans', { exporter: 'OTLPTraceExporter' }), 3);
+    assert.equal(v('strata_export_held_bytes', { exporter: 'OTLPTraceExporter' }), 4800);
     assert.equal(v('strata_probe_attached', { probe: 'sock_syscalls' }), 1);
     assert.equal(v('strata_probe_attached', { probe: 'tc:veth0' }), 0);
   });

@@ -10,7 +10,7 @@ function rig(opts: Partial<SheddingOptions> = {}) {
   let ms = 0;
   let lost = 0;
   const writes: { shed: number; gen: number }[] = [];
-  const s = new LoadShedder(o, (shed, gen) => writes.push({ shed, gen }), () => lost, () => cpuUs, () => ms);
+  const s = new LoadShedder(o, { write: (shed, gen) => writes.push({ shed, gen }), losses: () => lost, cpuUs: () => cpuUs, nowMs: () => ms });
   /** one interval during which the agent used `cores` of CPU (and lost `loss` events) */
   const interval = (cores: number, loss = 0) => {
     cpuUs += cores * 1000 * 1000;
@@ -90,5 +90,103 @@ describe('load shedding controller', () => {
     const w = rig({ warmupMs: 60_000 });
     w.interval(0.01, 5);
     assert.equal(w.s.state.keepRatio, 0.5);
+  });
+
+  describe('the brake: the offered load, counted by the kernel, ahead of the CPU', () => {
+    function braking(opts: Partial<SheddingOptions> = {}) {
+      const o: SheddingOptions = { cpuBudget: 0.5, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250, warmupMs: 3000, smoothing: 0.3, ...opts };
+      let cpuUs = 0;
+      let ms = 0;
+      let req = 0;
+      const s = new LoadShedder(o, { write: () => {}, losses: () => 0, requests: () => req, cpuUs: () => cpuUs, nowMs: () => ms });
+      /** `perS` requests per second for `forMs`, the agent using `cores`, a batch every 10 ms */
+      const run = (perS: number, forMs: number, cores = 0) => {
+        for (let t = 0; t < forMs; t += 10) {
+          req += perS / 100;
+          cpuUs += cores * 10_000;
+          ms += 10;
+          s.maybeTick();
+        }
+      };
+      return { s, run };
+    }
+
+    test('a surge is cut within one rate window, during the warm-up and before any CPU shows it', () => {
+      const { s, run } = braking();
+      run(10_000, 50);
+      // 10k/s x 1 ms each = 10 cores against 0.5: keep 0.05
+      assert.ok(Math.abs(s.state.keepRatio - 0.05) < 1e-9, String(s.state.keepRatio));
+      assert.equal(s.state.brakes, 1);
+      assert.ok(Math.abs(s.state.offeredPerS - 10_000) < 1e-6);
+    });
+
+    test('an idle or modest load is left to the CPU loop: nothing is shed at start', () => {
+      const { s, run } = braking();
+      run(200, 1000); // 200/s x 1 ms = 0.2 cores: under twice the budget
+      assert.equal(s.state.keepRatio, 1);
+      assert.equal(s.state.brakes, 0);
+    });
+
+    test('the cost of a kept request is learned from CPU over intervals, and the brake uses it', () => {
+      const { s, run } = braking({ warmupMs: 0 });
+      // 300/s at 0.3 cores: 1000 µs per request, kept whole
+      run(300, 1000, 0.3);
+      assert.ok(Math.abs(s.state.costUs - 1000) < 1, String(s.state.costUs));
+      // cheaper requests: 300/s at 0.03 cores -> 100 µs each, learned over a few intervals
+      run(300, 3000, 0.03);
+      assert.ok(s.state.costUs < 150, String(s.state.costUs));
+      // now 6k/s x ~100 µs = ~0.6 cores: within twice the budget, no brake
+      const before = s.state.brakes;
+      run(6_000, 100, 0.03);
+      assert.equal(s.state.brakes, before);
+      // 60k/s x 100 µs = 6 cores: braked to about budget / cost
+      run(60_000, 100, 0.03);
+      assert.ok(s.state.brakes > before);
+      const expect = 0.5e6 / (60_000 * s.state.costUs);
+      assert.ok(Math.abs(s.state.keepRatio - expect) / expect < 0.2, `${s.state.keepRatio} vs ${expect}`);
+    });
+
+    test('the brake never raises the ratio and never goes below the floor', () => {
+      const { s, run } = braking({ minKeepRatio: 0.01 });
+      run(10_000_000, 50);
+      assert.equal(s.state.keepRatio, 0.01);
+      run(0, 1000);
+      assert.equal(s.state.keepRatio, 0.01, 'the CPU loop raises it, after the warm-up');
+    });
+  });
+
+  test('after a loss the ratio is held for a while, and a backlog holds it too, though the CPU is idle', () => {
+    let cpuUs = 0;
+    let ms = 0;
+    let lost = 0;
+    let backlog = 0;
+    const o: SheddingOptions = { cpuBudget: 0.2, keepRatio: 1, minKeepRatio: 0.01, intervalMs: 250, warmupMs: 0, smoothing: 1 };
+    const s = new LoadShedder(o, { write: () => {}, losses: () => lost, backlog: () => backlog, cpuUs: () => cpuUs, nowMs: () => ms });
+    const interval = (cores: number) => {
+      cpuUs += cores * 250_000;
+      ms += 250;
+      s.tick();
+    };
+    lost = 10;
+    interval(0.01);
+    assert.equal(s.state.keepRatio, 0.5);
+    // 2 s of hold: the idle CPU does not raise it
+    for (let i = 0; i < 7; i++) interval(0.01);
+    assert.equal(s.state.keepRatio, 0.5);
+    interval(0.01);
+    interval(0.01);
+    assert.ok(s.state.keepRatio > 0.5, 'raised after the hold');
+    // another loss, and then a queue past half full (the agent starved of CPU by the node): held
+    // beyond the 2 s, for as long as the queue stays full
+    lost += 10;
+    backlog = 0.8;
+    interval(0.01);
+    const k = s.state.keepRatio;
+    assert.ok(k < 1);
+    for (let i = 0; i < 16; i++) interval(0.01);
+    assert.equal(s.state.keepRatio, k);
+    backlog = 0.1;
+    interval(0.01);
+    assert.ok(s.state.keepRatio > k);
   });
 });

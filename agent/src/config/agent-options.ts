@@ -51,7 +51,7 @@ export function toCorrelatorOptions(c: StrataConfig): CorrelatorOptions {
 /** the batch span processor in front of each exporter */
 export function toBatchOptions(c: StrataConfig): BatchOptions {
   const q = c.export.queue;
-  return { maxQueueSize: q.maxSpans, maxExportBatchSize: q.batchSize, scheduledDelayMillis: q.delayMs, exportTimeoutMillis: q.exportTimeoutMs, maxConcurrentExports: q.maxConcurrentExports };
+  return { maxQueueSize: q.maxSpans, maxQueueBytes: q.maxBytes, shedFromFill: q.shedFrom, maxExportBatchSize: q.batchSize, scheduledDelayMillis: q.delayMs, exportTimeoutMillis: q.exportTimeoutMs, maxConcurrentExports: q.maxConcurrentExports };
 }
 
 /** discovery.source auto: the pods file when set, else the API server when in a cluster or given a kubeconfig, else none */

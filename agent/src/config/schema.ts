@@ -23,7 +23,7 @@ export interface ConfigShape {
     otlp: { endpoint: string; protocol: OtlpProtocol; headers: Record<string, string>; timeoutMs: number };
     jaeger: { endpoint: string | null; timeoutMs: number };
     files: { dir: string | null };
-    queue: { maxSpans: number; batchSize: number; delayMs: number; exportTimeoutMs: number; maxConcurrentExports: number };
+    queue: { maxSpans: number; maxBytes: number; shedFrom: number; batchSize: number; delayMs: number; exportTimeoutMs: number; maxConcurrentExports: number };
     maxResources: number;
     retry: { initialBackoffMs: number; maxBackoffMs: number; multiplier: number; jitter: number; maxRetries: number };
   };
@@ -72,7 +72,7 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
       otlp: { endpoint: DEFAULT_OTLP_HTTP_ENDPOINT, protocol: 'http/protobuf', headers: {}, timeoutMs: 10000 },
       jaeger: { endpoint: null, timeoutMs: 10000 },
       files: { dir: null },
-      queue: { maxSpans: 8192, batchSize: 512, delayMs: 500, exportTimeoutMs: 30_000, maxConcurrentExports: 4 },
+      queue: { maxSpans: 8192, maxBytes: 8 * 1024 * 1024, shedFrom: 0.5, batchSize: 512, delayMs: 500, exportTimeoutMs: 30_000, maxConcurrentExports: 4 },
       maxResources: 256,
       // the policy of the SDK's OTLP/HTTP exporter (otlp-exporter-base RetryingTransport)
       retry: { initialBackoffMs: 1000, maxBackoffMs: 5000, multiplier: 1.5, jitter: 0.2, maxRetries: 5 },
@@ -365,6 +365,8 @@ export const SCHEMA = {
     },
     queue: {
       maxSpans: int(1, 1 << 20, 'spans queued for export at most (further spans are dropped and counted)'),
+      maxBytes: int(65536, 1 << 30, 'estimated heap bytes of the spans one exporter holds, queued or being exported, at most (further spans are dropped and counted; a lab span is ~1.6 KiB)'),
+      shedFrom: num(0.1, 1, 'past this fill of the fullest export queue (share of maxSpans or maxBytes) whole traces are shed by trace id, all of them near full, instead of spans lost at the bound; 1 = never'),
       batchSize: int(1, 1 << 20, 'spans per export request (at most export.queue.maxSpans)'),
       delayMs: int(0, 600_000, 'export a partial batch after this long'),
       exportTimeoutMs: int(1, 600_000, 'the batch processor gives up on one export call after this long (counted as failed)'),

@@ -31,8 +31,8 @@ export const SOCK_OP = { OP_READ: 1, OP_RECVFROM: 2, OP_RECVMSG: 3, OP_READV: 4,
 export const DIR = { DIR_NONE: 0, DIR_IN: 1, DIR_OUT: 2 } as const;
 export const FLAGS = { F_TRUNCATED: 1, F_SEQ_VALID: 2, F_PEEK: 4, F_AFTER_SHED: 8 } as const;
 export const NETDEV_POINT = { RX: 1, QUEUE: 2, XMIT: 3 } as const;
-export const STAT = { EVENTS: 0, RB_DROPS: 1, FILTERED: 2, NOT_TCP: 3, PKT_SEEN: 4, PKT_AGGREGATED: 5, PKT_NOT_TCP: 6, READ_ERRORS: 7, NETDEV_SEEN: 8, NETDEV_AGGREGATED: 9, SHED_EVENTS: 10, SHED_ROOTS: 11, MAX: 12 } as const;
-export const STAT_NAMES = ['events', 'rbDrops', 'filtered', 'notTcp', 'pktSeen', 'pktAggregated', 'pktNotTcp', 'readErrors', 'netdevSeen', 'netdevAggregated', 'shedEvents', 'shedRoots'] as const;
+export const STAT = { EVENTS: 0, RB_DROPS: 1, FILTERED: 2, NOT_TCP: 3, PKT_SEEN: 4, PKT_AGGREGATED: 5, PKT_NOT_TCP: 6, READ_ERRORS: 7, NETDEV_SEEN: 8, NETDEV_AGGREGATED: 9, SHED_EVENTS: 10, SHED_ROOTS: 11, REQUESTS: 12, MAX: 13 } as const;
+export const STAT_NAMES = ['events', 'rbDrops', 'filtered', 'notTcp', 'pktSeen', 'pktAggregated', 'pktNotTcp', 'readErrors', 'netdevSeen', 'netdevAggregated', 'shedEvents', 'shedRoots', 'requests'] as const;
 
 // the BPF objects built from bpf/*.bpf.c (native listObjects() opens the same set)
 export const BPF_OBJECTS = ['features', 'net_dev', 'sock', 'veth_tc'] as const;

@@ -22,6 +22,16 @@ export interface BatchOptions {
   exportTimeoutMillis: number;
   /** export calls in flight at once per exporter (the batch processor starts one at a time) */
   maxConcurrentExports?: number;
+  /**
+   * estimated heap bytes of the spans one exporter holds (queued or in an export call) before new
+   * ones are dropped (counted like a full queue); default: no bound beyond maxQueueSize
+   */
+  maxQueueBytes?: number;
+  /**
+   * past this fill of the fullest queue (0..1) whole traces are shed by trace id rather than spans
+   * lost at the bound; 1 = never; default 0.5
+   */
+  shedFromFill?: number;
 }
 
 export interface SdkSinkOptions {
@@ -51,6 +61,12 @@ export interface SdkSinkStats {
   exportsSucceeded: number;
   exportsFailed: number;
   spansExported: number;
+  /**
+   * spans of whole traces not exported on purpose, because the export queues were past half full
+   * (a backlog from before the kernel's shedding caught up): a share of trace ids, the same for
+   * every span of a trace, growing to all of them as the fullest queue nears its bound
+   */
+  spansShed: number;
   /** spans lost: failed exports + queue overflow */
   spansDropped: number;
   spansDroppedQueueFull: number;
@@ -64,8 +80,12 @@ export interface ExporterStats {
   spansExported: number;
   spansDropped: number;
   spansDroppedQueueFull: number;
+  /** spans of whole traces not handed to this exporter on purpose (SdkSpanSinkStats.spansShed) */
+  spansShed: number;
   /** spans waiting in this exporter's batch queue */
   queued: number;
+  /** estimated heap bytes of the spans this exporter holds: queued and in export calls (spanHeapBytes) */
+  heldBytes: number;
   lastError?: string;
   /** how long export calls took (for strata_export_duration_seconds) */
   exportLatencyMs: ExportLatencyStats;
@@ -109,6 +129,14 @@ function observeLatency(l: ExportLatencyStats, ms: number): void {
   }
 }
 
+/** export queues fuller than this shed whole traces (SdkSpanSink.emit), by default */
+const SHED_FROM_FILL = 0.5;
+
+/** a trace id's place in 0..1, from its low 32 bits (the random part of W3C and of strata's ids) */
+function traceHash(traceId: string): number {
+  return Number.parseInt(traceId.slice(24), 16) / 2 ** 32;
+}
+
 /** the BatchSpanProcessor's own export timeout is this much later than the pipeline's */
 const BSP_TIMEOUT_MARGIN_MS = 1000;
 
@@ -121,6 +149,7 @@ class ExportPipeline implements SpanProcessor {
   private readonly bsp: BatchSpanProcessor;
   private readonly exporter: SpanExporter;
   private readonly maxQueueSize: number;
+  private readonly maxQueueBytes: number;
   private closed = false;
   /** export calls not finished yet (forceFlush waits for them) */
   private readonly inflight = new Set<Promise<void>>();
@@ -128,6 +157,7 @@ class ExportPipeline implements SpanProcessor {
   constructor(exporter: SpanExporter, batch: BatchOptions, warn: LogFn) {
     this.exporter = exporter;
     this.maxQueueSize = batch.maxQueueSize;
+    this.maxQueueBytes = batch.maxQueueBytes ?? Number.POSITIVE_INFINITY;
     const maxConcurrent = Math.max(1, batch.maxConcurrentExports ?? 1);
     const inflight = this.inflight;
     const stats: ExporterStats = {
@@ -137,7 +167,9 @@ class ExportPipeline implements SpanProcessor {
       spansExported: 0,
       spansDropped: 0,
       spansDroppedQueueFull: 0,
+      spansShed: 0,
       queued: 0,
+      heldBytes: 0,
       exportLatencyMs: newLatencyStats(),
     };
     this.stats = stats;
@@ -152,8 +184,10 @@ class ExportPipeline implements SpanProcessor {
       }
     };
     const start = (spans: ReadableSpan[], resultCallback: (result: ExportResult) => void) => {
-      // leaves the queue now (the batch processor's, then ours)
+      // leaves the queue now (the batch processor's, then ours); its bytes are held until the end
       stats.queued -= spans.length;
+      let bytes = 0;
+      for (const s of spans) bytes += (s as RecordSpan).heapBytes ?? 0;
       const started = performance.now();
       let done = false;
       let settle!: () => void;
@@ -180,6 +214,7 @@ class ExportPipeline implements SpanProcessor {
         done = true;
         clearTimeout(timer);
         observeLatency(stats.exportLatencyMs, performance.now() - started);
+        stats.heldBytes -= bytes;
         if (result.code === ExportResultCode.SUCCESS) {
           stats.exportsSucceeded++;
           stats.spansExported += spans.length;
@@ -217,19 +252,25 @@ class ExportPipeline implements SpanProcessor {
   onEnd(span: ReadableSpan): void {
     if (this.closed) return;
     if ((span.spanContext().traceFlags & 1) === 0) return; // not sampled: the BSP ignores it too
-    if (this.stats.queued >= this.maxQueueSize) {
-      // same bound as the BSP's own queue, but counted
+    if (this.stats.queued >= this.maxQueueSize || this.stats.heldBytes >= this.maxQueueBytes) {
+      // the BSP's own bound (counted here, silent there), or the memory bound
       this.stats.spansDroppedQueueFull++;
       this.stats.spansDropped++;
       return;
     }
     this.stats.queued++;
+    this.stats.heldBytes += (span as RecordSpan).heapBytes ?? 0;
     this.bsp.onEnd(span);
   }
 
-  /** true when onEnd() would drop a sampled span: the queue is at maxQueueSize */
+  /** how close to full, 0..1: the larger of the span and the byte share */
+  get fill(): number {
+    return Math.max(this.stats.queued / this.maxQueueSize, this.stats.heldBytes / this.maxQueueBytes);
+  }
+
+  /** true when onEnd() would drop a sampled span: the queue is at maxQueueSize or maxQueueBytes */
   get full(): boolean {
-    return !this.closed && this.stats.queued >= this.maxQueueSize;
+    return !this.closed && (this.stats.queued >= this.maxQueueSize || this.stats.heldBytes >= this.maxQueueBytes);
   }
 
   /** a sampled span dropped before it was built, because every pipeline was full */
@@ -277,9 +318,11 @@ export class SdkSpanSink implements SpanSink {
   private readonly resourceKeys = new WeakMap<SpanResource, string>();
   private readonly warn: LogFn;
   private readonly flushTimeoutMillis: number;
+  private readonly shedFrom: number;
   private shutDown = false;
   private readonly counters = {
     spansEmitted: 0,
+    spansShed: 0,
     spansRejected: 0,
     providersCreated: 0,
     providersEvicted: 0,
@@ -290,6 +333,7 @@ export class SdkSpanSink implements SpanSink {
       throw new Error('SdkSpanSink: at least one exporter is required');
     }
     this.flushTimeoutMillis = options.batch.exportTimeoutMillis;
+    this.shedFrom = Math.min(1, Math.max(0, options.batch.shedFromFill ?? SHED_FROM_FILL));
     this.warn = rateLimitedLog(options.log ?? defaultWarn, WARN_INTERVAL_MS);
     const batch = { ...options.batch };
     if (batch.maxExportBatchSize > batch.maxQueueSize) batch.maxExportBatchSize = batch.maxQueueSize;
@@ -325,6 +369,15 @@ export class SdkSpanSink implements SpanSink {
     if (!isHrTime(r.start) || !isHrTime(r.end)) {
       throw new Error(`invalid times start=${String(r.start)} end=${String(r.end)}`);
     }
+    // past half full: whole traces are shed, by trace id, rather than spans lost at random at
+    // the bound (the ratio falls from 1 at half full to 0 at full)
+    const fill = this.shedFrom < 1 ? this.backlog() : 0;
+    if (fill > this.shedFrom && traceHash(r.traceId) >= (1 - fill) / (1 - this.shedFrom)) {
+      this.counters.spansShed++;
+      this.counters.spansEmitted++;
+      for (const p of this.pipelines) p.stats.spansShed++;
+      return;
+    }
     // every queue full (the backend down under a burst): count the drop without building a span
     // that onEnd() would throw away; that work is what made the JS thread fall behind the ring
     // buffer during an outage burst
@@ -350,6 +403,13 @@ export class SdkSpanSink implements SpanSink {
     this.resources.set(key, built);
     this.counters.providersCreated++;
     return built;
+  }
+
+  /** how full the fullest exporter's queue is, 0..1 (spans or estimated bytes) */
+  backlog(): number {
+    let f = 0;
+    for (const p of this.pipelines) f = Math.max(f, p.fill);
+    return f;
   }
 
   /** Exports everything pending. Never rejects: failures are counted in stats(). */

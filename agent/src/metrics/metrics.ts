@@ -180,6 +180,7 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_kernel_packets_aggregated_total', 'Data packets counted in the kernel instead of emitted.', () => kernel()?.pktAggregated);
   counter('strata_kernel_packets_non_tcp_total', 'Packets seen by the TC programs that were not TCP, ignored in the kernel.', () => kernel()?.pktNotTcp);
   counter('strata_kernel_shed_events_total', 'Events the kernel did not emit because their request was shed by load shedding (whole requests, never parts).', () => kernel()?.shedEvents);
+  counter('strata_kernel_requests_total', 'Requests read by traced servers as the kernel saw them, kept or shed: the offered load load shedding works against.', () => kernel()?.requests);
   counter('strata_kernel_shed_requests_total', 'Requests (root messages) shed by load shedding in the kernel: these traces are not exported, on purpose.', () => kernel()?.shedRoots);
   const shedding = perScrape(() => src.shedding?.());
   gauge('strata_sampling_keep_ratio', 'Share of requests the kernel reports (load shedding; 1 = all). Traces of the others are shed whole.', () => shedding()?.keepRatio ?? 1);
@@ -313,8 +314,8 @@ export function createMetrics(src: StatsSource): Registry {
     });
     const of = children<{ inc: Inc }>((exporter, result) => c.labels(exporter, result));
   };
-  perExporter('strata_export_spans_total', 'Spans per exporter: result="exported" acknowledged by the backend, "dropped" lost (failed export or queue full).',
-    [['exported', (e) => e.spansExported], ['dropped', (e) => e.spansDropped]]);
+  perExporter('strata_export_spans_total', 'Spans per exporter: result="exported" acknowledged by the backend, "dropped" lost (failed export or queue full), "shed" whole traces left out on purpose while the queues were past half full.',
+    [['exported', (e) => e.spansExported], ['dropped', (e) => e.spansDropped], ['shed', (e) => e.spansShed]]);
   perExporter('strata_export_requests_total', 'Export calls (one batch each) per exporter, by result: success or failure.',
     [['success', (e) => e.exportsSucceeded], ['failure', (e) => e.exportsFailed]]);
   const exportQueue = new Gauge({
@@ -326,6 +327,15 @@ export function createMetrics(src: StatsSource): Registry {
     },
   });
   const exportQueueOf = children<{ set: SetFn }>((exporter) => exportQueue.labels(exporter));
+  const exportHeld = new Gauge({
+    name: 'strata_export_held_bytes', help: "Estimated heap bytes of the spans an exporter holds, queued or in export calls (bounded by export.queue.maxBytes).", labelNames: ['exporter'], registers: [registry],
+    collect() {
+      this.reset();
+      const ex = sink().exporters;
+      exporterNames(ex).forEach((name, i) => exportHeldOf(name).set((ex[i] as ExporterStats).heldBytes));
+    },
+  });
+  const exportHeldOf = children<{ set: SetFn }>((exporter) => exportHeld.labels(exporter));
   const exportDuration = new ExternalHistogram('strata_export_duration_seconds',
     "Duration of an exporter's export calls (one batch each), retries included, successes and failures alike.", () => {
       const ex = sink().exporters;

@@ -8,7 +8,13 @@
 // requests it keeps, so the keep ratio moves by budget / usage (smoothed over a few intervals, so a
 // burst of a few hundred ms is absorbed rather than shed; nothing for the first seconds, while
 // the agent loads and scans), halves at once when the ring buffer or the JS queue dropped
-// anything, and creeps back up when usage is well below budget.
+// anything (or an export queue overflowed), and creeps back up when usage is well below budget.
+// CPU use shows a surge only once the agent has worked through it: by then the ring buffer holds
+// seconds of work. So the kernel also counts the requests it sees, kept or shed (the offered
+// load), and the controller brakes ahead of the CPU: before every batch (at most every
+// RATE_WINDOW_MS), when offered requests x the keep ratio x the learned CPU cost of a kept request
+// exceed twice the budget, the ratio drops at once to what the budget affords. Only the CPU loop
+// raises it again, and not for a while after a loss nor while an export queue is past half full.
 
 export interface SheddingOptions {
   /** CPU the agent may use, in cores (user + system of the whole process); 0 = never shed */
@@ -27,6 +33,43 @@ export interface SheddingOptions {
 
 const DEFAULT_WARMUP_MS = 3000;
 const DEFAULT_SMOOTHING = 0.3;
+/** the offered request rate is measured over at least this long (checked before every batch) */
+const RATE_WINDOW_MS = 20;
+/** the agent checks at least this often (a timer), so a window after a quiet spell stays short */
+export const RATE_CHECK_MS = 50;
+/**
+ * CPU µs per kept request before one was measured: ~0.5 ms per request message was measured here
+ * with NGINX in front of the app (two messages and ~20 spans per proxied request); erring high
+ * sheds more in the first surge, the CPU loop then gives it back
+ */
+const INITIAL_COST_US = 1000;
+/** kept requests an interval needs before its CPU per request updates the learned cost */
+const MIN_COST_SAMPLE = 50;
+/** the brake acts when the predicted cost is this many times the budget (else the CPU loop governs) */
+const BRAKE_FACTOR = 2;
+/** after a loss the ratio is not raised for this long: rising straight back would lose again */
+const HOLD_AFTER_LOSS_MS = 2000;
+/** queues fuller than this hold the ratio */
+const BACKLOG_HOLD = 0.5;
+
+/** where the controller reads and writes */
+export interface SheddingIo {
+  /** writes the kernel's threshold (ProbeSet.setSampling) */
+  write: (shed: number, gen: number) => void;
+  /** work lost so far: events before the correlator (ring buffer full, JS queue full), spans at a full export queue */
+  losses: () => number;
+  /** requests the kernel saw so far, kept or shed (STRATA_STAT_REQUESTS); absent: no brake */
+  requests?: () => number;
+  /**
+   * how full the agent's bounded queues are, 0..1 (the fullest export queue): past half, the ratio
+   * is not raised, whatever the CPU says (a node short of CPU starves the agent: its usage then
+   * looks low while its queues fill)
+   */
+  backlog?: () => number;
+  /** the agent's CPU so far, µs (default: process.cpuUsage()) */
+  cpuUs?: () => number;
+  nowMs?: () => number;
+}
 
 export interface SheddingState {
   keepRatio: number;
@@ -36,12 +79,18 @@ export interface SheddingState {
   /** CPU cores the agent used over the last interval */
   usageCores: number;
   adjustments: number;
+  /** offered requests per second over the last rate window */
+  offeredPerS: number;
+  /** learned CPU µs per kept request */
+  costUs: number;
+  /** times the brake cut the ratio ahead of the CPU measurement */
+  brakes: number;
 }
 
 const TWO32 = 2 ** 32;
 
 export class LoadShedder {
-  readonly state: SheddingState = { keepRatio: 1, shed: 0, gen: 0, usageCores: 0, adjustments: 0 };
+  readonly state: SheddingState = { keepRatio: 1, shed: 0, gen: 0, usageCores: 0, adjustments: 0, offeredPerS: 0, costUs: INITIAL_COST_US, brakes: 0 };
   private lastCpuUs: number;
   private lastMs: number;
   private lastLosses: number;
@@ -49,32 +98,38 @@ export class LoadShedder {
   private smoothed: number | undefined;
 
   private readonly opts: SheddingOptions;
-  /** writes the kernel's threshold (ProbeSet.setSampling) */
   private readonly write: (shed: number, gen: number) => void;
-  /** events lost so far before the correlator (ring buffer full, JS queue full) */
   private readonly losses: () => number;
+  private readonly requests: (() => number) | undefined;
+  private readonly backlog: (() => number) | undefined;
+  /** no raise before this time (after a loss) */
+  private holdUntilMs = 0;
   private readonly cpuUs: () => number;
   private readonly nowMs: () => number;
+  /** the rate window: requests counted and when */
+  private rateReq: number;
+  private rateMs: number;
+  /** requests kept since the last tick (each counted at the ratio in force when the kernel saw it), up to accReq */
+  private kept = 0;
+  private accReq: number;
 
-  constructor(
-    opts: SheddingOptions,
-    write: (shed: number, gen: number) => void,
-    losses: () => number,
-    cpuUs: () => number = () => {
+  constructor(opts: SheddingOptions, io: SheddingIo) {
+    this.opts = opts;
+    this.write = io.write;
+    this.losses = io.losses;
+    this.requests = io.requests;
+    this.backlog = io.backlog;
+    this.cpuUs = io.cpuUs ?? (() => {
       const u = process.cpuUsage();
       return u.user + u.system;
-    },
-    nowMs: () => number = () => performance.now(),
-  ) {
-    this.opts = opts;
-    this.write = write;
-    this.losses = losses;
-    this.cpuUs = cpuUs;
-    this.nowMs = nowMs;
-    this.lastCpuUs = cpuUs();
-    this.lastMs = nowMs();
-    this.lastLosses = losses();
+    });
+    this.nowMs = io.nowMs ?? (() => performance.now());
+    this.lastCpuUs = this.cpuUs();
+    this.lastMs = this.nowMs();
+    this.lastLosses = this.losses();
     this.startMs = this.lastMs;
+    this.accReq = this.rateReq = this.requests?.() ?? 0;
+    this.rateMs = this.lastMs;
   }
 
   /**
@@ -82,7 +137,33 @@ export class LoadShedder {
    * backlog of batches runs in one turn of the event loop, and timers wait behind it.
    */
   maybeTick(): void {
-    if (this.nowMs() - this.lastMs >= this.opts.intervalMs) this.tick();
+    const now = this.nowMs();
+    if (this.requests && now - this.rateMs >= RATE_WINDOW_MS) this.brake(now);
+    if (now - this.lastMs >= this.opts.intervalMs) this.tick();
+  }
+
+  /** reads the kernel's request count; those since the last call count as kept at the ratio in force */
+  private account(): number {
+    const req = (this.requests as () => number)();
+    this.kept += (req - this.accReq) * this.state.keepRatio;
+    this.accReq = req;
+    return req;
+  }
+
+  /** the offered load over the last rate window: cut the ratio at once when it clearly overruns the budget */
+  private brake(now: number): void {
+    const req = this.account();
+    const perS = ((req - this.rateReq) * 1000) / (now - this.rateMs);
+    this.rateReq = req;
+    this.rateMs = now;
+    this.state.offeredPerS = perS;
+    const budgetUs = this.opts.cpuBudget * 1e6; // µs of CPU per second
+    if (budgetUs <= 0 || perS <= 0) return;
+    const keep = this.state.keepRatio;
+    const predictedUs = perS * keep * this.state.costUs;
+    if (predictedUs <= BRAKE_FACTOR * budgetUs) return;
+    this.state.brakes++;
+    this.set(Math.max(this.opts.minKeepRatio, Math.min(keep, budgetUs / (perS * this.state.costUs))));
   }
 
   /** Measures the last interval and moves the keep ratio; call every opts.intervalMs. */
@@ -94,6 +175,12 @@ export class LoadShedder {
     if (wallMs <= 0) return;
     const usage = (cpu - this.lastCpuUs) / 1000 / wallMs;
     const lost = losses > this.lastLosses;
+    if (this.requests) {
+      // CPU per kept request, learned over intervals with enough of them
+      this.account();
+      if (this.kept >= MIN_COST_SAMPLE) this.state.costUs = 0.7 * this.state.costUs + 0.3 * ((cpu - this.lastCpuUs) / this.kept);
+      this.kept = 0;
+    }
     this.lastCpuUs = cpu;
     this.lastMs = now;
     this.lastLosses = losses;
@@ -105,10 +192,14 @@ export class LoadShedder {
     if (budget <= 0) return;
     const warm = now - this.startMs >= (this.opts.warmupMs ?? DEFAULT_WARMUP_MS);
     let keep = this.state.keepRatio;
-    if (lost) keep *= 0.5;
-    else if (!warm) return;
+    if (lost) {
+      keep *= 0.5;
+      this.holdUntilMs = now + HOLD_AFTER_LOSS_MS;
+    } else if (!warm) return;
     else if (avg > budget) keep *= Math.max(0.25, (0.9 * budget) / avg);
-    else if (avg < 0.6 * budget && keep < 1) keep *= Math.min(2, (0.8 * budget) / Math.max(avg, 1e-6));
+    else if (avg < 0.6 * budget && keep < 1 && now >= this.holdUntilMs && (this.backlog?.() ?? 0) <= BACKLOG_HOLD) {
+      keep *= Math.min(2, (0.8 * budget) / Math.max(avg, 1e-6));
+    }
     keep = Math.min(1, Math.max(this.opts.minKeepRatio, keep));
     this.set(keep);
   }
