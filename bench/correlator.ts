@@ -4,6 +4,9 @@
 // NGINX to the app; root) or the small test/fixtures/skeleton capture, replayed `replays` times.
 //
 //   node bench/correlator.ts [--base 801d2e1] [--capture] [--requests 400] [--rounds 5] [--replays 20]
+//                            [--base-node-flags "..."] [--node-flags "..."]
+// Node flags apply to the timed runs of that side: `--base HEAD --node-flags --max-semi-space-size=1`
+// compares a V8 setting on one tree.
 //
 // The baseline is checked out into a temporary git worktree (node_modules linked from this tree;
 // --build-base also builds the native addon there), removed at the end, on failure and on
@@ -28,6 +31,8 @@ const MIN_ROUNDS = 5;
 const { values } = parseArgs({
   options: {
     base: { type: 'string', default: '801d2e1' },
+    'base-node-flags': { type: 'string', default: '' },
+    'node-flags': { type: 'string', default: '' },
     capture: { type: 'boolean', default: false },
     requests: { type: 'string', default: '400' },
     rounds: { type: 'string', default: String(MIN_ROUNDS) },
@@ -161,15 +166,16 @@ try {
   writeFileSync(files.meta, JSON.stringify(set.meta));
   process.stderr.write(`replaying ${set.records} records (${replays} shifted copies of the ${dir ? 'capture' : 'skeleton fixture'}); base ${baseRev} vs working tree (${headRev}${dirty ? ' + changes' : ''}), ${rounds} rounds\n`);
 
+  const flagsOf = (v: string | undefined) => (v ?? '').split(/\s+/).filter(Boolean);
   const sides = [
-    { name: `base ${baseRev}`, root: baseTree },
-    { name: `working tree ${headRev}${dirty ? '+' : ''}`, root: ROOT },
+    { name: `base ${baseRev}${values['base-node-flags'] ? ` ${values['base-node-flags']}` : ''}`, root: baseTree, flags: flagsOf(values['base-node-flags']) },
+    { name: `working tree ${headRev}${dirty ? '+' : ''}${values['node-flags'] ? ` ${values['node-flags']}` : ''}`, root: ROOT, flags: flagsOf(values['node-flags']) },
   ];
   const res = sides.map(() => ({ time: [] as TimeResult[], alloc: [] as AllocResult[] }));
   for (let round = 0; round < rounds; round++) {
     for (const i of roundOrder([0, 1], round)) {
       const s = sides[i] as (typeof sides)[number];
-      const t = worker<TimeResult>(s.root, ['--mode', 'time', '--set', files.set, '--warmup', files.warm, '--meta', files.meta]);
+      const t = worker<TimeResult>(s.root, ['--mode', 'time', '--set', files.set, '--warmup', files.warm, '--meta', files.meta], s.flags);
       const a = worker<AllocResult>(s.root, ['--mode', 'alloc', '--set', files.alloc, '--warmup', files.warm, '--meta', files.meta], [
         '--expose-gc',
         '--min-semi-space-size=512',

@@ -90,7 +90,7 @@ build_image() {
   umoci config --image "$L" --os linux --architecture amd64 \
     --config.workingdir /opt/strata \
     --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    --config.cmd node --config.cmd agent/src/cli.ts --config.cmd agent \
+    --config.cmd node --config.cmd --max-semi-space-size=1 --config.cmd agent/src/cli.ts --config.cmd agent \
     --config.cmd --config --config.cmd /etc/strata/strata.yaml \
     --config.label org.opencontainers.image.title=strata >&2
   umoci gc --layout "$tmp/oci" >&2

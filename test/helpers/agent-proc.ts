@@ -1,6 +1,7 @@
 // Runs the agent as a child process (the way it runs in a pod) and waits for its ready line.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { AGENT_NODE_FLAGS } from '../../agent/src/runtime-flags.ts';
 
 const CLI = fileURLToPath(new URL('../../agent/src/cli.ts', import.meta.url));
 
@@ -14,7 +15,7 @@ export interface AgentProc {
 }
 
 /** `agent ...args` on the CLI, with node (and its arguments) as `prefix` runs it (e.g. unshare, taskset) */
-export const agentCommand = (args: string[]): string[] => [process.execPath, CLI, 'agent', ...args];
+export const agentCommand = (args: string[]): string[] => [process.execPath, ...AGENT_NODE_FLAGS, CLI, 'agent', ...args];
 
 /**
  * Spawns `cmd` (a command that ends up exec'ing the agent: agentCommand(), maybe behind unshare or

@@ -7,7 +7,7 @@
 // Under CI=true a missing Debian kubectl fails; elsewhere those tests are skipped with the reason.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -24,6 +24,7 @@ import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import type { IContainer } from 'kubernetes-models/v1/Container';
 import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { SCHEMA, envName, leafPaths, loadConfig, parseAgentArgs } from '../../agent/src/config/index.ts';
+import { AGENT_NODE_FLAGS } from '../../agent/src/runtime-flags.ts';
 
 const MANIFESTS = join(import.meta.dirname, '../../manifests');
 // where scripts/setup.sh unpacks Debian's kubernetes-client when another package owns /usr/bin/kubectl
@@ -250,8 +251,9 @@ describe('manifests', () => {
         const ds = agentDaemonSet(objs);
         const c = agentContainer(ds);
         const cmd = c.command ?? [];
-        assert.deepEqual(cmd.slice(0, 3), ['node', 'agent/src/cli.ts', 'agent']);
-        const args = parseAgentArgs([...cmd.slice(3), ...(c.args ?? [])]);
+        const head = ['node', ...AGENT_NODE_FLAGS, 'agent/src/cli.ts', 'agent'];
+        assert.deepEqual(cmd.slice(0, head.length), head, 'node, the agent\'s V8 flags (agent/src/runtime-flags.ts), the CLI');
+        const args = parseAgentArgs([...cmd.slice(head.length), ...(c.args ?? [])]);
         assert.ok(args.configFile, 'the agent is given --config');
         // the file behind --config: a mounted ConfigMap key
         const mount = (c.volumeMounts ?? []).find((m) => args.configFile?.startsWith(`${m.mountPath}/`));
@@ -398,4 +400,15 @@ describe('manifests', () => {
     const sm = { apiVersion: 'monitoring.coreos.com/v1', kind: 'ServiceMonitor', metadata: { name: 'x' }, spec: { selector: {}, endpoints: [{ port: 9464 }] } };
     assert.match(schemaErrors(sm), /port must be string/);
   });
+});
+
+test('the image (Dockerfile CMD, scripts/image.sh) and the strata command start node with the agent\'s V8 flags', () => {
+  const root = join(import.meta.dirname, '../..');
+  const cmd = /^CMD (\[.*\])$/m.exec(readFileSync(join(root, 'Dockerfile'), 'utf8'))?.[1];
+  assert.ok(cmd, 'the Dockerfile has a CMD in exec form');
+  assert.deepEqual((JSON.parse(cmd) as string[]).slice(0, 2 + AGENT_NODE_FLAGS.length), ['node', ...AGENT_NODE_FLAGS, 'agent/src/cli.ts']);
+  const umoci = [...readFileSync(join(root, 'scripts/image.sh'), 'utf8').matchAll(/--config\.cmd (\S+)/g)].map((m) => m[1]);
+  assert.deepEqual(umoci.slice(0, 2 + AGENT_NODE_FLAGS.length), ['node', ...AGENT_NODE_FLAGS, 'agent/src/cli.ts']);
+  const shebang = readFileSync(join(root, 'agent/src/cli.ts'), 'utf8').split('\n')[0];
+  assert.equal(shebang, `#!/usr/bin/env -S node ${AGENT_NODE_FLAGS.join(' ')}`);
 });
