@@ -1,7 +1,8 @@
 /*
  * Kernel->JS throughput load: write() 64..256-byte messages on a TCP connection over
- * 127.0.0.1 as fast as possible for a fixed time, a second thread draining the other end.
- * Usage: loadgen <duration_ms>. Prints "ready <netns inode>", waits for "go" on stdin, then
+ * 127.0.0.1 as fast as possible (or at <rate> writes/s, paced every 64 writes) for a fixed time,
+ * a second thread draining the other end.
+ * Usage: loadgen <duration_ms> [rate]. Prints "ready <netns inode>", waits for "go" on stdin, then
  * prints one JSON line with what it did.
  */
 #include "common.h"
@@ -13,8 +14,9 @@ int main(int argc, char **argv)
 	char buf[256];
 	int w, r;
 
-	if (argc != 2 || atoi(argv[1]) <= 0) {
-		fprintf(stderr, "usage: loadgen <duration_ms>\n");
+	uint64_t rate = argc == 3 ? strtoull(argv[2], NULL, 10) : 0;
+	if (argc < 2 || argc > 3 || atoi(argv[1]) <= 0) {
+		fprintf(stderr, "usage: loadgen <duration_ms> [writes_per_s]\n");
 		return 2;
 	}
 	duration_ns = (uint64_t)atoi(argv[1]) * 1000000ull;
@@ -37,6 +39,13 @@ int main(int argc, char **argv)
 		}
 		writes++;
 		bytes += (uint64_t)n;
+		/* paced: sleep until this write is due (absolute, so oversleeping is caught up) */
+		if (rate && (writes & 63) == 0) {
+			uint64_t due = start + writes * 1000000000ull / rate;
+			struct timespec ts = {.tv_sec = (time_t)(due / 1000000000ull), .tv_nsec = (long)(due % 1000000000ull)};
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+				;
+		}
 		/* the clock read is amortised over many writes */
 		if ((writes & 255) == 0) {
 			end = now_ns();

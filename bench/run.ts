@@ -42,11 +42,12 @@ const { values: argv } = parseArgs({
     calls: { type: 'string', default: '300000' },
     'budget-s': { type: 'string', default: '170' },
     'syscall-attach': { type: 'string', default: 'tracepoint' },
+    'loss-rates': { type: 'string', default: '20000,60000,120000,0' },
     help: { type: 'boolean', default: false },
   },
 });
 if (argv.help) {
-  process.stdout.write('usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 300000] [--budget-s 170] [--syscall-attach tracepoint|raw_tp]\n');
+  process.stdout.write('usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 300000] [--budget-s 170] [--syscall-attach tracepoint|raw_tp] [--loss-rates 20000,60000,120000,0]\n');
   process.exit(0);
 }
 const ROUNDS = posInt('rounds', argv.rounds);
@@ -55,6 +56,13 @@ const LOAD_MS = posInt('load-ms', argv['load-ms']);
 const CALLS = Math.floor(posInt('calls', argv.calls) / 10000) * 10000;
 if (CALLS === 0) throw new Error('--calls must be at least 10000');
 const BUDGET_MS = posInt('budget-s', argv['budget-s']) * 1000;
+/** 3. loss accounting: loadgen paced at these writes/s (0 = as fast as it goes), one run each; then unpaced into LOSS_RING */
+const LOSS_RING = 64 * 1024;
+const LOSS_RATES = argv['loss-rates'].split(',').filter(Boolean).map((x) => {
+  const n = Number(x);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--loss-rates: ${x} is not a rate (writes/s, 0 = unpaced)`);
+  return n;
+});
 /** the socket probes' variant (registry: sock_syscalls); raw_tp runs for every syscall of every task */
 const SYSCALL_ATTACH = argv['syscall-attach'] === 'raw_tp' ? 'raw_tp' : 'tracepoint';
 // sysloop writes CALLS/10 warm-up calls first; the BPF run counters see those too
@@ -205,6 +213,8 @@ interface ThroughputVariant {
   label: string;
   /** null: no probes at all (how fast the load runs untraced) */
   wakeupBytes: number | null;
+  /** ring buffer size (default: the agent's) */
+  ringBytes?: number;
 }
 
 const THROUGHPUT_VARIANTS: ThroughputVariant[] = [
@@ -243,10 +253,12 @@ interface ThroughputRun {
 
 const cpuNs = (u: { user: number; system: number }) => (u.user + u.system) * 1000;
 
-async function throughputRun(v: ThroughputVariant, bins: Bins): Promise<ThroughputRun> {
+/** rate: loadgen's writes/s (0 = unpaced) */
+async function throughputRun(v: ThroughputVariant, bins: Bins, rate = 0): Promise<ThroughputRun> {
+  const loadArgs = rate ? [String(LOAD_MS), String(rate)] : [String(LOAD_MS)];
   if (v.wakeupBytes === null) {
     let foreignProgs: number | null = null;
-    const load = await runLoad<LoadgenResult>(bins.loadgen, [String(LOAD_MS)], () => {
+    const load = await runLoad<LoadgenResult>(bins.loadgen, loadArgs, () => {
       foreignProgs = foreignTracingProgs(new Set());
     });
     const nan = Number.NaN;
@@ -270,7 +282,7 @@ async function throughputRun(v: ThroughputVariant, bins: Bins): Promise<Throughp
       load,
     };
   }
-  return withProbes({ wakeupBytes: v.wakeupBytes, filterNetns: true }, async (probes) => {
+  return withProbes({ wakeupBytes: v.wakeupBytes, filterNetns: true, ringBytes: v.ringBytes }, async (probes) => {
     probes.open('sock_syscalls');
     const decoder = new Decoder(emptyHandler());
     let lastBatchAt = 0;
@@ -285,7 +297,7 @@ async function throughputRun(v: ThroughputVariant, bins: Bins): Promise<Throughp
     let proc0 = process.cpuUsage();
     let thread0 = process.threadCpuUsage();
     let foreignProgs: number | null = null;
-    const load = await runLoad<LoadgenResult>(bins.loadgen, [String(LOAD_MS)], (ino) => {
+    const load = await runLoad<LoadgenResult>(bins.loadgen, loadArgs, (ino) => {
       foreignProgs = foreignTracingProgs(new Set(probes.progStats().map((p) => p.id)));
       probes.netnsAdd(ino);
       proc0 = process.cpuUsage();
@@ -475,6 +487,15 @@ async function main(): Promise<void> {
 
   // about 40 % of the budget for throughput, the rest for the syscall variants (5 per round)
   const tp = await rounds('throughput', THROUGHPUT_VARIANTS, t0Bench + BUDGET_MS * 0.4, (v) => throughputRun(v, bins));
+  // 3. loss accounting: a known number of syscalls at each rate, every event accounted for by stage
+  const loss: { rate: number; ring: number | undefined; run: ThroughputRun }[] = [];
+  for (const rate of LOSS_RATES) {
+    log(`loss accounting: loadgen at ${rate ? `${rate} writes/s` : 'full speed'} for ${LOAD_MS} ms`);
+    loss.push({ rate, ring: undefined, run: await throughputRun(THROUGHPUT_VARIANTS[0], bins, rate) });
+  }
+  // past what the pipeline holds: a 64 KiB ring buffer at full speed loses events, each counted
+  log('loss accounting: loadgen at full speed into a 64 KiB ring buffer');
+  loss.push({ rate: 0, ring: LOSS_RING, run: await throughputRun({ ...THROUGHPUT_VARIANTS[0], wakeupBytes: LOSS_RING / 4, ringBytes: LOSS_RING }, bins, 0) });
   const sc = await rounds('syscall', SYSCALL_VARIANTS, t0Bench + BUDGET_MS, (v) => syscallRun(v, bins));
 
   // ---- throughput report ----
@@ -539,6 +560,33 @@ async function main(): Promise<void> {
   );
   const undrained = [...tpRuns('batched'), ...tpRuns('perEvent')].filter((r) => !r.drained).length;
   if (undrained) out.push(`warning: ${undrained} throughput runs did not drain within 15 s`);
+
+  // ---- loss accounting report ----
+  const lossRows = loss.map(({ rate, ring, run: r }) => {
+    const syscalls = r.load.writes + r.load.reads;
+    const produced = r.kernelEvents + r.rbDrops;
+    const dropped = r.rbDrops + r.pumpDroppedRecords;
+    return {
+      rate, ring: ring ?? null, writesPerSec: r.loadWritesPerSec, syscalls, produced, extra: produced - syscalls, delivered: r.records,
+      rbDrops: r.rbDrops, pumpDrops: r.pumpDroppedRecords, exact: r.drained && produced === r.records + dropped, lost: dropped,
+    };
+  });
+  const lossless = lossRows.filter((x) => x.lost === 0 && x.exact && !x.ring).map((x) => x.writesPerSec);
+  out.push('');
+  out.push(
+    `3. Loss accounting: loadgen paced at a target rate for ${LOAD_MS} ms (known writes and reads, each one traced syscall), ` +
+      'every kernel event accounted for by stage (one run per rate)',
+  );
+  out.push(
+    table(
+      ['target writes/s', 'writes/s', 'syscalls', 'kernel events', 'events - syscalls', 'delivered to JS', 'ring-buffer drops', 'JS-queue drops', 'produced = delivered + dropped'],
+      lossRows.map((x) => [
+        (x.rate ? fmtSI(x.rate) : 'unpaced') + (x.ring ? `, ${x.ring / 1024} KiB ring` : ''), fmtSI(x.writesPerSec), String(x.syscalls), String(x.produced), String(x.extra), String(x.delivered),
+        String(x.rbDrops), String(x.pumpDrops), x.exact ? 'yes' : 'NO',
+      ]),
+    ),
+  );
+  out.push(lossless.length ? `   0 lost up to ${fmtSI(Math.max(...lossless))} writes/s (${fmtSI(2 * Math.max(...lossless))} traced syscalls/s with the reads)` : '   events were lost at every rate');
 
   // ---- syscall report ----
   const scRuns = (id: SyscallVariant['id']) => sc.runs.get(id) ?? [];
@@ -619,6 +667,7 @@ async function main(): Promise<void> {
       untracedForeignProgs: tpRuns('none').map((r) => r.foreignProgs),
       ratioBatchedOverPerEvent: Object.fromEntries(Object.entries(tpRatios).map(([k, r]) => [k, +r.toFixed(3)])),
     },
+    loss: lossRows,
     syscall: {
       rounds: sc.rounds,
       nsPerWrite: Object.fromEntries(SYSCALL_VARIANTS.map((v) => [v.id, round1(summarize(ns(v.id)))])),
