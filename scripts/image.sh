@@ -34,7 +34,10 @@ case "${1:-}" in
   agent | nginx) target=$1; shift ;;
 esac
 import_sock=
-if [ "${1:-}" = "--import" ]; then import_sock=${2:?--import SOCKET}; shift 2; fi
+if [ "${1:-}" = "--import" ]; then
+  [ $# -ge 2 ] || die "--import needs the socket of the containerd to import into"
+  import_sock=$2; shift 2
+fi
 [ $# -eq 0 ] || die "usage: scripts/image.sh [agent|nginx] [--import SOCKET] (got: $*)"
 
 # a build that fails half-way leaves no temporary tree or half-written archive behind
