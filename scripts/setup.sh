@@ -71,15 +71,17 @@ elif [ ! -f "$addon" ] || [ -n "$(find bpf native binding.gyp -newer "$addon" -t
 fi
 [ -f "$addon" ] || { log "error: $addon was not built"; exit 1; }
 
-# The real single-node Kubernetes (test/integration/k8s-rollout.test.ts, lab/k8s/): its binaries
-# from Debian's kubernetes source package, and the agent's image. Both are cached outside the
-# checkout (/var/cache/strata), keyed by their inputs: a warm call is a no-op (~1 s together); a
-# cold k8s build takes ~10 min on 2 cores, a cold image ~1-2 min. A failure here does not stop the
-# other tests: the k8s test then fails under CI=true, saying what is missing.
+# The real single-node Kubernetes (test/integration/k8s-*.test.ts, lab/k8s/): its binaries from
+# Debian's kubernetes source package, the agent's image and the lab's NGINX image. All are cached
+# outside the checkout (/var/cache/strata), keyed by their inputs: a warm call is a no-op (~1 s
+# together); a cold k8s build takes ~10 min on 2 cores, a cold image ~1-3 min each. A failure here
+# does not stop the other tests: the k8s tests then fail under CI=true, saying what is missing.
 if ! bash scripts/k8s-build.sh >/dev/null; then
   log "warning: scripts/k8s-build.sh failed: the real-cluster tests cannot run"
 fi
-if ! bash scripts/image.sh >/dev/null; then
-  log "warning: scripts/image.sh failed: the real-cluster tests cannot run"
-fi
+for target in agent nginx; do
+  if ! bash scripts/image.sh "$target" >/dev/null; then
+    log "warning: scripts/image.sh $target failed: the real-cluster tests cannot run"
+  fi
+done
 log "ready: $(npm exec --silent -- node -v)"

@@ -1,6 +1,7 @@
 // node lab/k8s/cli.ts apiserver|node|down|status [--slot N] [--image]
 //   apiserver   etcd + kube-apiserver; prints slot, kubeconfig paths, timings (JSON), leaves it running
-//   node        the full single-node cluster (--image: also imports scripts/image.sh's strata:dev)
+//   node        the full single-node cluster (--image: also imports scripts/image.sh's strata:dev
+//               and strata-lab/nginx:dev)
 //   down        tears a slot down (--slot N; without it every slot whose owner is gone, and every
 //               slot the CLI started)
 //   status      the slots in use
@@ -29,8 +30,8 @@ async function main(): Promise<number> {
     }
     case 'node': {
       const c = await startNode({ slot, persistent: true, log });
-      if (values.image) {
-        const archive = execFileSync('bash', [IMAGE_SH], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() as string;
+      for (const target of values.image ? ['agent', 'nginx'] : []) {
+        const archive = execFileSync('bash', [IMAGE_SH, target], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').pop() as string;
         await c.importImage(archive);
       }
       console.log(JSON.stringify({

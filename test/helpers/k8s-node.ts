@@ -1,35 +1,107 @@
 // What tests on the real single-node cluster (lab/k8s/cluster.ts) look at from the host: the
-// gate (what is missing, fail under CI), the image, a container's host pid, the BPF programs and
-// maps a process holds (from /proc/<pid>/fdinfo: this bpftool 7.1 has no pid column), the TC
-// filters on a host interface, capability sets.
+// gate (what is missing, fail under CI), the images, the agent's overlay of manifests/base, a
+// container's host pid and a pod's host veth, the BPF programs and maps a process holds (from
+// /proc/<pid>/fdinfo: this bpftool 7.1 has no pid column), the TC filters on a host interface,
+// capability sets.
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { debianKubectl, missingForCluster } from '../../lab/k8s/cluster.ts';
+import { parse, stringify } from 'yaml';
+import { type NodeCluster, debianKubectl, missingForCluster } from '../../lab/k8s/cluster.ts';
 import { missingPrerequisites } from './kernel.ts';
 
 const IMAGE_SH = fileURLToPath(new URL('../../scripts/image.sh', import.meta.url));
+export const MANIFESTS_BASE = fileURLToPath(new URL('../../manifests/base', import.meta.url));
+
+/** What keeps a full node from running here, or undefined; throws under CI=true (a missing piece fails there). */
+export function nodeMissing(): string | undefined {
+  const why = missingPrerequisites() ?? missingForCluster('node') ??
+    (debianKubectl() ? undefined : "Debian's kubectl 1.20 missing (scripts/setup.sh unpacks kubernetes-client)");
+  if (why && process.env.CI === 'true') throw new Error(`prerequisite missing under CI: ${why}`);
+  return why;
+}
 
 /** Returns true when a full node can run here; skips (fails under CI=true) otherwise, saying why. */
 export function requireNode(t: TestContext): boolean {
-  const why = missingPrerequisites() ?? missingForCluster('node') ??
-    (debianKubectl() ? undefined : "Debian's kubectl 1.20 missing (scripts/setup.sh unpacks kubernetes-client)");
+  const why = nodeMissing();
   if (!why) return true;
-  if (process.env.CI === 'true') throw new Error(`prerequisite missing under CI: ${why}`);
   t.skip(why);
   return false;
 }
 
 /**
- * scripts/image.sh: the strata:dev docker-archive (cached; a cold build takes a few minutes).
- * STRATA_IMAGE_ARCHIVE=path runs the tests with another one (e.g. the Dockerfile's, exported
- * with `buildah push IMAGE docker-archive:path:strata:dev`).
+ * scripts/image.sh: the docker-archive of the agent (strata:dev) or of the lab's NGINX
+ * (strata-lab/nginx:dev), cached; a cold build takes a few minutes. STRATA_IMAGE_ARCHIVE=path runs
+ * the tests with another agent image (e.g. the Dockerfile's, exported with `buildah push IMAGE
+ * docker-archive:path:strata:dev`).
  */
-export function imageArchive(): string {
-  if (process.env.STRATA_IMAGE_ARCHIVE) return process.env.STRATA_IMAGE_ARCHIVE;
-  const out = execFileSync('bash', [IMAGE_SH], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 20 * 60_000 });
+export function imageArchive(target: 'agent' | 'nginx' = 'agent'): string {
+  if (target === 'agent' && process.env.STRATA_IMAGE_ARCHIVE) return process.env.STRATA_IMAGE_ARCHIVE;
+  const out = execFileSync('bash', [IMAGE_SH, target], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 20 * 60_000 });
   return out.trim().split('\n').pop() as string;
+}
+
+type Yaml = Record<string, unknown>;
+const isMap = (v: unknown): v is Yaml => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** `over` laid on `base`, maps merged key by key, anything else replaced */
+function merged(base: Yaml, over: Yaml): Yaml {
+  const out: Yaml = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isMap(b) && isMap(v) ? merged(b, v) : v;
+  }
+  return out;
+}
+
+export interface AgentOverlay {
+  /** laid over manifests/base/strata.yaml (maps merged key by key) */
+  config: Yaml;
+  /** the agent's /metrics, /healthz, /readyz port (hostNetwork: 9464 may be another agent's on this machine) */
+  metricsPort: number;
+  /** strategic-merge patches of the DaemonSet */
+  merge?: Yaml[];
+}
+
+/**
+ * A kustomize overlay of manifests/base for the sk8 node, written to `dir` (kubectl apply -k dir):
+ * the ConfigMap's strata.yaml as the base's with `config` over it, the container port moved to the
+ * metrics port (the probes follow it), and the API server's loopback address in the agent's env:
+ * this node runs no kube-proxy, so the `kubernetes` Service's ClusterIP, which the kubelet puts in
+ * KUBERNETES_SERVICE_HOST, is not routed (a container's own env wins over the kubelet's).
+ */
+export function writeAgentOverlay(dir: string, c: NodeCluster, o: AgentOverlay): void {
+  const base = parse(readFileSync(join(MANIFESTS_BASE, 'strata.yaml'), 'utf8')) as Yaml;
+  writeFileSync(join(dir, 'strata.yaml'), stringify(merged(base, o.config)));
+  const env = (name: string, value: string) => ({ op: 'add', path: '/spec/template/spec/containers/0/env/-', value: { name, value } });
+  writeFileSync(join(dir, 'patch.yaml'), stringify([
+    { op: 'replace', path: '/spec/template/spec/containers/0/ports/0/containerPort', value: o.metricsPort },
+    env('KUBERNETES_SERVICE_HOST', '127.0.0.1'),
+    env('KUBERNETES_SERVICE_PORT', String(c.ports.apiserver)),
+  ]));
+  const merges = (o.merge ?? []).map((m, i) => {
+    writeFileSync(join(dir, `merge-${i}.yaml`), stringify(m));
+    return `merge-${i}.yaml`;
+  });
+  writeFileSync(join(dir, 'kustomization.yaml'), stringify({
+    apiVersion: 'kustomize.config.k8s.io/v1beta1',
+    kind: 'Kustomization',
+    // `bases:`: kustomize v2.0.3 (Debian's kubectl 1.20) takes only files in `resources:`
+    bases: [relative(dir, MANIFESTS_BASE)],
+    configMapGenerator: [{ name: 'strata', namespace: 'strata', behavior: 'replace', files: ['strata.yaml'] }],
+    patchesJson6902: [{ target: { group: 'apps', version: 'v1', kind: 'DaemonSet', name: 'strata', namespace: 'strata' }, path: 'patch.yaml' }],
+    ...(merges.length ? { patchesStrategicMerge: merges } : {}),
+  }));
+}
+
+/** the agent's /metrics on the node (hostNetwork), '' while it does not answer */
+export async function agentMetrics(port: number, host = '127.0.0.1'): Promise<string> {
+  try {
+    return await (await fetch(`http://${host}:${port}/metrics`)).text();
+  } catch {
+    return '';
+  }
 }
 
 /** the host pid of a running container's init process (`ctr tasks ls` through the node's ctr) */
@@ -40,6 +112,15 @@ export async function containerPid(ctr: (args: string[]) => Promise<string>, con
     if (id === containerId && status === 'RUNNING') return Number(pid);
   }
   return undefined;
+}
+
+/** the node-side veth of the pod a process runs in: the peer of its netns's eth0 (IFLA_LINK, asked there) */
+export function hostVethOf(pid: number): string {
+  const [eth0] = JSON.parse(execFileSync('nsenter', ['-t', String(pid), '-n', 'ip', '-j', 'link', 'show', 'eth0'], { encoding: 'utf8' })) as { link_index?: number }[];
+  const links = JSON.parse(execFileSync('ip', ['-j', 'link', 'show'], { encoding: 'utf8' })) as { ifindex: number; ifname: string }[];
+  const veth = links.find((l) => l.ifindex === eth0?.link_index);
+  if (!veth) throw new Error(`no node interface is the peer of pid ${pid}'s eth0 (link_index ${eth0?.link_index})`);
+  return veth.ifname;
 }
 
 export interface BpfHeld {

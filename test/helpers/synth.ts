@@ -3,8 +3,14 @@
 import { CONSTS, EVENT_TYPE, FLAGS, HDR, PKT_EVENT, SOCK_EVENT, SOCK_OP, TUPLE } from '../../agent/src/events/layout.generated.ts';
 
 export interface Endpoint {
-  ip: [number, number, number, number];
+  /** 4 bytes: AF_INET; 16: AF_INET6 */
+  ip: number[];
   port: number;
+}
+
+/** An IPv4 endpoint as a dual-stack (AF_INET6) socket sees it: ::ffff:a.b.c.d */
+export function v4Mapped(e: Endpoint): Endpoint {
+  return { ip: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...e.ip], port: e.port };
 }
 
 export interface SockSpec {
@@ -91,7 +97,8 @@ function writeTuple(b: Buffer, o: number, s: Endpoint, d: Endpoint): void {
   b.set(d.ip, o + TUPLE.daddr);
   b.writeUInt16LE(s.port, o + TUPLE.sport);
   b.writeUInt16LE(d.port, o + TUPLE.dport);
-  b.writeUInt16LE(2, o + TUPLE.family);
+  if (s.ip.length !== d.ip.length) throw new Error('a tuple of one address family');
+  b.writeUInt16LE(s.ip.length === 16 ? 10 : 2, o + TUPLE.family);
 }
 
 /** Cuts `data` into consecutive segments of random length in [1, max]. */

@@ -2,47 +2,16 @@
 // (hostNetwork pods share the node's), others in the same netns are not.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type TestContext, test } from 'node:test';
+import { test } from 'node:test';
 import { Agent } from '../../agent/src/agent.ts';
 import { defaultConfig, toAgentOptions } from '../../agent/src/config/index.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
 import { ProbeSet } from '../../agent/src/probes/probe-set.ts';
-import { requireKernel } from '../helpers/kernel.ts';
+import { makeCgroup, removeCgroup } from '../helpers/cgroup.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
-
-function cgroup2Mount(): string | undefined {
-  const line = readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === 'cgroup2');
-  return line?.split(' ')[1];
-}
-
-/** a fresh cgroup under the cgroup2 mount, or undefined after skipping (failing under CI) */
-function makeCgroup(t: TestContext, name: string): string | undefined {
-  if (!requireKernel(t)) return undefined;
-  const root = cgroup2Mount();
-  if (!root) {
-    if (process.env.CI === 'true') assert.fail('no cgroup2 mount');
-    t.skip('no cgroup2 mount');
-    return undefined;
-  }
-  const dir = join(root, `${name}-${process.pid}`);
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
-
-/** a cgroup can be removed once its processes are gone: poll until it is */
-function removeCgroup(dir: string): Promise<unknown> {
-  return waitFor(() => {
-    try {
-      rmdirSync(dir);
-      return true;
-    } catch {
-      return false;
-    }
-  }, 'cgroup removed', 10_000);
-}
 
 // a process that talks HTTP to itself over loopback, forever (until killed)
 const CHATTER = `

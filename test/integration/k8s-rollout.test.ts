@@ -4,32 +4,35 @@
 //   kubectl apply -k (manifests/base under a test overlay, below) -> the DaemonSet rolls out, its
 //   pod becomes Ready (/readyz), the agent process holds exactly the manifest's capabilities
 //   (CapEff = CapBnd = the list), its root filesystem is read-only, strata's BPF programs are
-//   loaded and its TC filters are on the node's interface;
+//   loaded and its TC filters are on the node's interface, its discovery fresh from the API server
+//   (strata_discovery_metadata_stale 0);
 //   a rolling update (a changed pod-template annotation and configuration) -> one agent, the
-//   same programs once, one TC filter per direction, the old agent's programs and maps gone;
+//   same programs once, one TC filter per direction, the old agent's programs and maps gone, the
+//   new agent fresh too;
 //   kubectl delete -k -> nothing of strata left in the kernel (programs, maps, pins, TC filters).
-// The test overlay (generated per run, on top of manifests/base unchanged otherwise): the
-// ConfigMap's strata.yaml exporting to loopback (no collector in this cluster), the metrics port
-// in this test's range (hostNetwork: 9464 may be another agent's on this machine) and the node's
-// bridge as an observed interface (so the agent puts TC filters where the test can count them).
+// The test overlay (generated per run, on top of manifests/base unchanged otherwise; see
+// writeAgentOverlay): the base's strata.yaml exporting to loopback (no collector in this cluster),
+// the metrics port in this test's range (hostNetwork: 9464 may be another agent's on this machine),
+// the node's bridge as an observed interface (so the agent puts TC filters where the test can count
+// them), and the API server's loopback address in the agent's env (no kube-proxy on this node: the
+// kubernetes Service's ClusterIP the kubelet gives it is not routed).
 // Under CI=true a missing piece (binaries, image tools, kubectl) fails; elsewhere the test skips.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { parse, stringify } from 'yaml';
+import { parse } from 'yaml';
 import { allProgramNames } from '../../agent/src/probes/registry.ts';
 import { waitFor } from '../../lab/exec.ts';
 import { loadSnapshot } from '../../lab/k8s/host.ts';
 import { type NodeCluster, logTail, startNode } from '../../lab/k8s/cluster.ts';
 import {
-  bpfHeldBy, capMask, capNames, containerPid, hostTcFilters, imageArchive, loadedMapIds, loadedProgs, procCaps, requireNode, rootMountOptions,
+  MANIFESTS_BASE, agentMetrics, bpfHeldBy, capMask, capNames, containerPid, hostTcFilters, imageArchive, loadedMapIds, loadedProgs, procCaps,
+  requireNode, rootMountOptions, writeAgentOverlay,
 } from '../helpers/k8s-node.ts';
 
-const BASE = fileURLToPath(new URL('../../manifests/base', import.meta.url));
-const DAEMONSET = join(BASE, 'daemonset.yaml');
+const DAEMONSET = join(MANIFESTS_BASE, 'daemonset.yaml');
 const STRATA_PROGS = new Set(allProgramNames());
 
 // Deadlines, from what this machine measured (README "The real-cluster test"): the node Ready in
@@ -51,29 +54,26 @@ function manifestCaps(): string[] {
 
 /** the test overlay: base + strata.yaml for this node + the metrics port + a pod-template revision */
 function writeOverlay(dir: string, c: NodeCluster, metricsPort: number, exportPort: number, rev: number): void {
-  writeFileSync(join(dir, 'strata.yaml'), stringify({
-    // on loopback (hostNetwork): the base's collector name would be resolved through the host's DNS
-    export: { otlp: { endpoint: `http://127.0.0.1:${exportPort}/v1/traces` } },
-    metrics: { port: metricsPort, host: '0.0.0.0' },
-    node: { interfaces: [c.net.nodeBridge] },
-    // a changed configuration: a new ConfigMap name, hence (with the annotation) a new pod template
-    shutdown: { timeoutS: rev > 1 ? 9 : 10 },
-  }));
-  writeFileSync(join(dir, 'port.yaml'), stringify([
-    { op: 'replace', path: '/spec/template/spec/containers/0/ports/0/containerPort', value: metricsPort },
-  ]));
-  writeFileSync(join(dir, 'rev.yaml'), stringify({
-    apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: 'strata', namespace: 'strata' },
-    spec: { template: { metadata: { annotations: { 'strata.test/revision': String(rev) } } } },
-  }));
-  writeFileSync(join(dir, 'kustomization.yaml'), stringify({
-    apiVersion: 'kustomize.config.k8s.io/v1beta1',
-    kind: 'Kustomization',
-    bases: [relative(dir, BASE)],
-    configMapGenerator: [{ name: 'strata', namespace: 'strata', behavior: 'replace', files: ['strata.yaml'] }],
-    patchesJson6902: [{ target: { group: 'apps', version: 'v1', kind: 'DaemonSet', name: 'strata', namespace: 'strata' }, path: 'port.yaml' }],
-    patchesStrategicMerge: ['rev.yaml'],
-  }));
+  writeAgentOverlay(dir, c, {
+    metricsPort,
+    config: {
+      // on loopback (hostNetwork): the base's collector name would be resolved through the host's DNS
+      export: { otlp: { endpoint: `http://127.0.0.1:${exportPort}/v1/traces` } },
+      metrics: { port: metricsPort, host: '0.0.0.0' },
+      node: { interfaces: [c.net.nodeBridge] },
+      // a changed configuration: a new ConfigMap name, hence (with the annotation) a new pod template
+      shutdown: { timeoutS: rev > 1 ? 9 : 10 },
+    },
+    merge: [{
+      apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: 'strata', namespace: 'strata' },
+      spec: { template: { metadata: { annotations: { 'strata.test/revision': String(rev) } } } },
+    }],
+  });
+}
+
+/** the agent's discovery fresh from the API server (reached at its loopback address: see writeAgentOverlay) */
+async function waitFresh(c: NodeCluster, metricsPort: number, what: string): Promise<void> {
+  await waitCluster(c, `${what}: metadata fresh from the API server`, async () => /^strata_discovery_metadata_stale 0$/m.test(await agentMetrics(metricsPort)), POD_READY_MS);
 }
 
 interface DsStatus {
@@ -223,6 +223,9 @@ test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilitie
     assert.ok(readyLine, `the agent's ready line in kubectl logs: ${logs.slice(-2000)}`);
     const readyz = await fetch(`http://${c.net.nodeIP}:${metricsPort}/readyz`);
     assert.equal(readyz.status, 200, 'GET /readyz on the node IP (hostNetwork)');
+    t0 = performance.now();
+    await waitFresh(c, metricsPort, 'the agent');
+    timings.readyToFreshMs = ms(t0);
 
     const pc = procCaps(first.pid);
     const want = capMask(caps);
@@ -250,6 +253,7 @@ test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilitie
     timings.rollingUpdateMs = ms(t0);
     const second = await runningAgent(c);
     assert.notEqual(second.pid, first.pid);
+    await waitFresh(c, metricsPort, 'the new agent');
     assert.ok(!existsSync(`/proc/${first.pid}`), `the old agent (pid ${first.pid}) is gone`);
     assert.deepEqual(second.progNames, first.progNames, 'the new agent loaded the same programs, once');
     const live = new Set(loadedProgs().map((p) => p.id));

@@ -14,7 +14,7 @@ import type { SpanRecord } from '../../agent/src/export/types.ts';
 import type { IfaceInfo, PodInfo, Topology } from '../../agent/src/k8s/topology.ts';
 import { correlatorOptions } from '../helpers/options.ts';
 import { MemorySink } from '../helpers/replay.ts';
-import { type Endpoint, pktRecord, sockRecord } from '../helpers/synth.ts';
+import { type Endpoint, pktRecord, sockRecord, v4Mapped } from '../helpers/synth.ts';
 
 const B = (s: string) => Buffer.from(s, 'latin1');
 const CLIENT: Endpoint = { ip: [10, 244, 1, 10], port: 40000 };
@@ -48,12 +48,18 @@ function netdev(ts: number, netns: number, point: number, src: Endpoint, dst: En
   };
 }
 
-/** one exchange, proxy -> app, seen at every point: socket, pod eth0, host veth, other host veth, other pod eth0, socket */
-function run(withNetDev: boolean): SpanRecord[] {
+/**
+ * one exchange, proxy -> app, seen at every point: socket, pod eth0, host veth, other host veth,
+ * other pod eth0, socket; `dualStack`: the app's socket is AF_INET6 (bound to ::), its addresses
+ * IPv4-mapped, while the packets and the proxy's socket are IPv4
+ */
+function run(withNetDev: boolean, dualStack = false): SpanRecord[] {
   const request = B('GET /orders/12345 HTTP/1.1\r\nHost: app\r\n\r\n');
   const response = B('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
   const cSide = { sk: 0x1111000, pid: 100, netns: C_NETNS, local: CLIENT, remote: SERVER, comm: 'nginx' };
-  const sSide = { sk: 0x2222000, pid: 200, netns: S_NETNS, local: SERVER, remote: CLIENT, comm: 'node' };
+  const sSide = dualStack
+    ? { sk: 0x2222000, pid: 200, netns: S_NETNS, local: v4Mapped(SERVER), remote: v4Mapped(CLIENT), comm: 'node' }
+    : { sk: 0x2222000, pid: 200, netns: S_NETNS, local: SERVER, remote: CLIENT, comm: 'node' };
   const REQ_SEQ = 5000;
   const RESP_SEQ = 9000;
   const t = 1_000_000;
@@ -118,6 +124,21 @@ describe('hop layers from socket, net_dev and TC points', () => {
     assert.equal(hopsOf(spans, 'request')[2]?.attributes['network.interface.name'], 'va-lab');
     assert.equal(hopsOf(spans, 'request')[0]?.attributes['network.interface.name'], 'eth0');
     assert.equal(client.attributes['strata.hops.incomplete'], undefined);
+  });
+
+  test('a dual-stack app socket (IPv4-mapped addresses) is stitched as an IPv4 one: its SERVER under the CLIENT, every hop to its socket', () => {
+    const spans = run(true, true);
+    const client = spans.find((s) => s.kind === SpanKind.CLIENT);
+    const server = spans.find((s) => s.kind === SpanKind.SERVER);
+    assert.ok(client && server);
+    assert.equal(server.parentSpanId, client.spanId, 'the app SERVER under the proxy CLIENT: the same message key on both ends');
+    assert.equal(server.traceId, client.traceId);
+    assert.equal(server.attributes['client.address'], '10.244.1.10', 'the peer as the wire carries it, not ::ffff:10.244.1.10');
+    assert.equal(server.attributes['server.address'], '10.244.1.20');
+    const v4 = run(true);
+    for (const dir of ['request', 'response']) {
+      assert.deepEqual(hopsOf(spans, dir).map(row), hopsOf(v4, dir).map(row), `${dir} hops as with an IPv4 socket`);
+    }
   });
 
   test('net_dev on a node device: node; on a host-side veth (node netns, a pod behind it): like TC', () => {

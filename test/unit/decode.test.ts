@@ -54,6 +54,17 @@ test('fields are read at the generated offsets', () => {
   assert.ok(seen);
 });
 
+test('addresses: IPv4, IPv6, and IPv4-mapped IPv6 as the IPv4 address it carries', () => {
+  const at = (bytes: number[]) => Buffer.from([...bytes, ...Array(16 - bytes.length).fill(0)]);
+  assert.equal(addrString(at([10, 244, 1, 10]), 0, 2), '10.244.1.10');
+  assert.equal(addrString(at([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 236, 0, 3]), 0, 10), '10.236.0.3');
+  assert.equal(addrString(at([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), 0, 10), 'fd00::1');
+  assert.equal(addrString(at([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), 0, 10), '::1');
+  // not mapped: ::ffff:0:0:1 style prefixes elsewhere, and the IPv4-compatible ::a.b.c.d (deprecated) stay IPv6
+  assert.equal(addrString(at([0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 10, 0, 0, 1]), 0, 10), '::ffff:0:a00:1');
+  assert.equal(addrString(at([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1]), 0, 10), '::a00:1');
+});
+
 test('unknown types, other versions and broken lengths are counted, not thrown', () => {
   const h = counting();
   const d = new Decoder(h);

@@ -260,10 +260,23 @@ export class Decoder {
   }
 }
 
-/** Address at off (16 bytes) as text: dotted IPv4 or RFC 5952-ish IPv6. Allocates: call rarely. */
+/**
+ * Address at off (16 bytes) as text: dotted IPv4 or RFC 5952-ish IPv6. An IPv4-mapped IPv6
+ * address (::ffff:a.b.c.d) is the IPv4 address: a dual-stack socket (AF_INET6 bound to ::, as
+ * Node.js and others listen by default) sees its IPv4 peers so, while the packets on the wire, and
+ * the peer's own socket, carry the IPv4 address; message keys must be the same on both ends.
+ * Allocates: call rarely.
+ */
 export function addrString(b: Buffer, off: number, family: number): string {
   if (family === 2) return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+  if (isV4Mapped(b, off)) return `${b[off + 12]}.${b[off + 13]}.${b[off + 14]}.${b[off + 15]}`;
   const parts: string[] = [];
   for (let i = 0; i < 16; i += 2) parts.push(b.readUInt16BE(off + i).toString(16));
   return parts.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
+}
+
+/** ::ffff:0:0/96 (RFC 4291 2.5.5.2) */
+function isV4Mapped(b: Buffer, off: number): boolean {
+  for (let i = 0; i < 10; i++) if (b[off + i] !== 0) return false;
+  return b[off + 10] === 0xff && b[off + 11] === 0xff;
 }
