@@ -305,7 +305,7 @@ export interface ClientOptions {
 }
 
 /** Runs lab/client.ts in the client netns and returns its results, in the order of paths. */
-export async function runClient(lab: Lab, o: ClientOptions): Promise<ClientResult[]> {
+export async function runClient(lab: Pick<Lab, 'stateDir' | 'clientNetns' | 'nginxUrl'>, o: ClientOptions): Promise<ClientResult[]> {
   const args = [
     join(LAB_DIR, 'client.ts'),
     '--url',
@@ -333,7 +333,7 @@ export async function runClient(lab: Lab, o: ClientOptions): Promise<ClientResul
 
 /** curl from the client netns. Non-2xx statuses resolve; connection failures reject. */
 export async function curlFromClient(
-  lab: Lab,
+  lab: Pick<Lab, 'clientNetns'>,
   url: string,
   extraArgs: string[] = [],
 ): Promise<{ status: number; body: string }> {
@@ -432,7 +432,8 @@ export async function rawExchangeFromClient(
   return { data: Buffer.from(r.received, 'base64'), closed: r.closed, reset: r.reset, timedOut: r.timedOut };
 }
 
-async function httpStatus(netns: string, url: string): Promise<number> {
+/** The HTTP status of a GET from inside a netns (curl, 1 s); 0 when nothing answered. */
+export async function httpStatus(netns: string, url: string): Promise<number> {
   const out = await inNetns(netns, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '1', url]);
   return Number(out);
 }

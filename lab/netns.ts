@@ -45,7 +45,11 @@ function existsNetns(name: string): boolean {
   }
 }
 
-const ip = (ns: string, ...args: string[]) => run('ip', ['-n', ns, ...args]);
+/** `ip -n <ns> ...` */
+export const ip = (ns: string, ...args: string[]): Promise<string> => run('ip', ['-n', ns, ...args]);
+
+/** `ip -n <ns> -batch -`: one process for many commands (a lab builds hundreds of links) */
+export const ipBatch = (ns: string, lines: readonly string[]): Promise<string> => run('ip', ['-n', ns, '-batch', '-'], { input: `${lines.join('\n')}\n` });
 
 export async function addNetns(name: string): Promise<void> {
   await run('ip', ['netns', 'add', name]);
@@ -54,10 +58,8 @@ export async function addNetns(name: string): Promise<void> {
   await ip(name, 'link', 'set', 'lo', 'up');
 }
 
-export async function addBridge(ns: string, cidr: string): Promise<void> {
-  await ip(ns, 'link', 'add', BRIDGE, 'type', 'bridge');
-  await ip(ns, 'addr', 'add', cidr, 'dev', BRIDGE);
-  await ip(ns, 'link', 'set', BRIDGE, 'up');
+export async function addBridge(ns: string, cidr: string, name = BRIDGE): Promise<void> {
+  await ipBatch(ns, [`link add ${name} type bridge`, `addr add ${cidr} dev ${name}`, `link set ${name} up`]);
 }
 
 export interface PodLink {
@@ -67,13 +69,24 @@ export interface PodLink {
   /** Pod address with prefix length, e.g. 10.244.1.10/24. */
   cidr: string;
   gateway: string;
+  /** the Linux bridge the host end joins (default br0) */
+  bridge?: string;
+  /** both ends' MTU (an overlay's pods get less than 1500) */
+  mtu?: number;
+  /** joins the host end to something other than a Linux bridge (an OVS port) instead of `master` */
+  attach?: (hostVeth: string) => Promise<void>;
 }
 
 /** A CNI-style veth: the pod end is eth0 in the pod netns, the host end is a port of the bridge. */
 export async function addPodLink(l: PodLink): Promise<void> {
-  await ip(l.nodeNs, 'link', 'add', l.hostVeth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', l.podNs);
-  await ip(l.nodeNs, 'link', 'set', l.hostVeth, 'master', BRIDGE, 'up');
-  await ip(l.podNs, 'addr', 'add', l.cidr, 'dev', 'eth0');
-  await ip(l.podNs, 'link', 'set', 'eth0', 'up');
-  await ip(l.podNs, 'route', 'add', 'default', 'via', l.gateway);
+  const mtu = l.mtu ? ` mtu ${l.mtu}` : '';
+  const add = `link add ${l.hostVeth}${mtu} type veth peer name eth0${mtu} netns ${l.podNs}`;
+  if (l.attach) {
+    await ip(l.nodeNs, ...add.split(' '));
+    await l.attach(l.hostVeth);
+    await ip(l.nodeNs, 'link', 'set', l.hostVeth, 'up');
+  } else {
+    await ipBatch(l.nodeNs, [add, `link set ${l.hostVeth} master ${l.bridge ?? BRIDGE} up`]);
+  }
+  await ipBatch(l.podNs, [`addr add ${l.cidr} dev eth0`, 'link set eth0 up', `route add default via ${l.gateway}`]);
 }
