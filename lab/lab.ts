@@ -18,6 +18,7 @@ import {
   netnsInode,
   netnsPath,
   netnsPids,
+  pidsInNetns,
 } from './netns.ts';
 import type { PipelineResponse } from './pipeline.ts';
 import { readProcRecords, recordProc, startTime, terminate } from './procs.ts';
@@ -267,13 +268,11 @@ export async function labDown(prefix: string, opts: { stateDir?: string } = {}):
   checkPrefix(prefix);
   const stateDir = opts.stateDir ?? defaultStateDir(prefix);
   const namespaces = listLabNetns(prefix);
-  const inNamespaces = (await Promise.all(namespaces.map(netnsPids))).flat().map((pid) => ({ pid }));
+  const inNamespaces = pidsInNetns(namespaces).map((pid) => ({ pid }));
   const inCgroups = labCgroupPids(prefix).map((pid) => ({ pid }));
   const survivors = await terminate([...readProcRecords(stateDir), ...inNamespaces, ...inCgroups]);
   const errors: string[] = survivors.length ? [`processes survived SIGKILL: ${survivors.join(' ')}`] : [];
-  for (const name of namespaces) {
-    await deleteNetns(name).catch((e: Error) => errors.push(e.message));
-  }
+  await Promise.all(namespaces.map((name) => deleteNetns(name).catch((e: Error) => errors.push(e.message))));
   // a cgroup is removable once its last process is reaped: retried briefly
   await waitFor('the lab cgroups removed', () => {
     removeLabCgroups(prefix);

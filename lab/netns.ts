@@ -1,5 +1,5 @@
 // Network namespaces, veth pairs and the node bridge, driven through iproute2.
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, readlinkSync, statSync } from 'node:fs';
 import { inNetns, run } from './exec.ts';
 
 export const NETNS_DIR = '/run/netns';
@@ -26,6 +26,30 @@ export async function netnsPids(name: string): Promise<number[]> {
   } catch {
     return []; // namespace already gone
   }
+}
+
+/** Pids of every process in any of these namespaces: one pass over /proc, as `ip netns pids` makes for one. */
+export function pidsInNetns(names: readonly string[]): number[] {
+  const inodes = new Set<number>();
+  for (const n of names) {
+    try {
+      inodes.add(netnsInode(n));
+    } catch {
+      // already gone
+    }
+  }
+  const pids: number[] = [];
+  if (inodes.size === 0) return pids;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const m = /^net:\[(\d+)\]$/.exec(readlinkSync(`/proc/${d}/ns/net`));
+      if (m && inodes.has(Number(m[1]))) pids.push(Number(d));
+    } catch {
+      // exited, or a kernel thread
+    }
+  }
+  return pids;
 }
 
 export async function deleteNetns(name: string): Promise<void> {

@@ -34,6 +34,7 @@ const PORT = Number(process.env.HOTROD_PORT ?? 8080);
 const POD = process.env.HOTROD_POD ?? ROLE;
 const CONFIG = process.env.HOTROD_CONFIG;
 const UPSTREAM_TIMEOUT_MS = 10_000;
+const SHUTDOWN_FLUSH_MS = 1000;
 
 class HttpError extends Error {
   readonly status: number;
@@ -206,7 +207,9 @@ async function main(): Promise<void> {
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
     process.on(sig, () => {
       server.close();
-      Promise.resolve(otel?.shutdown()).finally(() => process.exit(0));
+      // flush the SDK's spans, but never hold a teardown up for an unreachable collector
+      const flushed = Promise.resolve(otel?.shutdown()).catch(() => {});
+      Promise.race([flushed, new Promise((r) => setTimeout(r, SHUTDOWN_FLUSH_MS))]).finally(() => process.exit(0));
     });
   }
 }

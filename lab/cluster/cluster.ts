@@ -145,6 +145,8 @@ export async function clusterUp(opts: ClusterOptions = {}): Promise<Cluster> {
   } catch (e) {
     await labDown(prefix, { stateDir }).catch((d: Error) => opts.log?.(`reaping after the failure: ${d.message}`));
     if (e instanceof LabError) throw e;
+    // a wait cut short by the abort fails with its own words: it was the interruption
+    if (opts.signal?.aborted) throw new LabError(STRATA_ERR_LAB_ABORTED, `cluster ${prefix}: interrupted; everything it had built is removed`);
     throw new LabError(STRATA_ERR_LAB_BUILD, `cluster ${prefix}: ${(e as Error).message} (everything it had built is removed)`);
   }
 }
@@ -504,3 +506,10 @@ export function requireCluster(prefix: string, opts: { stateDir?: string } = {})
   if (!c) throw new LabError(STRATA_ERR_LAB_NOT_UP, `no cluster with prefix ${prefix} is up (${join(opts.stateDir ?? defaultStateDir(prefix), 'cluster.json')} missing): node lab/cli.ts cluster up --prefix ${prefix}`);
   return c;
 }
+
+/** The cluster's client as the one-node lab's client helpers take it (runClient, curlFromClient): requests go to the ingress. */
+export const clientOf = (c: Cluster): { stateDir: string; clientNetns: string; nginxUrl: string } => ({
+  stateDir: c.stateDir,
+  clientNetns: c.client.netns,
+  nginxUrl: c.ingress.url,
+});
