@@ -437,7 +437,9 @@ export async function httpStatus(netns: string, url: string): Promise<number> {
   return Number(out);
 }
 
-function writeAtomic(file: string, value: unknown): void {
+/** JSON written to a temp file and renamed over `file` (readers never see half of it) */
+export function writeAtomic(file: string, value: unknown): void {
+  mkdirSync(dirname(file), { recursive: true });
   const tmp = `${file}.tmp`;
   writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
   renameSync(tmp, file);

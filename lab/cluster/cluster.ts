@@ -12,13 +12,13 @@
 //   nodes/<node>/pods.json  each node's pods in the format agent/src/k8s/pods-file.ts reads
 //   pods/<ns>.<name>.json   each app pod's tunables (hotrod.ts re-reads it: the delay fault)
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { containerCgroup, inCgroup, labCgroupParent, makeCgroup, newContainerId } from '../cgroups.ts';
 import { LabError, STRATA_ERR_FAULT, STRATA_ERR_LAB_ABORTED, STRATA_ERR_LAB_BUILD, STRATA_ERR_LAB_NOT_UP, STRATA_ERR_LAB_PREREQ } from '../errors.ts';
 import { type Detached, spawnDetachedCmd, waitFor } from '../exec.ts';
-import { checkPrefix, DEFAULT_PREFIX, defaultStateDir, httpStatus, type LabContainer, type LabPod, labDown, type PodRecord } from '../lab.ts';
+import { checkPrefix, DEFAULT_PREFIX, defaultStateDir, httpStatus, type LabContainer, type LabPod, labDown, type PodRecord, writeAtomic } from '../lab.ts';
 import { addBridge, addNetns, addPodLink, netnsInode, netnsPath } from '../netns.ts';
 import { NGINX_BIN, nginxArgs, writeIngressConfig } from '../nginx.ts';
 import { recordProc, startTime } from '../procs.ts';
@@ -187,12 +187,35 @@ class Builder {
     this.logs = join(stateDir, 'logs');
   }
 
-  private step(what: string): void {
+  private checkAbort(what: string): void {
     if (this.opts.signal?.aborted) throw new LabError(STRATA_ERR_LAB_ABORTED, `cluster ${this.prefix}: interrupted before ${what}; everything it had built is removed`);
+    if (this.firstFailure !== undefined) throw this.firstFailure;
+  }
+
+  /** the first step that failed: parallel steps stop at their next check or wait */
+  private firstFailure: unknown;
+
+  /**
+   * Runs steps in parallel, like Promise.all, but rejects only once every step has stopped (the
+   * others stop early, at their next check, once one failed): the lab must not be reaped while a
+   * step is still creating namespaces and processes, which would outlive the reaping. Rejects with
+   * the first failure in time, the cause, rather than a step that stopped because of it.
+   */
+  private async all<T>(steps: Promise<T>[]): Promise<T[]> {
+    const rs = await Promise.allSettled(steps.map((p) => p.catch((e: unknown) => {
+      this.firstFailure ??= e;
+      throw e;
+    })));
+    if (rs.some((r) => r.status === 'rejected')) throw this.firstFailure;
+    return rs.map((r) => (r as PromiseFulfilledResult<T>).value);
+  }
+
+  private step(what: string): void {
+    this.checkAbort(what);
     this.opts.log?.(`${what} (${((performance.now() - this.started) / 1000).toFixed(1)} s)`);
   }
 
-  private readonly aborted = () => (this.opts.signal?.aborted ? 'interrupted' : undefined);
+  private readonly aborted = () => (this.opts.signal?.aborted ? 'interrupted' : this.firstFailure !== undefined ? 'another step failed' : undefined);
 
   async build(): Promise<Cluster> {
     const { prefix, plan } = this;
@@ -201,7 +224,7 @@ class Builder {
     const fabricNs = netnsName.fabric(prefix);
     await addNetns(fabricNs);
     await addFabric(fabricNs);
-    await Promise.all(plan.nodes.map((n) => this.addNode(n, fabricNs)));
+    await this.all(plan.nodes.map((n) => this.addNode(n, fabricNs)));
     const clientNs = netnsName.client(prefix);
     await addNetns(clientNs);
     await plugIntoFabric(fabricNs, clientNs, 'client', FABRIC.client);
@@ -213,9 +236,9 @@ class Builder {
     const ingressNode = this.nodes.get(ingressPlan.node) as ClusterNode;
     const ingressUrl = `http://${ingressNode.ip}:${plan.ingress.hostPort}`;
     const containers = new Map<string, LabContainer>();
-    const pods = await Promise.all(plan.pods.map(async (p) => {
+    const pods = await this.all(plan.pods.map(async (p) => {
       const net = await this.addPodNetwork(p);
-      if (this.opts.signal?.aborted) this.step('containers');
+      this.checkAbort(`${podKey(p)}'s container`);
       const c = p.app === 'ingress' ? await this.startIngress(p, ingressUrl, clientNs) : await this.startApp(p, collector?.endpoint);
       containers.set(podKey(p), c);
       return net;
@@ -331,7 +354,7 @@ class Builder {
   private async startApp(p: PodPlan, collectorEndpoint: string | undefined): Promise<LabContainer> {
     const uid = this.uidOf(p);
     const configFile = podConfigFile(this.stateDir, p);
-    writeJsonAtomic(configFile, tunablesOf(p, 0));
+    writeAtomic(configFile, tunablesOf(p, 0));
     const env: Record<string, string> = {
       HOTROD_ROLE: p.app,
       HOTROD_PORT: String(APP_PORT),
@@ -419,13 +442,6 @@ function readText(file: string): string {
   }
 }
 
-function writeJsonAtomic(file: string, value: unknown): void {
-  mkdirSync(dirname(file), { recursive: true });
-  const tmp = `${file}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
-  renameSync(tmp, file);
-}
-
 const podConfigFile = (stateDir: string, p: { namespace: string; name: string }) => join(stateDir, 'pods', `${p.namespace}.${p.name}.json`);
 
 /** what hotrod reads from its config file: the topology's tunables and a fault's extra delay */
@@ -439,8 +455,8 @@ function tunablesOf(p: Pick<PodPlan, 'delayMs' | 'fanout' | 'routeBytes'>, extra
 
 /** Writes cluster.json and every node's pods file. */
 function writeDescription(c: Cluster): void {
-  for (const n of c.nodes) writeJsonAtomic(n.podsFile, c.pods.filter((p) => p.node === n.name).map((p) => podRecord(p)));
-  writeJsonAtomic(join(c.stateDir, 'cluster.json'), c);
+  for (const n of c.nodes) writeAtomic(n.podsFile, c.pods.filter((p) => p.node === n.name).map((p) => podRecord(p)));
+  writeAtomic(join(c.stateDir, 'cluster.json'), c);
 }
 
 /** A pod as agent/src/k8s/pods-file.ts reads it (the one-node lab's PodRecord, plus the SDK's service name). */
@@ -466,13 +482,13 @@ export async function applyFault(c: Cluster, raw: unknown, o: { save?: boolean }
   const pod = f.pod === undefined ? undefined : (c.pods.find((p) => podKey(p) === f.pod) as ClusterPod);
   if (f.kind === 'delay') {
     if (!pod?.configFile) throw new LabError(STRATA_ERR_FAULT, `fault: ${f.pod} has no handler to delay (only app pods do)`);
-    writeJsonAtomic(pod.configFile, { ...JSON.parse(readFileSync(pod.configFile, 'utf8')), extraDelayMs: f.delayMs });
+    writeAtomic(pod.configFile, { ...JSON.parse(readFileSync(pod.configFile, 'utf8')), extraDelayMs: f.delayMs });
   } else {
     const [netns, dev] = rateDevice(c, f, pod);
     await setRateLimit(netns, dev, f.rate, f.burst);
   }
   c.faults = [...c.faults.filter((x) => faultTarget(x) !== faultTarget(f)), f];
-  if (o.save !== false) writeJsonAtomic(join(c.stateDir, 'cluster.json'), c);
+  if (o.save !== false) writeAtomic(join(c.stateDir, 'cluster.json'), c);
   return f;
 }
 
@@ -482,14 +498,14 @@ export async function clearFaults(c: Cluster, on?: { pod?: string; node?: string
   for (const f of lifted) {
     const pod = f.pod === undefined ? undefined : c.pods.find((p) => podKey(p) === f.pod);
     if (f.kind === 'delay') {
-      if (pod?.configFile) writeJsonAtomic(pod.configFile, { ...JSON.parse(readFileSync(pod.configFile, 'utf8')), extraDelayMs: 0 });
+      if (pod?.configFile) writeAtomic(pod.configFile, { ...JSON.parse(readFileSync(pod.configFile, 'utf8')), extraDelayMs: 0 });
     } else {
       const [netns, dev] = rateDevice(c, f, pod);
       await clearRateLimit(netns, dev);
     }
   }
   c.faults = c.faults.filter((f) => !lifted.includes(f));
-  writeJsonAtomic(join(c.stateDir, 'cluster.json'), c);
+  writeAtomic(join(c.stateDir, 'cluster.json'), c);
   return lifted;
 }
 

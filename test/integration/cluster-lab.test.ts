@@ -22,7 +22,7 @@ import { loadTopology } from '../../lab/cluster/topology.ts';
 import { STRATA_ERR_FAULT } from '../../lab/errors.ts';
 import { waitFor } from '../../lab/exec.ts';
 import { curlFromClient, defaultStateDir, inNetns, runClient } from '../../lab/lab.ts';
-import { readProcRecords } from '../../lab/procs.ts';
+import { isAlive, readProcRecords } from '../../lab/procs.ts';
 import type { DecodedSpan } from '../helpers/otlp-decode.ts';
 import { OtlpReceiver } from '../helpers/otlp-receiver.ts';
 
@@ -51,15 +51,8 @@ function readdirSafe(dir: string): string[] {
   }
 }
 
-/** Running = exists and is not a zombie (a reparented zombie waits for a reaper; it runs nothing). */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
-  } catch {
-    return false;
-  }
-}
+/** exists and is not a zombie (a reparented zombie waits for a reaper; it runs nothing) */
+const running = (pid: number) => isAlive(pid);
 
 /** every running process whose cgroup or command line belongs to the lab with this prefix */
 function labProcesses(prefix: string, stateDir: string): string[] {
@@ -346,7 +339,7 @@ describe('cluster lab: an interrupted or crashed up leaves nothing behind', { sk
   const topology = `
 nodes: [{ name: node-1 }, { name: node-2, bridge: ovs }]
 pods:
-  - { namespace: t, app: frontend, node: node-1 }
+  - { namespace: t, app: frontend, node: node-1, mode: instrumented }
   - { namespace: t, app: customer, node: node-2, runtime: python }
   - { namespace: t, app: driver, node: node-2 }
   - { namespace: t, app: route, node: node-1, runtime: python }
@@ -357,16 +350,17 @@ telemetry: { otlpEndpoint: "http://127.0.0.1:9" }
   writeFileSync(file, topology);
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  /** `cluster up` as a child, until the state dir records at least `procs` processes */
-  async function upUntil(prefix: string, procs: number) {
+  /** `cluster up` as a child, until the state dir records the processes `ready` wants */
+  async function upUntil(prefix: string, ready: (names: string[]) => boolean) {
     const child = spawn(process.execPath, [join(ROOT, 'lab/cli.ts'), 'cluster', 'up', '--prefix', prefix, '--topology', file], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code, sig) => resolve(code ?? (sig ? -1 : null))));
     let gone = false;
     void exited.then(() => (gone = true));
-    await waitFor(`${procs} processes recorded by cluster up ${prefix}`, () => readProcRecords(defaultStateDir(prefix)).length >= procs, {
+    await waitFor(`processes recorded by cluster up ${prefix}`, () => ready(readProcRecords(defaultStateDir(prefix)).map((r) => r.name)), {
       timeoutMs: 60_000,
+      intervalMs: 10,
       abort: () => (gone ? `cluster up exited first: ${stderr}` : undefined),
     });
     return { child, exited, stderr: () => stderr };
@@ -374,7 +368,7 @@ telemetry: { otlpEndpoint: "http://127.0.0.1:9" }
 
   it('SIGINT during up: it stops, removes everything it built and exits 130', async () => {
     const prefix = newPrefix();
-    const up = await upUntil(prefix, 4);
+    const up = await upUntil(prefix, (names) => names.length >= 4);
     const pids = readProcRecords(defaultStateDir(prefix)).map((r) => r.pid);
     up.child.kill('SIGINT');
     assert.equal(await up.exited, 130, up.stderr());
@@ -382,9 +376,21 @@ telemetry: { otlpEndpoint: "http://127.0.0.1:9" }
     assertNothingLeft(prefix, defaultStateDir(prefix), pids);
   });
 
+  it('a pod that dies before it is ready fails up with STRATA_ERR_LAB_BUILD naming it, and up removes what it built', async () => {
+    const prefix = newPrefix();
+    // the instrumented frontend loads the OpenTelemetry SDK for hundreds of ms before it listens
+    const up = await upUntil(prefix, (names) => names.includes('t.frontend'));
+    const rec = readProcRecords(defaultStateDir(prefix)).find((r) => r.name === 't.frontend');
+    process.kill(rec?.pid as number, 'SIGKILL');
+    assert.equal(await up.exited, 1);
+    assert.match(up.stderr(), /STRATA_ERR_LAB_BUILD: cluster scl[0-9a-f]+: gave up waiting for t\/frontend to log that it listens .*exited \(code null, signal SIGKILL\)/);
+    assert.match(up.stderr(), /everything it had built is removed/);
+    assertNothingLeft(prefix, defaultStateDir(prefix), [rec?.pid as number]);
+  });
+
   it('SIGKILL during up: the reaper (cluster down) removes what it left', async () => {
     const prefix = newPrefix();
-    const up = await upUntil(prefix, 5);
+    const up = await upUntil(prefix, (names) => names.length >= 5);
     up.child.kill('SIGKILL');
     await up.exited;
     const pids = readProcRecords(defaultStateDir(prefix)).map((r) => r.pid);
