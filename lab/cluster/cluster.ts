@@ -16,7 +16,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { containerCgroup, inCgroup, labCgroupParent, makeCgroup, newContainerId } from '../cgroups.ts';
-import { LabError, STRATA_ERR_FAULT, STRATA_ERR_LAB_ABORTED, STRATA_ERR_LAB_BUILD, STRATA_ERR_LAB_NOT_UP, STRATA_ERR_LAB_PREREQ } from '../errors.ts';
+import { LabError, STRATA_ERR_FAULT, STRATA_ERR_LAB_ABORTED, STRATA_ERR_LAB_BUILD, STRATA_ERR_LAB_NOT_UP, STRATA_ERR_LAB_PREREQ, STRATA_ERR_TOPOLOGY } from '../errors.ts';
 import { type Detached, spawnDetachedCmd, waitFor } from '../exec.ts';
 import { checkPrefix, DEFAULT_PREFIX, defaultStateDir, httpStatus, type LabContainer, type LabPod, labDown, type PodRecord, writeAtomic } from '../lab.ts';
 import { addBridge, addNetns, addPodLink, netnsInode, netnsPath } from '../netns.ts';
@@ -136,7 +136,7 @@ export async function clusterUp(opts: ClusterOptions = {}): Promise<Cluster> {
   if (missing.length) throw new LabError(STRATA_ERR_LAB_PREREQ, `the cluster lab needs (scripts/setup.sh installs them): ${missing.join('; ')}`);
   const otlpEndpoint = opts.otlpEndpoint
     ? checkOtlpEndpoint(opts.otlpEndpoint, (m) => {
-      throw new LabError(STRATA_ERR_LAB_BUILD, `otlpEndpoint: ${m}`);
+      throw new LabError(STRATA_ERR_TOPOLOGY, `otlpEndpoint (overriding telemetry.otlpEndpoint): ${m}`, 'telemetry.otlpEndpoint');
     })
     : plan.telemetry.otlpEndpoint;
   await labDown(prefix, { stateDir });
