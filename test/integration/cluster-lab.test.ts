@@ -335,14 +335,16 @@ function childrenOf(pid: number): number[] {
 }
 
 describe('cluster lab: an interrupted or crashed up leaves nothing behind', { skip }, () => {
-  // small, but with every kind of process: OVS, Node, Python, the relay, nginx
+  // small, but with every kind of process (OVS, Node, Python, the relay, nginx) and a Service
+  // with two endpoints (its DNAT picks one at random: nft must take that rule in every pod)
   const topology = `
 nodes: [{ name: node-1 }, { name: node-2, bridge: ovs }]
 pods:
   - { namespace: t, app: frontend, node: node-1, mode: instrumented }
   - { namespace: t, app: customer, node: node-2, runtime: python }
   - { namespace: t, app: driver, node: node-2 }
-  - { namespace: t, app: route, node: node-1, runtime: python }
+  - { namespace: t, app: route, name: route-1, node: node-1, runtime: python }
+  - { namespace: t, app: route, name: route-2, node: node-2 }
 telemetry: { otlpEndpoint: "http://127.0.0.1:9" }
 `;
   const dir = mkdtempSync(join(tmpdir(), 'scl-topology-'));
