@@ -26,9 +26,12 @@ const labHierarchies = (): string[] => hierarchies().all;
 /** the lab's parent cgroup (relative to each hierarchy's root) */
 export const labCgroupParent = (prefix: string): string => `/${prefix}.lab`;
 
-/** kubepods/besteffort/pod<uid>/<container id> under the lab's parent */
-export const containerCgroup = (prefix: string, podUid: string, containerId: string): string =>
-  `${labCgroupParent(prefix)}/kubepods/besteffort/pod${podUid}/${containerId}`;
+/**
+ * kubepods/besteffort/pod<uid>/<container id> under the lab's parent, or under the lab's parent's
+ * <node> when the lab has several nodes (each node's kubelet its own kubepods, as kind nests them)
+ */
+export const containerCgroup = (prefix: string, podUid: string, containerId: string, node?: string): string =>
+  `${labCgroupParent(prefix)}${node ? `/${node}` : ''}/kubepods/besteffort/pod${podUid}/${containerId}`;
 
 /** a container ID as runtimes make them: 64 hex */
 export const newContainerId = (): string => randomBytes(32).toString('hex');

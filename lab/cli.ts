@@ -1,10 +1,13 @@
-// node lab/cli.ts up|down|status [--prefix P] [--state-dir D]
+// node lab/cli.ts up|down|status [--prefix P] [--state-dir D]     the one-node lab
+// node lab/cli.ts cluster up|down|status|fault ...                 the cluster lab (lab/cluster/cli.ts)
 import { parseArgs } from 'node:util';
+import { clusterMain } from './cluster/cli.ts';
 import { DEFAULT_PREFIX, defaultStateDir, labDown, labUp, loadLab } from './lab.ts';
 import { listLabNetns } from './netns.ts';
 import { isAlive, readProcRecords } from './procs.ts';
 
 async function main(): Promise<number> {
+  if (process.argv[2] === 'cluster') return clusterMain(process.argv.slice(3));
   const { values, positionals } = parseArgs({
     allowPositionals: true,
     options: {
@@ -35,7 +38,7 @@ async function main(): Promise<number> {
       return healthy ? 0 : 1;
     }
     default:
-      console.error('usage: node lab/cli.ts up|down|status [--prefix P] [--state-dir D]');
+      console.error('usage: node lab/cli.ts up|down|status [--prefix P] [--state-dir D]\n       node lab/cli.ts cluster up|down|status|fault ... (node lab/cli.ts cluster --help)');
       return 2;
   }
 }
@@ -43,7 +46,8 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (e: unknown) => {
-    console.error(e instanceof Error ? e.message : e);
+    const code = (e as { code?: unknown }).code;
+    console.error(e instanceof Error ? `${typeof code === 'string' && code.startsWith('STRATA_') ? `${code}: ` : ''}${e.message}` : e);
     process.exit(1);
   },
 );

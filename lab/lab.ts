@@ -18,6 +18,7 @@ import {
   netnsInode,
   netnsPath,
   netnsPids,
+  pidsInNetns,
 } from './netns.ts';
 import type { PipelineResponse } from './pipeline.ts';
 import { readProcRecords, recordProc, startTime, terminate } from './procs.ts';
@@ -267,13 +268,11 @@ export async function labDown(prefix: string, opts: { stateDir?: string } = {}):
   checkPrefix(prefix);
   const stateDir = opts.stateDir ?? defaultStateDir(prefix);
   const namespaces = listLabNetns(prefix);
-  const inNamespaces = (await Promise.all(namespaces.map(netnsPids))).flat().map((pid) => ({ pid }));
+  const inNamespaces = pidsInNetns(namespaces).map((pid) => ({ pid }));
   const inCgroups = labCgroupPids(prefix).map((pid) => ({ pid }));
   const survivors = await terminate([...readProcRecords(stateDir), ...inNamespaces, ...inCgroups]);
   const errors: string[] = survivors.length ? [`processes survived SIGKILL: ${survivors.join(' ')}`] : [];
-  for (const name of namespaces) {
-    await deleteNetns(name).catch((e: Error) => errors.push(e.message));
-  }
+  await Promise.all(namespaces.map((name) => deleteNetns(name).catch((e: Error) => errors.push(e.message))));
   // a cgroup is removable once its last process is reaped: retried briefly
   await waitFor('the lab cgroups removed', () => {
     removeLabCgroups(prefix);
@@ -305,7 +304,7 @@ export interface ClientOptions {
 }
 
 /** Runs lab/client.ts in the client netns and returns its results, in the order of paths. */
-export async function runClient(lab: Lab, o: ClientOptions): Promise<ClientResult[]> {
+export async function runClient(lab: Pick<Lab, 'stateDir' | 'clientNetns' | 'nginxUrl'>, o: ClientOptions): Promise<ClientResult[]> {
   const args = [
     join(LAB_DIR, 'client.ts'),
     '--url',
@@ -333,7 +332,7 @@ export async function runClient(lab: Lab, o: ClientOptions): Promise<ClientResul
 
 /** curl from the client netns. Non-2xx statuses resolve; connection failures reject. */
 export async function curlFromClient(
-  lab: Lab,
+  lab: Pick<Lab, 'clientNetns'>,
   url: string,
   extraArgs: string[] = [],
 ): Promise<{ status: number; body: string }> {
@@ -432,12 +431,15 @@ export async function rawExchangeFromClient(
   return { data: Buffer.from(r.received, 'base64'), closed: r.closed, reset: r.reset, timedOut: r.timedOut };
 }
 
-async function httpStatus(netns: string, url: string): Promise<number> {
+/** The HTTP status of a GET from inside a netns (curl, 1 s); 0 when nothing answered. */
+export async function httpStatus(netns: string, url: string): Promise<number> {
   const out = await inNetns(netns, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '1', url]);
   return Number(out);
 }
 
-function writeAtomic(file: string, value: unknown): void {
+/** JSON written to a temp file and renamed over `file` (readers never see half of it) */
+export function writeAtomic(file: string, value: unknown): void {
+  mkdirSync(dirname(file), { recursive: true });
   const tmp = `${file}.tmp`;
   writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
   renameSync(tmp, file);

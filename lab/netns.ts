@@ -1,5 +1,5 @@
 // Network namespaces, veth pairs and the node bridge, driven through iproute2.
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, readlinkSync, statSync } from 'node:fs';
 import { inNetns, run } from './exec.ts';
 
 export const NETNS_DIR = '/run/netns';
@@ -28,6 +28,30 @@ export async function netnsPids(name: string): Promise<number[]> {
   }
 }
 
+/** Pids of every process in any of these namespaces: one pass over /proc, as `ip netns pids` makes for one. */
+export function pidsInNetns(names: readonly string[]): number[] {
+  const inodes = new Set<number>();
+  for (const n of names) {
+    try {
+      inodes.add(netnsInode(n));
+    } catch {
+      // already gone
+    }
+  }
+  const pids: number[] = [];
+  if (inodes.size === 0) return pids;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const m = /^net:\[(\d+)\]$/.exec(readlinkSync(`/proc/${d}/ns/net`));
+      if (m && inodes.has(Number(m[1]))) pids.push(Number(d));
+    } catch {
+      // exited, or a kernel thread
+    }
+  }
+  return pids;
+}
+
 export async function deleteNetns(name: string): Promise<void> {
   try {
     await run('ip', ['netns', 'del', name]);
@@ -45,7 +69,11 @@ function existsNetns(name: string): boolean {
   }
 }
 
-const ip = (ns: string, ...args: string[]) => run('ip', ['-n', ns, ...args]);
+/** `ip -n <ns> ...` */
+export const ip = (ns: string, ...args: string[]): Promise<string> => run('ip', ['-n', ns, ...args]);
+
+/** `ip -n <ns> -batch -`: one process for many commands (a lab builds hundreds of links) */
+export const ipBatch = (ns: string, lines: readonly string[]): Promise<string> => run('ip', ['-n', ns, '-batch', '-'], { input: `${lines.join('\n')}\n` });
 
 export async function addNetns(name: string): Promise<void> {
   await run('ip', ['netns', 'add', name]);
@@ -54,10 +82,8 @@ export async function addNetns(name: string): Promise<void> {
   await ip(name, 'link', 'set', 'lo', 'up');
 }
 
-export async function addBridge(ns: string, cidr: string): Promise<void> {
-  await ip(ns, 'link', 'add', BRIDGE, 'type', 'bridge');
-  await ip(ns, 'addr', 'add', cidr, 'dev', BRIDGE);
-  await ip(ns, 'link', 'set', BRIDGE, 'up');
+export async function addBridge(ns: string, cidr: string, name = BRIDGE): Promise<void> {
+  await ipBatch(ns, [`link add ${name} type bridge`, `addr add ${cidr} dev ${name}`, `link set ${name} up`]);
 }
 
 export interface PodLink {
@@ -67,13 +93,24 @@ export interface PodLink {
   /** Pod address with prefix length, e.g. 10.244.1.10/24. */
   cidr: string;
   gateway: string;
+  /** the Linux bridge the host end joins (default br0) */
+  bridge?: string;
+  /** both ends' MTU (an overlay's pods get less than 1500) */
+  mtu?: number;
+  /** joins the host end to something other than a Linux bridge (an OVS port) instead of `master` */
+  attach?: (hostVeth: string) => Promise<void>;
 }
 
 /** A CNI-style veth: the pod end is eth0 in the pod netns, the host end is a port of the bridge. */
 export async function addPodLink(l: PodLink): Promise<void> {
-  await ip(l.nodeNs, 'link', 'add', l.hostVeth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', l.podNs);
-  await ip(l.nodeNs, 'link', 'set', l.hostVeth, 'master', BRIDGE, 'up');
-  await ip(l.podNs, 'addr', 'add', l.cidr, 'dev', 'eth0');
-  await ip(l.podNs, 'link', 'set', 'eth0', 'up');
-  await ip(l.podNs, 'route', 'add', 'default', 'via', l.gateway);
+  const mtu = l.mtu ? ` mtu ${l.mtu}` : '';
+  const add = `link add ${l.hostVeth}${mtu} type veth peer name eth0${mtu} netns ${l.podNs}`;
+  if (l.attach) {
+    await ip(l.nodeNs, ...add.split(' '));
+    await l.attach(l.hostVeth);
+    await ip(l.nodeNs, 'link', 'set', l.hostVeth, 'up');
+  } else {
+    await ipBatch(l.nodeNs, [add, `link set ${l.hostVeth} master ${l.bridge ?? BRIDGE} up`]);
+  }
+  await ipBatch(l.podNs, [`addr add ${l.cidr} dev eth0`, 'link set eth0 up', `route add default via ${l.gateway}`]);
 }

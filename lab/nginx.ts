@@ -23,13 +23,6 @@ export interface NginxExtraUpstreams {
  * `/h10/` -> extra.http10 (HTTP/1.0, one connection per request). Paths pass through unchanged.
  */
 export function writeNginxConfig(stateDir: string, upstream: string, extra: NginxExtraUpstreams = {}): NginxFiles {
-  const prefixDir = join(stateDir, 'nginx');
-  const logs = join(stateDir, 'logs');
-  const temp = join(prefixDir, 'temp');
-  mkdirSync(temp, { recursive: true });
-  mkdirSync(logs, { recursive: true });
-  const confFile = join(prefixDir, 'nginx.conf');
-  const errorLog = join(logs, 'nginx-error.log');
   const svcUpstream = extra.service
     ? `
   upstream svc {
@@ -58,6 +51,72 @@ export function writeNginxConfig(stateDir: string, upstream: string, extra: Ngin
     }
 `
     : '';
+  return writeConfig(
+    stateDir,
+    `  upstream app {
+    server ${upstream};
+    keepalive 16;
+  }
+${svcUpstream}  server {
+    listen 80;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Request-ID $strata_request_id;
+    }
+${svcLocation}${h10Location}  }
+`,
+  );
+}
+
+export interface IngressServer {
+  /** server_name; absent: the default server */
+  host?: string;
+  /** the Service's endpoints, `ip:port` each (ingress-nginx proxies to endpoints, not to the ClusterIP) */
+  endpoints: string[];
+}
+
+/**
+ * An ingress-nginx-like config: one server per host (the one without a host is the default
+ * server), each proxying everything to its Service's endpoints over keep-alive connections, with
+ * the client's Host, and X-Request-ID (generated when absent) when `requestId`.
+ */
+export function writeIngressConfig(stateDir: string, servers: readonly IngressServer[], opts: { port: number; requestId: boolean }): NginxFiles {
+  const upstreams = servers.map((s, i) => `  upstream backend${i} {
+${s.endpoints.map((e) => `    server ${e};`).join('\n')}
+    keepalive 16;
+  }
+`);
+  const blocks = servers.map((s, i) => `  server {
+    listen ${opts.port}${s.host ? '' : ' default_server'};
+    server_name ${s.host ?? '_'};
+    location / {
+      proxy_pass http://backend${i};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+${opts.requestId ? '      proxy_set_header X-Request-ID $strata_request_id;\n' : ''}    }
+  }
+`);
+  // no rule without a host: unknown hosts get a 404 from nginx itself, as ingress-nginx's default backend
+  const fallback = servers.some((s) => !s.host) ? '' : `  server {
+    listen ${opts.port} default_server;
+    return 404;
+  }
+`;
+  return writeConfig(stateDir, [...upstreams, ...blocks, fallback].join(''));
+}
+
+/** nginx.conf around an http block body, with every path under stateDir (nothing under /etc or /var). */
+function writeConfig(stateDir: string, httpBody: string): NginxFiles {
+  const prefixDir = join(stateDir, 'nginx');
+  const logs = join(stateDir, 'logs');
+  const temp = join(prefixDir, 'temp');
+  mkdirSync(temp, { recursive: true });
+  mkdirSync(logs, { recursive: true });
+  const confFile = join(prefixDir, 'nginx.conf');
+  const errorLog = join(logs, 'nginx-error.log');
   writeFileSync(
     confFile,
     `daemon off;
@@ -85,20 +144,7 @@ http {
     default $http_x_request_id;
   }
 
-  upstream app {
-    server ${upstream};
-    keepalive 16;
-  }
-${svcUpstream}  server {
-    listen 80;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Request-ID $strata_request_id;
-    }
-${svcLocation}${h10Location}  }
-}
+${httpBody}}
 `,
   );
   return { prefixDir, confFile, errorLog };

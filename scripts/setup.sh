@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# openvswitch-switch: the cluster lab's OVS node (userspace datapath; its service is never started:
+# lab/cluster/ovs.ts runs ovsdb-server and ovs-vswitchd itself, inside the node's netns)
 APT_PKGS=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ python3
   iproute2 ethtool iputils-ping curl nginx nftables procps prometheus kubernetes-client
-  wrk hey iperf3 util-linux)
+  wrk hey iperf3 util-linux openvswitch-switch)
 
 log() { printf '[setup] %s\n' "$*"; }
 
