@@ -36,4 +36,4 @@ COPY --from=builder /opt/strata/build/Release/strata_native.node build/Release/s
 COPY package.json ./
 COPY agent/ agent/
 # as manifests/base/daemonset.yaml runs it
-CMD ["node", "--max-semi-space-size=1", "agent/src/cli.ts", "agent", "--config", "/etc/strata/strata.yaml"]
+CMD ["node", "--max-semi-space-size=1", "--heap-growing-percent=20", "agent/src/cli.ts", "agent", "--config", "/etc/strata/strata.yaml"]

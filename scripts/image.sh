@@ -114,7 +114,7 @@ build_agent() {
   umoci repack --image "$L" --history.created_by "strata: Node 24 + /opt/strata" "$tmp/bundle" >&2
   # as manifests/base/daemonset.yaml runs it (and the Dockerfile's CMD)
   oci_end "$out" strata:dev --config.workingdir /opt/strata \
-    --config.cmd node --config.cmd --max-semi-space-size=1 --config.cmd agent/src/cli.ts --config.cmd agent \
+    --config.cmd node --config.cmd --max-semi-space-size=1 --config.cmd --heap-growing-percent=20 --config.cmd agent/src/cli.ts --config.cmd agent \
     --config.cmd --config --config.cmd /etc/strata/strata.yaml \
     --config.label org.opencontainers.image.title=strata
 }

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=1 --heap-growing-percent=20
 // `strata` command line: agent | demo | check | version. Exit codes: README "Exit codes".
 import { readFileSync } from 'node:fs';
 import { stringify } from 'yaml';
