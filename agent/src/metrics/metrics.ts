@@ -318,24 +318,20 @@ export function createMetrics(src: StatsSource): Registry {
     [['exported', (e) => e.spansExported], ['dropped', (e) => e.spansDropped], ['shed', (e) => e.spansShed]]);
   perExporter('strata_export_requests_total', 'Export calls (one batch each) per exporter, by result: success or failure.',
     [['success', (e) => e.exportsSucceeded], ['failure', (e) => e.exportsFailed]]);
-  const exportQueue = new Gauge({
-    name: 'strata_export_queue_spans', help: "Spans waiting in the exporter's batch queue.", labelNames: ['exporter'], registers: [registry],
-    collect() {
-      this.reset();
-      const ex = sink().exporters;
-      exporterNames(ex).forEach((name, i) => exportQueueOf(name).set((ex[i] as ExporterStats).queued));
-    },
-  });
-  const exportQueueOf = children<{ set: SetFn }>((exporter) => exportQueue.labels(exporter));
-  const exportHeld = new Gauge({
-    name: 'strata_export_held_bytes', help: "Estimated heap bytes of the spans an exporter holds, queued or in export calls (bounded by export.queue.maxBytes).", labelNames: ['exporter'], registers: [registry],
-    collect() {
-      this.reset();
-      const ex = sink().exporters;
-      exporterNames(ex).forEach((name, i) => exportHeldOf(name).set((ex[i] as ExporterStats).heldBytes));
-    },
-  });
-  const exportHeldOf = children<{ set: SetFn }>((exporter) => exportHeld.labels(exporter));
+  // one gauge per exporter, read from the sink's per-exporter statistics
+  const perExporterGauge = (name: string, help: string, read: (e: ExporterStats) => number) => {
+    const g: Gauge<'exporter'> = new Gauge({
+      name, help, labelNames: ['exporter'], registers: [registry],
+      collect() {
+        this.reset();
+        const ex = sink().exporters;
+        exporterNames(ex).forEach((exporter, i) => of(exporter).set(read(ex[i] as ExporterStats)));
+      },
+    });
+    const of = children<{ set: SetFn }>((exporter) => g.labels(exporter));
+  };
+  perExporterGauge('strata_export_queue_spans', "Spans waiting in the exporter's batch queue.", (e) => e.queued);
+  perExporterGauge('strata_export_held_bytes', 'Estimated heap bytes of the spans an exporter holds, queued or in export calls (bounded by export.queue.maxBytes).', (e) => e.heldBytes);
   const exportDuration = new ExternalHistogram('strata_export_duration_seconds',
     "Duration of an exporter's export calls (one batch each), retries included, successes and failures alike.", () => {
       const ex = sink().exporters;
