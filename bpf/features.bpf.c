@@ -55,6 +55,34 @@ int BPF_PROG(feat_fentry)
 	return 0;
 }
 
+/* the same two on the receive side: the socket family could take its data from
+ * tcp_sendmsg/tcp_recvmsg instead of 26 syscall tracepoints (issue 8), where both directions attach */
+SEC("?kprobe/tcp_recvmsg")
+int BPF_KPROBE(feat_kprobe_recv)
+{
+	return 0;
+}
+
+SEC("?fentry/tcp_recvmsg")
+int BPF_PROG(feat_fentry_recv)
+{
+	return 0;
+}
+
+/* the kernel Open vSwitch datapath's tracepoints: they exist only while the openvswitch module is
+ * loaded, and only in kernels that have them (Debian's 5.10 module has none) */
+SEC("?tracepoint/openvswitch/ovs_dp_upcall")
+int feat_ovs_upcall(void *ctx)
+{
+	return 0;
+}
+
+SEC("?tracepoint/openvswitch/ovs_do_execute_action")
+int feat_ovs_exec(void *ctx)
+{
+	return 0;
+}
+
 /* TC classifier: loaded only; attaching needs an interface (the agent does that per veth) */
 SEC("?tc")
 int feat_tc(struct __sk_buff *skb)
