@@ -4,9 +4,11 @@
 #
 #   bash scripts/vm.sh build [KERNEL...]    fetch/build what the VM needs (default: every kernel);
 #                                           prints "KERNEL<TAB>release<TAB>cache dir" per kernel
-#   bash scripts/vm.sh run KERNEL [--script FILE | -c CMD] [--out DIR] [--mem MiB] [--smp N]
+#   bash scripts/vm.sh run KERNEL [--script FILE | -c CMD] [--out DIR] [--timeout S] [--mem MiB] [--smp N]
+#                          [--append KERNEL-ARGS]
 #                                           boot KERNEL and run the job (sh) in the guest, as root,
-#                                           in this checkout (mounted read-only at its host path);
+#                                           in this checkout (mounted read-only at its host path),
+#                                           killed after S seconds (exit code 124) if given;
 #                                           with neither --script nor -c: a shell on the console
 #   bash scripts/vm.sh kernels              the kernel ids
 #
@@ -90,24 +92,8 @@ ensure_host_pkgs() {
 }
 
 # --- an apt of our own, for the kernels of other suites ------------------------------------------
-apt_sources() {
-  local k suite uri
-  for k in "${KERNELS[@]}"; do
-    suite=${k#* }
-    case "$suite" in *-security) uri=http://deb.debian.org/debian-security ;; *) uri=http://deb.debian.org/debian ;; esac
-    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n' "$uri" "$suite"
-  done
-}
-APT_DIR="$CACHE_ROOT/vm-apt-$(apt_sources | hash12)"
-vm_apt() { APT_CONFIG="$APT_DIR/apt.conf" "$@"; }
-apt_init() {
-  [ -f "$APT_DIR/apt.conf" ] && return
-  mkdir -p "$APT_DIR"/etc/{sources.list.d,preferences.d,apt.conf.d,trusted.gpg.d} "$APT_DIR"/state/lists/partial \
-    "$APT_DIR"/cache/archives/partial
-  : >"$APT_DIR/state/status"
-  : >"$APT_DIR/etc/sources.list"
-  apt_sources >"$APT_DIR/etc/sources.list.d/strata-vm.sources"
-  cat >"$APT_DIR/apt.conf.tmp" <<EOF
+apt_conf() {
+  cat <<EOF
 Dir::Etc "$APT_DIR/etc";
 Dir::State "$APT_DIR/state";
 Dir::State::status "$APT_DIR/state/status";
@@ -116,6 +102,25 @@ APT::Architecture "amd64";
 Acquire::Languages "none";
 APT::Sandbox::User "root";
 EOF
+}
+apt_sources() {
+  local k suite uri
+  for k in "${KERNELS[@]}"; do
+    suite=${k#* }
+    case "$suite" in *-security) uri=http://deb.debian.org/debian-security ;; *) uri=http://deb.debian.org/debian ;; esac
+    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n' "$uri" "$suite"
+  done
+}
+APT_DIR="$CACHE_ROOT/vm-apt-$( { apt_sources; declare -f apt_conf; } | hash12)"
+vm_apt() { APT_CONFIG="$APT_DIR/apt.conf" "$@"; }
+apt_init() {
+  [ -f "$APT_DIR/apt.conf" ] && return
+  mkdir -p "$APT_DIR"/etc/{sources.list.d,preferences.d,apt.conf.d,trusted.gpg.d} "$APT_DIR"/state/lists/partial \
+    "$APT_DIR"/cache/archives/partial
+  : >"$APT_DIR/state/status"
+  : >"$APT_DIR/etc/sources.list"
+  apt_sources >"$APT_DIR/etc/sources.list.d/strata-vm.sources"
+  apt_conf >"$APT_DIR/apt.conf.tmp"
   mv "$APT_DIR/apt.conf.tmp" "$APT_DIR/apt.conf"
 }
 apt_lists_fresh=
@@ -173,9 +178,12 @@ fetch_kernel() {
   mods=$(echo "$tmp"/x/lib/modules/* "$tmp"/x/usr/lib/modules/*)
   for d in $mods; do [ -d "$d" ] && mv "$d" "$tmp/k/lib/modules/"; done
   rel=$(basename "$(echo "$tmp"/k/lib/modules/*)")
-  [ -f "$tmp/x/boot/vmlinuz-$rel" ] || die "$suite: no /boot/vmlinuz-$rel in $(ls "$tmp"/debs)"
-  mv "$tmp/x/boot/vmlinuz-$rel" "$tmp/k/vmlinuz"
-  mv "$tmp/x/boot/config-$rel" "$tmp/k/config"
+  # /boot/vmlinuz-<release> until 6.12; from 7.x in the modules directory
+  for f in vmlinuz config; do
+    for d in "$tmp/x/boot/$f-$rel" "$tmp/k/lib/modules/$rel/$f" ''; do [ -z "$d" ] || [ -f "$d" ] && break; done
+    [ -n "$d" ] || die "$suite: no $f for $rel in $(ls "$tmp"/debs | paste -sd' ')"
+    mv "$d" "$tmp/k/$f"
+  done
   echo "$rel" >"$tmp/k/release"
   for d in "$tmp"/debs/*.deb; do dpkg-deb -W --showformat='${Package}=${Version}\n' "$d"; done >"$tmp/k/packages"
   # Debian's postinst would run depmod: modprobe in the guest needs modules.dep
@@ -185,40 +193,27 @@ fetch_kernel() {
   log "kernel $id: $rel ($(paste -sd, "$out/packages"))"
 }
 
-# the modules (and their dependencies, from modules.dep) to insmod, in load order; a module
-# built into the kernel needs nothing
-declare -A MOD_PATH MOD_DEPS MOD_SEEN
-modname() {
-  local b=${1##*/}
-  b=${b%%.ko*}
-  echo "${b//-/_}"
-}
+# the modules (and their dependencies, from modules.dep) to insmod, in load order, as
+# "name path" lines; a module built into the kernel needs nothing
 mod_order() {
-  local dir=$1 m
+  local dir=$1
   shift
-  MOD_PATH=() MOD_DEPS=() MOD_SEEN=()
-  local line p
-  while IFS= read -r line; do
-    p=${line%%:*}
-    m=$(modname "$p")
-    MOD_PATH[$m]=$p
-    MOD_DEPS[$m]=${line#*:}
-  done <"$dir/modules.dep"
-  while IFS= read -r p; do MOD_SEEN[$(modname "$p")]=builtin; done <"$dir/modules.builtin"
-  for m in "$@"; do mod_visit "$m"; done
-}
-mod_visit() {
-  local m=$1 deps d i
-  [ -z "${MOD_SEEN[$m]:-}" ] || return 0
-  [ -n "${MOD_PATH[$m]:-}" ] || die "module $m: neither in modules.dep nor built in"
-  MOD_SEEN[$m]=1
-  # modules.dep lists the whole closure; modprobe loads it from the end
-  read -ra deps <<<"${MOD_DEPS[$m]}"
-  for ((i = ${#deps[@]} - 1; i >= 0; i--)); do
-    d=$(modname "${deps[$i]}")
-    mod_visit "$d"
-  done
-  echo "$m ${MOD_PATH[$m]}"
+  awk -v want="$*" '
+    function norm(p, b) { b = p; sub(/.*\//, "", b); sub(/\.ko.*$/, "", b); gsub(/-/, "_", b); return b }
+    # modules.dep lists the whole closure of a module; modprobe loads it from the end
+    function visit(m, d, k, nd) {
+      if (m in seen) return
+      seen[m] = 1
+      if (m in builtin) return
+      if (!(m in path)) { print "module " m ": neither in modules.dep nor built in" > "/dev/stderr"; bad = 1; return }
+      nd = split(deps[m], d, " ")
+      for (k = nd; k >= 1; k--) visit(norm(d[k]))
+      print m, path[m]
+    }
+    FILENAME ~ /modules\.builtin$/ { builtin[norm($0)] = 1; next }
+    { p = $1; sub(/:$/, "", p); n = norm(p); path[n] = p; $1 = ""; deps[n] = $0 }
+    END { nw = split(want, w, " "); for (i = 1; i <= nw; i++) visit(w[i]); exit bad }
+  ' "$dir/modules.builtin" "$dir/modules.dep"
 }
 
 build_initrd() {
@@ -251,7 +246,7 @@ build_initrd() {
 }
 
 kernel_dir() { echo "$CACHE_ROOT/vm-kernel-$1-$( { declare -f fetch_kernel; kernel_suite "$1"; } | hash12)"; }
-INITRD_KEY=$( { declare -f build_initrd mod_order mod_visit; echo "${INITRD_MODULES[*]} $ROOTFS_KEY"; cat "${INIT_FILES[@]}"; } | hash12)
+INITRD_KEY=$( { declare -f build_initrd mod_order; echo "${INITRD_MODULES[*]} $ROOTFS_KEY"; cat "${INIT_FILES[@]}"; } | hash12)
 initrd_path() { echo "$(kernel_dir "$1")/initrd-$INITRD_KEY.img"; }
 
 # keep the newest few of each kind: older ones are other checkouts' recipes or stale
@@ -310,19 +305,22 @@ build() {
 
 # --- run -----------------------------------------------------------------------------------------
 run() {
-  local k=${1:?usage: vm.sh run KERNEL [--script FILE | -c CMD] [--out DIR] [--mem MiB] [--smp N]}
+  local k=${1:?usage: vm.sh run KERNEL [--script FILE | -c CMD] [--out DIR] [--timeout S] [--mem MiB] [--smp N]}
   shift
-  local script= cmd= out= mem=2048 smp=2 kdir
+  local script= cmd= out= limit=0 mem=2048 smp=1 append= kdir
   while [ $# -gt 0 ]; do
     case "$1" in
       --script) script=$2; shift 2 ;;
       -c) cmd=$2; shift 2 ;;
       --out) out=$2; shift 2 ;;
+      --timeout) limit=$2; shift 2 ;;
       --mem) mem=$2; shift 2 ;;
       --smp) smp=$2; shift 2 ;;
+      --append) append=$2; shift 2 ;;
       *) die "run: unknown argument $1" ;;
     esac
   done
+  [[ $limit =~ ^[0-9]+$ ]] || die "run: --timeout takes whole seconds (got $limit)"
   build "$k" >/dev/null
   kdir=$(kernel_dir "$k")
   if [ -z "$out" ]; then
@@ -344,7 +342,7 @@ run() {
   exec qemu-system-x86_64 -nodefaults -no-user-config -machine pc,accel=tcg -cpu max -smp "$smp" -m "$mem" \
     "${console[@]}" -no-reboot \
     -kernel "$kdir/vmlinuz" -initrd "$(initrd_path "$k")" \
-    -append "console=ttyS0 panic=-1 loglevel=4 mitigations=off strata.kernel=$k strata.project=$ROOT" \
+    -append "console=ttyS0 panic=-1 loglevel=4 mitigations=off strata.kernel=$k strata.timeout=$limit strata.project=$ROOT $append" \
     -device virtio-rng-pci \
     -virtfs "local,path=$ROOTFS,mount_tag=rootfs,readonly=on,$share" \
     -virtfs "local,path=$kdir,mount_tag=kernel,readonly=on,$share" \

@@ -86,7 +86,7 @@ export function attachOptions(probes: readonly Pick<ProbeCheck, 'name' | 'ok'>[]
   const ok = (n: string) => probes.some((p) => p.name === n && p.ok);
   return {
     sockData: Object.entries(SOCK_DATA_FEATURES).filter(([, need]) => need.every(ok)).map(([kind]) => kind),
-    ovs: { ...ovs, attached: OVS_TRACEPOINTS.filter(ok) },
+    ovs: { ...ovs, attached: OVS_TRACEPOINTS.filter(ok).sort() },
   };
 }
 
