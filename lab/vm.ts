@@ -34,8 +34,10 @@ export interface VmRunOptions {
   kernel: string;
   /** sh script run as root in the guest, in this checkout; $STRATA_VM_OUT is where files go back */
   script: string;
-  /** the job's deadline (in the guest, then the host kills the VM VM_BOOT_ALLOWANCE_MS later) */
+  /** the job's deadline, kept by the guest (the job is killed: exit code 124) */
   timeoutMs: number;
+  /** the host kills qemu after this long (default: timeoutMs + VM_BOOT_ALLOWANCE_MS) */
+  vmTimeoutMs?: number;
   memMiB?: number;
   /** vCPUs (vm.sh's default: 1) */
   smp?: number;
@@ -55,6 +57,8 @@ export interface VmResult {
   durationMs: number;
   /** guest uptime when its init started the job, as the console says it */
   bootS: number | undefined;
+  /** the output share on the host (removed by the time runInVm returns or throws; errors carry it in detail.outDir) */
+  outDir: string;
 }
 
 /** vm.sh's kernel ids. */
@@ -88,17 +92,19 @@ export async function runInVm(o: VmRunOptions): Promise<VmResult> {
     if (o.memMiB) args.push('--mem', String(o.memMiB));
     if (o.smp) args.push('--smp', String(o.smp));
     const started = Date.now();
-    const r = await sh(args, o.timeoutMs + VM_BOOT_ALLOWANCE_MS);
+    const vmTimeoutMs = o.vmTimeoutMs ?? o.timeoutMs + VM_BOOT_ALLOWANCE_MS;
+    const r = await sh(args, vmTimeoutMs);
     const durationMs = Date.now() - started;
+    const detail = { outDir: out, console: r.stdout };
     const consoleTail = () => `\n--- console (last lines) ---\n${r.stdout.trim().split('\n').slice(-25).join('\n')}\n--- qemu/vm.sh stderr ---\n${r.stderr.trim().split('\n').slice(-10).join('\n')}`;
     if (r.timedOut) {
-      throw new StrataError(STRATA_ERR_VM_TIMEOUT, `VM ${o.kernel}: no power-off within ${o.timeoutMs + VM_BOOT_ALLOWANCE_MS} ms (job deadline ${o.timeoutMs} ms + boot allowance); qemu killed${consoleTail()}`, 1);
+      throw new StrataError(STRATA_ERR_VM_TIMEOUT, `VM ${o.kernel}: no power-off within ${vmTimeoutMs} ms (the job's deadline: ${o.timeoutMs} ms); qemu killed${consoleTail()}`, 1, detail);
     }
     let exit: string;
     try {
       exit = readFileSync(join(out, 'exit-code'), 'utf8');
     } catch {
-      throw new StrataError(STRATA_ERR_VM_CRASH, `VM ${o.kernel}: qemu exited (${r.code}) without the job's exit code (kernel panic, or the guest's init failed)${consoleTail()}`, 1);
+      throw new StrataError(STRATA_ERR_VM_CRASH, `VM ${o.kernel}: qemu exited (${r.code}) without the job's exit code (kernel panic, or the guest's init failed)${consoleTail()}`, 1, detail);
     }
     const read = (f: string) => {
       try {
@@ -115,7 +121,7 @@ export async function runInVm(o: VmRunOptions): Promise<VmResult> {
     const boot = /strata-vm: guest up at ([\d.]+) s/.exec(r.stdout)?.[1];
     return {
       kernel: o.kernel, exitCode: Number(exit.trim()), stdout: read('stdout'), stderr: read('stderr'), console: r.stdout, files, durationMs,
-      bootS: boot === undefined ? undefined : Number(boot),
+      bootS: boot === undefined ? undefined : Number(boot), outDir: out,
     };
   } finally {
     rmSync(out, { recursive: true, force: true });
