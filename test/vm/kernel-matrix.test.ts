@@ -12,9 +12,11 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type TestContext, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { type CheckReport, formatCheck } from '../../agent/src/check.ts';
-import { VM_BOOT_ALLOWANCE_MS, type VmKernel, buildVm, runInVm, vmKernels } from '../../lab/vm.ts';
+import { VM_BOOT_ALLOWANCE_MS, type VmKernel, runInVm, vmKernels } from '../../lab/vm.ts';
+import { gate } from '../helpers/kernel.ts';
+import { prepareVm } from '../helpers/vm.ts';
 import { EXPECTED, type GuestReport } from './guest-report.ts';
 
 const FIXTURES = new URL('../fixtures/kernels/', import.meta.url);
@@ -25,22 +27,8 @@ const JOB = readFileSync(new URL('matrix-job.sh', import.meta.url), 'utf8');
  * ~28 s); four times that for a busier machine.
  */
 const JOB_TIMEOUT_MS = 300_000;
-/** a cold build: the rootfs (~160 s measured) and ~400 MB of kernel packages per kernel (~20 s each) */
-const BUILD_TIMEOUT_MS = 30 * 60_000;
 const KERNELS = await vmKernels();
 const OVS_TRACEPOINTS = ['ovs_dp_upcall', 'ovs_do_execute_action'];
-
-function missing(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (scripts/vm.sh builds a rootfs and installs qemu)';
-  return undefined;
-}
-
-function gate(t: TestContext, why: string | undefined): boolean {
-  if (!why) return true;
-  if (process.env.CI === 'true') throw new Error(`prerequisite missing under CI: ${why}`);
-  t.skip(why);
-  return false;
-}
 
 const lines = (s: string | undefined) => (s ?? '').split('\n').filter(Boolean);
 
@@ -69,21 +57,16 @@ function fixtureText(kernel: string, rep: CheckReport, fam: GuestReport, ovsBefo
 }
 
 describe('kernel matrix: the agent on Debian kernels in the VM', () => {
-  let built: VmKernel[] | undefined;
-  let buildError: string | undefined;
+  let built: VmKernel[] = [];
+  let why: string | undefined;
   before(async () => {
-    if (missing()) return;
-    try {
-      built = await buildVm(KERNELS, BUILD_TIMEOUT_MS);
-    } catch (e) {
-      buildError = `the VM could not be built: ${(e as Error).message}`;
-    }
+    ({ built, why } = await prepareVm(KERNELS));
   });
 
   for (const kernel of KERNELS) {
     test(`Debian ${kernel}: check passes, the families load, attach and fire; kprobe/fentry/OVS facts as the kernel says`, { timeout: JOB_TIMEOUT_MS + VM_BOOT_ALLOWANCE_MS + 60_000 }, async (t) => {
-      if (!gate(t, missing() ?? buildError)) return;
-      const k = built?.find((b) => b.kernel === kernel);
+      if (!gate(t, why)) return;
+      const k = built.find((b) => b.kernel === kernel);
       assert.ok(k, `vm.sh build reported no ${kernel}`);
       const r = await runInVm({ kernel, script: JOB, timeoutMs: JOB_TIMEOUT_MS });
       t.diagnostic(`${kernel} (${k.release}): ${Math.round(r.durationMs / 1000)} s, guest up at ${r.bootS} s; ${lines(r.files.times).join(', ')}`);

@@ -5,9 +5,11 @@
 // Under CI=true a missing piece (not root, a VM that cannot be built) fails; elsewhere it skips.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { type TestContext, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { STRATA_ERR_VM_CRASH, STRATA_ERR_VM_TIMEOUT, type StrataError } from '../../agent/src/errors.ts';
-import { type VmResult, buildVm, runInVm } from '../../lab/vm.ts';
+import { type VmResult, runInVm } from '../../lab/vm.ts';
+import { gate } from '../helpers/kernel.ts';
+import { prepareVm } from '../helpers/vm.ts';
 
 const KERNEL = '6.1';
 
@@ -31,27 +33,13 @@ function assertGone(outDir: string): void {
 describe('lab/vm.ts: runInVm', () => {
   let why: string | undefined;
   before(async () => {
-    if (process.getuid?.() !== 0) {
-      why = 'needs root (scripts/vm.sh builds a rootfs and installs qemu)';
-      return;
-    }
-    try {
-      await buildVm([KERNEL]);
-    } catch (e) {
-      why = `the VM could not be built: ${(e as Error).message}`;
-    }
+    ({ why } = await prepareVm([KERNEL]));
   });
-  const gate = (t: TestContext) => {
-    if (!why) return true;
-    if (process.env.CI === 'true') throw new Error(`prerequisite missing under CI: ${why}`);
-    t.skip(why);
-    return false;
-  };
   // a job of shell builtins and coreutils: seconds once booted (measured: guest up at 4-10 s)
   const JOB_MS = 60_000;
 
   test('the job runs as root in this checkout; exit code, stdout, stderr and its files come back', async (t) => {
-    if (!gate(t)) return;
+    if (!gate(t, why)) return;
     const r: VmResult = await runInVm({
       kernel: KERNEL, timeoutMs: JOB_MS,
       script: 'id -u; pwd; uname -r >&2; mkdir -p "$STRATA_VM_OUT/sub"; echo "$STRATA_VM_KERNEL" >"$STRATA_VM_OUT/sub/kernel"; test -w package.json && echo writable; exit 3',
@@ -66,7 +54,7 @@ describe('lab/vm.ts: runInVm', () => {
   });
 
   test("a job that hangs ends at the guest's own deadline (124) and the VM powers off", async (t) => {
-    if (!gate(t)) return;
+    if (!gate(t, why)) return;
     const r = await runInVm({ kernel: KERNEL, timeoutMs: 3_000, script: 'echo started; sleep 600' });
     assert.equal(r.exitCode, 124);
     assert.equal(r.stdout, 'started\n');
@@ -74,7 +62,7 @@ describe('lab/vm.ts: runInVm', () => {
   });
 
   test('a kernel panic: STRATA_ERR_VM_CRASH with the console; nothing left', async (t) => {
-    if (!gate(t)) return;
+    if (!gate(t, why)) return;
     const e = (await runInVm({ kernel: KERNEL, timeoutMs: JOB_MS, script: 'echo c >/proc/sysrq-trigger' }).then(() => assert.fail('no error'), (x: unknown) => x)) as StrataError;
     assert.equal(e.code, STRATA_ERR_VM_CRASH, e.message);
     assert.match(String(e.detail?.console), /sysrq|Kernel panic/i);
@@ -82,7 +70,7 @@ describe('lab/vm.ts: runInVm', () => {
   });
 
   test('a VM that does not power off in time: killed, STRATA_ERR_VM_TIMEOUT; nothing left', async (t) => {
-    if (!gate(t)) return;
+    if (!gate(t, why)) return;
     const e = (await runInVm({ kernel: KERNEL, timeoutMs: 600_000, vmTimeoutMs: 20_000, script: 'sleep 600' }).then(() => assert.fail('no error'), (x: unknown) => x)) as StrataError;
     assert.equal(e.code, STRATA_ERR_VM_TIMEOUT, e.message);
     assertGone(String(e.detail?.outDir));
