@@ -16,8 +16,8 @@ const VM_SH = join(ROOT, 'scripts/vm.sh');
 const OWN_FILES = new Set(['job.sh', 'stdout', 'stderr', 'exit-code']);
 /**
  * Booting, powering off and qemu's start, over the job's own deadline. Measured under TCG on
- * this 2-vCPU machine: guest init reached 10-16 s after qemu started, power-off ~1 s; the margin
- * covers a machine loaded by other builds.
+ * this 2-vCPU machine: the guest's init ran the job 4-16 s after qemu started (load 2.5 to 9),
+ * power-off under 1 s; the margin covers a machine loaded by other builds.
  */
 export const VM_BOOT_ALLOWANCE_MS = 90_000;
 

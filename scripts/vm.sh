@@ -4,19 +4,21 @@
 #
 #   bash scripts/vm.sh build [KERNEL...]    fetch/build what the VM needs (default: every kernel);
 #                                           prints "KERNEL<TAB>release<TAB>cache dir" per kernel
-#   bash scripts/vm.sh run KERNEL [--script FILE | -c CMD] [--out DIR] [--timeout S] [--mem MiB] [--smp N]
-#                          [--append KERNEL-ARGS]
+#   bash scripts/vm.sh run KERNEL [--script FILE | -c CMD] [--out DIR] [--timeout S]
+#                          [--mem MiB] [--smp N] [--append KERNEL-ARGS]
 #                                           boot KERNEL and run the job (sh) in the guest, as root,
 #                                           in this checkout (mounted read-only at its host path),
-#                                           killed after S seconds (exit code 124) if given;
-#                                           with neither --script nor -c: a shell on the console
+#                                           killed after S seconds (exit code 124) if given; its
+#                                           output goes to DIR (default: a new, kept
+#                                           /tmp/strata-vm-out.*); with neither --script nor -c:
+#                                           a shell on the console
 #   bash scripts/vm.sh kernels              the kernel ids
 #
 # What runs in the guest:
 #   rootfs  Debian bookworm (mmdebstrap minbase + openvswitch-switch, iproute2, bpftool, the
 #           addon's libbpf1/libelf1/zlib1g, busybox-static, kmod, ethtool), shared read-only over
 #           9p under a tmpfs overlay: every boot starts from the same clean tree
-#   kernel  Debian's linux-image-amd64 of a suite, fetched as .debs with apt-get download through
+#   kernel  Debian's kernel of a suite (its meta package), fetched as .debs with apt-get download through
 #           an apt configuration of its own (APT_CONFIG: its own sources, lists and archives; the
 #           system's sources and dpkg are untouched), unpacked with dpkg-deb, depmod'ed
 #   initrd  busybox + the virtio/9p/overlay modules of that kernel (scripts/vm/init-initramfs.sh),
@@ -26,7 +28,7 @@
 #           to $STRATA_VM_OUT out); no network card (test traffic stays in namespaces inside)
 #   console the serial console on qemu's stdout; panic=-1 + -no-reboot: a panic ends qemu
 #
-# Cached outside the checkout, each part keyed by what goes into it (a warm `build` is ~0.1 s):
+# Cached outside the checkout, each part keyed by what goes into it (a warm `build` is ~0.6 s):
 #   $CACHE/vm-apt-<hash>/             the apt configuration, lists and .debs (key: the sources)
 #   $CACHE/vm-rootfs-<hash>/rootfs/   (key: the package list and recipe)
 #   $CACHE/vm-kernel-<id>-<hash>/     vmlinuz, config, lib/modules/<release>, initrd-<hash>.img
@@ -45,12 +47,12 @@ die() {
 # shellcheck source=scripts/apt.sh
 source scripts/apt.sh
 
-# id, the suite whose linux-image-amd64 picks the version (the newest there when first built)
+# id, suite, the meta package that picks the version there (the newest when first built)
 KERNELS=(
-  '5.10 bullseye-security'
-  '6.1 bookworm-security'
-  '6.12 bookworm-backports'
-  '7.x trixie-backports'
+  '5.10 bullseye-security linux-image-amd64'
+  '6.1 bookworm-security linux-image-amd64'
+  '6.12 bookworm-security linux-image-6.12-amd64'
+  '7.x trixie-backports linux-image-amd64'
 )
 HOST_PKGS=(qemu-system-x86 kmod cpio mmdebstrap)
 ROOTFS_PKGS=(openvswitch-switch iproute2 bpftool libbpf1 libelf1 zlib1g libstdc++6 busybox-static kmod
@@ -64,7 +66,8 @@ cleanup() { [ ${#CLEANUP[@]} -eq 0 ] || rm -rf "${CLEANUP[@]}"; }
 trap cleanup EXIT
 
 hash12() { sha256sum | cut -c1-12; }
-kernel_suite() {
+# "suite meta-package" of a kernel id
+kernel_recipe() {
   local k
   for k in "${KERNELS[@]}"; do
     if [ "${k%% *}" = "$1" ]; then
@@ -107,6 +110,7 @@ apt_sources() {
   local k suite uri
   for k in "${KERNELS[@]}"; do
     suite=${k#* }
+    suite=${suite%% *}
     case "$suite" in *-security) uri=http://deb.debian.org/debian-security ;; *) uri=http://deb.debian.org/debian ;; esac
     printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n' "$uri" "$suite"
   done
@@ -156,17 +160,18 @@ ROOTFS_KEY=$( { declare -f build_rootfs; echo "${ROOTFS_PKGS[*]}"; } | hash12)
 ROOTFS="$CACHE_ROOT/vm-rootfs-$ROOTFS_KEY/rootfs"
 
 # --- a kernel ------------------------------------------------------------------------------------
-# linux-image-amd64 of the suite -> linux-image-<abi>-amd64 (=version); from 7.x that one is a
-# shell depending on linux-binary-*, linux-modules-* and linux-base-* of the same ABI
+# the meta package of the suite (linux-image-amd64, linux-image-6.12-amd64) -> linux-image-<abi>-amd64
+# (=version); from 7.x that one is a shell depending on linux-binary-*, linux-modules-* and
+# linux-base-* of the same ABI
 fetch_kernel() {
-  local id=$1 suite=$2 out=$3 tmp meta image img parts d rel mods
+  local id=$1 suite=$2 metapkg=$3 out=$4 tmp meta image img parts d rel mods
   tmp=$(mktemp -d "$CACHE_ROOT/vm-tmp.XXXXXX")
   CLEANUP+=("$tmp")
   mkdir "$tmp/debs" "$tmp/x"
-  (cd "$tmp/debs" && apt_download "linux-image-amd64/$suite")
-  meta=$(echo "$tmp"/debs/linux-image-amd64_*.deb)
+  (cd "$tmp/debs" && apt_download "$metapkg/$suite")
+  meta=$(echo "$tmp/debs/${metapkg}"_*.deb)
   image=$(dpkg-deb -f "$meta" Depends | tr ',' '\n' | sed -n 's/^ *\(linux-image-[0-9][^ ]*\) (= \([^)]*\)).*/\1=\2/p')
-  [ -n "$image" ] || die "$suite: linux-image-amd64 names no kernel image ($(dpkg-deb -f "$meta" Depends))"
+  [ -n "$image" ] || die "$suite: $metapkg names no kernel image ($(dpkg-deb -f "$meta" Depends))"
   rm "$meta"
   (cd "$tmp/debs" && apt_download "$image")
   img=$(echo "$tmp/debs/${image%%=*}"_*.deb)
@@ -245,13 +250,13 @@ build_initrd() {
   rm -rf "$tmp"
 }
 
-kernel_dir() { echo "$CACHE_ROOT/vm-kernel-$1-$( { declare -f fetch_kernel; kernel_suite "$1"; } | hash12)"; }
+kernel_dir() { echo "$CACHE_ROOT/vm-kernel-$1-$( { declare -f fetch_kernel; kernel_recipe "$1"; } | hash12)"; }
 INITRD_KEY=$( { declare -f build_initrd mod_order; echo "${INITRD_MODULES[*]} $ROOTFS_KEY"; cat "${INIT_FILES[@]}"; } | hash12)
 initrd_path() { echo "$(kernel_dir "$1")/initrd-$INITRD_KEY.img"; }
 
 # keep the newest few of each kind: older ones are other checkouts' recipes or stale
 prune() {
-  ls -1dt "$CACHE_ROOT"/$1 2>/dev/null | tail -n +"$2" | xargs -r rm -rf
+  ls -1dt "$CACHE_ROOT"/$1 2>/dev/null | tail -n +$(($2 + 1)) | xargs -r rm -rf
 }
 
 # --- build ---------------------------------------------------------------------------------------
@@ -263,7 +268,7 @@ build_ready() {
 build() {
   local k kdir start
   [ $# -gt 0 ] || set -- $(kernel_ids)
-  for k in "$@"; do kernel_suite "$k" >/dev/null; done
+  for k in "$@"; do kernel_recipe "$k" >/dev/null; done
   if ! build_ready "$@" || ! command -v qemu-system-x86_64 >/dev/null; then
     [ "$(id -u)" = 0 ] || die "building the VM needs root"
     mkdir -p "$CACHE_ROOT"
@@ -285,9 +290,11 @@ build() {
       kdir=$(kernel_dir "$k")
       if [ ! -f "$kdir/release" ]; then
         start=$(date +%s)
+        [ -d "$APT_DIR" ] || prune 'vm-apt-????????????' 2
         apt_init
         rm -rf "$kdir"
-        fetch_kernel "$k" "$(kernel_suite "$k")" "$kdir"
+        # shellcheck disable=SC2046 # suite and meta package
+        fetch_kernel "$k" $(kernel_recipe "$k") "$kdir"
         log "kernel $k fetched in $(($(date +%s) - start)) s: $(du -sh "$kdir" | cut -f1)"
         prune "vm-kernel-$k-????????????" 3
       fi
