@@ -9,51 +9,38 @@
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* every feature probe is this empty program: what is tested is the kernel accepting its type at
+ * load and its attach point at attach; the body never reads ctx, so one signature fits all */
+#define FEATURE(name, section)      \
+	SEC(section)                \
+	int name(void *ctx)         \
+	{                           \
+		return 0;           \
+	}
+
 /* the socket syscall tracepoints: what the agent needs (perf_event + tracefs id lookup) */
-SEC("?tracepoint/syscalls/sys_enter_write")
-int feat_tp_write(void *ctx)
-{
-	return 0;
-}
-
+FEATURE(feat_tp_write, "?tracepoint/syscalls/sys_enter_write")
 /* TCP state changes: required too (sock.bpf.c attaches it with the syscalls) */
-SEC("?tracepoint/sock/inet_sock_set_state")
-int feat_tp_sock(void *ctx)
-{
-	return 0;
-}
-
+FEATURE(feat_tp_sock, "?tracepoint/sock/inet_sock_set_state")
 /* raw tracepoint by name: works without tracefs, the fallback when it cannot be mounted */
-SEC("?raw_tp/sys_enter")
-int feat_raw_tp(struct bpf_raw_tracepoint_args *ctx)
-{
-	return 0;
-}
-
+FEATURE(feat_raw_tp, "?raw_tp/sys_enter")
 /* BTF-typed raw tracepoint (5.5+): the same without tracefs, with typed arguments */
-SEC("?tp_btf/sys_enter")
-int BPF_PROG(feat_tp_btf, struct pt_regs *regs, long id)
-{
-	return 0;
-}
-
+FEATURE(feat_tp_btf, "?tp_btf/sys_enter")
 /* kprobe: needs CONFIG_KPROBES (kprobe PMU or tracefs kprobe_events) */
-SEC("?kprobe/tcp_sendmsg")
-int BPF_KPROBE(feat_kprobe)
-{
-	return 0;
-}
-
+FEATURE(feat_kprobe, "?kprobe/tcp_sendmsg")
 /* fentry: needs BPF trampolines (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS and arch support) */
-SEC("?fentry/tcp_sendmsg")
-int BPF_PROG(feat_fentry)
-{
-	return 0;
-}
+FEATURE(feat_fentry, "?fentry/tcp_sendmsg")
+/* the same two on the receive side: the socket family could take its data from
+ * tcp_sendmsg/tcp_recvmsg instead of 26 syscall tracepoints (issue 8), where both directions attach */
+FEATURE(feat_kprobe_recv, "?kprobe/tcp_recvmsg")
+FEATURE(feat_fentry_recv, "?fentry/tcp_recvmsg")
+/* the kernel Open vSwitch datapath's tracepoints: they exist only while the openvswitch module is
+ * loaded, and only in kernels that have them (Debian's 5.10 module has none) */
+FEATURE(feat_ovs_upcall, "?tracepoint/openvswitch/ovs_dp_upcall")
+FEATURE(feat_ovs_exec, "?tracepoint/openvswitch/ovs_do_execute_action")
 
 /* TC classifier: loaded only; attaching needs an interface (the agent does that per veth) */
 SEC("?tc")

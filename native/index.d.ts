@@ -58,7 +58,7 @@ export interface TcAttachment {
 
 /** One feature probe of `strata check` (a program of bpf/features.bpf.c tried on its own). */
 export interface FeatureProbe {
-  /** tracepoint, tracepoint_sock, raw_tp, tp_btf, kprobe, fentry, tc */
+  /** tracepoint, tracepoint_sock, raw_tp, tp_btf, kprobe, fentry (both on tcp_sendmsg), kprobe_recvmsg, fentry_recvmsg, ovs_dp_upcall, ovs_do_execute_action, tc */
   name: string;
   /** the program's section, e.g. "kprobe/tcp_sendmsg" */
   section: string;

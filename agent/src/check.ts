@@ -8,7 +8,7 @@ import { machine, release, version as kernelVersion } from 'node:os';
 import { parseArgs } from 'node:util';
 import { EXIT_CHECK, EXIT_OK, EXIT_USAGE, STRATA_ERR_USAGE, StrataError } from './errors.ts';
 import { isNativeError, loadNative } from './probes/native.ts';
-import { BTF, TRACEFS, type TracefsState, readPreflightEnv, readTracefs } from './probes/preflight.ts';
+import { BTF, KPROBE_PMU, type OvsState, type PreflightEnv, TRACEFS, type TracefsState, readPreflightEnv, readTracefs } from './probes/preflight.ts';
 import { ProbeSet } from './probes/probe-set.ts';
 import { FAMILIES, type ProbeFamily, SOCK_SYSCALLS, programsOf } from './probes/registry.ts';
 import type { FeatureProbe } from '../../native/index.d.ts';
@@ -29,7 +29,7 @@ export interface CapabilityState {
  * probeFeatures), whether the agent needs it, and why it failed.
  */
 export interface ProbeCheck extends FeatureProbe {
-  /** a family (sock_syscalls, veth_tc, net_dev) or a feature (tracepoint, tracepoint_sock, raw_tp, tp_btf, kprobe, fentry, tc) */
+  /** a family (sock_syscalls, veth_tc, net_dev) or a feature (FEATURES) */
   name: string;
   required: boolean;
   /** why it failed, in plain words ("" when ok) */
@@ -56,8 +56,38 @@ export interface CheckReport {
     missing: string[];
   };
   probes: ProbeCheck[];
+  attachOptions: AttachOptions;
   /** required pieces that are missing, in plain words (empty when ok) */
   missing: string[];
+}
+
+/**
+ * What this kernel accepted, for choosing attach points at run time: where the socket family can
+ * take its data, and what the kernel Open vSwitch datapath offers.
+ */
+export interface AttachOptions {
+  /** the attach kinds whose feature probes all attached: tracepoint, raw_tp, tp_btf, kprobe, fentry (kprobe/fentry: on tcp_sendmsg and tcp_recvmsg) */
+  sockData: string[];
+  ovs: OvsState & {
+    /** the openvswitch tracepoints a BPF program attached to */
+    attached: string[];
+  };
+}
+
+/** The feature probes of bpf/features.bpf.c (native/src/features.cc tries them in this order). */
+export const FEATURES = ['tracepoint', 'tracepoint_sock', 'raw_tp', 'tp_btf', 'kprobe', 'fentry', 'kprobe_recvmsg', 'fentry_recvmsg', 'ovs_dp_upcall', 'ovs_do_execute_action', 'tc'] as const;
+/** attach kind -> the feature probes that must all attach for the socket family to use it */
+const SOCK_DATA_FEATURES: Record<string, string[]> = {
+  tracepoint: ['tracepoint', 'tracepoint_sock'], raw_tp: ['raw_tp'], tp_btf: ['tp_btf'], kprobe: ['kprobe', 'kprobe_recvmsg'], fentry: ['fentry', 'fentry_recvmsg'],
+};
+const OVS_TRACEPOINTS = ['ovs_dp_upcall', 'ovs_do_execute_action'];
+
+export function attachOptions(probes: readonly Pick<ProbeCheck, 'name' | 'ok'>[], ovs: OvsState): AttachOptions {
+  const ok = (n: string) => probes.some((p) => p.name === n && p.ok);
+  return {
+    sockData: Object.entries(SOCK_DATA_FEATURES).filter(([, need]) => need.every(ok)).map(([kind]) => kind),
+    ovs: { ...ovs, attached: OVS_TRACEPOINTS.filter(ok).sort() },
+  };
 }
 
 const CAPS: { name: string; bit: number; neededFor: string }[] = [
@@ -100,22 +130,23 @@ export function readCapabilities(status = readFileSync('/proc/self/status', 'utf
 export function runCheck(): CheckReport {
   const rel = release();
   const kernel = { release: rel, version: kernelVersion(), machine: machine() };
-  const btf = { path: BTF, present: existsSync(BTF) };
-  const tracefs = readTracefs();
+  const env = readPreflightEnv();
+  const btf = { path: BTF, present: env.btf };
+  const tracefs = env.tracefs;
   const capabilities = readCapabilities(undefined, rel);
-  const probes = tryProbes();
-  for (const p of probes) if (!p.ok && !p.reason) p.reason = explain(p, { tracefs, capabilities, btf });
+  const probes = tryProbes(env);
+  for (const p of probes) if (!p.ok && !p.reason) p.reason = explain(p, { tracefs, capabilities, btf, env });
   const missing: string[] = [];
   if (!btf.present) missing.push(`BTF: ${BTF} is missing: strata's CO-RE programs need a kernel built with CONFIG_DEBUG_INFO_BTF`);
   if (!capabilities.sufficient) missing.push(`capabilities: missing ${capabilities.missing.join(', ')}`);
-  if (tracefs.path && !tracefs.accessible && SOCK_SYSCALLS.preflight({ tracefs, btf: btf.present }, {}).variant === 'tracepoint') {
+  if (tracefs.path && !tracefs.accessible && SOCK_SYSCALLS.preflight(env, {}).variant === 'tracepoint') {
     missing.push(`tracefs: mounted at ${tracefs.path} but this process cannot read it (run as root)`);
   }
   for (const p of probes) if (p.required && !p.ok) missing.push(`probe ${p.name}: ${p.reason}`);
-  return { ok: missing.length === 0, kernel, btf, tracefs, capabilities, probes, missing };
+  return { ok: missing.length === 0, kernel, btf, tracefs, capabilities, probes, attachOptions: attachOptions(probes, env.ovs), missing };
 }
 
-function tryProbes(): ProbeCheck[] {
+function tryProbes(env: PreflightEnv): ProbeCheck[] {
   let native;
   try {
     native = loadNative();
@@ -124,10 +155,9 @@ function tryProbes(): ProbeCheck[] {
     const fail = (name: string, required: boolean, kind: ProbeCheck['kind']): ProbeCheck => ({
       name, section: '', required, kind, ok: false, attached: false, code: 'ENOENT', errno: 2, stage: 'open', message: reason, reason, log: [],
     });
-    return [...FAMILIES.map((f) => fail(f.name, f.required, 'family')),
-      ...['tracepoint', 'tracepoint_sock', 'raw_tp', 'tp_btf', 'kprobe', 'fentry', 'tc'].map((n) => fail(n, false, 'feature'))];
+    return [...FAMILIES.map((f) => fail(f.name, f.required, 'family')), ...FEATURES.map((n) => fail(n, false, 'feature'))];
   }
-  const families = FAMILIES.map(tryFamily);
+  const families = FAMILIES.map((f) => tryFamily(f, env));
   const variant = families.find((f) => f.name === SOCK_SYSCALLS.name)?.variant ?? 'tracepoint';
   const needed = new Set(REQUIRED_FEATURES[variant] ?? []);
   const features = native.probeFeatures().map((f): ProbeCheck => ({ ...f, required: needed.has(f.name), reason: '', kind: 'feature' }));
@@ -135,8 +165,7 @@ function tryProbes(): ProbeCheck[] {
 }
 
 /** What the agent does with a family: preflight, load (its variant), attach what attaches at start. */
-function tryFamily(f: ProbeFamily): ProbeCheck {
-  const env = readPreflightEnv();
+function tryFamily(f: ProbeFamily, env: PreflightEnv): ProbeCheck {
   const pf = f.preflight(env, {});
   const progs = programsOf(f, pf.variant);
   const kinds = [...new Set(progs.map((p) => p.kind))].join('+');
@@ -167,30 +196,39 @@ function tryFamily(f: ProbeFamily): ProbeCheck {
   return r;
 }
 
-function explain(p: ProbeCheck, ctx: Pick<CheckReport, 'tracefs' | 'capabilities' | 'btf'>): string {
+/** Why a probe failed, in plain words, from what failed (code, stage) and what the machine shows. */
+export function explain(p: ProbeCheck, ctx: Pick<CheckReport, 'tracefs' | 'capabilities' | 'btf'> & { env: Pick<PreflightEnv, 'kprobes' | 'ovs'> }): string {
   const caps = ctx.capabilities;
   const what = `${p.stage} failed with ${p.code}`;
   if ((p.code === 'EPERM' || p.code === 'EACCES') && !caps.sufficient) {
     return `${what}: not permitted: missing ${caps.missing.join(', ')} (needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)`;
   }
   if (!ctx.btf.present && (p.stage === 'open' || p.stage === 'load')) return `${what}: the kernel has no BTF (${BTF}) for CO-RE relocations`;
+  // the function or tracepoint a feature probe attaches to: the last part of its section
+  const target = p.section.slice(p.section.lastIndexOf('/') + 1);
   switch (p.name) {
-    case 'kprobe': {
-      const pmu = existsSync('/sys/bus/event_source/devices/kprobe');
-      const events = ctx.tracefs.path !== null && existsSync(`${ctx.tracefs.path}/kprobe_events`);
-      if (!pmu && !events) {
-        return `${what}: this kernel has no kprobe support (no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events in tracefs: built without CONFIG_KPROBES)`;
+    case 'kprobe':
+    case 'kprobe_recvmsg':
+      if (!ctx.env.kprobes) {
+        return `${what}: this kernel has no kprobe support (no kprobe PMU in ${KPROBE_PMU.slice(0, KPROBE_PMU.lastIndexOf('/'))}, no kprobe_events in tracefs: built without CONFIG_KPROBES)`;
       }
-      return `${what}: the kprobe on tcp_sendmsg could not be created: ${p.message}`;
-    }
+      return `${what}: the kprobe on ${target} could not be created: ${p.message}`;
     case 'fentry':
+    case 'fentry_recvmsg':
       if (p.stage === 'load' && caps.sufficient) {
         const held = caps.list.filter((c) => c.have && /BPF|PERFMON|SYS_ADMIN/.test(c.name)).map((c) => c.name).join(', ');
         const ftrace = ftraceRestriction(ctx.tracefs.path);
         return `${what}: the kernel refuses fentry programs although the process holds ${held}: BPF trampolines (function tracing) are unavailable or restricted on this kernel${ftrace ? ` (${ftrace})` : ''}`;
       }
       if (p.code === 'ENOTSUPP' || p.code === 'EOPNOTSUPP') return `${what}: this kernel has no BPF trampoline support for fentry`;
-      return `${what}: fentry on tcp_sendmsg is not available: ${p.message}`;
+      return `${what}: fentry on ${target} is not available: ${p.message}`;
+    case 'ovs_dp_upcall':
+    case 'ovs_do_execute_action':
+      if (!ctx.env.ovs.module) return `${what}: the openvswitch kernel module is not loaded: no kernel OVS datapath on this node (OVS's userspace datapath needs none)`;
+      if (!ctx.env.ovs.tracepoints.includes(target)) {
+        return `${what}: this kernel's openvswitch module has no ${target} tracepoint${ctx.env.ovs.tracepoints.length ? ` (it has ${ctx.env.ovs.tracepoints.join(', ')})` : ''}: kprobes on its functions are the fallback`;
+      }
+      return `${what}: ${p.message}`;
     case 'tracepoint':
     case 'tracepoint_sock':
     case 'sock_syscalls':
@@ -224,8 +262,9 @@ function ftraceRestriction(tracefs: string | null): string | undefined {
 
 export function formatCheck(r: CheckReport): string {
   const lines: string[] = [`strata check: kernel ${r.kernel.release} (${r.kernel.machine})`, ''];
+  const w = Math.max(16, ...r.probes.map((p) => p.name.length));
   const row = (ok: boolean | 'warn', name: string, text: string) =>
-    lines.push(`  ${(ok === true ? 'ok' : ok === 'warn' ? 'warn' : 'MISSING').padEnd(8)} ${name.padEnd(16)} ${text}`);
+    lines.push(`  ${(ok === true ? 'ok' : ok === 'warn' ? 'warn' : 'MISSING').padEnd(8)} ${name.padEnd(w)} ${text}`);
   row(r.btf.present, 'BTF', r.btf.present ? r.btf.path : `${r.btf.path} missing: the kernel needs CONFIG_DEBUG_INFO_BTF`);
   const t = r.tracefs;
   if (t.path && !t.accessible) row(false, 'tracefs', `mounted at ${t.path} but not readable by this process (run as root)`);
@@ -239,12 +278,17 @@ export function formatCheck(r: CheckReport): string {
     'capabilities',
     `${have.length ? have.join(' ') : 'none of the relevant ones'}${lacking.length ? `; without ${lacking.map((c) => `${c.name}${c.required ? ' (required)' : ''}`).join(', ')}` : ''}`,
   );
-  for (const c of lacking) lines.push(`  ${''.padEnd(8)} ${''.padEnd(16)}   ${c.name}: ${c.neededFor}`);
+  for (const c of lacking) lines.push(`  ${''.padEnd(8)} ${''.padEnd(w)}   ${c.name}: ${c.neededFor}`);
   for (const p of r.probes) {
     const kind = p.required ? 'required' : 'optional';
     row(p.ok ? true : p.required ? false : 'warn', p.name, p.ok ? `${kind}: ${p.section}: ${p.message}` : `${kind}: ${p.section ? `${p.section}: ` : ''}${p.reason}`);
-    if (p.ok && p.note) lines.push(`  ${''.padEnd(8)} ${''.padEnd(16)}   ${p.note}`);
+    if (p.ok && p.note) lines.push(`  ${''.padEnd(8)} ${''.padEnd(w)}   ${p.note}`);
   }
+  const opts = r.attachOptions;
+  lines.push('', `  attach points for socket data: ${opts.sockData.join(', ') || 'none'}${opts.sockData.some((k) => k === 'kprobe' || k === 'fentry') ? ' (kprobe, fentry: tcp_sendmsg and tcp_recvmsg)' : ''}`);
+  lines.push(`  kernel openvswitch datapath: ${opts.ovs.module
+    ? `module loaded; tracepoints ${opts.ovs.tracepoints.join(', ') || 'none'}${opts.ovs.tracepoints.length ? `, attached: ${opts.ovs.attached.join(', ') || 'none'}` : ''}`
+    : 'module not loaded'}`);
   lines.push('');
   const optionalMissing = r.probes.filter((p) => !p.ok && !p.required).map((p) => p.name);
   if (r.ok) {

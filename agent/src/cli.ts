@@ -1,9 +1,9 @@
 #!/usr/bin/env -S node --max-semi-space-size=1 --heap-growing-percent=20
 // `strata` command line: agent | demo | check | version. Exit codes: README "Exit codes".
+// Each command imports what it needs when it runs: `check` and `version` start without the
+// configuration schema, YAML and pods-file modules (seconds under emulation, see scripts/vm.sh).
 import { readFileSync } from 'node:fs';
-import { stringify } from 'yaml';
-import { CHECK_USAGE } from './check.ts';
-import { type StrataConfig, configHelp, loadConfig, parseAgentArgs, toAgentOptions } from './config/index.ts';
+import type { StrataConfig } from './config/index.ts';
 import {
   EXIT_CONFIG,
   EXIT_OK,
@@ -15,7 +15,7 @@ import {
   STRATA_ERR_USAGE,
   StrataError,
 } from './errors.ts';
-import { type PodEntry, readPodsFile } from './k8s/pods-file.ts';
+import type { PodEntry } from './k8s/pods-file.ts';
 
 const USAGE = `usage: strata <command> [options]
   agent     run the agent (strata agent --help: flags and every configuration key)
@@ -25,7 +25,7 @@ const USAGE = `usage: strata <command> [options]
 Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 configuration, 4 a required probe could not
 load or attach, 5 \`check\` found a required piece missing.`;
 
-const AGENT_USAGE = `usage: strata agent [--config FILE] [--set section.key=value]... [flags]
+const agentUsage = (configHelp: () => string) => `usage: strata agent [--config FILE] [--set section.key=value]... [flags]
   --config F         YAML configuration file (default: $STRATA_CONFIG; in a cluster, a ConfigMap)
   --set K=V          set one key, e.g. --set sampling.ratio=0.1 (repeatable)
   --pods-file F      = --set discovery.podsFile=F    pods of this node (JSON, as the lab writes it)
@@ -58,7 +58,8 @@ function version(): string {
 
 const wantsHelp = (argv: string[]) => argv.includes('--help') || argv.includes('-h');
 
-function readPods(path: string): PodEntry[] {
+async function readPods(path: string): Promise<PodEntry[]> {
+  const { readPodsFile } = await import('./k8s/pods-file.ts');
   try {
     return readPodsFile(path);
   } catch (e) {
@@ -67,24 +68,26 @@ function readPods(path: string): PodEntry[] {
   }
 }
 
-function printableConfig(c: StrataConfig): string {
+async function printableConfig(c: StrataConfig): Promise<string> {
+  const { stringify } = await import('yaml');
   const headers = Object.fromEntries(Object.keys(c.export.otlp.headers).map((k) => [k, '***']));
   const jaeger = c.export.jaeger.endpoint?.replace(/\/\/[^/@\s]+@/, '//***@') ?? null;
   return stringify({ ...c, export: { ...c.export, otlp: { ...c.export.otlp, headers }, jaeger: { endpoint: jaeger } } });
 }
 
 async function runAgent(argv: string[]): Promise<number> {
+  const { configHelp, loadConfig, parseAgentArgs, toAgentOptions } = await import('./config/index.ts');
   const args = parseAgentArgs(argv);
   if (args.help) {
-    process.stdout.write(`${AGENT_USAGE}\n`);
+    process.stdout.write(`${agentUsage(configHelp)}\n`);
     return EXIT_OK;
   }
   const config = loadConfig({ file: args.configFile, flags: args.settings });
   if (args.printConfig) {
-    process.stdout.write(printableConfig(config));
+    process.stdout.write(await printableConfig(config));
     return EXIT_OK;
   }
-  const pods = config.discovery.podsFile !== null ? readPods(config.discovery.podsFile) : [];
+  const pods = config.discovery.podsFile !== null ? await readPods(config.discovery.podsFile) : [];
   // imported here: the OpenTelemetry SDK behind it costs most of the start-up of other commands
   const { Agent } = await import('./agent.ts');
   let agent: InstanceType<typeof Agent>;
@@ -141,11 +144,11 @@ async function main(): Promise<number> {
       return runDemo(rest);
     }
     case 'check': {
+      const { CHECK_USAGE, runCheckCommand } = await import('./check.ts');
       if (wantsHelp(rest)) {
         process.stdout.write(`${CHECK_USAGE}\n`);
         return EXIT_OK;
       }
-      const { runCheckCommand } = await import('./check.ts');
       return runCheckCommand(rest);
     }
     case 'version':

@@ -8,6 +8,11 @@ export const STRATA_ERR_NOT_PERMITTED = 'STRATA_ERR_NOT_PERMITTED';
 /** flushing and detaching on SIGTERM/SIGINT took longer than shutdown.timeoutS */
 export const STRATA_ERR_SHUTDOWN_TIMEOUT = 'STRATA_ERR_SHUTDOWN_TIMEOUT';
 
+/** the test VM (lab/vm.ts): scripts/vm.sh could not build it; the guest's job outlived its deadline; qemu ended without the job's exit code (a panic, a failed mount in the initramfs) */
+export const STRATA_ERR_VM_BUILD = 'STRATA_ERR_VM_BUILD';
+export const STRATA_ERR_VM_TIMEOUT = 'STRATA_ERR_VM_TIMEOUT';
+export const STRATA_ERR_VM_CRASH = 'STRATA_ERR_VM_CRASH';
+
 /** exit codes of `strata` (README: "Exit codes") */
 export const EXIT_OK = 0;
 export const EXIT_UNEXPECTED = 1;

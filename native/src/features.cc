@@ -24,6 +24,10 @@ constexpr Feature kFeatures[] = {
     {"tp_btf", "feat_tp_btf", true},
     {"kprobe", "feat_kprobe", true},
     {"fentry", "feat_fentry", true},
+    {"kprobe_recvmsg", "feat_kprobe_recv", true},
+    {"fentry_recvmsg", "feat_fentry_recv", true},
+    {"ovs_dp_upcall", "feat_ovs_upcall", true},
+    {"ovs_do_execute_action", "feat_ovs_exec", true},
     {"tc", "feat_tc", false},
 };
 

@@ -21,7 +21,11 @@ export function missingPrerequisites(needs: { nginx?: boolean } = {}): string | 
 
 /** Returns true when the test may run; skips (or fails under CI=true) otherwise. */
 export function requireKernel(t: TestContext, needs: { nginx?: boolean } = {}): boolean {
-  const why = missingPrerequisites(needs);
+  return gate(t, missingPrerequisites(needs));
+}
+
+/** true when nothing is missing (why undefined); else skips saying why, or fails under CI=true */
+export function gate(t: TestContext, why: string | undefined): boolean {
   if (!why) return true;
   if (process.env.CI === 'true') throw new Error(`prerequisite missing under CI: ${why}`);
   t.skip(why);

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
-import { type CheckReport, readCapabilities, readTracefs } from '../../agent/src/check.ts';
+import { type CheckReport, FEATURES, readCapabilities, readTracefs } from '../../agent/src/check.ts';
 import { requireKernel } from '../helpers/kernel.ts';
 
 const CLI = fileURLToPath(new URL('../../agent/src/cli.ts', import.meta.url));
@@ -199,11 +199,32 @@ describe('strata check', () => {
       if (!p.ok) assert.ok(p.reason.length > 0, `${p.name} says why it is missing`);
       else assert.equal(p.reason, '');
     }
+    // every feature probe of the addon, under the names check declares
+    assert.deepEqual(rep.probes.filter((p) => p.kind === 'feature').map((p) => p.name), [...FEATURES]);
+    // the receive side as the send side: one kprobe/trampoline mechanism for both functions
+    assert.equal(probe('kprobe_recvmsg').ok, kp.ok, probe('kprobe_recvmsg').reason);
+    if (!ftrace) assert.equal(probe('fentry_recvmsg').ok, false);
+    // socket data attach points: exactly the kinds whose probes attached
+    const ok = (n: string) => probe(n).ok;
+    assert.equal(rep.attachOptions.sockData.includes('tracepoint'), ok('tracepoint') && ok('tracepoint_sock'));
+    assert.equal(rep.attachOptions.sockData.includes('kprobe'), ok('kprobe') && ok('kprobe_recvmsg'));
+    assert.equal(rep.attachOptions.sockData.includes('fentry'), ok('fentry') && ok('fentry_recvmsg'));
+    // the kernel OVS datapath, as sysfs and tracefs show it (this host has no modules: not loaded)
+    const ovsEvents = existsSync('/sys/kernel/tracing/events/openvswitch');
+    assert.equal(rep.attachOptions.ovs.module, existsSync('/sys/module/openvswitch') || ovsEvents);
+    if (!rep.attachOptions.ovs.module) {
+      for (const n of ['ovs_dp_upcall', 'ovs_do_execute_action']) {
+        assert.equal(probe(n).ok, false);
+        assert.match(probe(n).reason, /openvswitch kernel module is not loaded/);
+      }
+    }
     // plain words: the same verdict
     const plain = strata(['check']);
     assert.equal(plain.code, 0);
     assert.match(plain.stdout, /The agent can run here\./);
     if (!kprobes) assert.match(plain.stdout, /kprobe .*CONFIG_KPROBES/);
+    assert.match(plain.stdout, new RegExp(`attach points for socket data: ${rep.attachOptions.sockData.join(', ')}`));
+    assert.match(plain.stdout, /kernel openvswitch datapath: (module loaded|module not loaded)/);
   });
 });
 

@@ -1,6 +1,8 @@
 // What the machine offers, read once and handed to every probe family's preflight: tracefs (for
-// tracepoint ids) and BTF (for CO-RE). Plain reads, no BPF: `strata check` and the agent share it.
-import { existsSync, readFileSync } from 'node:fs';
+// tracepoint ids), BTF (for CO-RE), kprobes, and the kernel Open vSwitch datapath's module and
+// tracepoints. Plain reads, no BPF: `strata check` and the agent share it. Whether a kprobe or
+// fentry program really attaches is only known by trying (check.ts, the feature probes).
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 
 export const TRACEFS = '/sys/kernel/tracing';
 export const DEBUGFS_TRACING = '/sys/kernel/debug/tracing';
@@ -21,9 +23,50 @@ export interface TracefsState {
   rawTracepointFallbackNeeded: boolean;
 }
 
+/** The kernel OVS datapath as tracefs and sysfs show it. */
+export interface OvsState {
+  /** the openvswitch module is loaded (or built in): the kernel datapath can be in use */
+  module: boolean;
+  /** its tracepoints (tracefs events/openvswitch/*): ovs_dp_upcall, ovs_do_execute_action where the kernel has them */
+  tracepoints: string[];
+}
+
 export interface PreflightEnv {
   tracefs: TracefsState;
   btf: boolean;
+  /** the kernel offers kprobes: a kprobe PMU or tracefs kprobe_events (CONFIG_KPROBES) */
+  kprobes: boolean;
+  ovs: OvsState;
+}
+
+/** what readKprobes and readOvs look at, injectable for tests */
+export interface FsView {
+  exists: (p: string) => boolean;
+  /** names in a directory; [] when it cannot be read */
+  list: (p: string) => string[];
+}
+
+export const hostFs: FsView = {
+  exists: existsSync,
+  list: (p) => {
+    try {
+      return readdirSync(p);
+    } catch {
+      return [];
+    }
+  },
+};
+
+export const KPROBE_PMU = '/sys/bus/event_source/devices/kprobe';
+
+export function readKprobes(tracefs: string | null, fs: FsView = hostFs): boolean {
+  return fs.exists(KPROBE_PMU) || (tracefs !== null && fs.exists(`${tracefs}/kprobe_events`));
+}
+
+export function readOvs(tracefs: string | null, fs: FsView = hostFs): OvsState {
+  // tracefs's per-event directories sit beside the subsystem's enable and filter files
+  const tracepoints = tracefs === null ? [] : fs.list(`${tracefs}/events/openvswitch`).filter((n) => n !== 'enable' && n !== 'filter').sort();
+  return { module: fs.exists('/sys/module/openvswitch') || tracepoints.length > 0, tracepoints };
 }
 
 export function readTracefs(mounts = readFileSync('/proc/mounts', 'utf8'), exists: (p: string) => boolean = existsSync): TracefsState {
@@ -44,5 +87,6 @@ export function readTracefs(mounts = readFileSync('/proc/mounts', 'utf8'), exist
 }
 
 export function readPreflightEnv(): PreflightEnv {
-  return { tracefs: readTracefs(), btf: existsSync(BTF) };
+  const tracefs = readTracefs();
+  return { tracefs, btf: existsSync(BTF), kprobes: readKprobes(tracefs.path), ovs: readOvs(tracefs.path) };
 }
