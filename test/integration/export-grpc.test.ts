@@ -147,7 +147,7 @@ describe('OTLP gRPC export', () => {
       const exporters = createExporters({ otlp: { protocol: 'grpc', endpoint: receiver.url, timeoutMs: 300 } });
       const sink = new SdkSpanSink(sinkOptions({
         exporters,
-        batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 20 },
+        batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 20, shedFromFill: 1 },
         log: () => {},
       }));
       const from = receiver.requests.length;

@@ -226,7 +226,7 @@ describe('Jaeger thrift export', () => {
       const exporters = createExporters({ jaeger: { endpoint: receiver.url, timeoutMs: 300 } });
       const sink = new SdkSpanSink(sinkOptions({
         exporters,
-        batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 20 },
+        batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 20, shedFromFill: 1 },
         log: () => {},
       }));
       const from = receiver.batches.length;

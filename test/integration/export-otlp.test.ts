@@ -143,7 +143,7 @@ describe('OTLP http/protobuf export', () => {
     try {
       const sink = new SdkSpanSink(sinkOptions({
         exporters: createExporters({ otlp: { protocol: 'http/protobuf', endpoint: receiver.url, timeoutMs: 300 } }),
-        batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 20 },
+        batch: { maxQueueSize: 4, maxExportBatchSize: 2, scheduledDelayMillis: 20, shedFromFill: 1 },
         log: () => {},
       }));
       const base = spanTree()[3] as SpanRecord;

@@ -111,13 +111,25 @@ describe('load shedding controller', () => {
       return { s, run };
     }
 
-    test('a surge is cut within one rate window, during the warm-up and before any CPU shows it', () => {
+    test('a surge is cut within a few rate windows, during the warm-up and before any CPU shows it', () => {
       const { s, run } = braking();
-      run(10_000, 50);
+      // 10k/s x 1 ms: 190 ms of work beyond the budget per 20 ms window: cut at the second
+      run(10_000, 20);
+      assert.equal(s.state.brakes, 0);
+      run(10_000, 30);
       // 10k/s x 1 ms each = 10 cores against 0.5: keep 0.05
       assert.ok(Math.abs(s.state.keepRatio - 0.05) < 1e-9, String(s.state.keepRatio));
       assert.equal(s.state.brakes, 1);
       assert.ok(Math.abs(s.state.offeredPerS - 10_000) < 1e-6);
+    });
+
+    test('a burst of a few dozen requests is absorbed: no brake', () => {
+      const { s, run } = braking();
+      run(0, 200);
+      run(5_000, 20); // 100 requests in 20 ms: ~100 ms of work, over the budget but not for long
+      run(0, 500);
+      assert.equal(s.state.brakes, 0);
+      assert.equal(s.state.keepRatio, 1);
     });
 
     test('an idle or modest load is left to the CPU loop: nothing is shed at start', () => {

@@ -13,8 +13,10 @@
 // seconds of work. So the kernel also counts the requests it sees, kept or shed (the offered
 // load), and the controller brakes ahead of the CPU: before every batch (at most every
 // RATE_WINDOW_MS), when offered requests x the keep ratio x the learned CPU cost of a kept request
-// exceed twice the budget, the ratio drops at once to what the budget affords. Only the CPU loop
-// raises it again, and not for a while after a loss nor while an export queue is past half full.
+// exceed twice the budget, and the work beyond the budget so far exceeds 250 ms of CPU (a burst
+// of a few dozen requests is absorbed), the ratio drops at once to what the budget affords. Only
+// the CPU loop raises it again, and not for a while after a loss nor while an export queue is
+// past half full.
 
 export interface SheddingOptions {
   /** CPU the agent may use, in cores (user + system of the whole process); 0 = never shed */
@@ -47,6 +49,11 @@ const INITIAL_COST_US = 1000;
 const MIN_COST_SAMPLE = 50;
 /** the brake acts when the predicted cost is this many times the budget (else the CPU loop governs) */
 const BRAKE_FACTOR = 2;
+/**
+ * ...and when the work predicted beyond the budget since the load began, in CPU µs, exceeds this:
+ * a burst of a few dozen requests is absorbed by the queues, a sustained surge is not
+ */
+const BRAKE_DEBT_US = 250_000;
 /** after a loss the ratio is not raised for this long: rising straight back would lose again */
 const HOLD_AFTER_LOSS_MS = 2000;
 /** queues fuller than this hold the ratio */
@@ -104,6 +111,8 @@ export class LoadShedder {
   private readonly backlog: (() => number) | undefined;
   /** no raise before this time (after a loss) */
   private holdUntilMs = 0;
+  /** predicted CPU µs beyond the budget, accumulated over the rate windows of a surge */
+  private debtUs = 0;
   private readonly cpuUs: () => number;
   private readonly nowMs: () => number;
   /** the rate window: requests counted and when */
@@ -153,15 +162,19 @@ export class LoadShedder {
   /** the offered load over the last rate window: cut the ratio at once when it clearly overruns the budget */
   private brake(now: number): void {
     const req = this.account();
-    const perS = ((req - this.rateReq) * 1000) / (now - this.rateMs);
+    const windowMs = now - this.rateMs;
+    const perS = ((req - this.rateReq) * 1000) / windowMs;
     this.rateReq = req;
     this.rateMs = now;
     this.state.offeredPerS = perS;
     const budgetUs = this.opts.cpuBudget * 1e6; // µs of CPU per second
-    if (budgetUs <= 0 || perS <= 0) return;
+    if (budgetUs <= 0) return;
     const keep = this.state.keepRatio;
     const predictedUs = perS * keep * this.state.costUs;
-    if (predictedUs <= BRAKE_FACTOR * budgetUs) return;
+    // the work this window brought beyond what the budget covers, summed while it lasts
+    this.debtUs = Math.max(0, this.debtUs + ((predictedUs - budgetUs) * windowMs) / 1000);
+    if (predictedUs <= BRAKE_FACTOR * budgetUs || this.debtUs <= BRAKE_DEBT_US) return;
+    this.debtUs = 0;
     this.state.brakes++;
     this.set(Math.max(this.opts.minKeepRatio, Math.min(keep, budgetUs / (perS * this.state.costUs))));
   }
