@@ -104,6 +104,8 @@ export interface Exchange {
   emittedAt: number;
   /** sampling decision, on local roots */
   keep?: boolean;
+  /** cross-node stitching of a local root (stitch.ts): waiting for a peer, stitched, timed out, or not concerned */
+  stitch?: 'none' | 'wait' | 'peer' | 'timeout';
 }
 
 export interface ExchangeStats {

@@ -85,6 +85,7 @@ export class SpanMapper {
     if (r.upgraded) a['strata.upgraded'] = true;
     if (r.invalid) a['strata.invalid.reason'] = r.invalid;
     if (r.contextFormat) a['strata.context.format'] = r.contextFormat;
+    if (r.stitch) a['strata.stitch'] = r.stitch;
     if (r.hopsIncomplete) {
       a['strata.hops.incomplete'] = true;
       a['strata.hops.incomplete_reason'] = r.hopsIncomplete;
