@@ -74,13 +74,13 @@ describe('cluster stitch: one trace per request across nodes, no headers, no cen
   const secretFile = join(dir, 'secret');
   const wrongSecretFile = join(dir, 'wrong-secret');
 
-  async function startNodeAgent(node: string, secret = secretFile): Promise<AgentProc> {
+  async function startNodeAgent(node: string, secret = secretFile, extra: string[] = []): Promise<AgentProc> {
     const n = c.nodes.find((x) => x.name === node);
     assert.ok(n, node);
     const args = ['--pods-file', n.podsFile, '--node-name', n.name, '--node-netns', n.netnsPath, '--iface', n.uplink,
       '--otlp-endpoint', receiver.url, '--metrics-port', '0', '--metrics-host', '127.0.0.1',
       '--set', `stitch.peersFile=${peersFile}`, '--set', `stitch.secretFile=${secret}`, '--set', `stitch.port=${ports.get(node)}`,
-      '--set', 'stitch.host=127.0.0.1', '--set', `stitch.holdMs=${HOLD_MS}`, '--set', 'export.queue.delayMs=100'];
+      '--set', 'stitch.host=127.0.0.1', '--set', `stitch.holdMs=${HOLD_MS}`, '--set', 'export.queue.delayMs=100', ...extra];
     const a = await spawnAgent(agentCommand(args), 90_000, 64 * 1024);
     agents.set(node, a);
     return a;
@@ -207,5 +207,49 @@ describe('cluster stitch: one trace per request across nodes, no headers, no cen
     assert.ok(metricValue(m, 'strata_peer_stitch_timeouts_total') > before);
     // node-2 publishes its driver call (a Service VIP: every peer) to node-1 too, which is down
     await waitFor(async () => metricValue(await metrics('node-2'), 'strata_peer_mappings_dropped_total', 'stage="send_error"') > 0, 'node-2 counts the undeliverable mappings', 30_000, 100);
+  });
+
+  it('sampling is decided once per trace: at ratio 0.5 a request is kept on every node or on none', async () => {
+    for (const a of agents.values()) await stopAgent(a, 'SIGTERM');
+    agents.clear();
+    for (const n of c.nodes) await startNodeAgent(n.name, secretFile, ['--set', 'sampling.ratio=0.5']);
+    receiver.requests.length = 0;
+    const N = 12;
+    for (let i = 0; i < N; i++) await dispatch([101, 202, 303, 404][i % 4] as number);
+    // every request is decided on every node: kept, or sampled out with its mapping's flag
+    const decided = async () => {
+      let n = 0;
+      for (const node of c.nodes) {
+        const m = await metrics(node.name);
+        n += metricValue(m, 'strata_sampling_traces_kept_total') + metricValue(m, 'strata_sampling_traces_dropped_total');
+      }
+      return n;
+    };
+    // local traces per request: nginx (node-1), frontend (node-2), customer (node-3), driver (node-1), 3 routes (node-2)
+    await waitFor(async () => (await decided()) >= N * (4 + FANOUT), 'every local trace decided', 90_000, 200);
+    const kept = new Set<string>();
+    const keptDecisions = async () => {
+      let n = 0;
+      for (const node of c.nodes) n += metricValue(await metrics(node.name), 'strata_sampling_traces_kept_total');
+      return n;
+    };
+    // the exports of what was kept may still be on their way: wait for all of it
+    const keptLocal = await keptDecisions();
+    await waitFor(() => {
+      kept.clear();
+      for (const r of rows()) if (is(r, 'ingress', KIND_SERVER) && r.span.attributes['url.path'] === '/dispatch') kept.add(r.span.traceId);
+      return rows().filter((r) => r.span.kind === KIND_SERVER && kept.has(r.span.traceId)).length >= keptLocal;
+    }, 'the kept traces exported', 60_000, 100);
+    // the kept ones whole, the others nowhere (binomial: all 12 kept or all dropped has p = 2^-11)
+    assert.ok(kept.size > 0 && kept.size < N, `kept ${kept.size} of ${N}`);
+    assert.equal(keptLocal, kept.size * (4 + FANOUT), 'every node kept the same requests');
+    const strays = rows().filter((r) => r.span.kind !== 1 && !kept.has(r.span.traceId));
+    assert.deepEqual(strays.map((r) => `${r.service} ${r.span.name}`), [], 'no span of a dropped request on any node');
+    for (const id of kept) {
+      const t = rows().filter((r) => r.span.traceId === id);
+      for (const app of ['frontend', 'customer', 'driver']) assert.equal(t.filter((r) => is(r, app, KIND_SERVER)).length, 1, `${app} in kept trace ${id}`);
+      assert.equal(t.filter((r) => is(r, 'route', KIND_SERVER)).length, FANOUT);
+    }
+    console.log(`# ratio 0.5: ${kept.size} of ${N} requests kept, each on all three nodes`);
   });
 });
