@@ -5,7 +5,13 @@ import { type Server, createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { STRATA_ERR_PEER_AUTH, STRATA_ERR_PEER_BATCH } from '../../agent/src/errors.ts';
-import { parsePeers } from '../../agent/src/peers/peers-file.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseAgentArgs } from '../../agent/src/config/flags.ts';
+import { loadConfig, toAgentOptions } from '../../agent/src/config/index.ts';
+import { STRATA_ERR_CONFIG } from '../../agent/src/errors.ts';
+import { parsePeers, readSecretFile } from '../../agent/src/peers/peers-file.ts';
 import { type PeerOptions, Peers } from '../../agent/src/peers/peers.ts';
 import { PEER_PATH, SIGNATURE_HEADER, type PeerMapping, decodeBatch, encodeBatch, openBatch, sign, verify } from '../../agent/src/peers/protocol.ts';
 
@@ -94,6 +100,32 @@ describe('protocol', () => {
     const list = JSON.stringify([{ name: 'n', podCidr: '10.0.0.0/16', address: 'http://127.0.0.1:7000' }]);
     assert.equal(parsePeers(list, 'l.json', 1)[0]?.address, 'http://127.0.0.1:7000');
     assert.throws(() => parsePeers(JSON.stringify([{ name: 'n', podCidr: '10.0.0/16', address: 'http://x:1' }]), 'l.json', 1), /\[0\] n: podCidr/);
+  });
+});
+
+describe('configuration', () => {
+  test('stitch.peersFile needs a readable secret of at least 16 bytes; one trailing newline is not part of it', () => {
+    const d = mkdtempSync(join(tmpdir(), 'strata-peers-'));
+    try {
+      const peers = join(d, 'peers.json');
+      writeFileSync(peers, JSON.stringify([{ name: 'node-2', podCidr: '10.244.2.0/24', address: 'http://127.0.0.1:9' }]));
+      const secret = join(d, 'secret');
+      writeFileSync(secret, 'sixteen-bytes-ok\n');
+      assert.equal(readSecretFile(secret).toString(), 'sixteen-bytes-ok');
+      const load = (sets: string[]) => loadConfig({ env: {}, hostname: 'node-1', flags: parseAgentArgs(sets.flatMap((x) => ['--set', x])).settings });
+      const opts = (extra: string[]) => toAgentOptions(load([`stitch.peersFile=${peers}`, ...extra]), []);
+      const o = opts([`stitch.secretFile=${secret}`, 'stitch.port=0']);
+      assert.equal(o.stitch?.peers.peers[0]?.name, 'node-2');
+      assert.equal(o.stitch?.peers.secret.toString(), 'sixteen-bytes-ok');
+      const code = (e: Error & { code?: string }) => e.code === STRATA_ERR_CONFIG;
+      assert.throws(() => opts([]), (e: Error & { code?: string }) => code(e) && /secretFile is not/.test(e.message));
+      assert.throws(() => opts([`stitch.secretFile=${join(d, 'missing')}`]), (e: Error & { code?: string }) => code(e) && /ENOENT/.test(e.message));
+      writeFileSync(secret, 'short\n');
+      assert.throws(() => opts([`stitch.secretFile=${secret}`]), (e: Error & { code?: string }) => code(e) && /at least 16 bytes/.test(e.message));
+      assert.equal(toAgentOptions(load([]), []).stitch, undefined, 'off by default');
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
   });
 });
 
