@@ -118,7 +118,7 @@ export class Agent {
     if (this.peers && this.opts.stitch) {
       const st = this.opts.stitch;
       try {
-        this.peerPort = await this.peers.listen(st.port, st.host, (_from, ms) => this.correlator.onPeerMappings(ms, monoNow()));
+        this.peerPort = await this.peers.listen(st.port, st.host, (node, ms, skewMs) => this.correlator.onPeerMappings(ms, monoNow(), { node, skewMs }));
       } catch (e) {
         throw new StrataError(STRATA_ERR_CONFIG, `stitch: cannot listen on ${st.host}:${st.port} (${(e as NodeJS.ErrnoException).code ?? String(e)}); set stitch.port`, EXIT_CONFIG);
       }

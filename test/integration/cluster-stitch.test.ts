@@ -149,6 +149,8 @@ describe('cluster stitch: one trace per request across nodes, no headers, no cen
       const front = one('frontend', KIND_SERVER);
       assert.ok(is(parentOf(front) as Row, 'ingress', KIND_CLIENT), 'frontend SERVER (node-2) under nginx CLIENT (node-1)');
       assert.equal(front.span.attributes['strata.stitch'], 'peer');
+      assert.equal(front.span.attributes['strata.stitch.peer'], 'node-1', 'frontend took its trace from the ingress node');
+      assert.equal(typeof front.span.attributes['strata.stitch.skew_ms'], 'number');
       const customer = one('customer', KIND_SERVER);
       const cp = parentOf(customer);
       assert.ok(cp && is(cp, 'frontend', KIND_CLIENT) && cp.span.parentSpanId === front.span.spanId, 'customer SERVER (node-3) under a frontend CLIENT (node-2)');

@@ -76,7 +76,7 @@ describe('stitch: the callee waits for the caller\'s node', () => {
     b.c.tick(T0 + 0.5 * S);
     assert.equal(b.sink.spans.length, 0, 'still within stitch.holdNs');
 
-    b.c.onPeerMappings(a.link.published.map((p) => p.m), T0 + 0.6 * S);
+    b.c.onPeerMappings(a.link.published.map((p) => p.m), T0 + 0.6 * S, { node: 'node-a', skewMs: -3 });
     const got = servers(b.sink.spans);
     assert.equal(got.length, 2);
     for (const s of got) {
@@ -85,6 +85,8 @@ describe('stitch: the callee waits for the caller\'s node', () => {
       assert.equal(s.traceId, parent.traceId);
       assert.equal(s.attributes['url.path'], parent.attributes['url.path']);
       assert.equal(s.attributes['strata.stitch'], 'peer');
+      assert.equal(s.attributes['strata.stitch.peer'], 'node-a');
+      assert.equal(s.attributes['strata.stitch.skew_ms'], -3, 'the skew is recorded on the span, not hidden');
       // B's inbound hop spans are in the same trace
       for (const h of b.sink.spans.filter((x) => x.kind === SpanKind.INTERNAL && x.parentSpanId === s.spanId)) assert.equal(h.traceId, s.traceId);
     }

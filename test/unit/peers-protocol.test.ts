@@ -138,15 +138,20 @@ describe('channel', () => {
     // batchMax reached twice: two batches sent at once, the flush timer (1 min) does not run
     await until(() => r.count() === 20, 10_000, '20 mappings');
     assert.equal(s.pending, 5);
-    s.flush();
-    await until(() => r.count() === 25, 10_000, '25 mappings');
+    // one request in flight per peer: a flush while the second batch is unanswered waits for the next one
+    await until(() => {
+      s.flush();
+      return r.count() === 25;
+    }, 10_000, '25 mappings');
     assert.deepEqual(r.got.flatMap((g) => g.m), Array.from({ length: 25 }, (_, i) => mapping(i)));
     assert.ok(r.got.every((g) => g.from === 'node-1'));
     assert.equal(r.got.length, 3);
     await until(() => s.stats.sent === 25, 10_000, 'the answers (one request in flight per peer)');
     s.publish('10.96.0.10', mapping(100)); // a ClusterIP: whoever has the endpoint
-    s.flush();
-    await until(() => r.count() === 26, 10_000, 'the VIP mapping');
+    await until(() => {
+      s.flush();
+      return r.count() === 26;
+    }, 10_000, 'the VIP mapping');
     await until(() => s.stats.sent === 26, 10_000, 'sent counted');
     assert.equal(r.p.stats.received, 26);
     assert.ok(r.p.skewMs.has('node-1'));

@@ -7,6 +7,8 @@
 // - causality.ts: the parent of an exchange on this node (in-process cause, cross-process writer);
 // - ids.ts: trace/span ids (caller's context, else derived from the message key);
 // - sampling.ts: tail sampling of each local trace, held until its root ends;
+// - stitch.ts: across nodes without headers, a local trace called from a peer node's pod waits for
+//   that node's agent to say which trace it belongs to (agent/src/peers carries the mappings);
 // - clock.ts: monotonic -> wall clock, children kept inside parents.
 // Links are resolved when an exchange is emitted, a grace period after it ends, so events of
 // other CPUs that arrived late are in. Every table is bounded; evictions, orphans and non-HTTP
@@ -22,13 +24,13 @@ import { type ExchangeIds, deriveSpanId, resolveIds } from './ids.ts';
 import type { CorrelatorOptions } from './options.ts';
 import type { ExchangeRecord, ExchangeSink, HopRecord, ObservationPoint } from './records.ts';
 import { TailSampling } from './sampling.ts';
-import { PeerStitch, type StitchLink, type StitchMapping, type StitchStats } from './stitch.ts';
+import { PeerStitch, type StitchLink, type StitchMapping, type StitchSource, type StitchStats } from './stitch.ts';
 
 export { type WallClock, measureWallClock } from './clock.ts';
 export type { NetDevEvent } from './hops.ts';
 export type { CorrelatorOptions, SamplingOptions } from './options.ts';
 export type { ExchangeRecord, ExchangeSink, HopRecord } from './records.ts';
-export type { StitchLink, StitchMapping, StitchOptions, StitchStats } from './stitch.ts';
+export type { StitchLink, StitchMapping, StitchOptions, StitchSource, StitchStats } from './stitch.ts';
 
 export interface CorrelatorStats {
   conns: number;
@@ -130,7 +132,7 @@ export class Correlator implements EventHandler {
     this.sampling = new TailSampling(opts.sampling, opts.maxHeldTraces, sink);
     if (link && opts.stitch) {
       this.link = link;
-      this.stitch = new PeerStitch(opts.stitch, link, (root, m, held) => this.released(root, m, held));
+      this.stitch = new PeerStitch(opts.stitch, link, (root, m, held, from) => this.released(root, m, held, from));
     }
     this.exchanges = new Exchanges(opts.maxConns, topo, {
       point: (key, p) => this.hops.file(key, p),
@@ -220,12 +222,13 @@ export class Correlator implements EventHandler {
   }
 
   /** Mappings from a peer's agent (already authenticated): held local traces join their traces. */
-  onPeerMappings(ms: readonly StitchMapping[], nowNs: number = this.lastTick): void {
-    this.stitch?.onMappings(ms, nowNs);
+  onPeerMappings(ms: readonly StitchMapping[], nowNs: number = this.lastTick, from?: StitchSource): void {
+    this.stitch?.onMappings(ms, nowNs, from);
   }
 
   /** a local trace waited for its peer: it joins the peer's trace, or goes out as its own (marked) */
-  private released(root: Exchange, m: StitchMapping | undefined, held: Exchange[]): void {
+  private released(root: Exchange, m: StitchMapping | undefined, held: Exchange[], from?: StitchSource): void {
+    if (from) root.stitchFrom = from;
     if (m) root.ids = { traceId: m.traceId, spanId: deriveSpanId('server', root.reqKey), parentSpanId: m.parentSpanId, remote: true, flags: m.flags };
     for (const ex of held) this.emitNow(ex, this.lastTick);
   }
@@ -298,6 +301,8 @@ export class Correlator implements EventHandler {
       error: !failed ? undefined : ex.invalid ? `invalid request: ${ex.invalid}` : ex.incomplete ? 'incomplete exchange' : `HTTP ${ex.status}`,
       hopsIncomplete,
       stitch: ex.stitch === 'peer' || ex.stitch === 'timeout' ? ex.stitch : undefined,
+      stitchPeer: ex.stitch === 'peer' ? ex.stitchFrom?.node : undefined,
+      stitchSkewMs: ex.stitch === 'peer' ? ex.stitchFrom?.skewMs : undefined,
       headers,
       process: c.process,
       pod: c.pod,

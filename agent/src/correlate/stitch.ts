@@ -24,6 +24,12 @@ export interface StitchMapping {
   flags: number;
 }
 
+/** where a batch of mappings came from: the sending node and its clock's offset from ours (ms, transfer included) */
+export interface StitchSource {
+  node: string;
+  skewMs: number;
+}
+
 export interface StitchOptions {
   /** how long a local trace waits for its peer's mapping */
   holdNs: number;
@@ -56,7 +62,7 @@ interface Waiting {
 }
 
 /** what becomes of a local trace's exchanges: emitted as they are, under the peer's trace, or marked as a timeout */
-export type Release = (root: Exchange, m: StitchMapping | undefined, held: Exchange[]) => void;
+export type Release = (root: Exchange, m: StitchMapping | undefined, held: Exchange[], from?: StitchSource) => void;
 
 export class PeerStitch {
   readonly stats: StitchStats = { stitched: 0, timeouts: 0, heldEvictions: 0, heldNow: 0, heldTotal: 0, early: 0, mappingsExpired: 0, waitNsTotal: 0 };
@@ -65,7 +71,7 @@ export class PeerStitch {
   private readonly release: Release;
   /** waiting local traces by their root's request key, oldest first (Map keeps insertion order) */
   private readonly waiting = new Map<string, Waiting>();
-  private readonly early: LRUCache<string, { m: StitchMapping; atNs: number }>;
+  private readonly early: LRUCache<string, { m: StitchMapping; atNs: number; from?: StitchSource }>;
 
   constructor(opts: StitchOptions, link: StitchLink, release: Release) {
     this.opts = opts;
@@ -97,7 +103,7 @@ export class PeerStitch {
     if (e && nowNs - e.atNs <= this.opts.mappingTtlNs) {
       this.early.delete(root.reqKey);
       this.stats.stitched++;
-      this.release(root, e.m, []);
+      this.release(root, e.m, [], e.from);
       return 'peer';
     }
     if (this.waiting.has(root.reqKey)) return 'none'; // a key collision: the first holder keeps the slot
@@ -111,12 +117,12 @@ export class PeerStitch {
   }
 
   /** mappings from a peer: release what waits for them, keep the others for later */
-  onMappings(ms: readonly StitchMapping[], nowNs: number): void {
+  onMappings(ms: readonly StitchMapping[], nowNs: number, from?: StitchSource): void {
     for (const m of ms) {
       const w = this.waiting.get(m.key);
       if (!w) {
         this.stats.early++;
-        this.early.set(m.key, { m, atNs: nowNs });
+        this.early.set(m.key, { m, atNs: nowNs, from });
         continue;
       }
       this.waiting.delete(m.key);
@@ -124,7 +130,7 @@ export class PeerStitch {
       this.stats.waitNsTotal += Math.max(0, nowNs - w.sinceNs);
       this.stats.heldNow -= w.held.length;
       w.root.stitch = 'peer';
-      this.release(w.root, m, w.held);
+      this.release(w.root, m, w.held, from);
     }
   }
 

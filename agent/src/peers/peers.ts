@@ -95,7 +95,7 @@ export class Peers {
   private ownCidr?: Cidr;
   private timer?: NodeJS.Timeout;
   private server?: Server;
-  private onMappings: (from: string, m: PeerMapping[]) => void = () => {};
+  private onMappings: (from: string, m: PeerMapping[], skewMs: number) => void = () => {};
   private readonly warn: (msg: string) => void;
   private warned = new Set<string>();
 
@@ -228,7 +228,7 @@ export class Peers {
   }
 
   /** Listens for peers' batches; verified mappings go to `onMappings`. Resolves to the bound port. */
-  listen(port: number, host: string, onMappings: (from: string, m: PeerMapping[]) => void): Promise<number> {
+  listen(port: number, host: string, onMappings: (from: string, m: PeerMapping[], skewMs: number) => void): Promise<number> {
     this.onMappings = onMappings;
     const server = createServer((req, res) => this.handle(req, res));
     server.keepAliveTimeout = 30_000;
@@ -271,8 +271,9 @@ export class Peers {
         const b = openBatch(this.opts.secret, Buffer.concat(chunks), typeof sig === 'string' ? sig : undefined);
         this.stats.batchesReceived++;
         this.stats.received += b.mappings.length;
-        this.skewMs.set(b.from, Date.now() - b.sentAtMs);
-        this.onMappings(b.from, b.mappings);
+        const skew = Date.now() - b.sentAtMs;
+        this.skewMs.set(b.from, skew);
+        this.onMappings(b.from, b.mappings, skew);
         res.writeHead(204).end();
       } catch (e) {
         const auth = (e as StrataError).code === STRATA_ERR_PEER_AUTH;
