@@ -7,7 +7,7 @@ import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { Registry } from 'prom-client';
 import { Correlator, measureWallClock } from './correlate/correlator.ts';
 import type { CorrelatorOptions } from './correlate/options.ts';
-import { StrataError, EXIT_PROBE, STRATA_ERR_PROBE_ATTACH, STRATA_ERR_PROBE_LOAD } from './errors.ts';
+import { StrataError, EXIT_CONFIG, EXIT_PROBE, STRATA_ERR_CONFIG, STRATA_ERR_PROBE_ATTACH, STRATA_ERR_PROBE_LOAD } from './errors.ts';
 import { Decoder } from './events/decode.ts';
 import { SpanExport } from './export/pipeline.ts';
 import { type BatchOptions, SdkSpanSink } from './export/sdk-sink.ts';
@@ -17,6 +17,7 @@ import { type Discovery, targetKey } from './k8s/discovery.ts';
 import type { PodEntry } from './k8s/pods-file.ts';
 import { procExecutables } from './k8s/proc.ts';
 import { PodTopology } from './k8s/topology.ts';
+import { type PeerOptions, Peers } from './peers/peers.ts';
 import { createMetrics } from './metrics/metrics.ts';
 import { isNativeError, loadNative } from './probes/native.ts';
 import { ProbeSet } from './probes/probe-set.ts';
@@ -51,6 +52,8 @@ export interface AgentOptions {
   metricsPort?: number;
   metricsHost: string;
   correlator: CorrelatorOptions;
+  /** cross-node stitching without headers (config stitch.*); undefined = off */
+  stitch?: { peers: PeerOptions; port: number; host: string };
   log?: (msg: string) => void;
 }
 
@@ -61,6 +64,9 @@ export class Agent {
   readonly sink: SdkSpanSink;
   readonly metrics: Registry;
   private probes?: ProbeSet;
+  readonly peers?: Peers;
+  /** port the peer endpoint listens on, once started */
+  peerPort = 0;
   private timer?: NodeJS.Timeout;
   private shedTimer?: NodeJS.Timeout;
   private shedder?: LoadShedder;
@@ -86,7 +92,8 @@ export class Agent {
     this.sink = new SdkSpanSink({ exporters, batch: opts.exportQueue, maxResources: opts.maxResources });
     // records -> spans (semantic conventions, names, resources) -> the sink
     const spans = new SpanExport(this.sink, { routes: opts.routes, maxResources: opts.maxResources });
-    this.correlator = new Correlator(spans, this.topology, opts.correlator, measureWallClock(), procExecutables(opts.maxResources));
+    if (opts.stitch) this.peers = new Peers(opts.stitch.peers, this.log);
+    this.correlator = new Correlator(spans, this.topology, opts.correlator, measureWallClock(), procExecutables(opts.maxResources), this.peers);
     this.decoder = new Decoder(this.correlator);
     this.metrics = createMetrics({
       kernel: () => this.probes?.stats(),
@@ -101,12 +108,22 @@ export class Agent {
         stale: this.discovery.stale(), source: this.discovery.sourceKind, stats: this.discovery.stats,
         sourceStats: this.discovery.sourceStats(), proc: this.discovery.scanner.stats,
       },
+      peers: () => this.peers && { stats: this.peers.stats, pending: this.peers.pending, skewMs: this.peers.skewMs },
       shedding: () => this.shedder && { ...this.shedder.state, cpuBudget: this.opts.shedding?.cpuBudget ?? 0 },
     });
   }
 
   async start(): Promise<void> {
     if (this.opts.metricsPort !== undefined) await this.serve(this.opts.metricsPort);
+    if (this.peers && this.opts.stitch) {
+      const st = this.opts.stitch;
+      try {
+        this.peerPort = await this.peers.listen(st.port, st.host, (node, ms, skewMs) => this.correlator.onPeerMappings(ms, monoNow(), { node, skewMs }));
+      } catch (e) {
+        throw new StrataError(STRATA_ERR_CONFIG, `stitch: cannot listen on ${st.host}:${st.port} (${(e as NodeJS.ErrnoException).code ?? String(e)}); set stitch.port`, EXIT_CONFIG);
+      }
+      this.peers.start();
+    }
     // the cgroup filter is a load-time constant: on only when some pod may need it
     const settings: ProbeSettings = { ...this.opts.probes, filterNetns: true, filterCgroups: needsCgroupFilter(this.opts.discovery, this.opts.pods) };
     try {
@@ -332,6 +349,8 @@ export class Agent {
     await this.discovery?.stop();
     this.probes?.stop();
     this.correlator.drain();
+    this.peers?.flush();
+    await this.peers?.close();
     await this.sink.flush().catch(() => {});
     await this.sink.shutdown().catch(() => {});
     this.probes?.close();

@@ -5,6 +5,10 @@ export const STRATA_ERR_PODS_FILE = 'STRATA_ERR_PODS_FILE';
 export const STRATA_ERR_PROBE_LOAD = 'STRATA_ERR_PROBE_LOAD';
 export const STRATA_ERR_PROBE_ATTACH = 'STRATA_ERR_PROBE_ATTACH';
 export const STRATA_ERR_NOT_PERMITTED = 'STRATA_ERR_NOT_PERMITTED';
+/** a peer agent's stitch batch had a bad or missing HMAC signature (stitch.secret differs) */
+export const STRATA_ERR_PEER_AUTH = 'STRATA_ERR_PEER_AUTH';
+/** a peer agent's stitch batch was signed but malformed or too large */
+export const STRATA_ERR_PEER_BATCH = 'STRATA_ERR_PEER_BATCH';
 /** flushing and detaching on SIGTERM/SIGINT took longer than shutdown.timeoutS */
 export const STRATA_ERR_SHUTDOWN_TIMEOUT = 'STRATA_ERR_SHUTDOWN_TIMEOUT';
 

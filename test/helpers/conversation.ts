@@ -37,6 +37,8 @@ export interface ConversationOptions {
   cap?: number;
   /** only the server side is traced */
   serverOnly?: boolean;
+  /** only the client side is traced (the server is on another node) */
+  clientOnly?: boolean;
 }
 
 export function conversation(turns: Turn[], cutReq: CutFn, cutResp: CutFn, o: ConversationOptions = {}): Buffer[] {
@@ -46,7 +48,7 @@ export function conversation(turns: Turn[], cutReq: CutFn, cutResp: CutFn, o: Co
   const cSide = { sk: 0x1111000, pid: 100, netns: C_NETNS, local: CLIENT, remote: SERVER, comm: 'nginx' };
   const sSide = { sk: 0x2222000, pid: 200, netns: S_NETNS, local: SERVER, remote: CLIENT, comm: 'node' };
   if (!o.serverOnly) recs.push(sockRecord({ type: EVENT_TYPE.EV_SOCK_CONNECT, ts: tick(), ...cSide }));
-  recs.push(sockRecord({ type: EVENT_TYPE.EV_SOCK_ACCEPT, ts: tick(), ...sSide }));
+  if (!o.clientOnly) recs.push(sockRecord({ type: EVENT_TYPE.EV_SOCK_ACCEPT, ts: tick(), ...sSide }));
   let cSeq = C_ISN;
   let sSeq = S_ISN;
   const send = (data: Buffer, isRequest: boolean) => {
@@ -56,11 +58,11 @@ export function conversation(turns: Turn[], cutReq: CutFn, cutResp: CutFn, o: Co
       const reader = isRequest ? sSide : cSide;
       const wEnter = tick();
       const wExit = tick();
-      if (!(o.serverOnly && isRequest)) {
+      if (!(o.serverOnly && isRequest) && !(o.clientOnly && !isRequest)) {
         recs.push(sockRecord({ type: EVENT_TYPE.EV_SOCK_DATA, ts: wExit, enterTs: wEnter, ...writer, dir: 2, seq, payload: seg, cap: o.cap }));
       }
       const rExit = tick();
-      if (!(o.serverOnly && !isRequest)) {
+      if (!(o.serverOnly && !isRequest) && !(o.clientOnly && isRequest)) {
         recs.push(sockRecord({ type: EVENT_TYPE.EV_SOCK_DATA, ts: rExit, enterTs: rExit - 500, ...reader, dir: 1, seq, payload: seg, cap: o.cap }));
       }
       if (isRequest) cSeq = (cSeq + seg.length) >>> 0;
@@ -77,7 +79,7 @@ export function conversation(turns: Turn[], cutReq: CutFn, cutResp: CutFn, o: Co
     }
   }
   if (o.serverCloses) {
-    recs.push(sockRecord({ type: EVENT_TYPE.EV_SOCK_CLOSE, ts: tick(), ...sSide }));
+    if (!o.clientOnly) recs.push(sockRecord({ type: EVENT_TYPE.EV_SOCK_CLOSE, ts: tick(), ...sSide }));
     if (!o.serverOnly) recs.push(sockRecord({ type: EVENT_TYPE.EV_SOCK_CLOSE, ts: tick(), ...cSide }));
   }
   return recs;

@@ -281,6 +281,7 @@ describe('config: the result', () => {
         '--set', 'probes.sockPayloadBytes=128', '--set', 'correlator.graceMs=20', '--set', 'correlator.idleTimeoutS=5',
         '--set', 'sampling.ratio=0.5', '--metrics-port', '0', '--metrics-host', '127.0.0.1',
         '--set', 'discovery.namespaces=shop,web', '--set', 'discovery.labelSelector=tier in (front, back),!canary', '--set', 'discovery.unmappedVethGraceS=3',
+        '--set', 'stitch.holdMs=250',
       ],
     });
     const pods = [{ name: 'p', namespace: 'default', uid: 'u', node: 'n1', ip: '10.0.0.2', netnsInode: 4026532000, hostVeth: 'veth1' }];
@@ -322,6 +323,7 @@ describe('config: the result', () => {
         sampling: { ratio: 0.5, slowThresholdMs: 500, keepErrors: true, respectParentSampled: true },
         maxHeldTraces: 4096,
         exportInvalid: false,
+        stitch: { holdNs: 250e6, maxHeldTraces: 4096, maxMappings: 65536, mappingTtlNs: 5e9 },
       },
       metricsPort: 0,
       metricsHost: '127.0.0.1',

@@ -7,6 +7,8 @@ import type { ExportConfig } from '../export/factory.ts';
 import type { BatchOptions } from '../export/sdk-sink.ts';
 import type { PodEntry } from '../k8s/pods-file.ts';
 import type { AgentDiscoveryOptions } from '../k8s/agent-discovery.ts';
+import { readPeersFile, readSecretFile } from '../peers/peers-file.ts';
+import type { PeerOptions } from '../peers/peers.ts';
 import { defaultConfig, type StrataConfig } from './schema.ts';
 
 export function toExportConfig(c: StrataConfig): ExportConfig {
@@ -45,6 +47,7 @@ export function toCorrelatorOptions(c: StrataConfig): CorrelatorOptions {
     sampling: { ...c.sampling },
     maxHeldTraces: k.maxHeldTraces,
     exportInvalid: k.exportInvalid,
+    stitch: { holdNs: c.stitch.holdMs * 1e6, maxHeldTraces: c.stitch.maxHeldTraces, maxMappings: c.stitch.maxMappings, mappingTtlNs: c.stitch.mappingTtlMs * 1e6 },
   };
 }
 
@@ -109,5 +112,19 @@ export function toAgentOptions(config: StrataConfig, pods: PodEntry[]): AgentOpt
     disableFamilies: [...config.probes.disable],
     metricsPort: config.metrics.port,
     metricsHost: config.metrics.host,
+    ...(config.stitch.peersFile === null ? {} : { stitch: toStitchOptions(config, config.stitch.peersFile) }),
+  };
+}
+
+/** the peer channel of cross-node stitching (reads stitch.peersFile and stitch.secretFile) */
+export function toStitchOptions(c: StrataConfig, peersFile: string): { peers: PeerOptions; port: number; host: string } {
+  const t = c.stitch;
+  return {
+    peers: {
+      nodeName: c.node.name, peers: readPeersFile(peersFile, t.port), secret: readSecretFile(t.secretFile),
+      flushMs: t.flushMs, batchMax: t.batchMax, maxBatchBytes: t.maxBatchBytes, maxPending: t.maxPending, timeoutMs: t.timeoutMs,
+    },
+    port: t.port,
+    host: t.host,
   };
 }

@@ -27,6 +27,10 @@ export interface ConfigShape {
     maxResources: number;
     retry: { initialBackoffMs: number; maxBackoffMs: number; multiplier: number; jitter: number; maxRetries: number };
   };
+  stitch: {
+    peersFile: string | null; secretFile: string | null; port: number; host: string; holdMs: number; maxHeldTraces: number;
+    maxMappings: number; mappingTtlMs: number; flushMs: number; batchMax: number; maxBatchBytes: number; maxPending: number; timeoutMs: number;
+  };
   metrics: { port: number; host: string };
   shutdown: { timeoutS: number };
 }
@@ -76,6 +80,11 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
       maxResources: 256,
       // the policy of the SDK's OTLP/HTTP exporter (otlp-exporter-base RetryingTransport)
       retry: { initialBackoffMs: 1000, maxBackoffMs: 5000, multiplier: 1.5, jitter: 0.2, maxRetries: 5 },
+    },
+    // a local trace waits for a chain of agents: each link adds the caller's grace (correlator.graceMs) and a flush
+    stitch: {
+      peersFile: null, secretFile: null, port: 9465, host: '0.0.0.0', holdMs: 1000, maxHeldTraces: 4096,
+      maxMappings: 65536, mappingTtlMs: 5000, flushMs: 50, batchMax: 512, maxBatchBytes: 256 * 1024, maxPending: 8192, timeoutMs: 1000,
     },
     metrics: { port: 9464, host: '0.0.0.0' },
     shutdown: { timeoutS: 10 },
@@ -380,6 +389,21 @@ export const SCHEMA = {
       jitter: num(0, 1, 'relative jitter of each backoff (0.2: 80..120 % of its nominal value)'),
       maxRetries: int(0, 100, 'retries after the first attempt, all within the export\'s timeout'),
     },
+  },
+  stitch: {
+    peersFile: str('cross-node stitching without headers: JSON listing every node (the lab\'s cluster.json, or [{name, podCidr, address}]); null = off', { nullable: true }),
+    secretFile: str('file holding the secret shared by every node\'s agent (a mounted Kubernetes Secret); required with stitch.peersFile', { nullable: true }),
+    port: int(0, 65535, 'port the peer endpoint listens on (0 = any free port); cluster.json peers are reached on this port'),
+    host: str('address the peer endpoint listens on'),
+    holdMs: int(1, 600_000, 'a local trace called from another node\'s pod without a header waits this long for that node\'s mapping, then goes out as its own (strata.stitch=timeout)'),
+    maxHeldTraces: int(1, 1 << 20, 'local traces waiting for a peer at once, at most (beyond: the oldest gives up)'),
+    maxMappings: int(1, 1 << 24, 'mappings that arrived before their spans, kept at most (least recently used evicted)'),
+    mappingTtlMs: int(1, 3_600_000, 'such a mapping is forgotten after this long'),
+    flushMs: int(1, 60_000, 'each peer\'s mappings are sent at least this often'),
+    batchMax: int(1, 65_536, 'or as soon as this many wait'),
+    maxBatchBytes: int(1024, 64 * 1024 * 1024, 'largest batch body sent or accepted'),
+    maxPending: int(1, 1 << 24, 'mappings waiting per peer, at most (beyond: the oldest are dropped, counted)'),
+    timeoutMs: int(1, 600_000, 'a batch a peer has not answered within this long is dropped, counted'),
   },
   metrics: {
     port: int(0, 65535, 'port of /metrics, /healthz, /readyz (0 = any free port)'),

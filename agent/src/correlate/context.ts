@@ -45,3 +45,8 @@ export function extractContext(headers: Map<string, string>): Extracted {
 export function claimedTraceId(headers: Map<string, string>): string | undefined {
   return extractContext(headers).ctx?.traceId;
 }
+
+/** does the request carry a valid trace context (any format)? */
+export function hasContext(headers: Map<string, string>): boolean {
+  return extractContext(headers).ctx !== undefined;
+}

@@ -7,6 +7,8 @@
 // - causality.ts: the parent of an exchange on this node (in-process cause, cross-process writer);
 // - ids.ts: trace/span ids (caller's context, else derived from the message key);
 // - sampling.ts: tail sampling of each local trace, held until its root ends;
+// - stitch.ts: across nodes without headers, a local trace called from a peer node's pod waits for
+//   that node's agent to say which trace it belongs to (agent/src/peers carries the mappings);
 // - clock.ts: monotonic -> wall clock, children kept inside parents.
 // Links are resolved when an exchange is emitted, a grace period after it ends, so events of
 // other CPUs that arrived late are in. Every table is bounded; evictions, orphans and non-HTTP
@@ -18,15 +20,17 @@ import { type WallClock, measureWallClock } from './clock.ts';
 import { extractContext } from './context.ts';
 import { type Exchange, Exchanges, ROLE_SERVER } from './exchanges.ts';
 import { Hops, type NetDevEvent } from './hops.ts';
-import { type ExchangeIds, resolveIds } from './ids.ts';
+import { type ExchangeIds, deriveSpanId, resolveIds } from './ids.ts';
 import type { CorrelatorOptions } from './options.ts';
 import type { ExchangeRecord, ExchangeSink, HopRecord, ObservationPoint } from './records.ts';
 import { TailSampling } from './sampling.ts';
+import { PeerStitch, type StitchLink, type StitchMapping, type StitchSource, type StitchStats } from './stitch.ts';
 
 export { type WallClock, measureWallClock } from './clock.ts';
 export type { NetDevEvent } from './hops.ts';
 export type { CorrelatorOptions, SamplingOptions } from './options.ts';
 export type { ExchangeRecord, ExchangeSink, HopRecord } from './records.ts';
+export type { StitchLink, StitchMapping, StitchOptions, StitchSource, StitchStats } from './stitch.ts';
 
 export interface CorrelatorStats {
   conns: number;
@@ -69,6 +73,19 @@ export interface CorrelatorStats {
   seqGapBytes: number;
   /** seq gaps that were requests shed on purpose by the kernel (load shedding), not losses */
   shedGaps: number;
+  /** cross-node stitching (zero without peers): local traces stitched to a peer's trace, given up on, exchanges held now */
+  stitched: number;
+  stitchTimeouts: number;
+  stitchHeldEvictions: number;
+  stitchHeld: number;
+  stitchHeldTotal: number;
+  /** mappings that came before their spans; those that expired unused */
+  stitchEarlyMappings: number;
+  stitchMappingsExpired: number;
+  /** time stitched traces waited for their mapping, summed (ns) */
+  stitchWaitNs: number;
+  /** mappings published to peers (CLIENT exchanges to another node or a Service) */
+  stitchPublished: number;
 }
 
 const PIPELINED = 'pipelined: TC reports only the first data packet of a burst';
@@ -81,6 +98,10 @@ export class Correlator implements EventHandler {
   private readonly hops: Hops;
   private readonly causality: Causality;
   private readonly sampling: TailSampling;
+  private readonly stitch?: PeerStitch;
+  private readonly link?: StitchLink;
+  private lastTick = 0;
+  private published = 0;
   private readonly topo: Topology;
   private readonly proxyComms: Set<string>;
   private readonly allow: string[];
@@ -99,7 +120,7 @@ export class Correlator implements EventHandler {
     },
   };
 
-  constructor(sink: ExchangeSink, topo: Topology, opts: CorrelatorOptions, wall: WallClock = measureWallClock(), exe?: ExecutableOf) {
+  constructor(sink: ExchangeSink, topo: Topology, opts: CorrelatorOptions, wall: WallClock = measureWallClock(), exe?: ExecutableOf, link?: StitchLink) {
     this.opts = opts;
     this.topo = topo;
     this.wall = wall;
@@ -109,6 +130,10 @@ export class Correlator implements EventHandler {
     this.hops = new Hops(opts.maxMessages, topo);
     this.causality = new Causality(opts.maxMessages);
     this.sampling = new TailSampling(opts.sampling, opts.maxHeldTraces, sink);
+    if (link && opts.stitch) {
+      this.link = link;
+      this.stitch = new PeerStitch(opts.stitch, link, (root, m, held, from) => this.released(root, m, held, from));
+    }
     this.exchanges = new Exchanges(opts.maxConns, topo, {
       point: (key, p) => this.hops.file(key, p),
       started: (ex) => this.causality.started(ex),
@@ -134,6 +159,7 @@ export class Correlator implements EventHandler {
       invalidBadRequestLine: x.invalidRequests.bad_request_line, invalidHeadIncomplete: x.invalidRequests.head_incomplete,
       invalidHeadTooLong: x.invalidRequests.head_too_long, hopsIncomplete: this.counts.hopsIncomplete,
       seqGaps: x.seqGaps, seqGapBytes: x.seqGapBytes, shedGaps: x.shedGaps,
+      ...stitchStats(this.stitch?.stats), stitchPublished: this.published,
     };
   }
 
@@ -162,6 +188,7 @@ export class Correlator implements EventHandler {
 
   /** Emits what is ready; closes idle exchanges. Call periodically with CLOCK_MONOTONIC ns. */
   tick(nowNs: number): void {
+    this.lastTick = nowNs;
     this.counts.idleCloses += this.exchanges.expire(nowNs - this.opts.idleNs, nowNs - this.opts.lostQuietNs);
     let n = 0;
     for (; n < this.ready.length; n++) {
@@ -174,6 +201,7 @@ export class Correlator implements EventHandler {
       this.emit(ex, nowNs);
     }
     if (n) this.ready.splice(0, n);
+    this.stitch?.expire(nowNs);
     this.causality.expire(nowNs - this.opts.retainNs);
     this.hops.expire(nowNs - this.opts.retainNs);
   }
@@ -183,6 +211,7 @@ export class Correlator implements EventHandler {
     this.exchanges.closeAll();
     for (const ex of this.ready) this.emit(ex, this.lastTs);
     this.ready.length = 0;
+    this.stitch?.drain();
     this.sampling.drain();
     this.hops.clear();
     this.causality.clear();
@@ -192,7 +221,24 @@ export class Correlator implements EventHandler {
     return resolveIds(ex, this.idLookups);
   }
 
+  /** Mappings from a peer's agent (already authenticated): held local traces join their traces. */
+  onPeerMappings(ms: readonly StitchMapping[], nowNs: number = this.lastTick, from?: StitchSource): void {
+    this.stitch?.onMappings(ms, nowNs, from);
+  }
+
+  /** a local trace waited for its peer: it joins the peer's trace, or goes out as its own (marked) */
+  private released(root: Exchange, m: StitchMapping | undefined, held: Exchange[], from?: StitchSource): void {
+    if (from) root.stitchFrom = from;
+    if (m) root.ids = { traceId: m.traceId, spanId: deriveSpanId('server', root.reqKey), parentSpanId: m.parentSpanId, remote: true, flags: m.flags };
+    for (const ex of held) this.emitNow(ex, this.lastTick);
+  }
+
   private emit(ex: Exchange, nowNs: number): void {
+    if (this.stitch && !(ex.invalid && !this.opts.exportInvalid) && this.stitch.hold(ex, this.causality.localRoot(ex), nowNs)) return;
+    this.emitNow(ex, nowNs);
+  }
+
+  private emitNow(ex: Exchange, nowNs: number): void {
     ex.emittedAt = nowNs;
     if (ex.invalid && !this.opts.exportInvalid) {
       // counted by reason; nothing of it is exported, nor of a local trace it would have rooted
@@ -254,6 +300,9 @@ export class Correlator implements EventHandler {
       invalid: ex.invalid,
       error: !failed ? undefined : ex.invalid ? `invalid request: ${ex.invalid}` : ex.incomplete ? 'incomplete exchange' : `HTTP ${ex.status}`,
       hopsIncomplete,
+      stitch: ex.stitch === 'peer' || ex.stitch === 'timeout' ? ex.stitch : undefined,
+      stitchPeer: ex.stitch === 'peer' ? ex.stitchFrom?.node : undefined,
+      stitchSkewMs: ex.stitch === 'peer' ? ex.stitchFrom?.skewMs : undefined,
       headers,
       process: c.process,
       pod: c.pod,
@@ -268,7 +317,13 @@ export class Correlator implements EventHandler {
     };
     this.counts.spansEmitted++;
     this.counts.hopSpansEmitted += hops.length;
-    this.sampling.route(ex, this.causality.localRoot(ex), rec);
+    const root = this.causality.localRoot(ex);
+    if (this.link && !server) {
+      // the callee's node (found by its pod CIDR, or every peer for a Service VIP) learns the trace of this request
+      this.published++;
+      this.link.publish(c.remoteIp, { key: ex.reqKey, traceId: ids.traceId, parentSpanId: ids.spanId, flags: this.sampling.provisional(root) ? 1 : 0 });
+    }
+    this.sampling.route(ex, root, rec);
   }
 
   /**
@@ -310,4 +365,12 @@ function distinctPlaces(pts: ObservationPoint[]): number {
     if (!seen) n++;
   }
   return n;
+}
+
+function stitchStats(s: StitchStats | undefined) {
+  return {
+    stitched: s?.stitched ?? 0, stitchTimeouts: s?.timeouts ?? 0, stitchHeldEvictions: s?.heldEvictions ?? 0, stitchHeld: s?.heldNow ?? 0,
+    stitchHeldTotal: s?.heldTotal ?? 0, stitchEarlyMappings: s?.early ?? 0, stitchMappingsExpired: s?.mappingsExpired ?? 0,
+    stitchWaitNs: s?.waitNsTotal ?? 0,
+  };
 }

@@ -104,6 +104,10 @@ export interface Exchange {
   emittedAt: number;
   /** sampling decision, on local roots */
   keep?: boolean;
+  /** cross-node stitching of a local root (stitch.ts): waiting for a peer, stitched, timed out, or not concerned */
+  stitch?: 'none' | 'wait' | 'peer' | 'timeout';
+  /** the node whose agent gave this root its trace, and that node's clock offset from ours */
+  stitchFrom?: { node: string; skewMs: number };
 }
 
 export interface ExchangeStats {

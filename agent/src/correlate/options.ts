@@ -8,6 +8,9 @@ export interface SamplingOptions {
   respectParentSampled: boolean;
 }
 
+export type { StitchOptions } from './stitch.ts';
+import type { StitchOptions } from './stitch.ts';
+
 export interface CorrelatorOptions {
   /** wait this long after an exchange ends before emitting (late events from other CPUs) */
   graceNs: number;
@@ -32,4 +35,6 @@ export interface CorrelatorOptions {
   maxHeldTraces: number;
   /** junk requests / heads that never completed are exported (as error spans) rather than only counted */
   exportInvalid: boolean;
+  /** cross-node stitching (hold and release); used only when the correlator is given a peer link */
+  stitch?: StitchOptions;
 }

@@ -94,6 +94,11 @@ export interface ExchangeRecord {
   invalid?: InvalidReason;
   /** why the span failed (5xx/4xx, incomplete), undefined when it did not */
   error?: string;
+  /** on a local root called from another node without a header: its trace came from that node's agent, or it waited in vain */
+  stitch?: 'peer' | 'timeout';
+  /** with stitch 'peer': the caller's node, and our wall clock minus its at its last batch (ms, transfer included; recorded, not corrected) */
+  stitchPeer?: string;
+  stitchSkewMs?: number;
   /** the hop chain lacks observation points it should have had, and why */
   hopsIncomplete?: string;
   /** allow-listed request headers, lowercase names, secrets already redacted */

@@ -76,6 +76,20 @@ export class TailSampling {
     const s = this.opts;
     if (s.keepErrors && records.some((x) => x.error !== undefined)) return true;
     if (rootDone && (Math.max(root.respEnd, root.reqEnd) - root.reqStart) / 1e6 >= s.slowThresholdMs) return true;
+    return this.byParentOrRatio(root);
+  }
+
+  /**
+   * The decision as far as it is known before the root ends (the caller's flag, else the ratio):
+   * what a CLIENT exchange to another node tells that node's agent, which follows it as a caller's
+   * sampled flag. Errors and slowness seen later on either node can still keep a trace there.
+   */
+  provisional(root: Exchange): boolean {
+    return root.keep ?? this.byParentOrRatio(root);
+  }
+
+  private byParentOrRatio(root: Exchange): boolean {
+    const s = this.opts;
     const ids = root.ids;
     if (s.respectParentSampled && ids?.remote) return (ids.flags & 1) === 1;
     if (s.ratio >= 1) return true;

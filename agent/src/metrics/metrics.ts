@@ -2,6 +2,7 @@
 // counters at scrape time (collect), so the hot path only increments plain numbers. Counters
 // mirror totals kept elsewhere: each scrape resets them and adds the current total, so a
 // component's reset shows as a counter reset, which rate() handles.
+import type { PeerStats } from '../peers/peers.ts';
 import { Counter, Gauge, Histogram, type Metric, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ExportLatencyStats, ExporterStats, SdkSinkStats } from '../export/sdk-sink.ts';
 import type { KernelStats } from '../probes/probe-set.ts';
@@ -37,6 +38,8 @@ export interface StatsSource {
   probes(): { name: string; attached: boolean }[];
   /** discovery, once it runs */
   discovery?(): DiscoverySnapshot | undefined;
+  /** the peer channel of cross-node stitching, when stitch.peersFile is set */
+  peers?(): { stats: PeerStats; pending: number; skewMs: ReadonlyMap<string, number> } | undefined;
 }
 
 type Reader = () => number | undefined;
@@ -278,6 +281,45 @@ export function createMetrics(src: StatsSource): Registry {
   });
   const spansExchange = spans.labels('exchange');
   const spansHop = spans.labels('hop');
+
+  // cross-node stitching: the channel (peers) and the held local traces (correlator)
+  const peers = perScrape(() => src.peers?.());
+  counter('strata_peer_mappings_sent_total', 'Stitch mappings (message key -> trace, parent, sampled) delivered to peer agents.', () => peers()?.stats.sent);
+  counter('strata_peer_mappings_received_total', 'Stitch mappings received from peer agents with a valid signature.', () => peers()?.stats.received);
+  counter('strata_peer_mappings_published_total', 'Stitch mappings published by CLIENT exchanges to another node or a Service (before routing and bounds).', () => correlator().stitchPublished);
+  counter('strata_peer_rejected_auth_total', 'Peer batches refused: bad or missing HMAC signature (stitch.secretFile differs between nodes).', () => peers()?.stats.rejectedAuth);
+  counter('strata_peer_rejected_batches_total', 'Peer batches refused although signed: malformed, wrong version or larger than stitch.maxBatchBytes.', () => peers()?.stats.rejectedBatch);
+  counter('strata_peer_timeouts_total', 'Batch requests to a peer abandoned after stitch.timeoutMs (their mappings are counted as dropped{stage="send_error"}).', () => peers()?.stats.timeouts);
+  const peerDrops = new Counter({
+    name: 'strata_peer_mappings_dropped_total',
+    help: 'Stitch mappings not delivered, by stage: queue_full (a peer\'s outbox at stitch.maxPending: oldest dropped), send_error (peer unreachable, refused or timed out), no_peer (no peer configured for the address).',
+    labelNames: ['stage'], registers: [registry],
+    collect() {
+      this.reset();
+      const p = peers()?.stats;
+      peerDrop.queue_full.inc(p?.droppedQueueFull ?? 0);
+      peerDrop.send_error.inc(p?.droppedSendError ?? 0);
+      peerDrop.no_peer.inc(p?.droppedNoPeer ?? 0);
+    },
+  });
+  const peerDrop = { queue_full: peerDrops.labels('queue_full'), send_error: peerDrops.labels('send_error'), no_peer: peerDrops.labels('no_peer') };
+  gauge('strata_peer_pending_mappings', 'Stitch mappings waiting in the peers\' outboxes.', () => peers()?.pending);
+  counter('strata_peer_stitched_total', 'Local traces that took their trace id and parent from a peer\'s mapping.', () => correlator().stitched);
+  counter('strata_peer_stitch_timeouts_total', 'Local traces that waited stitch.holdMs for a peer in vain and were exported as their own (strata.stitch=timeout), incl. those given up early.', () => correlator().stitchTimeouts);
+  counter('strata_peer_held_evictions_total', 'Local traces given up before stitch.holdMs because stitch.maxHeldTraces were waiting.', () => correlator().stitchHeldEvictions);
+  gauge('strata_peer_held_exchanges', 'Exchanges held right now waiting for a peer\'s mapping.', () => correlator().stitchHeld);
+  counter('strata_peer_held_exchanges_total', 'Exchanges held for a peer\'s mapping, in all.', () => correlator().stitchHeldTotal);
+  counter('strata_peer_early_mappings_total', 'Mappings that arrived before their spans (kept for stitch.mappingTtlMs).', () => correlator().stitchEarlyMappings);
+  counter('strata_peer_mappings_expired_total', 'Early mappings forgotten unused after stitch.mappingTtlMs.', () => correlator().stitchMappingsExpired);
+  counter('strata_peer_stitch_wait_seconds_total', 'Time held traces waited for their mapping, summed (divide by strata_peer_stitched_total for the mean added latency).', () => (correlator().stitchWaitNs ?? 0) / 1e9);
+  new Gauge({
+    name: 'strata_peer_clock_skew_seconds', help: 'This node\'s wall clock minus the peer\'s at its last batch (includes the transfer time; recorded, never corrected).',
+    labelNames: ['peer'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [peer, ms] of peers()?.skewMs ?? []) this.labels(peer).set(ms / 1e3);
+    },
+  });
 
   // every loss, by the stage it happened in
   const drops = new Counter({
