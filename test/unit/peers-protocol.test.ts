@@ -4,28 +4,22 @@ import assert from 'node:assert/strict';
 import { type Server, createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, test } from 'node:test';
-import { STRATA_ERR_PEER_AUTH, STRATA_ERR_PEER_BATCH } from '../../agent/src/errors.ts';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAgentArgs } from '../../agent/src/config/flags.ts';
 import { loadConfig, toAgentOptions } from '../../agent/src/config/index.ts';
-import { STRATA_ERR_CONFIG } from '../../agent/src/errors.ts';
+import { STRATA_ERR_CONFIG, STRATA_ERR_PEER_AUTH, STRATA_ERR_PEER_BATCH } from '../../agent/src/errors.ts';
 import { parsePeers, readSecretFile } from '../../agent/src/peers/peers-file.ts';
 import { type PeerOptions, Peers } from '../../agent/src/peers/peers.ts';
 import { PEER_PATH, SIGNATURE_HEADER, type PeerMapping, decodeBatch, encodeBatch, openBatch, sign, verify } from '../../agent/src/peers/protocol.ts';
+import { waitFor } from '../helpers/otlp-fixture.ts';
 
 const SECRET = Buffer.from('0123456789abcdef-shared');
 const mapping = (i: number): PeerMapping => ({ key: `10.244.1.5:${40000 + i}/${1000 + i}/q`, traceId: i.toString(16).padStart(32, '0'), parentSpanId: (i + 1).toString(16).padStart(16, '0'), flags: i % 2 });
 
 /** polls until `cond` holds, or fails after `ms` (no fixed sleeps) */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const until = (cond: () => boolean, ms: number, what: string) => waitFor(cond, what, ms, 5);
 
 function options(over: Partial<PeerOptions>): PeerOptions {
   return { nodeName: 'node-1', peers: [], secret: SECRET, flushMs: 20, batchMax: 100, maxBatchBytes: 64 * 1024, maxPending: 1000, timeoutMs: 2000, ...over };
