@@ -270,15 +270,7 @@ struct {
 } line_keep SEC(".maps");
 
 #define LINE_MAX 64
-struct line_buf {
-	__u8 b[2 * LINE_MAX];
-};
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct line_buf);
-} line_scratch SEC(".maps");
+_Static_assert(2 * LINE_MAX <= sizeof(((struct scratch *)0)->buf), "line_hash reads into the scratch area");
 
 /* the first user buffer of a read/write family call: (address, length) */
 static __always_inline void first_buf(__u8 op, __u64 buf, __u64 count, __u64 *addr, __u64 *len)
@@ -308,24 +300,27 @@ static __always_inline void first_buf(__u8 op, __u64 buf, __u64 count, __u64 *ad
 	*len = v.iov_len;
 }
 
-/* FNV-1a of "METHOD target" (the bytes before the second space), or 0 when there is none */
+/*
+ * FNV-1a of "METHOD target" (the bytes before the second space), or 0 when there is none. Reads
+ * into the per-CPU scratch area: done before any payload is gathered there.
+ */
 static __always_inline __u32 line_hash(__u64 addr, __u64 len)
 {
 	__u32 zero = 0, n = len < LINE_MAX ? (__u32)len : LINE_MAX, h = 2166136261u;
-	struct line_buf *lb = bpf_map_lookup_elem(&line_scratch, &zero);
+	struct scratch *lb = bpf_map_lookup_elem(&scratch, &zero);
 	int spaces = 0;
 
 	if (!lb || !addr || n < 8)
 		return 0;
 	barrier_var(n);
 	n &= 2 * LINE_MAX - 1;
-	if (bpf_probe_read_user(lb->b, n, (void *)addr))
+	if (bpf_probe_read_user(lb->buf, n, (void *)addr))
 		return 0;
 	for (int i = 0; i < LINE_MAX; i++) {
 		__u8 c;
 		if (i >= n)
 			break;
-		c = lb->b[i];
+		c = lb->buf[i];
 		if (c == '\r' || c == '\n')
 			return 0;
 		if (c == ' ' && ++spaces == 2)
