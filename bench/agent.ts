@@ -3,7 +3,8 @@
 // across a veth + bridge with the agent's TC programs attached or not.
 //
 // The lab (lab/lab.ts: client netns -> bridge -> ingress NGINX pod -> app pod) comes up once. Each
-// round runs the variants "no agent" and "agent" in alternating order; the agent is the real CLI
+// round runs the variants "no agent" and "agent" (or several agent configurations, --variant) in
+// alternating order; the agent is the real CLI
 // as a child process (all probes, correlator, OTLP exporter) started and stopped per round, its
 // spans going to a counting OTLP/HTTP receiver in this process. Load comes from Debian's wrk
 // (max rate), hey (fixed rate) and iperf3, pinned to their own CPU with taskset; NGINX, the app
@@ -57,11 +58,12 @@ const { values: argv } = parseArgs({
     skip: { type: 'string', default: '' },
     'no-write': { type: 'boolean', default: false },
     'agent-set': { type: 'string', multiple: true, default: [] },
+    variant: { type: 'string', multiple: true, default: [] },
     help: { type: 'boolean', default: false },
   },
 });
 const USAGE = 'usage: node bench/agent.ts [--rounds 5] [--load-s 4] [--connections 16] [--fixed-connections 8] ' +
-  '[--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--fixed-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--agent-set key=value ...] [--no-write]\n';
+  '[--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--fixed-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--agent-set key=value ...] [--variant name:key=value,key=value ...] [--no-write]\n';
 if (argv.help) {
   process.stdout.write(USAGE);
   process.exit(0);
@@ -81,6 +83,25 @@ const SKIP = new Set(argv.skip.split(',').filter(Boolean));
 for (const s of SKIP) {
   if (!['http', 'latency', 'exporter-down', 'iperf'].includes(s)) throw new Error(`--skip: unknown part "${s}"`);
 }
+/**
+ * Agent configurations compared with "no agent" and with each other in the same rounds
+ * (`--variant name:key=value,...`, repeatable; `--agent-set` applies to all of them). Without
+ * --variant: one, "agent", the defaults.
+ */
+interface AgentVariant {
+  name: string;
+  sets: string[];
+}
+const AGENT_VARIANTS: AgentVariant[] = (argv.variant as string[]).length === 0
+  ? [{ name: 'agent', sets: [] }]
+  : (argv.variant as string[]).map((v) => {
+    const m = /^([a-z0-9_-]+):(.*)$/.exec(v);
+    if (!m || m[1] === 'none') throw new Error(`--variant ${v}: expected name:key=value,key=value (name of [a-z0-9_-], not "none")`);
+    const sets = m[2].split(',').filter(Boolean);
+    for (const kv of sets) if (!kv.includes('=')) throw new Error(`--variant ${v}: "${kv}" is not key=value`);
+    return { name: m[1], sets };
+  });
+if (new Set(AGENT_VARIANTS.map((v) => v.name)).size !== AGENT_VARIANTS.length) throw new Error('--variant: names must differ');
 if (ROUNDS < 5) process.stderr.write(`warning: --rounds ${ROUNDS}: issue 8 asks for at least 5\n`);
 
 // The load generator gets the last CPU; everything it loads (nginx, app, agent) the others.
@@ -310,7 +331,8 @@ async function pinLab(lab: Lab): Promise<void> {
 
 // ---- measures 1, 2, 6: HTTP through NGINX ----
 
-type Variant = 'none' | 'agent';
+/** 'none' or the name of an agent variant */
+type Variant = string;
 const BODIES = [
   { key: 'small', path: '/', label: 'small (~190 B JSON)' },
   { key: '1k', path: '/big/1024', label: '1 KiB' },
@@ -325,6 +347,8 @@ interface HttpRun {
   errors: number;
   p50Us: number;
   p99Us: number;
+  /** CPU (utime+stime) of NGINX and the app (every process in the two pods' netns) per request: what the BPF programs cost in their context */
+  serverCpuNsPerReq: number;
   /** agent only */
   cpuNsPerReq?: number;
   cpuCoreShare?: number;
@@ -355,6 +379,20 @@ interface FixedRun {
 const delta = (a: Snapshot, b: Snapshot): Snapshot['drops'] =>
   Object.fromEntries(STAGES.map((s) => [s, b.drops[s] - a.drops[s]])) as Snapshot['drops'];
 
+/** The lab's server processes (NGINX master and workers, the app): all in the two pods' netns. */
+let serverPids: number[] = [];
+function serverTicks(): number {
+  let t = 0;
+  for (const pid of serverPids) {
+    try {
+      t += statCpuTicks(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    } catch {
+      // a process that left: the measure is lower; NGINX and the app live for the whole bench
+    }
+  }
+  return t;
+}
+
 async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRun[]; fixed: FixedRun[]; rate: number; calibration: WrkResult }> {
   log(`warm-up (wrk ${LOAD_S}s) and calibration (wrk ${LOAD_S}s), no agent, ${BODIES[0].path}`);
   await wrk(lab, lab.nginxUrl + BODIES[0].path, LOAD_S); // JIT of the app, nginx's upstream keep-alive pool
@@ -364,18 +402,22 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
   const http: HttpRun[] = [];
   const fixed: FixedRun[] = [];
   for (let r = 0; r < ROUNDS; r++) {
-    for (const variant of roundOrder<Variant>(['none', 'agent'], r)) {
+    for (const variant of roundOrder<Variant>(['none', ...AGENT_VARIANTS.map((v) => v.name)], r)) {
       if (variant === 'none') countForeignTracing();
-      const agent = variant === 'agent' ? await startAgent(agentArgs) : undefined;
+      const av = AGENT_VARIANTS.find((v) => v.name === variant);
+      const agent = av ? await startAgent([...agentArgs, ...av.sets.flatMap((kv) => ['--set', kv])]) : undefined;
       try {
         if (!SKIP.has('http')) {
           for (const b of BODIES) {
             const before = agent && (await snapshot(agent));
             const tLoad = performance.now();
+            const server0 = serverTicks();
             const w = await wrk(lab, lab.nginxUrl + b.path, LOAD_S);
+            const serverCpuS = (serverTicks() - server0) / CLK_TCK;
             const row: HttpRun = {
               round: r, variant, body: b.key, rps: w.rps, requests: w.requests, errors: w.errors,
               p50Us: w.latencyUs['50'] ?? Number.NaN, p99Us: w.latencyUs['99'] ?? Number.NaN,
+              serverCpuNsPerReq: (serverCpuS * 1e9) / Math.max(1, w.requests),
             };
             if (agent && before) {
               const loadEnd = await snapshot(agent);
@@ -393,7 +435,7 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
               row.keepRatioAtEnd = loadEnd.keepRatio;
             }
             http.push(row);
-            log(`round ${r + 1}/${ROUNDS} ${variant.padEnd(5)} ${b.key.padEnd(5)} ${fmtSI(w.rps)} req/s p99 ${fmtSig(row.p99Us)} us` +
+            log(`round ${r + 1}/${ROUNDS} ${variant.padEnd(5)} ${b.key.padEnd(5)} ${fmtSI(w.rps)} req/s p99 ${fmtSig(row.p99Us)} us, server CPU ${fmtSig(row.serverCpuNsPerReq / 1000)} us/req` +
               (row.spansExported !== undefined ? `, ${row.spansExported} spans exported, ${row.spansDropped} dropped, ${row.spansShed} shed in whole traces, js_queue drops ${row.drops?.js_queue}, ${row.shedRequests} requests shed (keep ratio ${fmtSig(row.keepRatioAtEnd ?? 1)})` : ''));
           }
         }
@@ -609,11 +651,16 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase
   };
   const s = (xs: number[]): Summary => summarize(xs);
 
+  const multi = AGENT_VARIANTS.length > 1;
+  /** summary keys and row labels: unchanged with one variant, suffixed with its name with several */
+  const key = (k: string, v: string) => (multi ? `${k}_${v}` : k);
+  const label = (l: string, v: string) => (multi ? `${l}, ${v}` : l);
   if (http.length) {
     const rows: string[][] = [];
-    for (const b of BODIES) {
+    const serverRows: string[][] = [];
+    for (const b of BODIES) for (const { name: vname } of AGENT_VARIANTS) {
       const none = http.filter((x) => x.body === b.key && x.variant === 'none');
-      const ag = http.filter((x) => x.body === b.key && x.variant === 'agent');
+      const ag = http.filter((x) => x.body === b.key && x.variant === vname);
       // per-round paired ratio, then its median (drift between rounds cancels)
       const paired = ag.map((a) => ratio(a.rps, none.find((n) => n.round === a.round)?.rps ?? Number.NaN));
       const r = summarize(paired);
@@ -625,11 +672,19 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase
       const shed = total(ag, (x) => x.shedRequests);
       const requests = total(ag, (x) => x.requests);
       const keepEnd = s(ag.map((x) => x.keepRatioAtEnd ?? Number.NaN));
-      summary[`shed_${b.key}`] = { requestsShed: shed, requests, keepRatioAtLoadEnd: keepEnd };
-      summary[`rps_${b.key}`] = { none: s(none.map((x) => x.rps)), agent: s(ag.map((x) => x.rps)), ratio: r, goal: 0.97, met: goalMet(r.median, 0.97) };
-      summary[`lost_${b.key}`] = { jsQueueEvents: jsq, kernelRingbufEvents: kern, spansExported: spansOk, spansDroppedAtExporter: spansLost, spansShedAtExporter: spansShed };
+      summary[key(`shed_${b.key}`, vname)] = { requestsShed: shed, requests, keepRatioAtLoadEnd: keepEnd };
+      summary[key(`rps_${b.key}`, vname)] = { none: s(none.map((x) => x.rps)), agent: s(ag.map((x) => x.rps)), ratio: r, goal: 0.97, met: goalMet(r.median, 0.97) };
+      summary[key(`lost_${b.key}`, vname)] = { jsQueueEvents: jsq, kernelRingbufEvents: kern, spansExported: spansOk, spansDroppedAtExporter: spansLost, spansShedAtExporter: spansShed };
+      // NGINX and the app: their own CPU per request, what the probes add in their syscalls (and softirqs taken on their time)
+      const srvNone = s(none.map((x) => x.serverCpuNsPerReq));
+      const srvAg = s(ag.map((x) => x.serverCpuNsPerReq));
+      const srvAdded = summarize(ag.map((a) => a.serverCpuNsPerReq - (none.find((n) => n.round === a.round)?.serverCpuNsPerReq ?? Number.NaN)));
+      const srvRatio = summarize(ag.map((a) => ratio(a.serverCpuNsPerReq, none.find((n) => n.round === a.round)?.serverCpuNsPerReq ?? Number.NaN)));
+      summary[key(`server_cpu_${b.key}`, vname)] = { noneNsPerRequest: srvNone, agentNsPerRequest: srvAg, addedNs: srvAdded, ratio: srvRatio };
+      serverRows.push([label(b.label, vname), fmtSummary(srvNone, (x) => us(x / 1000)), fmtSummary(srvAg, (x) => us(x / 1000)),
+        fmtSummary(srvAdded, (x) => us(x / 1000)), fmtSummary(srvRatio, (x) => fmtRatio(x))]);
       rows.push([
-        b.label,
+        label(b.label, vname),
         fmtSummary(s(none.map((x) => x.rps)), fmtSI),
         fmtSummary(s(ag.map((x) => x.rps)), fmtSI),
         fmtSummary(r, (x) => fmtRatio(x)),
@@ -646,14 +701,19 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase
         'requests shed whole (load shedding)', 'keep ratio at load end'],
       rows,
     );
+    both(
+      '1b. CPU of NGINX and the app per proxied request (utime+stime of every process in the two pods, during wrk), no agent vs agent',
+      ['response body', 'no agent', 'agent', 'added (paired)', 'ratio (paired)'],
+      serverRows,
+    );
     const cpuRows: string[][] = [];
-    for (const b of BODIES) {
-      const ag = http.filter((x) => x.body === b.key && x.variant === 'agent');
+    for (const b of BODIES) for (const { name: vname } of AGENT_VARIANTS) {
+      const ag = http.filter((x) => x.body === b.key && x.variant === vname);
       const cpu = s(ag.map((x) => x.cpuNsPerReq ?? Number.NaN));
       const share = s(ag.map((x) => x.cpuCoreShare ?? Number.NaN));
       const rss = s(ag.map((x) => x.rssBytes ?? Number.NaN));
-      summary[`cpu_${b.key}`] = { cpuNsPerRequest: cpu, cpuCoreShareDuringLoad: share, rssBytesAfterLoad: rss };
-      cpuRows.push([b.label, fmtSummary(s(ag.map((x) => x.rps)), fmtSI), fmtSummary(cpu, (x) => us(x / 1000)), fmtSummary(share, (x) => `${fmtSig(x * 100)} %`), fmtSummary(rss, mib)]);
+      summary[key(`cpu_${b.key}`, vname)] = { cpuNsPerRequest: cpu, cpuCoreShareDuringLoad: share, rssBytesAfterLoad: rss };
+      cpuRows.push([label(b.label, vname), fmtSummary(s(ag.map((x) => x.rps)), fmtSI), fmtSummary(cpu, (x) => us(x / 1000)), fmtSummary(share, (x) => `${fmtSig(x * 100)} %`), fmtSummary(rss, mib)]);
     }
     both(
       '6a. Agent CPU per proxied request at the highest rate (utime+stime from load start until spans settled) and RSS after the load',
@@ -662,9 +722,9 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase
     );
   }
 
-  if (fixed.length) {
+  if (fixed.length) for (const { name: vname } of AGENT_VARIANTS) {
     const none = fixed.filter((x) => x.variant === 'none');
-    const ag = fixed.filter((x) => x.variant === 'agent');
+    const ag = fixed.filter((x) => x.variant === vname);
     const paired = (k: 'p50Us' | 'p99Us') => summarize(ag.map((a) => a[k] - (none.find((n) => n.round === a.round)?.[k] ?? Number.NaN)));
     const rows = (['p50Us', 'p99Us'] as const).map((k) => [
       k === 'p50Us' ? 'p50' : 'p99',
@@ -674,7 +734,7 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase
       fmtRatio(ratio(median(ag.map((x) => x[k])), median(none.map((x) => x[k])))),
     ]);
     rows.push(['achieved req/s', fmtSummary(s(none.map((x) => x.rps)), fmtSI), fmtSummary(s(ag.map((x) => x.rps)), fmtSI), '', '']);
-    summary.fixedRate = {
+    summary[key('fixedRate', vname)] = {
       rate, tool: `hey -c ${FIXED_CONNS} -q ${(rate / FIXED_CONNS).toFixed(2)} (per worker) -z ${LOAD_S}s`,
       p50: { none: s(none.map((x) => x.p50Us)), agent: s(ag.map((x) => x.p50Us)), addedUs: paired('p50Us') },
       p99: { none: s(none.map((x) => x.p99Us)), agent: s(ag.map((x) => x.p99Us)), addedUs: paired('p99Us') },
@@ -682,7 +742,7 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase
       spansDropped: total(ag, (x) => x.spansDropped),
     };
     both(
-      `2. Latency at a fixed ${rate} req/s (${FIXED_RATE ? '--fixed-rate' : 'half the no-agent maximum'}), hey -c ${FIXED_CONNS} -q ${(rate / FIXED_CONNS).toFixed(1)} per worker, ${LOAD_S}s, small body`,
+      `2. ${multi ? `${vname}: ` : ''}Latency at a fixed ${rate} req/s (${FIXED_RATE ? '--fixed-rate' : 'half the no-agent maximum'}), hey -c ${FIXED_CONNS} -q ${(rate / FIXED_CONNS).toFixed(1)} per worker, ${LOAD_S}s, small body`,
       ['latency', 'no agent', 'agent', 'added (paired)', 'ratio of medians'],
       rows,
     );
@@ -766,6 +826,10 @@ async function main(): Promise<void> {
     log(`lab ${labPrefix} up`);
     const lab = await labUp({ prefix: labPrefix });
     await pinLab(lab);
+    serverPids = [];
+    for (const ns of [lab.pods.ingress.netns, lab.pods.app.netns]) {
+      serverPids.push(...(await run('ip', ['netns', 'pids', ns])).split(/\s+/).filter(Boolean).map(Number));
+    }
     const agentArgs = ['--pods-file', lab.podsFile, '--node-name', lab.nodeName, '--node-netns', `/run/netns/${lab.nodeNetns}`,
       '--iface', lab.clientVeth, '--otlp-endpoint', receiver.url, '--metrics-port', '0', '--metrics-host', '127.0.0.1',
       ...(argv['agent-set'] as string[]).flatMap((kv) => ['--set', kv])];
@@ -773,7 +837,7 @@ async function main(): Promise<void> {
       if (!SKIP.has('http') || !SKIP.has('latency')) ({ http, fixed, rate, calibration } = await httpRounds(lab, agentArgs));
       if (!SKIP.has('exporter-down')) {
         if (!Number.isFinite(rate)) rate = Math.max(1, Math.round((await wrk(lab, lab.nginxUrl + BODIES[0].path, LOAD_S)).rps / 2));
-        down = await exporterDown(lab, agentArgs, receiver, RSS_RATE ?? rate);
+        down = await exporterDown(lab, [...agentArgs, ...AGENT_VARIANTS[0].sets.flatMap((kv) => ['--set', kv])], receiver, RSS_RATE ?? rate); // the first variant
       }
     } finally {
       await receiver.stop();
@@ -791,7 +855,7 @@ async function main(): Promise<void> {
     date: started.toISOString(),
     durationS: (performance.now() - t0) / 1000,
     machine: m,
-    settings: { rounds: ROUNDS, loadS: LOAD_S, connections: CONNS, fixedConnections: FIXED_CONNS, exporterDownS: EXPORTER_DOWN_S, steadyS: STEADY_S, rssRate: RSS_RATE ?? rate, iperfS: IPERF_S, skip: [...SKIP], pinned: PINNED, loadCpu: LOAD_CPU, serverCpus: SERVER_CPUS },
+    settings: { variants: AGENT_VARIANTS, rounds: ROUNDS, loadS: LOAD_S, connections: CONNS, fixedConnections: FIXED_CONNS, exporterDownS: EXPORTER_DOWN_S, steadyS: STEADY_S, rssRate: RSS_RATE ?? rate, iperfS: IPERF_S, skip: [...SKIP], pinned: PINNED, loadCpu: LOAD_CPU, serverCpus: SERVER_CPUS },
     calibration,
     summary: rep.summary,
     raw: { http, fixed, rss: down, iperf },

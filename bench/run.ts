@@ -350,19 +350,35 @@ interface SysloopResult {
 }
 
 interface SyscallVariant {
-  id: 'none' | 'traced' | 'filtered' | 'tracedRunStats' | 'filteredRunStats';
+  id: 'none' | 'traced' | 'filtered' | 'tracedRunStats' | 'filteredRunStats' | 'rawTraced' | 'rawFiltered' | 'rawTracedRunStats' | 'rawFilteredRunStats'
+    | 'ppidNone' | 'ppidTp' | 'ppidRaw';
   label: string;
   probes: 'none' | 'traced' | 'filtered';
   runStats: boolean;
+  /** how the socket probes attach (registry: sock_syscalls variants) */
+  attach: 'tracepoint' | 'raw_tp';
+  /** what sysloop's timed loop calls: write() of 64 B on TCP, or getppid() (no socket) */
+  loop: 'write' | 'getppid';
 }
 
 const SYSCALL_VARIANTS: SyscallVariant[] = [
-  { id: 'none', label: 'a no probes', probes: 'none', runStats: false },
-  { id: 'traced', label: 'b probes, netns traced (events)', probes: 'traced', runStats: false },
-  { id: 'filtered', label: 'c probes, netns not traced', probes: 'filtered', runStats: false },
-  { id: 'tracedRunStats', label: 'b + BPF run stats on', probes: 'traced', runStats: true },
-  { id: 'filteredRunStats', label: 'c + BPF run stats on', probes: 'filtered', runStats: true },
+  { id: 'none', label: 'a no probes', probes: 'none', runStats: false, attach: 'tracepoint', loop: 'write' },
+  { id: 'traced', label: 'b tracepoints, netns traced (events)', probes: 'traced', runStats: false, attach: 'tracepoint', loop: 'write' },
+  { id: 'filtered', label: 'c tracepoints, netns not traced', probes: 'filtered', runStats: false, attach: 'tracepoint', loop: 'write' },
+  { id: 'rawTraced', label: 'd raw_tp, netns traced (events)', probes: 'traced', runStats: false, attach: 'raw_tp', loop: 'write' },
+  { id: 'rawFiltered', label: 'e raw_tp, netns not traced', probes: 'filtered', runStats: false, attach: 'raw_tp', loop: 'write' },
+  { id: 'tracedRunStats', label: 'b + BPF run stats on', probes: 'traced', runStats: true, attach: 'tracepoint', loop: 'write' },
+  { id: 'filteredRunStats', label: 'c + BPF run stats on', probes: 'filtered', runStats: true, attach: 'tracepoint', loop: 'write' },
+  { id: 'rawTracedRunStats', label: 'd + BPF run stats on', probes: 'traced', runStats: true, attach: 'raw_tp', loop: 'write' },
+  { id: 'rawFilteredRunStats', label: 'e + BPF run stats on', probes: 'filtered', runStats: true, attach: 'raw_tp', loop: 'write' },
 ];
+/** getppid(): what a process's other syscalls pay while the socket probes are attached */
+const PPID_VARIANTS: SyscallVariant[] = [
+  { id: 'ppidNone', label: 'f getppid(), no probes', probes: 'none', runStats: false, attach: 'tracepoint', loop: 'getppid' },
+  { id: 'ppidTp', label: 'g getppid(), tracepoints attached', probes: 'filtered', runStats: false, attach: 'tracepoint', loop: 'getppid' },
+  { id: 'ppidRaw', label: 'h getppid(), raw_tp attached', probes: 'filtered', runStats: false, attach: 'raw_tp', loop: 'getppid' },
+];
+const ALL_SC = [...SYSCALL_VARIANTS, ...PPID_VARIANTS];
 
 interface SyscallRun {
   /** median-chunk ns per write() */
@@ -380,12 +396,12 @@ interface SyscallRun {
   load: SysloopResult;
 }
 
-const WATCHED_PROGS = SYSCALL_ATTACH === 'raw_tp' ? ['raw_sys_enter', 'raw_sys_exit'] : ['enter_write', 'exit_write', 'enter_read', 'exit_read'];
+const WATCHED_PROGS = ['enter_write', 'exit_write', 'enter_read', 'exit_read', 'raw_sys_enter', 'raw_sys_exit'];
 
 async function syscallRun(v: SyscallVariant, bins: Bins): Promise<SyscallRun> {
   if (v.probes === 'none') {
     let foreignProgs: number | null = null;
-    const load = await runLoad<SysloopResult>(bins.sysloop, [String(CALLS)], () => {
+    const load = await runLoad<SysloopResult>(bins.sysloop, [String(CALLS), v.loop], () => {
       foreignProgs = foreignTracingProgs(new Set());
     });
     return {
@@ -401,7 +417,7 @@ async function syscallRun(v: SyscallVariant, bins: Bins): Promise<SyscallRun> {
       load,
     };
   }
-  return withProbes({ filterNetns: true }, async (probes) => {
+  return withProbes({ filterNetns: true, syscallAttach: v.attach }, async (probes) => {
     probes.open('sock_syscalls');
     if (v.runStats) probes.enableRunStats();
     // the pump runs as in the agent, so the traced variant pays for draining too
@@ -409,7 +425,7 @@ async function syscallRun(v: SyscallVariant, bins: Bins): Promise<SyscallRun> {
     probes.start((batch) => decoder.decode(batch), { pollMs: 10 });
     let before: ProgStat[] = [];
     let foreignProgs: number | null = null;
-    const load = await runLoad<SysloopResult>(bins.sysloop, [String(CALLS)], (ino) => {
+    const load = await runLoad<SysloopResult>(bins.sysloop, [String(CALLS), v.loop], (ino) => {
       foreignProgs = foreignTracingProgs(new Set(probes.progStats().map((p) => p.id)));
       if (v.probes === 'traced') probes.netnsAdd(ino);
       if (v.runStats) before = probes.progStats();
@@ -496,7 +512,7 @@ async function main(): Promise<void> {
   // past what the pipeline holds: a 64 KiB ring buffer at full speed loses events, each counted
   log('loss accounting: loadgen at full speed into a 64 KiB ring buffer');
   loss.push({ rate: 0, ring: LOSS_RING, run: await throughputRun({ ...THROUGHPUT_VARIANTS[0], wakeupBytes: LOSS_RING / 4, ringBytes: LOSS_RING }, bins, 0) });
-  const sc = await rounds('syscall', SYSCALL_VARIANTS, t0Bench + BUDGET_MS, (v) => syscallRun(v, bins));
+  const sc = await rounds('syscall', ALL_SC, t0Bench + BUDGET_MS, (v) => syscallRun(v, bins));
 
   // ---- throughput report ----
   const tpRuns = (id: ThroughputVariant['id']) => tp.runs.get(id) ?? [];
@@ -591,10 +607,9 @@ async function main(): Promise<void> {
   // ---- syscall report ----
   const scRuns = (id: SyscallVariant['id']) => sc.runs.get(id) ?? [];
   const ns = (id: SyscallVariant['id']) => scRuns(id).map((r) => r.nsPerCall);
-  const base = ns('none');
   const scRow = (v: SyscallVariant) => {
     const runs = scRuns(v.id);
-    const added = v.probes === 'none' ? '' : fmtSummary(paired(ns(v.id), base));
+    const added = v.probes === 'none' ? '' : fmtSummary(paired(ns(v.id), ns(v.loop === 'getppid' ? 'ppidNone' : 'none')));
     const dropped = runs.reduce((a, r) => a + r.rbDrops + r.pumpDroppedRecords, 0);
     const events = v.probes === 'traced' ? `${fmtSummary(pick(runs, (r) => r.kernelEvents), fmtSI)}${dropped ? ` (${dropped} dropped)` : ''}` : '';
     return [
@@ -612,12 +627,18 @@ async function main(): Promise<void> {
       `median (min..max) over ${sc.rounds} rounds; added = per-round paired difference`,
   );
   out.push(table(['variant', 'ns/write (median chunk)', 'added ns vs a', 'mean ns/write', 'writer CPU ns/write', 'events per run'], SYSCALL_VARIANTS.map(scRow)));
-  const progRow = (name: string) => [
-    name,
-    fmtSummary(pickProg(scRuns('tracedRunStats'), name, (p) => p.nsPerRun)),
-    fmtSummary(pickProg(scRuns('filteredRunStats'), name, (p) => p.nsPerRun)),
-    fmtSummary(pickProg(scRuns('tracedRunStats'), name, (p) => p.runs / SYSLOOP_WRITES)),
-  ];
+  out.push('');
+  out.push(`   ns per getppid() (${CALLS} timed calls): every other syscall of every process while the socket probes are attached; added vs f`);
+  out.push(table(['variant', 'ns/call (median chunk)', 'added ns vs f', 'mean ns/call', 'CPU ns/call', ''], PPID_VARIANTS.map(scRow)));
+  const progRow = (name: string) => {
+    const raw = name.startsWith('raw_');
+    return [
+      name,
+      fmtSummary(pickProg(scRuns(raw ? 'rawTracedRunStats' : 'tracedRunStats'), name, (p) => p.nsPerRun)),
+      fmtSummary(pickProg(scRuns(raw ? 'rawFilteredRunStats' : 'filteredRunStats'), name, (p) => p.nsPerRun)),
+      fmtSummary(pickProg(scRuns(raw ? 'rawTracedRunStats' : 'tracedRunStats'), name, (p) => p.runs / SYSLOOP_WRITES)),
+    ];
+  };
   out.push('');
   out.push('   BPF run-time statistics (kernel run_time_ns / run_cnt over the sysloop run, run-stats variants)');
   out.push(table(['program', 'ns/run, traced', 'ns/run, not traced', 'runs per loop write'], WATCHED_PROGS.map(progRow)));
@@ -670,20 +691,19 @@ async function main(): Promise<void> {
     loss: lossRows,
     syscall: {
       rounds: sc.rounds,
-      nsPerWrite: Object.fromEntries(SYSCALL_VARIANTS.map((v) => [v.id, round1(summarize(ns(v.id)))])),
-      addedNs: {
-        traced: round1(paired(ns('traced'), base)),
-        filtered: round1(paired(ns('filtered'), base)),
-        tracedRunStats: round1(paired(ns('tracedRunStats'), base)),
-        filteredRunStats: round1(paired(ns('filteredRunStats'), base)),
-      },
-      raw: Object.fromEntries(SYSCALL_VARIANTS.map((v) => [v.id, ns(v.id).map((x) => +x.toFixed(1))])),
-      rawMean: Object.fromEntries(SYSCALL_VARIANTS.map((v) => [v.id, scRuns(v.id).map((r) => +r.meanNsPerCall.toFixed(1))])),
-      rawWriterCpu: Object.fromEntries(SYSCALL_VARIANTS.map((v) => [v.id, scRuns(v.id).map((r) => +r.cpuNsPerCall.toFixed(1))])),
-      foreignProgs: Object.fromEntries(SYSCALL_VARIANTS.map((v) => [v.id, scRuns(v.id).map((r) => r.foreignProgs)])),
+      /** ns per call of each variant (write() for a..e, getppid() for f..h) */
+      nsPerWrite: Object.fromEntries(ALL_SC.map((v) => [v.id, round1(summarize(ns(v.id)))])),
+      addedNs: Object.fromEntries(ALL_SC.filter((v) => v.probes !== 'none').map((v) => [v.id, round1(paired(ns(v.id), ns(v.loop === 'getppid' ? 'ppidNone' : 'none')))])),
+      raw: Object.fromEntries(ALL_SC.map((v) => [v.id, ns(v.id).map((x) => +x.toFixed(1))])),
+      rawMean: Object.fromEntries(ALL_SC.map((v) => [v.id, scRuns(v.id).map((r) => +r.meanNsPerCall.toFixed(1))])),
+      rawWriterCpu: Object.fromEntries(ALL_SC.map((v) => [v.id, scRuns(v.id).map((r) => +r.cpuNsPerCall.toFixed(1))])),
+      foreignProgs: Object.fromEntries(ALL_SC.map((v) => [v.id, scRuns(v.id).map((r) => r.foreignProgs)])),
       tracedEvents: scRuns('traced').map((r) => r.kernelEvents),
       tracedDrops: scRuns('traced').map((r) => r.rbDrops + r.pumpDroppedRecords),
-      bpfNsPerRun: { traced: progJson('tracedRunStats'), filtered: progJson('filteredRunStats') },
+      bpfNsPerRun: {
+        traced: progJson('tracedRunStats'), filtered: progJson('filteredRunStats'),
+        rawTraced: progJson('rawTracedRunStats'), rawFiltered: progJson('rawFilteredRunStats'),
+      },
     },
     elapsedS: +((performance.now() - t0Bench) / 1000).toFixed(1),
   };

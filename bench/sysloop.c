@@ -1,17 +1,27 @@
 /*
  * Cost of one traced syscall: N write() calls of 64 bytes on a connected TCP socket over
  * 127.0.0.1 (a second thread draining the other end), timed with CLOCK_MONOTONIC.
- * Usage: sysloop <calls> (rounded down to whole chunks of 10000). Prints "ready <netns inode>",
+ * Usage: sysloop <calls> [write|getppid] (calls rounded down to whole chunks of 10000). With
+ * "getppid" the timed loop makes getppid() calls instead: a syscall that is no socket's, which
+ * every process makes and which the raw_tp variant's programs still run on (they filter by number). Prints "ready <netns inode>",
  * waits for "go" on stdin, runs a warm-up of calls/10 writes, then the timed loop, and prints
  * one JSON line: the mean and the median-chunk ns per call (CLOCK_MONOTONIC), and the writer
  * thread's CPU ns per call (CLOCK_THREAD_CPUTIME_ID: excludes time it was not running).
  */
 #include "common.h"
+#include <sys/syscall.h>
 
 #define CHUNK_CALLS 10000
 
+static int use_getppid;
+
 static void write_all(int fd, const char *buf, uint64_t calls)
 {
+	if (use_getppid) {
+		for (uint64_t i = 0; i < calls; i++)
+			syscall(SYS_getppid);
+		return;
+	}
 	for (uint64_t i = 0; i < calls; i++) {
 		ssize_t n = write(fd, buf, 64);
 		if (n < 0) {
@@ -42,10 +52,11 @@ int main(int argc, char **argv)
 	char buf[64];
 	int w, r;
 
-	if (argc != 2 || atoll(argv[1]) < CHUNK_CALLS) {
-		fprintf(stderr, "usage: sysloop <calls, >= %d>\n", CHUNK_CALLS);
+	if (argc < 2 || argc > 3 || atoll(argv[1]) < CHUNK_CALLS || (argc == 3 && strcmp(argv[2], "write") && strcmp(argv[2], "getppid"))) {
+		fprintf(stderr, "usage: sysloop <calls, >= %d> [write|getppid]\n", CHUNK_CALLS);
 		return 2;
 	}
+	use_getppid = argc == 3 && !strcmp(argv[2], "getppid");
 	chunks = (uint64_t)atoll(argv[1]) / CHUNK_CALLS;
 	calls = chunks * CHUNK_CALLS;
 	chunk_ns = calloc(chunks, sizeof(*chunk_ns));

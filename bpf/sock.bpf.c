@@ -228,7 +228,9 @@ struct sk_meta {
 	__u8 keep_out;
 	__u8 gap_in;   /* messages were shed in this direction since the last one reported */
 	__u8 gap_out;
-	__u8 _pad[6];
+	__u8 out_after_shed; /* exit from registers: the send being made starts the first kept message after shed ones */
+	__u8 _pad[5];
+	__u64 out_enter_ts;  /* exit from registers: when the send being made entered the kernel */
 };
 
 struct {
@@ -502,12 +504,35 @@ static __always_inline bool op_is_send(__u8 op)
 	return op >= STRATA_OP_WRITE && op <= STRATA_OP_SENDFILE;
 }
 
-static __always_inline int on_enter(__u8 op, int fd, __u64 buf, __u64 count, __u64 flags)
+/*
+ * Two ways from a syscall's entry to its exit:
+ * - the exit reads the syscall's arguments back from the task's saved user registers (raw_tp
+ *   gets them as its first argument on every kernel; a tracepoint program through
+ *   bpf_task_pt_regs, 5.15+). Nothing is stored per call: a receive has no entry work at all (its
+ *   entry programs are not attached), a send's entry makes the sampling decision and leaves its
+ *   time in the socket's cache entry. A read that moved no bytes (EAGAIN, the common case for
+ *   event loops) returns before any lookup;
+ * - older kernels' tracepoint programs keep the arguments in the per-thread `inflight` map from
+ *   entry to exit (two locked hash-map operations per call).
+ * Which one a tracepoint program uses is decided when the object is loaded (CO-RE), and the
+ * registry attaches the receive entries only where the map is needed (probes/registry.ts).
+ */
+static __always_inline bool exit_has_regs(void)
+{
+	return bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs) &&
+	       bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf);
+}
+
+static __always_inline int on_enter(__u8 op, int fd, __u64 buf, __u64 count, __u64 flags, bool regs)
 {
 	struct inflight in = {};
+	struct sk_meta *m = NULL;
 	struct sock *sk = NULL;
 	__u64 id;
 
+	/* with the registers at exit, only a send has work at entry */
+	if (regs && !op_is_send(op))
+		return 0;
 	if (!task_traced(task_netns())) {
 		stat_inc(STRATA_STAT_FILTERED);
 		return 0;
@@ -522,13 +547,22 @@ static __always_inline int on_enter(__u8 op, int fd, __u64 buf, __u64 count, __u
 	}
 	/* sampling: a shed outbound message costs no event, no capture and no exit work */
 	if (op_is_send(op)) {
-		struct sk_meta *m = sk_meta_of(sk, 0);
+		m = sk_meta_of(sk, 0);
 		if (m && out_decision(m, sk, op, buf, count, &in.after_shed) == STRATA_DROP) {
 			stat_inc(STRATA_STAT_SHED_EVENTS);
 			return 0;
 		}
 	}
 	in.enter_ts = bpf_ktime_get_ns();
+	if (regs) {
+		/* the exit finds the socket again through the fd; two threads writing to one socket
+		 * at once would share this time (HTTP/1.x clients and servers do not) */
+		if (m) {
+			m->out_enter_ts = in.enter_ts;
+			m->out_after_shed |= in.after_shed;
+		}
+		return 0;
+	}
 	in.sk = (__u64)sk;
 	in.buf = buf;
 	in.count = count;
@@ -610,64 +644,61 @@ done:
 		e->hdr.flags |= STRATA_F_TRUNCATED;
 }
 
-static __always_inline int on_exit(__s64 ret)
+/*
+ * The exit's work once the call's arguments are known (from the registers or the inflight map):
+ * in->op, sk, fd, buf, count, peek, after_shed and (sends) enter_ts.
+ */
+static __always_inline int exit_emit(struct inflight *in, __s64 ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct inflight *in = bpf_map_lookup_elem(&inflight, &id);
 	struct strata_sock_event *e;
 	struct sk_meta *m;
-	struct sock *sk;
+	struct sock *sk = (struct sock *)in->sk;
 	__u8 after_shed;
-	int fd;
-
-	if (!in)
-		return 0;
-	fd = in->fd;
-	sk = (struct sock *)in->sk;
+	int fd = in->fd;
 
 	if (in->op == STRATA_OP_ACCEPT) {
 		if (ret < 0)
-			goto out;
+			return 0;
 		fd = (int)ret;
 		sk = fd_tcp_sock(fd);
 		if (!sk)
-			goto out;
+			return 0;
 		e = sock_event_new(STRATA_OP_ACCEPT, in->enter_ts, sk, fd, NULL);
 		if (!e)
-			goto out;
+			return 0;
 		e->hdr.type = STRATA_EV_SOCK_ACCEPT;
 		e->ret = ret;
 		event_submit(e);
-		goto out;
+		return 0;
 	}
 	if (in->op == STRATA_OP_CONNECT) {
 		if (ret != 0 && ret != -EINPROGRESS)
-			goto out;
+			return 0;
 		e = sock_event_new(STRATA_OP_CONNECT, in->enter_ts, sk, fd, NULL);
 		if (!e)
-			goto out;
+			return 0;
 		e->hdr.type = STRATA_EV_SOCK_CONNECT;
 		e->ret = ret;
 		/* first byte this side will send */
 		e->seq = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
 		event_submit(e);
-		goto out;
+		return 0;
 	}
 	/* data: errors and EOF carry no bytes (EAGAIN is the common case for event loops) */
 	if (ret <= 0)
-		goto out;
+		return 0;
 	after_shed = in->after_shed;
 	m = sk_meta_of(sk, 0);
 	if (!op_is_send(in->op)) {
 		__u32 seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq) - (in->peek ? 0 : (__u32)ret);
 		if (m && in_decision(m, seq, in, ret, &after_shed) == STRATA_DROP) {
 			stat_inc(STRATA_STAT_SHED_EVENTS);
-			goto out;
+			return 0;
 		}
 	}
 	e = sock_event_new(in->op, in->enter_ts, sk, fd, m);
 	if (!e)
-		goto out;
+		return 0;
 	e->hdr.type = STRATA_EV_SOCK_DATA;
 	e->ret = ret;
 	if (after_shed)
@@ -688,9 +719,94 @@ static __always_inline int on_exit(__s64 ret)
 	}
 	capture(e, in, ret);
 	event_submit(e);
-out:
+	return 0;
+}
+
+/* exit, older kernels' tracepoints: the arguments were kept in `inflight` at entry */
+static __always_inline int on_exit(__s64 ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct inflight *in = bpf_map_lookup_elem(&inflight, &id);
+
+	if (!in)
+		return 0;
+	exit_emit(in, ret);
 	bpf_map_delete_elem(&inflight, &id);
 	return 0;
+}
+
+/*
+ * exit with the task's user registers: the arguments are still in them (x86_64: di, si, dx, r10;
+ * arm64: x0..x3 as saved at entry, orig_x0 for the first). The same argument positions as the
+ * ENTER() lines below.
+ */
+static __always_inline int on_exit_regs(__u8 op, struct pt_regs *regs, __s64 ret)
+{
+	struct inflight in = {};
+	__u64 a1, a2, a3;
+	struct sk_meta *m;
+	struct sock *sk = NULL;
+	int fd;
+
+	/* no bytes moved, no connection made: before any lookup */
+	if (op == STRATA_OP_CONNECT ? (ret != 0 && ret != -EINPROGRESS) : ret <= 0)
+		return 0;
+	if (!task_traced(task_netns())) {
+		/* sends were counted at entry */
+		if (!op_is_send(op))
+			stat_inc(STRATA_STAT_FILTERED);
+		return 0;
+	}
+	fd = (int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	if (op != STRATA_OP_ACCEPT) {
+		sk = fd_tcp_sock(fd);
+		if (!sk) {
+			if (!op_is_send(op))
+				stat_inc(STRATA_STAT_NOT_TCP);
+			return 0;
+		}
+	}
+	a1 = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	a2 = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	a3 = PT_REGS_PARM4_CORE_SYSCALL(regs);
+	in.sk = (__u64)sk;
+	in.fd = fd;
+	in.op = op;
+	in.enter_ts = bpf_ktime_get_ns(); /* receives, accept, connect: their time is the exit's */
+	switch (op) {
+	case STRATA_OP_READ:
+	case STRATA_OP_READV:
+	case STRATA_OP_WRITE:
+	case STRATA_OP_WRITEV:
+		in.buf = a1, in.count = a2;
+		break;
+	case STRATA_OP_RECVFROM:
+	case STRATA_OP_SENDTO:
+		in.buf = a1, in.count = a2, in.peek = (a3 & MSG_PEEK) ? 1 : 0;
+		break;
+	case STRATA_OP_RECVMSG:
+	case STRATA_OP_SENDMSG:
+		in.buf = a1, in.peek = (a2 & MSG_PEEK) ? 1 : 0;
+		break;
+	case STRATA_OP_SENDFILE:
+		in.count = a3;
+		break;
+	default: /* accept, accept4, connect */
+		break;
+	}
+	if (op_is_send(op)) {
+		/* the entry decided (and left its time); a shed message or a socket the entry did
+		 * not see (the probes attached mid-call) has nothing to report */
+		__u64 k = (__u64)sk;
+		m = bpf_map_lookup_elem(&sk_cache, &k);
+		if (!m || m->last_dir != STRATA_DIR_OUT || m->keep_out == STRATA_DROP)
+			return 0;
+		if (m->out_enter_ts)
+			in.enter_ts = m->out_enter_ts;
+		in.after_shed = m->out_after_shed;
+		m->out_after_shed = 0;
+	}
+	return exit_emit(&in, ret);
 }
 
 #define ENTER(name, op, fdarg, bufarg, cntarg, flagarg)                                    \
@@ -699,41 +815,45 @@ out:
 	{                                                                                  \
 		return on_enter(op, (int)ctx->args[fdarg], bufarg < 0 ? 0 : ctx->args[bufarg], \
 				cntarg < 0 ? 0 : ctx->args[cntarg],                         \
-				flagarg < 0 ? 0 : ctx->args[flagarg]);                      \
+				flagarg < 0 ? 0 : ctx->args[flagarg], exit_has_regs());     \
 	}
-#define EXIT(name)                                                                         \
+#define EXIT(name, op)                                                                     \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                         \
 	int exit_##name(struct trace_event_raw_sys_exit *ctx)                              \
 	{                                                                                  \
+		if (exit_has_regs())                                                       \
+			return on_exit_regs(op, (struct pt_regs *)bpf_task_pt_regs(         \
+						    bpf_get_current_task_btf()),          \
+					    ctx->ret);                                     \
 		return on_exit(ctx->ret);                                                  \
 	}
 
 /* args: read(fd, buf, count); recvfrom(fd, buf, len, flags, ...); recvmsg(fd, msg, flags) */
 ENTER(read, STRATA_OP_READ, 0, 1, 2, -1)
-EXIT(read)
+EXIT(read, STRATA_OP_READ)
 ENTER(recvfrom, STRATA_OP_RECVFROM, 0, 1, 2, 3)
-EXIT(recvfrom)
+EXIT(recvfrom, STRATA_OP_RECVFROM)
 ENTER(recvmsg, STRATA_OP_RECVMSG, 0, 1, -1, 2)
-EXIT(recvmsg)
+EXIT(recvmsg, STRATA_OP_RECVMSG)
 ENTER(readv, STRATA_OP_READV, 0, 1, 2, -1)
-EXIT(readv)
+EXIT(readv, STRATA_OP_READV)
 ENTER(write, STRATA_OP_WRITE, 0, 1, 2, -1)
-EXIT(write)
+EXIT(write, STRATA_OP_WRITE)
 ENTER(sendto, STRATA_OP_SENDTO, 0, 1, 2, 3)
-EXIT(sendto)
+EXIT(sendto, STRATA_OP_SENDTO)
 ENTER(sendmsg, STRATA_OP_SENDMSG, 0, 1, -1, 2)
-EXIT(sendmsg)
+EXIT(sendmsg, STRATA_OP_SENDMSG)
 ENTER(writev, STRATA_OP_WRITEV, 0, 1, 2, -1)
-EXIT(writev)
+EXIT(writev, STRATA_OP_WRITEV)
 /* sendfile(out_fd, in_fd, offset, count): the socket is out_fd */
 ENTER(sendfile64, STRATA_OP_SENDFILE, 0, -1, 3, -1)
-EXIT(sendfile64)
+EXIT(sendfile64, STRATA_OP_SENDFILE)
 ENTER(accept, STRATA_OP_ACCEPT, 0, -1, -1, -1)
-EXIT(accept)
+EXIT(accept, STRATA_OP_ACCEPT)
 ENTER(accept4, STRATA_OP_ACCEPT, 0, -1, -1, -1)
-EXIT(accept4)
+EXIT(accept4, STRATA_OP_ACCEPT)
 ENTER(connect, STRATA_OP_CONNECT, 0, -1, -1, -1)
-EXIT(connect)
+EXIT(connect, STRATA_OP_CONNECT)
 
 /* close: the socket still exists at entry; nothing is needed from the exit */
 static __always_inline int on_close(int fd)
@@ -886,7 +1006,7 @@ int raw_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	default: /* accept, accept4, connect */
 		break;
 	}
-	return on_enter(op, fd, buf, count, flags);
+	return on_enter(op, fd, buf, count, flags, true);
 }
 
 SEC("raw_tp/sys_exit")
@@ -897,7 +1017,7 @@ int raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 
 	if (!op || op == STRATA_OP_CLOSE)
 		return 0;
-	return on_exit((__s64)ctx->args[1]);
+	return on_exit_regs(op, regs, (__s64)ctx->args[1]);
 }
 
 SEC("raw_tp/inet_sock_set_state")

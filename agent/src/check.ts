@@ -167,7 +167,7 @@ function tryProbes(env: PreflightEnv): ProbeCheck[] {
 /** What the agent does with a family: preflight, load (its variant), attach what attaches at start. */
 function tryFamily(f: ProbeFamily, env: PreflightEnv): ProbeCheck {
   const pf = f.preflight(env, {});
-  const progs = programsOf(f, pf.variant);
+  const progs = programsOf(f, pf.variant, env);
   const kinds = [...new Set(progs.map((p) => p.kind))].join('+');
   const r: ProbeCheck = {
     name: f.name, kind: 'family', section: `${f.object}.bpf.o: ${progs.length} ${kinds} programs`, required: f.required,

@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { type ProbeCheck, attachOptions, explain, readCapabilities } from '../../agent/src/check.ts';
-import { type FsView, KPROBE_PMU, readKprobes, readOvs, readTracefs } from '../../agent/src/probes/preflight.ts';
+import { EXIT_REGS_HELPERS, type FsView, KPROBE_PMU, btfHasNames, readKprobes, readOvs, readTracefs } from '../../agent/src/probes/preflight.ts';
+import { family, programsOf } from '../../agent/src/probes/registry.ts';
 
 /** a file tree given as paths: directories are listed from the paths below them */
 function fakeFs(paths: string[]): FsView {
@@ -65,4 +66,28 @@ test('why a feature probe failed: OVS module absent, OVS tracepoint absent, no k
   const kp = probe('kprobe_recvmsg', false, 'kprobe/tcp_recvmsg');
   assert.match(explain(kp, ctx({ kprobes: false, ovs: { module: false, tracepoints: [] } })), /no kprobe support .*CONFIG_KPROBES/);
   assert.match(explain(kp, ctx({ kprobes: true, ovs: { module: false, tracepoints: [] } })), /the kprobe on tcp_recvmsg could not be created/);
+});
+
+test('BTF enumerator names: whole names in the string section, not prefixes of longer ones', () => {
+  const btf = Buffer.from('\0BPF_FUNC_task_pt_regs_x\0BPF_FUNC_get_current_task_btf\0', 'latin1');
+  assert.equal(btfHasNames(['BPF_FUNC_get_current_task_btf'], btf), true);
+  assert.equal(btfHasNames(['BPF_FUNC_task_pt_regs'], btf), false, 'only a longer name contains it');
+  assert.equal(btfHasNames(EXIT_REGS_HELPERS, Buffer.from('\0BPF_FUNC_task_pt_regs\0BPF_FUNC_get_current_task_btf\0', 'latin1')), true);
+  assert.equal(btfHasNames(EXIT_REGS_HELPERS, null), false, 'no BTF: the entry programs stay');
+});
+
+test('receive entries load only where the exit cannot read the registers (5.10); sends always decide at entry', () => {
+  const f = family('sock_syscalls');
+  const names = (exitRegs?: boolean) => programsOf(f, 'tracepoint', exitRegs === undefined ? undefined : { exitRegs }).map((p) => p.name);
+  const all = names();
+  assert.deepEqual(names(false), all, 'without the helpers: every entry and exit');
+  const lean = names(true);
+  for (const n of ['enter_read', 'enter_recvfrom', 'enter_recvmsg', 'enter_readv', 'enter_accept', 'enter_accept4', 'enter_connect']) {
+    assert.ok(all.includes(n) && !lean.includes(n), n);
+  }
+  for (const n of ['enter_write', 'enter_sendto', 'enter_sendmsg', 'enter_writev', 'enter_sendfile64', 'enter_close', 'exit_read', 'exit_write', 'sock_state']) {
+    assert.ok(lean.includes(n), n);
+  }
+  assert.equal(lean.length, all.length - 7);
+  assert.deepEqual(programsOf(f, 'raw_tp', { exitRegs: true }).map((p) => p.name), ['raw_sys_enter', 'raw_sys_exit', 'raw_sock_state']);
 });

@@ -37,6 +37,12 @@ export interface PreflightEnv {
   /** the kernel offers kprobes: a kprobe PMU or tracefs kprobe_events (CONFIG_KPROBES) */
   kprobes: boolean;
   ovs: OvsState;
+  /**
+   * a syscall's exit can read its arguments from the task's registers (bpf_task_pt_regs and
+   * bpf_get_current_task_btf in the kernel's BTF, 5.15+): receives need no entry program. The
+   * same test the BPF object makes when it is loaded (bpf/sock.bpf.c exit_has_regs). Unset: false.
+   */
+  exitRegs?: boolean;
 }
 
 /** what readKprobes and readOvs look at, injectable for tests */
@@ -86,7 +92,28 @@ export function readTracefs(mounts = readFileSync('/proc/mounts', 'utf8'), exist
   return { mounted, mountPoints, debugfsFallback, path, accessible, rawTracepointFallbackNeeded: path === null };
 }
 
+/**
+ * Whether the kernel's BTF names every one of these enumerators (e.g. BPF helper ids
+ * BPF_FUNC_task_pt_regs): what CO-RE's bpf_core_enum_value_exists() answers at load. BTF keeps
+ * names NUL-terminated in its string section, so a whole-name match is a search for "\0name\0".
+ */
+export function btfHasNames(names: readonly string[], btf: Buffer | null): boolean {
+  if (!btf) return false;
+  return names.every((n) => btf.indexOf(`\0${n}\0`, 0, 'latin1') >= 0);
+}
+
+export const EXIT_REGS_HELPERS = ['BPF_FUNC_task_pt_regs', 'BPF_FUNC_get_current_task_btf'] as const;
+
+function readBtf(): Buffer | null {
+  try {
+    return readFileSync(BTF);
+  } catch {
+    return null;
+  }
+}
+
 export function readPreflightEnv(): PreflightEnv {
   const tracefs = readTracefs();
-  return { tracefs, btf: existsSync(BTF), kprobes: readKprobes(tracefs.path), ovs: readOvs(tracefs.path) };
+  const btf = readBtf();
+  return { tracefs, btf: btf !== null, kprobes: readKprobes(tracefs.path), ovs: readOvs(tracefs.path), exitRegs: btfHasNames(EXIT_REGS_HELPERS, btf) };
 }

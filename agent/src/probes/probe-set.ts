@@ -47,7 +47,7 @@ export class ProbeSet {
   load(f: ProbeFamily): Preflight {
     const pf = this.preflight(f);
     if (!pf.ok) throw new Error(`${f.name}: ${pf.reason}`);
-    this.native.load(f.object, { knobs: f.knobs(this.settings), programs: programsOf(f, pf.variant).map((p) => p.name) });
+    this.native.load(f.object, { knobs: f.knobs(this.settings), programs: programsOf(f, pf.variant, this.env).map((p) => p.name) });
     this.preflights.set(f.name, pf);
     return pf;
   }
@@ -55,7 +55,7 @@ export class ProbeSet {
   /** Attaches a loaded family's programs that attach at start (not TC: per interface). */
   attach(f: ProbeFamily): void {
     if (f.attach !== 'programs') return;
-    for (const p of programsOf(f, this.preflights.get(f.name)?.variant)) this.native.attach(f.object, p.name);
+    for (const p of programsOf(f, this.preflights.get(f.name)?.variant, this.env)) this.native.attach(f.object, p.name);
   }
 
   /** load + attach by family name (tests, bench) */

@@ -24,6 +24,12 @@ export interface ProgramDesc {
   variant?: string;
   /** tc programs: the clsact hook */
   hook?: 'ingress' | 'egress';
+  /**
+   * only where the kernel cannot give a syscall's exit its arguments back from the task's
+   * registers (no bpf_task_pt_regs, before 5.15): a receive's entry, whose only work is to keep
+   * them in the inflight map (bpf/sock.bpf.c, exit_has_regs)
+   */
+  entryMapOnly?: true;
 }
 
 export interface EventDesc {
@@ -139,6 +145,8 @@ function payloadCap(what: string, v: number | undefined, max: number): number | 
 }
 
 const SYSCALLS = ['read', 'recvfrom', 'recvmsg', 'readv', 'write', 'sendto', 'sendmsg', 'writev', 'sendfile64', 'accept', 'accept4', 'connect'];
+/** syscalls whose entry does work with the exit reading the registers: a send decides its message there */
+const SENDS = new Set(['write', 'sendto', 'sendmsg', 'writev', 'sendfile64']);
 
 export const SOCK_SYSCALLS: ProbeFamily = {
   name: 'sock_syscalls',
@@ -148,7 +156,7 @@ export const SOCK_SYSCALLS: ProbeFamily = {
   attach: 'programs',
   programs: [
     ...SYSCALLS.flatMap((n): ProgramDesc[] => [
-      { name: `enter_${n}`, kind: 'tracepoint', variant: 'tracepoint' },
+      { name: `enter_${n}`, kind: 'tracepoint', variant: 'tracepoint', ...(SENDS.has(n) ? {} : { entryMapOnly: true as const }) },
       { name: `exit_${n}`, kind: 'tracepoint', variant: 'tracepoint' },
     ]),
     { name: 'enter_close', kind: 'tracepoint', variant: 'tracepoint' },
@@ -347,9 +355,12 @@ export function family(name: string): ProbeFamily {
   return f;
 }
 
-/** the programs of a family that load for a variant */
-export function programsOf(f: ProbeFamily, variant?: string): ProgramDesc[] {
-  return f.programs.filter((p) => p.variant === undefined || p.variant === variant);
+/**
+ * the programs of a family that load for a variant; with `env`, those its kernel needs (without
+ * it: all of them, which is always correct, an entry program the kernel does not need returns at once)
+ */
+export function programsOf(f: ProbeFamily, variant?: string, env?: Pick<PreflightEnv, 'exitRegs'>): ProgramDesc[] {
+  return f.programs.filter((p) => (p.variant === undefined || p.variant === variant) && !(p.entryMapOnly && env?.exitRegs));
 }
 
 /** every program name the agent may load (as bpftool shows them: 15 characters at most) */
