@@ -104,6 +104,8 @@ export declare class Probes {
   load(object: string, opts?: LoadOptions): void;
   /** attaches one loaded program as its section says (tracepoint, raw_tp, ...); throws naming the section */
   attach(object: string, program: string): void;
+  /** destroys one program's links (the program stays loaded, attach() again later); not attached: nothing to do */
+  detach(object: string, program: string): void;
   /**
    * clsact ingress+egress on ifname inside netns (a /run/netns path; "" = ours) with two programs of
    * a loaded object (default tc_ingress/tc_egress); returns the ifindex

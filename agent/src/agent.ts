@@ -46,6 +46,12 @@ export interface AgentOptions {
   probes: Required<Omit<ProbeSettings, 'filterCgroups' | 'filterNetns'>>;
   /** optional probe families not to load (probes.disable) */
   disableFamilies?: string[];
+  /**
+   * families that attach only while a pod is traced (the socket syscalls: every process on the
+   * node pays for them) are detached this long after the last traced pod left; 0 or unset: attached
+   * from the start, always (config probes.idleDetachS)
+   */
+  idleDetachS?: number;
   /** load shedding in the kernel when the agent exceeds its CPU budget (config shedding.*); undefined = never */
   shedding?: SheddingOptions;
   /** port for /metrics, /healthz, /readyz; undefined = no server; 0 = any */
@@ -103,7 +109,7 @@ export class Agent {
       exporter: () => ({ droppedSpans: this.sink.stats().spansDropped }),
       sink: () => this.sink.stats(),
       progStats: () => this.probes?.progStats() ?? [],
-      probes: () => [...this.attached].map(([name, attached]) => ({ name, attached })),
+      probes: () => [...this.attached].map(([name, attached]) => ({ name, attached, idle: this.idle.get(name) ?? false })),
       discovery: () => this.discovery && {
         stale: this.discovery.stale(), source: this.discovery.sourceKind, stats: this.discovery.stats,
         sourceStats: this.discovery.sourceStats(), proc: this.discovery.scanner.stats,
@@ -186,6 +192,54 @@ export class Agent {
     this.ready = true;
   }
 
+  /**
+   * Families attached only while they have something to trace (registry: whileTraced): loaded at
+   * start, attached at their first target, detached idleDetachS after their last. What each
+   * traces now, and its pending detach.
+   */
+  private readonly idle = new Map<string, boolean>();
+  private readonly idleTargets = new Map<string, Set<string>>();
+  private readonly idleTimers = new Map<string, NodeJS.Timeout>();
+
+  private lazy(f: ProbeFamily): boolean {
+    return (this.opts.idleDetachS ?? 0) > 0 && f.whileTraced !== undefined;
+  }
+
+  /** a lazy family's target came or went: attach at the first, detach idleDetachS after the last */
+  private idleTrack(p: ProbeSet, f: ProbeFamily, t: TraceTarget, on: boolean): void {
+    if (!this.lazy(f) || !f.whileTraced?.includes(t.kind)) return;
+    const set = this.idleTargets.get(f.name) ?? new Set<string>();
+    this.idleTargets.set(f.name, set);
+    const key = targetKey(t);
+    if (on) {
+      clearTimeout(this.idleTimers.get(f.name));
+      this.idleTimers.delete(f.name);
+      if (this.idle.get(f.name)) {
+        // throws to track(): discovery warns and retries at its next reconcile
+        p.attach(f);
+        this.idle.set(f.name, false);
+        this.log(`strata: ${f.name} attached: a pod to trace (${describeTarget(t)})`);
+      }
+      set.add(key);
+      return;
+    }
+    set.delete(key);
+    if (set.size > 0 || this.idle.get(f.name) || this.idleTimers.has(f.name)) return;
+    const timer = setTimeout(() => {
+      this.idleTimers.delete(f.name);
+      if ((this.idleTargets.get(f.name)?.size ?? 0) > 0 || this.probes !== p) return;
+      try {
+        p.detach(f);
+        this.idle.set(f.name, true);
+        this.log(`strata: ${f.name} detached: no pod traced on this node for ${this.opts.idleDetachS} s (probes.idleDetachS)`);
+      } catch (e) {
+        this.log(`strata: warning: ${f.name}: detaching while idle failed: ${(e as Error).message}`);
+      }
+    }, (this.opts.idleDetachS ?? 0) * 1000);
+    timer.unref();
+    this.idleTimers.set(f.name, timer);
+  }
+
   private startFamily(p: ProbeSet, f: ProbeFamily): void {
     const pf = p.preflight(f);
     const fail = (code: string, what: string, e: unknown) => {
@@ -199,10 +253,22 @@ export class Agent {
     } catch (e) {
       return fail(STRATA_ERR_PROBE_LOAD, `loading ${f.object}.bpf.o failed`, e);
     }
-    try {
-      p.attach(f);
-    } catch (e) {
-      return fail(STRATA_ERR_PROBE_ATTACH, `${f.summary} could not attach`, e);
+    if (this.lazy(f)) {
+      // nothing to trace yet: attached with the first pod (idleTrack); a kernel that cannot attach
+      // it is found now all the same (attach, detach), not when the first pod comes
+      try {
+        p.attach(f);
+        p.detach(f);
+      } catch (e) {
+        return fail(STRATA_ERR_PROBE_ATTACH, `${f.summary} could not attach`, e);
+      }
+      this.idle.set(f.name, true);
+    } else {
+      try {
+        p.attach(f);
+      } catch (e) {
+        return fail(STRATA_ERR_PROBE_ATTACH, `${f.summary} could not attach`, e);
+      }
     }
     if (pf.variant) this.log(`strata: ${f.name} attached via ${pf.variant}${pf.reason ? `: ${pf.reason}` : ''}`);
     this.attached.set(f.name, true);
@@ -242,6 +308,7 @@ export class Agent {
       if (on === this.tracked.has(fk)) continue;
       try {
         f.track(ctx, t, on);
+        if (on) this.idleTrack(p, f, t, true);
         if (on) this.tracked.add(fk);
       } catch (e) {
         const err = e as Error & { code?: string };
@@ -249,7 +316,11 @@ export class Agent {
         if (f === NET_DEV && err.code === 'ENODEV') errors.push('');
         else errors.push(f === VETH_TC && t.kind === 'iface' ? `TC probe on ${t.name} not attached: ${err.message}` : `${f.name}: ${err.message}`);
       } finally {
-        if (!on) this.tracked.delete(fk);
+        if (!on) {
+          this.tracked.delete(fk);
+          // gone even when untracking it failed (its netns is gone): it keeps nothing attached
+          this.idleTrack(p, f, t, false);
+        }
       }
     }
     if (errors.length) throw new Error(errors.filter(Boolean).join('; ') || `${describeTarget(t)} is gone`);
@@ -347,6 +418,8 @@ export class Agent {
     if (this.timer) clearInterval(this.timer);
     if (this.shedTimer) clearInterval(this.shedTimer);
     await this.discovery?.stop();
+    for (const timer of this.idleTimers.values()) clearTimeout(timer);
+    this.idleTimers.clear();
     this.probes?.stop();
     this.correlator.drain();
     this.peers?.flush();

@@ -168,6 +168,7 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
                            InstanceMethod<&ProbesWrap::Attach>("attach"),
                            InstanceMethod<&ProbesWrap::AttachTc>("attachTc"),
                            InstanceMethod<&ProbesWrap::DetachTc>("detachTc"),
+                           InstanceMethod<&ProbesWrap::Detach>("detach"),
                            InstanceMethod<&ProbesWrap::MapUpdate>("mapUpdate"),
                            InstanceMethod<&ProbesWrap::MapDelete>("mapDelete"),
                            InstanceMethod<&ProbesWrap::TestRun>("testRun"),
@@ -246,6 +247,14 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
     if (info.Env().IsExceptionPending()) return info.Env().Undefined();
     NativeError err{};
     if (!probes_.Attach(object, program, &err)) return Throw(info.Env(), err);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Detach(const Napi::CallbackInfo& info) {
+    std::string object = Str(info, 0), program = Str(info, 1);
+    if (info.Env().IsExceptionPending()) return info.Env().Undefined();
+    NativeError err{};
+    if (!probes_.Detach(object, program, &err)) return Throw(info.Env(), err);
     return info.Env().Undefined();
   }
 

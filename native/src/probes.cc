@@ -277,6 +277,27 @@ bool Probes::Attach(const std::string& object, const std::string& program, Nativ
   return true;
 }
 
+bool Probes::Detach(const std::string& object, const std::string& program, NativeError* err) {
+  bpf_object* obj = Find(object);
+  if (!obj) return Fail(err, ENOENT, "detach", object + ".bpf.o", "object not loaded");
+  bpf_program* prog = bpf_object__find_program_by_name(obj, program.c_str());
+  if (!prog || bpf_program__fd(prog) < 0) return Fail(err, ENOENT, "detach", object + "/" + program, "program not loaded");
+  bpf_prog_info pinfo = {};
+  uint32_t plen = sizeof(pinfo);
+  if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &pinfo, &plen)) return Fail(err, errno, "detach", object + "/" + program, "program info");
+  for (auto it = links_.begin(); it != links_.end();) {
+    bpf_link_info linfo = {};
+    uint32_t llen = sizeof(linfo);
+    if (!bpf_obj_get_info_by_fd(bpf_link__fd(*it), &linfo, &llen) && linfo.prog_id == pinfo.id) {
+      bpf_link__destroy(*it);
+      it = links_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return true;
+}
+
 bool Probes::AttachTc(const std::string& object, const std::string& ifname, const std::string& netns,
                       const std::string& ingress, const std::string& egress, int* ifindex_out,
                       NativeError* err) {

@@ -105,6 +105,9 @@ class Probes {
             const std::vector<std::string>* programs, NativeError* err);
   // bpf_program__attach: tracepoint, raw_tp, uprobe... as the program's section says
   bool Attach(const std::string& object, const std::string& program, NativeError* err);
+  // destroys the links of one program (found by its kernel id); the program stays loaded, ready
+  // to attach again. Not attached: ok, nothing to do.
+  bool Detach(const std::string& object, const std::string& program, NativeError* err);
   bool AttachTc(const std::string& object, const std::string& ifname, const std::string& netns,
                 const std::string& ingress, const std::string& egress, int* ifindex,
                 NativeError* err);

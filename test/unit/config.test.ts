@@ -308,6 +308,7 @@ describe('config: the result', () => {
       routes: [],
       shedding: { cpuBudget: 0.5, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250 },
       disableFamilies: [],
+      idleDetachS: 30,
       probes: { sockPayloadCap: 128, pktPayloadCap: 128, ringBytes: 16777216, wakeupBytes: 262144, syscallAttach: 'auto' },
       correlator: {
         graceNs: 20e6,

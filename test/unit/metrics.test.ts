@@ -106,7 +106,7 @@ const OWN = [
   'strata_sampling_traces_kept_total', 'strata_sampling_traces_dropped_total',
   'strata_sampling_spans_dropped_total', 'strata_sampling_held_evictions_total', 'strata_correlator_connections', 'strata_correlator_messages', 'strata_correlator_evictions_total',
   'strata_spans_total', 'strata_drops_total', 'strata_export_spans_rejected_total', 'strata_export_spans_total', 'strata_export_requests_total',
-  'strata_export_queue_spans', 'strata_export_held_bytes', 'strata_export_duration_seconds', 'strata_probe_attached',
+  'strata_export_queue_spans', 'strata_export_held_bytes', 'strata_export_duration_seconds', 'strata_probe_attached', 'strata_probe_idle',
   'strata_kernel_shed_events_total', 'strata_kernel_shed_requests_total', 'strata_kernel_requests_total', 'strata_sampling_keep_ratio', 'strata_agent_cpu_budget_cores',
   'strata_agent_cpu_usage_cores', 'strata_sampling_adjustments_total', 'strata_correlator_shed_gaps_total',
   'strata_discovery_metadata_stale', 'strata_discovery_pods', 'strata_discovery_pods_traced', 'strata_discovery_pods_pending',

@@ -110,6 +110,7 @@ export function toAgentOptions(config: StrataConfig, pods: PodEntry[]): AgentOpt
     correlator: toCorrelatorOptions(config),
     shedding: { ...config.shedding },
     disableFamilies: [...config.probes.disable],
+    idleDetachS: config.probes.idleDetachS,
     metricsPort: config.metrics.port,
     metricsHost: config.metrics.host,
     ...(config.stitch.peersFile === null ? {} : { stitch: toStitchOptions(config, config.stitch.peersFile) }),

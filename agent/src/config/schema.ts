@@ -11,7 +11,7 @@ export interface ConfigShape {
     procRoot: string; cgroupRoot: string; procScanIntervalMs: number; maxProcesses: number; maxPods: number; maxOwners: number;
     resyncS: number; startTimeoutMs: number; backoff: { initialMs: number; maxMs: number }; unmappedVethGraceS: number;
   };
-  probes: { sockPayloadBytes: number; pktPayloadBytes: number; ringBufferBytes: number; wakeupBytes: number; syscallAttach: 'auto' | 'tracepoint' | 'raw_tp'; disable: string[] };
+  probes: { sockPayloadBytes: number; pktPayloadBytes: number; ringBufferBytes: number; wakeupBytes: number; syscallAttach: 'auto' | 'tracepoint' | 'raw_tp'; idleDetachS: number; disable: string[] };
   correlator: {
     graceMs: number; idleTimeoutS: number; maxConnections: number; maxMessages: number; proxyComms: string[];
     maxReady: number; lostQuietMs: number; retainS: number; maxHeldTraces: number; routes: string[]; exportInvalid: boolean;
@@ -61,7 +61,7 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
       // client-go's reflector backs off 800 ms .. 30 s
       resyncS: 300, startTimeoutMs: 5000, backoff: { initialMs: 800, maxMs: 30_000 }, unmappedVethGraceS: 10,
     },
-    probes: { sockPayloadBytes: 256, pktPayloadBytes: 128, ringBufferBytes: 16 * 1024 * 1024, wakeupBytes: 256 * 1024, syscallAttach: 'auto', disable: [] },
+    probes: { sockPayloadBytes: 256, pktPayloadBytes: 128, ringBufferBytes: 16 * 1024 * 1024, wakeupBytes: 256 * 1024, syscallAttach: 'auto', idleDetachS: 30, disable: [] },
     correlator: {
       graceMs: 100, idleTimeoutS: 30, maxConnections: 65536, maxMessages: 65536, proxyComms: ['nginx', 'envoy', 'haproxy', 'traefik'],
       maxReady: 65536, lostQuietMs: 1000, retainS: 10, maxHeldTraces: 4096, routes: [], exportInvalid: false,
@@ -319,6 +319,7 @@ export const SCHEMA = {
     ringBufferBytes: int(4096, 1 << 30, 'size of the kernel->agent ring buffer', { powerOfTwo: true }),
     wakeupBytes: int(0, 1 << 30, 'the kernel wakes the agent only past this many pending bytes (at most probes.ringBufferBytes)'),
     syscallAttach: oneOf(['auto', 'tracepoint', 'raw_tp'] as const, 'socket syscalls through tracepoints (need tracefs) or raw tracepoints; auto: tracepoints when tracefs is there'),
+    idleDetachS: int(0, 86_400, 'the socket syscall probes (which every process on the node pays for) attach with the first traced pod and detach this long after the last one left; 0: attached from the start, always'),
     disable: list('optional probe families not to load (veth_tc: TC hops on veths and uplinks; net_dev: device and qdisc points; each costs every packet on the node)', {
       what: 'optional probe family names (veth_tc, net_dev)', test: (x) => x === 'veth_tc' || x === 'net_dev',
     }),

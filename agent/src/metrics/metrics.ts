@@ -35,7 +35,8 @@ export interface StatsSource {
   /** load shedding (probes/shedding.ts): keep ratio, budget, the agent's CPU over the last interval */
   shedding?(): { keepRatio: number; cpuBudget: number; usageCores: number; adjustments: number } | undefined;
   /** attachments: one per probe family of the registry (the agent reports each) plus per-interface ones (tc:<ifname>) */
-  probes(): { name: string; attached: boolean }[];
+  /** idle: loaded, detached while nothing is traced (probes.idleDetachS) */
+  probes(): { name: string; attached: boolean; idle?: boolean }[];
   /** discovery, once it runs */
   discovery?(): DiscoverySnapshot | undefined;
   /** the peer channel of cross-node stitching, when stitch.peersFile is set */
@@ -390,6 +391,15 @@ export function createMetrics(src: StatsSource): Registry {
     },
   });
   const attachedOf = children<{ set: SetFn }>((probe) => attached.labels(probe));
+  const idle = new Gauge({
+    name: 'strata_probe_idle', help: '1 while the probe is loaded but detached because no pod on this node is traced (probes.idleDetachS): no process pays for it.',
+    labelNames: ['probe'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const p of src.probes()) if (p.idle !== undefined) idleOf(p.name).set(p.idle ? 1 : 0);
+    },
+  });
+  const idleOf = children<{ set: SetFn }>((probe) => idle.labels(probe));
 
   // discovery: pods of this node, the API server's health, the /proc scan, TC attach latency
   const disc = perScrape(() => src.discovery?.());

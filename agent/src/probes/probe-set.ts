@@ -58,6 +58,12 @@ export class ProbeSet {
     for (const p of programsOf(f, this.preflights.get(f.name)?.variant, this.env)) this.native.attach(f.object, p.name);
   }
 
+  /** Detaches a family's start-time programs (they stay loaded, maps and all: attach() again later). */
+  detach(f: ProbeFamily): void {
+    if (f.attach !== 'programs') return;
+    for (const p of programsOf(f, this.preflights.get(f.name)?.variant, this.env)) this.native.detach(f.object, p.name);
+  }
+
   /** load + attach by family name (tests, bench) */
   open(...names: string[]): this {
     for (const n of names) {

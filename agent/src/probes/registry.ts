@@ -113,6 +113,12 @@ export interface ProbeFamily {
   /** false: the agent carries on without it (one warning, metric 0) */
   required: boolean;
   programs: ProgramDesc[];
+  /**
+   * attached only while the agent traces a target of these kinds (with probes.idleDetachS > 0):
+   * loaded at start, attached at the first such target, detached a while after the last. For a
+   * family every process on the node pays for, traced or not.
+   */
+  whileTraced?: TraceTarget['kind'][];
   /** how its programs attach: all at start ('programs'), or per interface ('tc') */
   attach: 'programs' | 'tc';
   knobs(s: ProbeSettings): Knobs;
@@ -154,6 +160,7 @@ export const SOCK_SYSCALLS: ProbeFamily = {
   summary: 'socket syscalls (accept/connect/read*/write*/sendfile/close) and TCP state changes of traced pods',
   required: true,
   attach: 'programs',
+  whileTraced: ['netns', 'cgroup'],
   programs: [
     ...SYSCALLS.flatMap((n): ProgramDesc[] => [
       { name: `enter_${n}`, kind: 'tracepoint', variant: 'tracepoint', ...(SENDS.has(n) ? {} : { entryMapOnly: true as const }) },
