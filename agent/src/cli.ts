@@ -21,6 +21,7 @@ const USAGE = `usage: strata <command> [options]
   agent     run the agent (strata agent --help: flags and every configuration key)
   demo      bring up the lab, trace a few requests, write ./traces, print them, tear down
   check     preflight: kernel, BTF, tracefs, capabilities, which probes attach here
+  report    where the time went in a directory of traces: by layer, node and hop (p50/p99)
   version   print the version
 Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 configuration, 4 a required probe could not
 load or attach, 5 \`check\` found a required piece missing.`;
@@ -50,6 +51,28 @@ const DEMO_USAGE = `usage: strata demo [--traces-dir D]
   Brings up the one-node lab (netns node + bridge, client, ingress-nginx pod, frontend pod), runs
   the agent on it, sends five requests, writes D (default ./traces) and prints each trace.
   OTEL_EXPORTER_OTLP_ENDPOINT also sends OTLP/HTTP to a collector. Needs root.`;
+
+const REPORT_USAGE = `usage: strata report <traces-dir> [--json] [--hops N]
+  Reads <traces-dir>/jaeger-traces.json (what the agent writes with export.files.dir, and the
+  demo's ./traces) and prints, over its traces, how each root's time split between application,
+  proxy, network and other time (p50/p99), the network time per node and the slowest hops.
+  --json prints the same as one JSON object; --hops N shows N hops (default 12).`;
+
+async function runReport(argv: string[]): Promise<number> {
+  const { parseArgs } = await import('node:util');
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean', default: false }, hops: { type: 'string', default: '12' } } });
+  } catch (e) {
+    throw new StrataError(STRATA_ERR_USAGE, `report: ${(e as Error).message}\n${REPORT_USAGE}`, EXIT_USAGE);
+  }
+  const hops = Number(parsed.values.hops);
+  if (parsed.positionals.length !== 1 || !Number.isInteger(hops) || hops < 0) throw new StrataError(STRATA_ERR_USAGE, REPORT_USAGE, EXIT_USAGE);
+  const { buildReport, formatReport, readTraces } = await import('./report.ts');
+  const r = buildReport(readTraces(parsed.positionals[0] as string));
+  process.stdout.write(parsed.values.json ? `${JSON.stringify({ ...r, hops: r.hops.slice(0, hops) })}\n` : formatReport(r, hops));
+  return EXIT_OK;
+}
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -151,6 +174,12 @@ async function main(): Promise<number> {
       }
       return runCheckCommand(rest);
     }
+    case 'report':
+      if (wantsHelp(rest)) {
+        process.stdout.write(`${REPORT_USAGE}\n`);
+        return EXIT_OK;
+      }
+      return runReport(rest);
     case 'version':
     case '--version':
       if (wantsHelp(rest)) {

@@ -9,6 +9,8 @@ export const STRATA_ERR_NOT_PERMITTED = 'STRATA_ERR_NOT_PERMITTED';
 export const STRATA_ERR_PEER_AUTH = 'STRATA_ERR_PEER_AUTH';
 /** a peer agent's stitch batch was signed but malformed or too large */
 export const STRATA_ERR_PEER_BATCH = 'STRATA_ERR_PEER_BATCH';
+/** `strata report`: the traces directory has no readable Jaeger JSON */
+export const STRATA_ERR_REPORT_INPUT = 'STRATA_ERR_REPORT_INPUT';
 /** flushing and detaching on SIGTERM/SIGINT took longer than shutdown.timeoutS */
 export const STRATA_ERR_SHUTDOWN_TIMEOUT = 'STRATA_ERR_SHUTDOWN_TIMEOUT';
 

@@ -100,8 +100,8 @@ export function runRecords(recs: Buffer[], batchSize = 16, tickAt?: number, opts
   return { spans: sink.spans, records: sink.records, correlator };
 }
 
-/** a span without its times: what must not depend on how the bytes were cut */
+/** a span without its times (and strata.time.*, made of times): what must not depend on how the bytes were cut */
 export function shape(s: SpanRecord): string {
   return JSON.stringify([s.traceId, s.spanId, s.parentSpanId ?? '', s.name, s.kind, s.resource.serviceName, s.status?.code ?? 0,
-    Object.entries(s.attributes).filter(([k]) => !k.startsWith('strata.message')).sort()]);
+    Object.entries(s.attributes).filter(([k]) => !k.startsWith('strata.message') && !k.startsWith('strata.time.')).sort()]);
 }

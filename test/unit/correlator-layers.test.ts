@@ -206,3 +206,19 @@ describe('hop layers from socket, net_dev and TC points', () => {
     assert.ok(events.includes('request last byte') && events.includes('response first byte'), events.join(', '));
   });
 });
+
+describe('the local root says where its time went', () => {
+  test('strata.time.{app,proxy,network,other}_us on the local root only, adding up to its duration', () => {
+    const spans = run(true);
+    const client = spans.find((s) => s.kind === SpanKind.CLIENT);
+    const server = spans.find((s) => s.kind === SpanKind.SERVER);
+    assert.ok(client && server);
+    const t = (k: string) => client.attributes[`strata.time.${k}_us`] as number;
+    const durUs = (ns(client.end) - ns(client.start)) / 1000;
+    assert.ok(durUs > 0);
+    assert.ok(Math.abs(t('app') + t('proxy') + t('network') + t('other') - durUs) <= 2, 'the parts add up to the root (rounded to us each)');
+    assert.ok(t('network') > 0, 'the hop spans are network time');
+    assert.ok(t('app') > 0, 'the app SERVER under the CLIENT is app time');
+    assert.equal(server.attributes['strata.time.app_us'], undefined, 'not on spans under the root');
+  });
+});

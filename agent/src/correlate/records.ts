@@ -2,6 +2,7 @@
 // hops of its messages. No OpenTelemetry types: export/ maps these onto semantic conventions,
 // span names and resources.
 import type { PodInfo } from '../k8s/topology.ts';
+import type { LayerSplit } from './layer-time.ts';
 
 /** Wall-clock time: [seconds, nanoseconds] since the epoch (an HrTime, without depending on the OTel API). */
 export type WallTime = [number, number];
@@ -115,6 +116,11 @@ export interface ExchangeRecord {
   responseLast?: WallTime;
   /** INTERNAL spans between consecutive observation points of the messages this exchange owns */
   hops: HopRecord[];
+  /**
+   * on the local root of a trace: how its wall time split between the layers, from the spans this
+   * node saw of the trace when the root ended (correlate/layer-time.ts), microseconds
+   */
+  layerTimeUs?: LayerSplit;
 }
 
 /** Where finished, sampled exchanges go (export/ maps them onto spans). */

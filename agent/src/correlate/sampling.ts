@@ -7,7 +7,8 @@ import { LRUCache } from 'lru-cache';
 import { nest } from './clock.ts';
 import type { Exchange } from './exchanges.ts';
 import type { SamplingOptions } from './options.ts';
-import type { ExchangeRecord, ExchangeSink } from './records.ts';
+import { type LayerSplit, splitByLayer, type TimedSpan } from './layer-time.ts';
+import type { ExchangeRecord, ExchangeSink, WallTime } from './records.ts';
 
 export interface SamplingStats {
   /** spans (exchanges and their hops) and local traces not exported by the sampling decision */
@@ -26,10 +27,13 @@ export class TailSampling {
   private readonly held: LRUCache<Exchange, ExchangeRecord[]>;
   private readonly opts: SamplingOptions;
   private readonly sink: ExchangeSink;
+  /** a kept local trace's root, its layerTimeUs set: strata_layer_duration_seconds */
+  private readonly onLayerTime?: (root: ExchangeRecord) => void;
 
-  constructor(opts: SamplingOptions, maxHeld: number, sink: ExchangeSink) {
+  constructor(opts: SamplingOptions, maxHeld: number, sink: ExchangeSink, onLayerTime?: (root: ExchangeRecord) => void) {
     this.opts = opts;
     this.sink = sink;
+    this.onLayerTime = onLayerTime;
     this.held = new LRUCache<Exchange, ExchangeRecord[]>({
       max: maxHeld,
       disposeAfter: (records, root, reason) => {
@@ -102,10 +106,45 @@ export class TailSampling {
     if (keep) {
       this.stats.tracesKept++;
       this.stats.clockClamps += nest(records);
+      if (records.length > 1 || (records[0]?.hops.length ?? 0) > 0) {
+        const root = localRoot(records);
+        if (root) {
+          root.layerTimeUs = recordsSplit(records, root);
+          this.onLayerTime?.(root);
+        }
+      }
       for (const x of records) this.sink.emit(x);
     } else {
       this.stats.tracesSampledOut++;
       for (const x of records) this.stats.spansSampledOut += 1 + x.hops.length;
     }
   }
+}
+
+/** the record of a local trace whose parent is none of the others' (the earliest if several) */
+export function localRoot(records: readonly ExchangeRecord[]): ExchangeRecord | undefined {
+  const ids = new Set(records.map((r) => r.spanId));
+  let root: ExchangeRecord | undefined;
+  for (const r of records) {
+    if (r.parentSpanId !== undefined && ids.has(r.parentSpanId)) continue;
+    if (!root || wallNs(r.start, r.start) < wallNs(root.start, r.start)) root = r;
+  }
+  return root;
+}
+
+/** ns of t relative to the whole second of `base` (exact in a double for hours around it) */
+function wallNs(t: WallTime, base: WallTime): number {
+  return (t[0] - base[0]) * 1e9 + t[1];
+}
+
+/** The layer split of a local trace's records (exchanges and their hops) under `root`, in microseconds. */
+export function recordsSplit(records: readonly ExchangeRecord[], root: ExchangeRecord): LayerSplit {
+  const base = root.start;
+  const spans: TimedSpan[] = [];
+  for (const r of records) {
+    spans.push({ id: r.spanId, parent: r.parentSpanId, start: wallNs(r.start, base), end: wallNs(r.end, base), layer: r.layer, client: r.role === 'client' });
+    for (const h of r.hops) spans.push({ id: h.spanId, parent: r.spanId, start: wallNs(h.start, base), end: wallNs(h.end, base), layer: 'network' });
+  }
+  const ns = splitByLayer(spans, root.spanId);
+  return { app: Math.round(ns.app / 1000), proxy: Math.round(ns.proxy / 1000), network: Math.round(ns.network / 1000), other: Math.round(ns.other / 1000) };
 }

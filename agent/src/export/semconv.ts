@@ -74,6 +74,13 @@ export class SpanMapper {
       'strata.request.bytes': r.requestBytes,
       'strata.response.bytes': r.responseBytes,
     };
+    if (r.layerTimeUs) {
+      // the local root: where its time went by layer (correlate/layer-time.ts)
+      a['strata.time.app_us'] = r.layerTimeUs.app;
+      a['strata.time.proxy_us'] = r.layerTimeUs.proxy;
+      a['strata.time.network_us'] = r.layerTimeUs.network;
+      a['strata.time.other_us'] = r.layerTimeUs.other;
+    }
     if (!r.invalid) {
       a['url.path'] = cleanPath;
       if (query) a['url.query'] = clean(query, MAX_VALUE);

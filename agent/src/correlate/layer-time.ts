@@ -1,0 +1,76 @@
+// Where a request's wall time went, by layer: the application's processes, the proxies, the
+// network (hop spans: sockets to devices, veths, bridges, the node), and calls whose time no
+// observed span covers ("other": the wire or a peer this node does not see, e.g. another node's
+// share when only this node's spans are known, or an untraced service).
+//
+// The split follows the timeline of the root span: every instant of it goes to the spans that are
+// innermost then (active, with no active child), shared equally when several run in parallel (a
+// fan-out), so the four parts add up to the root's duration exactly. A SERVER or CLIENT span's
+// own time counts for its process's layer, except a CLIENT span's time with nothing under it,
+// which is "other". Used for the local root's strata.time.* attributes (correlate/sampling.ts),
+// `strata report` (report.ts) and strata_layer_duration_seconds.
+
+export type LayerClass = 'app' | 'proxy' | 'network' | 'other';
+export const LAYER_CLASSES: readonly LayerClass[] = ['app', 'proxy', 'network', 'other'];
+
+export interface TimedSpan {
+  id: string;
+  /** parent span id; a span whose parent is not in the set is a root */
+  parent?: string;
+  /** any consistent unit (ns, us) */
+  start: number;
+  end: number;
+  /** the layer of its own time; for a CLIENT span the layer of its process ('app' | 'proxy') */
+  layer: LayerClass;
+  client?: boolean;
+}
+
+export type LayerSplit = Record<LayerClass, number>;
+
+export const emptySplit = (): LayerSplit => ({ app: 0, proxy: 0, network: 0, other: 0 });
+
+/**
+ * The split of `rootId`'s interval among its subtree (spans outside the root's interval are
+ * clipped to it). Spans not under the root are ignored. An unknown root: all zero.
+ */
+export function splitByLayer(spans: readonly TimedSpan[], rootId: string): LayerSplit {
+  const out = emptySplit();
+  const byId = new Map(spans.map((s) => [s.id, s]));
+  const root = byId.get(rootId);
+  if (!root || !(root.end > root.start)) return out;
+  const children = new Map<string, TimedSpan[]>();
+  for (const s of spans) {
+    if (s.parent === undefined || s.id === rootId || !byId.has(s.parent)) continue;
+    const list = children.get(s.parent);
+    if (list) list.push(s);
+    else children.set(s.parent, [s]);
+  }
+  // the root's subtree, each span clipped to its parent's (clipped) interval; a cycle stops at the first repeat
+  const sub: { s: TimedSpan; start: number; end: number; kids: number[] }[] = [];
+  const seen = new Set<string>();
+  const visit = (s: TimedSpan, lo: number, hi: number): number => {
+    const idx = sub.length;
+    sub.push({ s, start: Math.max(lo, s.start), end: Math.min(hi, s.end), kids: [] });
+    seen.add(s.id);
+    const me = sub[idx];
+    for (const c of children.get(s.id) ?? []) {
+      if (seen.has(c.id)) continue;
+      if (!(Math.min(me.end, c.end) > Math.max(me.start, c.start))) continue;
+      me.kids.push(visit(c, me.start, me.end));
+    }
+    return idx;
+  };
+  visit(root, root.start, root.end);
+  const edges = [...new Set(sub.flatMap((x) => [x.start, x.end]))].sort((a, b) => a - b);
+  for (let i = 0; i + 1 < edges.length; i++) {
+    const a = edges[i];
+    const b = edges[i + 1];
+    const active = (x: (typeof sub)[number]) => x.start <= a && x.end >= b;
+    // innermost active spans: active, and none of their children active over [a, b]
+    const leaves = sub.filter((x) => active(x) && !x.kids.some((k) => active(sub[k])));
+    if (leaves.length === 0) continue;
+    const share = (b - a) / leaves.length;
+    for (const x of leaves) out[x.s.client && x.s.layer !== 'network' ? 'other' : x.s.layer] += share;
+  }
+  return out;
+}
