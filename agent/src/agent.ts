@@ -18,6 +18,7 @@ import type { PodEntry } from './k8s/pods-file.ts';
 import { procExecutables } from './k8s/proc.ts';
 import { PodTopology } from './k8s/topology.ts';
 import { type PeerOptions, Peers } from './peers/peers.ts';
+import { createLayerMetrics, type LayerMetrics } from './metrics/layer-metrics.ts';
 import { createMetrics } from './metrics/metrics.ts';
 import { isNativeError, loadNative } from './probes/native.ts';
 import { ProbeSet } from './probes/probe-set.ts';
@@ -69,6 +70,8 @@ export class Agent {
   readonly correlator: Correlator;
   readonly sink: SdkSpanSink;
   readonly metrics: Registry;
+  /** strata_layer_duration_seconds, OpenMetrics with exemplars, on /metrics/layers */
+  readonly layerMetrics: LayerMetrics;
   private probes?: ProbeSet;
   readonly peers?: Peers;
   /** port the peer endpoint listens on, once started */
@@ -101,6 +104,8 @@ export class Agent {
     if (opts.stitch) this.peers = new Peers(opts.stitch.peers, this.log);
     this.correlator = new Correlator(spans, this.topology, opts.correlator, measureWallClock(), procExecutables(opts.maxResources), this.peers);
     this.decoder = new Decoder(this.correlator);
+    this.layerMetrics = createLayerMetrics(opts.nodeName);
+    this.correlator.onLayerTime = (r) => this.layerMetrics.observe(r);
     this.metrics = createMetrics({
       kernel: () => this.probes?.stats(),
       pump: () => this.probes?.pumpStats() as Record<string, number> | undefined,
@@ -384,6 +389,12 @@ export class Agent {
       if (req.url === '/metrics') {
         this.metrics.metrics().then(
           (body) => res.writeHead(200, { 'content-type': this.metrics.contentType }).end(body),
+          (err) => res.writeHead(500).end(String(err)),
+        );
+      } else if (req.url === '/metrics/layers') {
+        // OpenMetrics (exemplars): metrics/layer-metrics.ts
+        this.layerMetrics.registry.metrics().then(
+          (body) => res.writeHead(200, { 'content-type': this.layerMetrics.registry.contentType }).end(body),
           (err) => res.writeHead(500).end(String(err)),
         );
       } else if (req.url === '/healthz') {

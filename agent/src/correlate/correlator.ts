@@ -120,6 +120,9 @@ export class Correlator implements EventHandler {
     },
   };
 
+  /** each kept local root, its layerTimeUs set (strata_layer_duration_seconds) */
+  onLayerTime?: (root: ExchangeRecord) => void;
+
   constructor(sink: ExchangeSink, topo: Topology, opts: CorrelatorOptions, wall: WallClock = measureWallClock(), exe?: ExecutableOf, link?: StitchLink) {
     this.opts = opts;
     this.topo = topo;
@@ -129,7 +132,7 @@ export class Correlator implements EventHandler {
     this.redact = new Set(opts.redactHeaders.map((h) => h.toLowerCase()));
     this.hops = new Hops(opts.maxMessages, topo);
     this.causality = new Causality(opts.maxMessages);
-    this.sampling = new TailSampling(opts.sampling, opts.maxHeldTraces, sink);
+    this.sampling = new TailSampling(opts.sampling, opts.maxHeldTraces, sink, (r) => this.onLayerTime?.(r));
     if (link && opts.stitch) {
       this.link = link;
       this.stitch = new PeerStitch(opts.stitch, link, (root, m, held, from) => this.released(root, m, held, from));
