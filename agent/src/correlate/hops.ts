@@ -3,11 +3,11 @@
 // points. A message is keyed by (client endpoint, TCP seq of its first byte) and its direction:
 // the client endpoint is the same for every observer, and DNAT rewrites only the server side.
 import { LRUCache } from 'lru-cache';
-import { addrString, type NetDevEvent, type PktEvent, type Tuple } from '../events/decode.ts';
-import { FLAGS, NETDEV_POINT } from '../events/layout.generated.ts';
+import { addrString, type NetDevEvent, type PktEvent, type TailEvent, type Tuple } from '../events/decode.ts';
+import { FLAGS, NETDEV_POINT, TAIL_SRC } from '../events/layout.generated.ts';
 import type { Topology } from '../k8s/topology.ts';
 import type { WallClock } from './clock.ts';
-import { deriveSpanId, nthSpanId } from './ids.ts';
+import { hopBaseId, nthSpanId } from './ids.ts';
 import type { HopRecord, Layer, ObservationPoint } from './records.ts';
 
 export type { NetDevEvent };
@@ -37,6 +37,8 @@ export interface HopStats {
   pointsDropped: number;
   /** data packets on traced interfaces that no traced socket on this node sent or received */
   packetsWithoutConnection: number;
+  /** tail events (where a message's data ends at a point) whose first packet is not on file */
+  tailsUnmatched: number;
 }
 
 type PointClass = 'socket' | 'poddev' | 'veth' | 'nodedev';
@@ -77,6 +79,30 @@ function deviceOf(p: ObservationPoint): string | undefined {
 
 const isQueue = (p: ObservationPoint) => p.kind === 'netdev' && p.dir === NETDEV_POINT.QUEUE;
 
+/** when the message's last byte passed the point, as far as known (else its first) */
+export const lastOf = (p: ObservationPoint): number => Math.max(p.tsNs, p.lastTsNs ?? 0);
+
+/**
+ * How long the stretch from a to b held the message: the longer of its first byte's trip and its
+ * last byte's. A stretch that only adds latency delays both alike; one that limits bandwidth or
+ * queues (a tbf, a busy link) lets the first byte through and holds the last: only there does the
+ * last byte's trip grow. Downstream of such a stretch the message arrives spread out and leaves
+ * as spread out, so its stretches do not grow; upstream, TCP holds back what the bottleneck will
+ * not take, in the sender's socket (the stretch from the socket to its device).
+ */
+export const heldNs = (a: ObservationPoint, b: ObservationPoint): number => Math.max(b.tsNs - a.tsNs, lastOf(b) - lastOf(a));
+
+/** a later seq than s, modulo 2^32 */
+const seqAfter = (x: number, s: number) => ((x - s) | 0) > 0;
+
+/** moves a point's last byte to (ts, end) when end is not before what it has; true when the point took it */
+function moveEnd(q: ObservationPoint, ts: number, end: number): boolean {
+  if (q.endSeq !== undefined && seqAfter(q.endSeq, end)) return true; // an older report, after a newer one
+  q.endSeq = end;
+  if (ts > (q.lastTsNs ?? q.tsNs)) q.lastTsNs = ts;
+  return true;
+}
+
 /** the layer of time spent on one device: the pod's own device (pod), a host veth (veth), an uplink (node) */
 function deviceLayer(p: ObservationPoint): Layer {
   const c = classOf(p);
@@ -84,7 +110,7 @@ function deviceLayer(p: ObservationPoint): Layer {
 }
 
 export class Hops {
-  readonly stats: HopStats = { messageEvictions: 0, pointsDropped: 0, packetsWithoutConnection: 0 };
+  readonly stats: HopStats = { messageEvictions: 0, pointsDropped: 0, packetsWithoutConnection: 0, tailsUnmatched: 0 };
   private readonly msgs: LRUCache<string, Msg>;
   private readonly topo: Topology;
 
@@ -127,7 +153,9 @@ export class Hops {
     if (e.dataLen === 0 || !(e.flags & FLAGS.F_SEQ_VALID)) return;
     const iface = this.topo.iface(e.ifindex);
     const name = iface?.name ?? `if${e.ifindex}`;
-    this.fileBoth(e.buf, e.tuple, e.seq, { kind: 'tc', tsNs: e.tsNs, name, side: 'node', dir: e.dir, pod: iface?.pod, claim: { claimed: false } });
+    this.fileBoth(e.buf, e.tuple, e.seq, {
+      kind: 'tc', tsNs: e.tsNs, name, side: 'node', dir: e.dir, pod: iface?.pod, claim: { claimed: false }, ifindex: e.ifindex, endSeq: (e.seq + e.dataLen) >>> 0,
+    });
   }
 
   /** a net_dev observation on a device, in a pod's netns or the node's */
@@ -137,7 +165,29 @@ export class Hops {
     const name = iface?.name ?? `if${e.ifindex}`;
     this.fileBoth(e.buf, e.tuple, e.seq, {
       kind: 'netdev', tsNs: e.tsNs, name, side: iface?.side ?? 'node', dir: e.point, pod: iface?.pod, netns: e.netns, claim: { claimed: false },
+      ifindex: e.ifindex, endSeq: (e.seq + e.dataLen) >>> 0,
     });
+  }
+
+  /**
+   * Where a message's data ends at one point (TC direction on an interface, net_dev point on a
+   * device), and when its last packet passed: moves that point's last byte. An xmit tail also
+   * says when its packet was queued: the device's queue point's last byte.
+   */
+  onTail(e: TailEvent): void {
+    if (!(e.flags & FLAGS.F_SEQ_VALID)) return;
+    const t = e.tuple;
+    const src = `${addrString(e.buf, t.saddrOff, t.family)}:${t.sport}`;
+    const m = this.msgs.get(reqMsgKey(src, e.seq)) ?? this.msgs.get(respMsgKey(`${addrString(e.buf, t.daddrOff, t.family)}:${t.dport}`, e.seq));
+    const tc = e.src === TAIL_SRC.TAIL_TC;
+    let hit = false;
+    for (const q of m?.points ?? []) {
+      if (q.ifindex !== e.ifindex || q.kind !== (tc ? 'tc' : 'netdev') || (!tc && q.netns !== e.netns)) continue;
+      if (q.dir === e.point) hit = moveEnd(q, e.tsNs, e.endSeq) || hit;
+      else if (!tc && e.point === NETDEV_POINT.XMIT && q.dir === NETDEV_POINT.QUEUE && e.queueTsNs) moveEnd(q, e.queueTsNs, e.endSeq);
+    }
+    if (!hit) this.stats.tailsUnmatched++;
+    else if (m && e.tsNs > m.lastTs) m.lastTs = e.tsNs;
   }
 
   /**
@@ -181,10 +231,10 @@ export class Hops {
    */
   build(pts: ObservationPoint[], key: string, direction: HopRecord['direction'], wall: WallClock, out: HopRecord[]): void {
     if (pts.length < 2) return;
-    const base = deriveSpanId('hops', key);
+    const base = hopBaseId(this.topo.nodeName, key);
     let n = 0;
     const push = (a: ObservationPoint, b: ObservationPoint, layer: Layer, qdisc: boolean) => {
-      const h: HopRecord = { spanId: nthSpanId(base, n++), direction, layer, from: a, to: b, start: wall(a.tsNs), end: wall(b.tsNs), messageKey: key };
+      const h: HopRecord = { spanId: nthSpanId(base, n++), direction, layer, from: a, to: b, start: wall(a.tsNs), end: wall(a.tsNs + Math.max(0, heldNs(a, b))), messageKey: key };
       if (qdisc) h.qdisc = true;
       out.push(h);
     };
