@@ -181,11 +181,16 @@ static __always_inline int observe(struct sk_buff *skb, __u8 point)
 	v = flow_update(&nd_flows, &k, &p, sender, STRATA_TAIL_NETDEV, point, STRATA_STAT_NETDEV_AGGREGATED,
 			&agg_pkts, &agg_bytes, &t);
 	if (v == FLOW_TAIL) {
+		__u64 now = bpf_ktime_get_ns();
+		/*
+		 * Reported at once, and on a queue point once more when its driver sends it: a qdisc
+		 * may hold it (that is the point), drop it, or segment it (tbf splits a GSO packet
+		 * larger than its burst: the driver then sends other skbs, and the xmit is not seen).
+		 */
+		tail_submit(&t, wk.ifindex, wk.netns, STRATA_TAIL_NETDEV, now, 0, 0);
 		if (point == STRATA_NETDEV_POINT_QUEUE) {
-			struct pending pd = { .is_tail = 1, .queue_ns = bpf_ktime_get_ns(), .t = t };
+			struct pending pd = { .is_tail = 1, .queue_ns = now, .t = t };
 			bpf_map_update_elem(&nd_pending, &key, &pd, BPF_ANY);
-		} else {
-			tail_submit(&t, wk.ifindex, wk.netns, STRATA_TAIL_NETDEV, bpf_ktime_get_ns(), 0, 0);
 		}
 		return 0;
 	}

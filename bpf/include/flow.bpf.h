@@ -188,7 +188,7 @@ static __always_inline void flow_close(struct flow_state *st, const struct flow_
 enum flow_verdict {
 	FLOW_QUIET = 0, /* counted only */
 	FLOW_EMIT = 1,  /* a message start or a control packet: an event */
-	FLOW_TAIL = 2,  /* a later packet of a message that ends a send (PSH, FIN): report the end so far (*t) */
+	FLOW_TAIL = 2,  /* a later packet of a message that ends a send (PSH, FIN): report its end so far (*t) */
 };
 
 /*
@@ -196,8 +196,8 @@ enum flow_verdict {
  * and is only counted (agg_stat), its end and time kept in the flow state; a data packet from the
  * other side starts a message and is emitted with the counts of the previous one; SYN/FIN/RST are
  * always emitted; pure ACKs never. Where a message's data ends at this point reaches user space
- * in tail events: on a later packet with PSH or FIN (FLOW_TAIL: the caller reports, now or, on a
- * device's queue, at its xmit), and when the message ends (the flow turns, FIN, RST) with data
+ * in tail events: on a later packet with PSH or FIN (FLOW_TAIL: the caller reports it, and on a
+ * device's queue point its xmit too), and when the message ends (the flow turns, FIN, RST) with data
  * past the last report (here). The state of one flow is shared by the CPUs that see its packets:
  * counters are atomic, the end is a best effort (the later of two racing packets usually wins).
  */
@@ -236,9 +236,7 @@ static __always_inline int flow_update(void *flows, struct flow_key *k, const st
 				st->tail_open = 1;
 				return FLOW_QUIET;
 			}
-			/* reported now; a queue point reports at xmit, which a qdisc may drop: keep
-			 * the end open there so that the message's close reports it too */
-			st->tail_open = src == STRATA_TAIL_NETDEV && point == STRATA_NETDEV_POINT_QUEUE;
+			st->tail_open = 0;
 			tail_fill(t, k, st, p->tu.family);
 			return FLOW_TAIL;
 		}

@@ -19,7 +19,7 @@ import { Causality, finKey } from './causality.ts';
 import { type WallClock, measureWallClock } from './clock.ts';
 import { extractContext } from './context.ts';
 import { type Exchange, Exchanges, ROLE_SERVER } from './exchanges.ts';
-import { Hops, lastOf, type NetDevEvent } from './hops.ts';
+import { endKnown, Hops, lastOf, type NetDevEvent } from './hops.ts';
 import { type ExchangeIds, deriveSpanId, resolveIds } from './ids.ts';
 import type { CorrelatorOptions } from './options.ts';
 import type { ExchangeRecord, ExchangeSink, HopRecord, ObservationPoint } from './records.ts';
@@ -278,8 +278,8 @@ export class Correlator implements EventHandler {
       }
       if (endUnknown(reqPts, ex.reqSeq, ex.reqBytes)) this.counts.hopEndsUnknown++;
       if (ex.respKey && endUnknown(respPts, ex.respSeq, ex.respBytes)) this.counts.hopEndsUnknown++;
-      this.hops.build(reqPts, ex.reqKey, 'request', this.wall, hops);
-      if (ex.respKey) this.hops.build(respPts, ex.respKey, 'response', this.wall, hops);
+      this.hops.build(reqPts, ex.reqKey, 'request', this.wall, hops, msgEnd(ex.reqSeq, ex.reqBytes));
+      if (ex.respKey) this.hops.build(respPts, ex.respKey, 'response', this.wall, hops, msgEnd(ex.respSeq, ex.respBytes));
       hopsIncomplete = this.chainGap(ex, reqPts, respPts);
     }
     const headers: [string, string][] = [];
@@ -364,12 +364,15 @@ export class Correlator implements EventHandler {
   }
 }
 
-/** a packet point saw less of the message than the HTTP parse says it has: its last byte there is not known */
+/** seq just past a message's last byte, when the parse knows where it starts and how long it is */
+function msgEnd(seq: number, bytes: number): number | undefined {
+  return seq >= 0 && bytes > 0 ? (seq + bytes) >>> 0 : undefined;
+}
+
+/** a packet point of the message did not report its last byte: its hop spans use the first byte's time */
 function endUnknown(pts: ObservationPoint[], seq: number, bytes: number): boolean {
-  if (seq < 0 || bytes <= 0) return false;
-  const end = (seq + bytes) >>> 0;
-  // a read that also consumed the FIN reports a seq one too high (Hops.points): a 1 short is that
-  return pts.some((p) => p.endSeq !== undefined && ((end - p.endSeq) | 0) > 1);
+  const end = msgEnd(seq, bytes);
+  return end !== undefined && pts.some((p) => p.kind !== 'write' && p.kind !== 'read' && !endKnown(p, end));
 }
 
 /** how many different places (socket, interface and direction, device and netns) saw the message */

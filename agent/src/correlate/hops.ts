@@ -83,14 +83,30 @@ const isQueue = (p: ObservationPoint) => p.kind === 'netdev' && p.dir === NETDEV
 export const lastOf = (p: ObservationPoint): number => Math.max(p.tsNs, p.lastTsNs ?? 0);
 
 /**
+ * Is the point's last byte known? Sockets: once their exchange finished. Packets: when what was
+ * seen there reaches the message's end (msgEnd, from the HTTP parse: seq of its first byte + its
+ * bytes; a read that also consumed the FIN reports a seq one too high, so 1 short is the end).
+ * Without msgEnd, what the point has is taken as its end.
+ */
+export function endKnown(p: ObservationPoint, msgEnd: number | undefined): boolean {
+  if (p.kind === 'write' || p.kind === 'read') return p.lastTsNs !== undefined;
+  if (msgEnd === undefined || p.endSeq === undefined) return true;
+  return ((msgEnd - p.endSeq) | 0) <= 1;
+}
+
+/**
  * How long the stretch from a to b held the message: the longer of its first byte's trip and its
  * last byte's. A stretch that only adds latency delays both alike; one that limits bandwidth or
  * queues (a tbf, a busy link) lets the first byte through and holds the last: only there does the
  * last byte's trip grow. Downstream of such a stretch the message arrives spread out and leaves
- * as spread out, so its stretches do not grow; upstream, TCP holds back what the bottleneck will
- * not take, in the sender's socket (the stretch from the socket to its device).
+ * as spread out, so its stretches do not grow. The last byte's trip counts only when both ends
+ * know their last byte: a guess would move time from one stretch to the next.
  */
-export const heldNs = (a: ObservationPoint, b: ObservationPoint): number => Math.max(b.tsNs - a.tsNs, lastOf(b) - lastOf(a));
+export function heldNs(a: ObservationPoint, b: ObservationPoint, msgEnd?: number): number {
+  const first = b.tsNs - a.tsNs;
+  if (!endKnown(a, msgEnd) || !endKnown(b, msgEnd)) return first;
+  return Math.max(first, lastOf(b) - lastOf(a));
+}
 
 /** a later seq than s, modulo 2^32 */
 const seqAfter = (x: number, s: number) => ((x - s) | 0) > 0;
@@ -229,12 +245,12 @@ export class Hops {
    * shows there). Arrival points on one device (netif_receive_skb, TC ingress) are microseconds
    * apart and get none: the hop out starts at the first.
    */
-  build(pts: ObservationPoint[], key: string, direction: HopRecord['direction'], wall: WallClock, out: HopRecord[]): void {
+  build(pts: ObservationPoint[], key: string, direction: HopRecord['direction'], wall: WallClock, out: HopRecord[], msgEnd?: number): void {
     if (pts.length < 2) return;
     const base = hopBaseId(this.topo.nodeName, key);
     let n = 0;
     const push = (a: ObservationPoint, b: ObservationPoint, layer: Layer, qdisc: boolean) => {
-      const h: HopRecord = { spanId: nthSpanId(base, n++), direction, layer, from: a, to: b, start: wall(a.tsNs), end: wall(a.tsNs + Math.max(0, heldNs(a, b))), messageKey: key };
+      const h: HopRecord = { spanId: nthSpanId(base, n++), direction, layer, from: a, to: b, start: wall(a.tsNs), end: wall(a.tsNs + Math.max(0, heldNs(a, b, msgEnd))), messageKey: key };
       if (qdisc) h.qdisc = true;
       out.push(h);
     };
