@@ -84,8 +84,9 @@ describe('hop spans from first to last byte (tbf on a pod eth0)', { skip: why },
     const ctx = `expected ${expected.toFixed(1)} ms (floor ${floor.toFixed(1)}), tolerance ${tolerance.toFixed(1)} ms; base: ${report(base.hops)}; limited: ${report(slow.hops)}`;
     console.log(ctx);
 
-    // without the limit: every hop far below the transfer time the limit implies
-    assert.ok(baseMax < expected / 20, `without the limit every response hop is short: ${ctx}`);
+    // without the limit: every hop far below the transfer time the limit implies (the hop into
+    // nginx's socket is nginx's own reading pace: up to 25 ms measured on a loaded machine)
+    assert.ok(baseMax < expected / 5, `without the limit every response hop is short: ${ctx}`);
     // with it: the hops out of the limited device grow by the transfer time, each round
     const grown = atLimited(slow.hops).map((d, i) => d - (atLimited(base.hops)[i] ?? 0));
     for (const g of grown) {

@@ -203,7 +203,8 @@ export class Hops {
       else if (!tc && e.point === NETDEV_POINT.XMIT && q.dir === NETDEV_POINT.QUEUE && e.queueTsNs) moveEnd(q, e.queueTsNs, e.endSeq);
     }
     if (!hit) this.stats.tailsUnmatched++;
-    else if (m && e.tsNs > m.lastTs) m.lastTs = e.tsNs;
+    // get() made it the most recent: its time follows, so expire() still walks in time order
+    if (m && e.tsNs > m.lastTs) m.lastTs = e.tsNs;
   }
 
   /**
