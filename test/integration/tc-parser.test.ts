@@ -250,6 +250,12 @@ describe('TC parser (BPF_PROG_TEST_RUN on crafted packets)', { skip: process.env
     // the answer was one packet, its end already known: a FIN closes it without a tail
     const fin = send(B, A, 8080, 40020, 7010, 0, ACK | 0x01);
     assert.deepEqual([fin.pkts, fin.tails.length], [[7010], 0]);
+    // a message still open when its sender resets the connection: the RST reports its end
+    send(A, B, 40021, 8080, 500, 100, ACK);
+    send(A, B, 40021, 8080, 600, 100, ACK);
+    const rst = send(A, B, 40021, 8080, 700, 0, 0x04);
+    assert.deepEqual(rst.pkts, [700], 'the RST is an event');
+    assert.deepEqual(rst.tails.map((e) => [e.seq, e.endSeq, e.pkts, e.final]), [[500, 700, 2, true]], 'and ends the open message');
   });
 
   it('payload beyond the capture cap is cut and flagged', () => {
