@@ -244,7 +244,11 @@ export class Hops {
    * whose points include a net_dev queue (the device took the packet) and a later one (the driver
    * sent it) gets a span of its own: time in the device's queueing discipline (a tbf rate limit
    * shows there). Arrival points on one device (netif_receive_skb, TC ingress) are microseconds
-   * apart and get none: the hop out starts at the first.
+   * apart and get none: the hop out starts at the first. Each span starts at its first point's
+   * first byte and lasts heldNs (the longer of the first and the last byte's trip; msgEnd, the seq
+   * past the message's last byte when the parse knows it, says which points know their last
+   * byte). Ids derive from the message key and this node's name: another node's agent sees the
+   * same key but other devices.
    */
   build(pts: ObservationPoint[], key: string, direction: HopRecord['direction'], wall: WallClock, out: HopRecord[], msgEnd?: number): void {
     if (pts.length < 2) return;
