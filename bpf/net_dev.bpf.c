@@ -5,7 +5,8 @@
  * node's uplinks and each traced pod's own eth0 (between the pod's socket and its host veth).
  * Attached as raw tracepoints (args[0] is the skb), so no tracefs is needed. Headers only: at
  * these points the payload is often paged, and TC has it anyway (platform.md). Aggregated like
- * veth_tc: per (device, netns, point), the first data packet of each message plus SYN/FIN/RST.
+ * veth_tc: per (device, netns, point), the first data packet of each message plus SYN/FIN/RST,
+ * and tail events with where each message's data ends (flow.bpf.h).
  */
 #include "flow.bpf.h"
 
@@ -29,13 +30,18 @@ STRATA_FLOW_MAP(nd_flows);
 /*
  * What net_dev_queue decided to emit, by skb, for net_dev_xmit: once a driver's ndo_start_xmit
  * returned, the skb may already belong to the peer (veth hands it over) or be freed and reused,
- * so the xmit point never reads the skb: it reports the packet its queue point parsed.
+ * so the xmit point never reads the skb: it reports the packet its queue point parsed. Only
+ * message starts and the packets that end a send (PSH/FIN) are pending: one map update per
+ * message or send, not per packet, so the last packets of a send without PSH have no xmit time.
  */
 struct pending {
 	struct l4 p;
 	__u32 agg_pkts;
 	__u32 agg_bytes;
 	__u32 skb_len;
+	__u32 is_tail; /* a later packet of a message ending a send: xmit reports a tail, with queue_ns */
+	__u64 queue_ns;
+	struct tail_info t;
 };
 
 struct {
@@ -150,9 +156,12 @@ static __always_inline int observe(struct sk_buff *skb, __u8 point)
 {
 	struct netdev_key wk;
 	struct flow_key k = {};
+	struct tail_info t;
 	struct l4 p;
 	__u32 agg_pkts, agg_bytes, len;
 	__u8 sender;
+	__u64 key = (__u64)skb;
+	int v;
 
 	if (!watched(BPF_CORE_READ(skb, dev), &wk))
 		return 0;
@@ -169,13 +178,27 @@ static __always_inline int observe(struct sk_buff *skb, __u8 point)
 	 * report only a keep-alive connection's first message.
 	 */
 	k.point = 0;
-	if (!flow_should_emit(&nd_flows, &k, &p, sender, STRATA_STAT_NETDEV_AGGREGATED, &agg_pkts,
-			      &agg_bytes))
+	v = flow_update(&nd_flows, &k, &p, sender, STRATA_TAIL_NETDEV, point, STRATA_STAT_NETDEV_AGGREGATED,
+			&agg_pkts, &agg_bytes, &t);
+	if (v == FLOW_TAIL) {
+		__u64 now = bpf_ktime_get_ns();
+		/*
+		 * Reported at once, and on a queue point once more when its driver sends it: a qdisc
+		 * may hold it (that is the point), drop it, or segment it (tbf splits a GSO packet
+		 * larger than its burst: the driver then sends other skbs, and the xmit is not seen).
+		 */
+		tail_submit(&t, wk.ifindex, wk.netns, STRATA_TAIL_NETDEV, now, 0, 0);
+		if (point == STRATA_NETDEV_POINT_QUEUE) {
+			struct pending pd = { .is_tail = 1, .queue_ns = now, .t = t };
+			bpf_map_update_elem(&nd_pending, &key, &pd, BPF_ANY);
+		}
+		return 0;
+	}
+	if (v != FLOW_EMIT)
 		return 0;
 	len = BPF_CORE_READ(skb, len);
 	if (point == STRATA_NETDEV_POINT_QUEUE) {
 		struct pending pd = { .p = p, .agg_pkts = agg_pkts, .agg_bytes = agg_bytes, .skb_len = len };
-		__u64 key = (__u64)skb;
 		bpf_map_update_elem(&nd_pending, &key, &pd, BPF_ANY);
 	}
 	emit((__u64)skb, &wk, point, &p, agg_pkts, agg_bytes, len);
@@ -211,7 +234,12 @@ int nd_xmit(struct bpf_raw_tracepoint_args *ctx)
 	pd = bpf_map_lookup_elem(&nd_pending, &key);
 	if (!pd)
 		return 0; /* aggregated at queue, or queued before the watch began */
-	emit(key, &wk, STRATA_NETDEV_POINT_XMIT, &pd->p, pd->agg_pkts, pd->agg_bytes, pd->skb_len);
+	if (pd->is_tail) {
+		pd->t.point = STRATA_NETDEV_POINT_XMIT;
+		tail_submit(&pd->t, wk.ifindex, wk.netns, STRATA_TAIL_NETDEV, bpf_ktime_get_ns(), pd->queue_ns, 0);
+	} else {
+		emit(key, &wk, STRATA_NETDEV_POINT_XMIT, &pd->p, pd->agg_pkts, pd->agg_bytes, pd->skb_len);
+	}
 	bpf_map_delete_elem(&nd_pending, &key);
 	return 0;
 }

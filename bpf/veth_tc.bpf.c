@@ -4,7 +4,9 @@
  * Observe only: every path returns TC_ACT_UNSPEC so the CNI's own programs and verdicts are
  * untouched. Aggregation happens here: per flow and interface, only the first data packet of
  * each message (a run of data in one direction) and control packets (SYN/FIN/RST) become events;
- * the rest of the message is counted in the flow state and reported with the next event.
+ * the rest of the message is counted in the flow state and reported with the next event, and
+ * where its data ends (and when) in a small tail event at the end of each send and of the message
+ * (flow.bpf.h), never one per packet.
  */
 #include "flow.bpf.h"
 
@@ -18,6 +20,8 @@ const volatile __u32 pkt_payload_cap = 128; /* multiple of 8, <= STRATA_PKT_PAYL
 STRATA_FLOW_MAP(flows);
 
 struct strata_pkt_event _pkt_event_btf = {};
+struct strata_tail_event _tail_event_btf = {};
+enum strata_tail_src _tail_src_btf;
 
 /*
  * Ethernet [+ one 802.1Q/802.1ad tag] + IPv4 (options allowed) or IPv6 (no extension headers) +
@@ -92,9 +96,11 @@ static __always_inline void observe(struct __sk_buff *skb, __u8 dir)
 {
 	struct flow_key k = {};
 	struct strata_pkt_event *e;
+	struct tail_info t;
 	struct l4 p;
 	__u8 sender;
 	__u32 agg_pkts, agg_bytes, n;
+	int v;
 
 	stat_inc(STRATA_STAT_PKT_SEEN);
 	if (parse(skb, &p)) {
@@ -103,8 +109,11 @@ static __always_inline void observe(struct __sk_buff *skb, __u8 dir)
 	}
 	sender = flow_key_init(&k, &p.tu);
 	k.ifindex = skb->ifindex;
-	if (!flow_should_emit(&flows, &k, &p, sender, STRATA_STAT_PKT_AGGREGATED, &agg_pkts,
-			      &agg_bytes))
+	v = flow_update(&flows, &k, &p, sender, STRATA_TAIL_TC, dir, STRATA_STAT_PKT_AGGREGATED, &agg_pkts,
+			&agg_bytes, &t);
+	if (v == FLOW_TAIL)
+		tail_submit(&t, k.ifindex, 0, STRATA_TAIL_TC, bpf_ktime_get_ns(), 0, 0);
+	if (v != FLOW_EMIT)
 		return;
 
 	e = event_reserve(sizeof(*e) - STRATA_PKT_PAYLOAD_MAX + pkt_payload_cap);

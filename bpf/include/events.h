@@ -34,6 +34,13 @@ enum strata_event_type {
 	STRATA_EV_SOCK_STATE = 5,  /* sock:inet_sock_set_state */
 	STRATA_EV_PKT = 6,         /* TC: first data packet of a message, or a control packet */
 	STRATA_EV_NETDEV = 7,      /* net_dev: a packet at a device's rx/queue/xmit tracepoint */
+	STRATA_EV_TAIL = 8,        /* TC/net_dev: where a message's data seen at one point ends so far */
+};
+
+/* which packet family a tail event comes from */
+enum strata_tail_src {
+	STRATA_TAIL_TC = 1,     /* point: enum strata_dir at the interface */
+	STRATA_TAIL_NETDEV = 2, /* point: enum strata_netdev_point */
 };
 
 /* where in a device's path a net_dev event was seen */
@@ -184,6 +191,30 @@ struct strata_netdev_event {
 	struct strata_tuple tuple; /* as on the wire: s = sender */
 };
 
+/*
+ * The end of a message at one observation point (TC direction on an interface, net_dev point on
+ * a device), for messages longer than one data packet: the first packet is a pkt/netdev event;
+ * later ones only update the flow's state in the kernel, and this record reports where the data
+ * seen there ends and when its last packet passed. Sent on a data packet with PSH or FIN (the end
+ * of a send call: usually the end of a message) and once more, `final`, when the message ends at
+ * that point (the flow turns, FIN, RST) with data past the last report. Keyed like the message:
+ * tuple as on the wire and seq of its first byte.
+ */
+struct strata_tail_event {
+	struct strata_hdr hdr; /* ts_ns: when the last data packet seen was there */
+	__u64 queue_ts_ns;     /* net_dev XMIT: when that packet was queued (net_dev_queue); else 0 */
+	__u32 ifindex;
+	__u32 netns;           /* net_dev: inode of the device's netns; TC: 0 */
+	__u32 seq;             /* TCP seq of the message's first byte at this point */
+	__u32 end_seq;         /* seq just past the last byte seen there */
+	__u32 pkts;            /* data packets of the message seen there so far, the first included */
+	__u8 src;              /* enum strata_tail_src */
+	__u8 point;            /* TC: enum strata_dir; net_dev: enum strata_netdev_point */
+	__u8 final;            /* 1: the message ended there (flow turned, FIN, RST) */
+	__u8 _pad0;
+	struct strata_tuple tuple; /* as on the wire: s = the message's sender */
+};
+
 /* per-CPU counters, index into the `stats` map */
 enum strata_stat {
 	STRATA_STAT_EVENTS = 0,        /* records submitted */
@@ -199,7 +230,9 @@ enum strata_stat {
 	STRATA_STAT_SHED_EVENTS = 10,  /* events not emitted: their message was shed by sampling */
 	STRATA_STAT_SHED_ROOTS = 11,   /* root messages (new requests) shed by sampling */
 	STRATA_STAT_REQUESTS = 12,     /* requests read by traced servers (kept or shed): the load */
-	STRATA_STAT_MAX = 13,
+	STRATA_STAT_FLOW_MISSES = 13,  /* data packets (not SYN) that found no flow state: the flow is older
+					* than the probe, or its state was evicted from the LRU map */
+	STRATA_STAT_MAX = 14,
 };
 
 /* after the structs, in every language this header is compiled as */
@@ -214,6 +247,7 @@ STRATA_STATIC_ASSERT(sizeof(struct strata_sock_event) == 128 + STRATA_SOCK_PAYLO
 STRATA_STATIC_ASSERT(sizeof(struct strata_state_event) == 80, "state event layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_pkt_event) == 88 + STRATA_PKT_PAYLOAD_MAX, "pkt event layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_netdev_event) == 96, "netdev event layout");
+STRATA_STATIC_ASSERT(sizeof(struct strata_tail_event) == 88, "tail event layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_msg_key) == 24, "msg key layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_sampling) == 8, "sampling layout");
 #undef STRATA_STATIC_ASSERT

@@ -14,6 +14,7 @@
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
+#define TCP_PSH 0x08
 
 /* what the parsers extract from a packet's headers */
 struct l4 {
@@ -37,13 +38,18 @@ struct flow_key {
 struct flow_state {
 	__u8 last_sender; /* 0: none yet, 1: a, 2: b */
 	__u8 shed;        /* the current message was shed by sampling: neither it nor its counts are reported */
-	__u8 _pad[2];
+	__u8 point;       /* where the current message is seen (TC: strata_dir; net_dev: strata_netdev_point) */
+	__u8 tail_open;   /* its data reaches past the last tail reported: report at its end */
 	__u32 pkts;  /* data packets of the current message after its first */
 	__u32 bytes; /* and their bytes */
+	__u32 seq;     /* the current message's first byte */
+	__u32 end_seq; /* just past its last byte seen */
+	__u32 _pad1;
+	__u64 last_ns; /* when its last data packet was seen */
 };
 
-/* the LRU every family declares: an evicted flow only means its next packet is reported as a
- * message start */
+/* the LRU every family declares: an evicted flow means its next packet is reported as a message
+ * start and the end of the message it was in is not (STRATA_STAT_FLOW_MISSES counts both) */
 #define STRATA_FLOW_MAP(name)                                                                      \
 	struct {                                                                                   \
 		__uint(type, BPF_MAP_TYPE_LRU_HASH);                                               \
@@ -109,15 +115,95 @@ static __always_inline bool pkt_shed(const struct l4 *p)
 	return v == STRATA_DROP;
 }
 
+/* the tuple of a message from the flow key: sender 1 = a, 2 = b */
+static __always_inline void tuple_of(struct strata_tuple *tu, const struct flow_key *k, __u8 sender, __u16 family)
+{
+	if (sender == 1) {
+		__builtin_memcpy(tu->saddr, k->a, 16);
+		__builtin_memcpy(tu->daddr, k->b, 16);
+		tu->sport = k->aport;
+		tu->dport = k->bport;
+	} else {
+		__builtin_memcpy(tu->saddr, k->b, 16);
+		__builtin_memcpy(tu->daddr, k->a, 16);
+		tu->sport = k->bport;
+		tu->dport = k->aport;
+	}
+	tu->family = family;
+	tu->_pad0 = 0;
+}
+
+/* what a tail event says, gathered where the packet is seen (net_dev: carried to xmit) */
+struct tail_info {
+	struct strata_tuple tu;
+	__u32 seq, end_seq, pkts;
+	__u8 point;
+};
+
+static __always_inline void tail_submit(const struct tail_info *t, __u32 ifindex, __u32 netns, __u8 src,
+					 __u64 ts, __u64 queue_ts, __u8 final)
+{
+	struct strata_tail_event *e = event_reserve(sizeof(*e));
+
+	if (!e)
+		return;
+	hdr_init(&e->hdr, STRATA_EV_TAIL, sizeof(*e), ts);
+	e->hdr.flags = STRATA_F_SEQ_VALID;
+	e->queue_ts_ns = queue_ts;
+	e->ifindex = ifindex;
+	e->netns = netns;
+	e->seq = t->seq;
+	e->end_seq = t->end_seq;
+	e->pkts = t->pkts;
+	e->src = src;
+	e->point = t->point;
+	e->final = final;
+	e->_pad0 = 0;
+	e->tuple = t->tu;
+	event_submit(e);
+}
+
+static __always_inline void tail_fill(struct tail_info *t, const struct flow_key *k, const struct flow_state *st,
+				      __u16 family)
+{
+	tuple_of(&t->tu, k, st->last_sender, family);
+	t->seq = st->seq;
+	t->end_seq = st->end_seq;
+	t->pkts = st->pkts + 1;
+	t->point = st->point;
+}
+
+/* the current message ended (the flow turned, FIN, RST): report its end unless already reported */
+static __always_inline void flow_close(struct flow_state *st, const struct flow_key *k, __u16 family, __u8 src)
+{
+	struct tail_info t;
+
+	if (!st->last_sender || st->shed || !st->tail_open)
+		return;
+	st->tail_open = 0;
+	tail_fill(&t, k, st, family);
+	tail_submit(&t, k->ifindex, k->netns, src, st->last_ns, 0, 1);
+}
+
+enum flow_verdict {
+	FLOW_QUIET = 0, /* counted only */
+	FLOW_EMIT = 1,  /* a message start or a control packet: an event */
+	FLOW_TAIL = 2,  /* a later packet of a message that ends a send (PSH, FIN): report its end so far (*t) */
+};
+
 /*
  * The aggregation rule: a data packet from the flow's last sender continues the current message
- * and is only counted (agg_stat); a data packet from the other side starts a message and is
- * emitted with the counts of the previous one; SYN/FIN/RST are always emitted; pure ACKs never.
- * Returns true when the packet becomes an event.
+ * and is only counted (agg_stat), its end and time kept in the flow state; a data packet from the
+ * other side starts a message and is emitted with the counts of the previous one; SYN/FIN/RST are
+ * always emitted; pure ACKs never. Where a message's data ends at this point reaches user space
+ * in tail events: on a later packet with PSH or FIN (FLOW_TAIL: the caller reports it, and on a
+ * device's queue point its xmit too), and when the message ends (the flow turns, FIN, RST) with data
+ * past the last report (here). The state of one flow is shared by the CPUs that see its packets:
+ * counters are atomic, the end is a best effort (the later of two racing packets usually wins).
  */
-static __always_inline bool flow_should_emit(void *flows, struct flow_key *k, const struct l4 *p,
-					     __u8 sender, __u32 agg_stat, __u32 *agg_pkts,
-					     __u32 *agg_bytes)
+static __always_inline int flow_update(void *flows, struct flow_key *k, const struct l4 *p, __u8 sender,
+				       __u8 src, __u8 point, __u32 agg_stat, __u32 *agg_pkts,
+				       __u32 *agg_bytes, struct tail_info *t)
 {
 	struct flow_state *st, init = {};
 
@@ -125,18 +211,36 @@ static __always_inline bool flow_should_emit(void *flows, struct flow_key *k, co
 	*agg_bytes = 0;
 	st = bpf_map_lookup_elem(flows, k);
 	if (!st) {
+		if (p->data_len > 0 && !(p->flags & TCP_SYN))
+			stat_inc(STRATA_STAT_FLOW_MISSES);
 		bpf_map_update_elem(flows, k, &init, BPF_NOEXIST);
 		st = bpf_map_lookup_elem(flows, k);
 		if (!st)
-			return false;
+			return FLOW_QUIET;
 	}
 	if (p->data_len > 0) {
+		__u32 end = p->seq + p->data_len;
+
 		if (st->last_sender == sender) {
 			__sync_fetch_and_add(&st->pkts, 1);
 			__sync_fetch_and_add(&st->bytes, p->data_len);
 			stat_inc(agg_stat);
-			return false;
+			/* a retransmission of earlier bytes does not move the end back */
+			if ((__s32)(end - st->end_seq) >= 0) {
+				st->end_seq = end;
+				st->last_ns = bpf_ktime_get_ns();
+			}
+			if (st->shed)
+				return FLOW_QUIET;
+			if (!(p->flags & (TCP_PSH | TCP_FIN))) {
+				st->tail_open = 1;
+				return FLOW_QUIET;
+			}
+			st->tail_open = 0;
+			tail_fill(t, k, st, p->tu.family);
+			return FLOW_TAIL;
 		}
+		flow_close(st, k, p->tu.family, src);
 		if (!st->shed) {
 			*agg_pkts = st->pkts;
 			*agg_bytes = st->bytes;
@@ -144,14 +248,21 @@ static __always_inline bool flow_should_emit(void *flows, struct flow_key *k, co
 		st->last_sender = sender;
 		st->pkts = 0;
 		st->bytes = 0;
+		st->seq = p->seq;
+		st->end_seq = end;
+		st->last_ns = bpf_ktime_get_ns();
+		st->point = point;
+		st->tail_open = 0;
 		st->shed = pkt_shed(p);
 		if (st->shed) {
 			stat_inc(STRATA_STAT_SHED_EVENTS);
-			return false;
+			return FLOW_QUIET;
 		}
-		return true;
+		return FLOW_EMIT;
 	}
-	return (p->flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0;
+	if (p->flags & (TCP_FIN | TCP_RST))
+		flow_close(st, k, p->tu.family, src);
+	return (p->flags & (TCP_SYN | TCP_FIN | TCP_RST)) != 0 ? FLOW_EMIT : FLOW_QUIET;
 }
 
 #endif

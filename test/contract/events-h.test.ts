@@ -39,7 +39,7 @@ for (const c of COMPILERS) {
       return;
     }
     assert.notEqual(r.status, 0, 'a changed layout must not compile');
-    for (const what of ['strata_hdr layout', 'sock event layout', 'netdev event layout']) assert.match(r.stderr, new RegExp(what));
+    for (const what of ['strata_hdr layout', 'sock event layout', 'netdev event layout', 'tail event layout']) assert.match(r.stderr, new RegExp(what));
     assert.doesNotMatch(r.stderr, /conflicting|redefinition|incomplete type/, 'only the assertions fail, after the structs exist');
   });
 }

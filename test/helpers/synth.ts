@@ -1,6 +1,6 @@
 // Builds ring-buffer records the way the BPF programs lay them out (offsets from the generated
 // layout), for correlator tests that need traffic shapes a capture did not happen to contain.
-import { CONSTS, EVENT_TYPE, FLAGS, HDR, PKT_EVENT, SOCK_EVENT, SOCK_OP, TUPLE } from '../../agent/src/events/layout.generated.ts';
+import { CONSTS, EVENT_TYPE, FLAGS, HDR, PKT_EVENT, SOCK_EVENT, SOCK_OP, TAIL_EVENT, TAIL_SRC, TUPLE } from '../../agent/src/events/layout.generated.ts';
 
 export interface Endpoint {
   /** 4 bytes: AF_INET; 16: AF_INET6 */
@@ -84,6 +84,30 @@ export function pktRecord(p: { ts: number; ifindex: number; src: Endpoint; dst: 
   b.writeUInt16LE(n, PKT_EVENT.payload_len);
   writeTuple(b, PKT_EVENT.tuple, p.src, p.dst);
   payload.copy(b, PKT_EVENT.payload, 0, n);
+  return b;
+}
+
+/** a tail event: where a message (first byte at seq) ends at a TC or net_dev point, and when its last packet passed */
+export function tailRecord(t: {
+  ts: number; ifindex: number; netns?: number; src: Endpoint; dst: Endpoint; seq: number; endSeq: number; pkts?: number;
+  netdev?: boolean; point: number; queueTs?: number; final?: boolean;
+}): Buffer {
+  const b = Buffer.alloc(TAIL_EVENT.SIZE);
+  b.writeUInt16LE(EVENT_TYPE.EV_TAIL, HDR.type);
+  b[HDR.version] = CONSTS.EVENTS_VERSION;
+  b[HDR.flags] = FLAGS.F_SEQ_VALID;
+  b.writeUInt32LE(TAIL_EVENT.SIZE, HDR.len);
+  writeU64(b, HDR.ts_ns, t.ts);
+  writeU64(b, TAIL_EVENT.queue_ts_ns, t.queueTs ?? 0);
+  b.writeUInt32LE(t.ifindex, TAIL_EVENT.ifindex);
+  b.writeUInt32LE(t.netns ?? 0, TAIL_EVENT.netns);
+  b.writeUInt32LE(t.seq >>> 0, TAIL_EVENT.seq);
+  b.writeUInt32LE(t.endSeq >>> 0, TAIL_EVENT.end_seq);
+  b.writeUInt32LE(t.pkts ?? 2, TAIL_EVENT.pkts);
+  b[TAIL_EVENT.src] = t.netdev ? TAIL_SRC.TAIL_NETDEV : TAIL_SRC.TAIL_TC;
+  b[TAIL_EVENT.point] = t.point;
+  b[TAIL_EVENT.final] = t.final ? 1 : 0;
+  writeTuple(b, TAIL_EVENT.tuple, t.src, t.dst);
   return b;
 }
 

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { test } from 'node:test';
-import { Decoder, type NetDevEvent, addrString } from '../../agent/src/events/decode.ts';
-import { FLAGS, NETDEV_POINT } from '../../agent/src/events/layout.generated.ts';
+import { Decoder, type NetDevEvent, type TailEvent, addrString } from '../../agent/src/events/decode.ts';
+import { FLAGS, NETDEV_POINT, TAIL_SRC } from '../../agent/src/events/layout.generated.ts';
 import { loadNative } from '../../agent/src/probes/native.ts';
 import { ProbeSet } from '../../agent/src/probes/probe-set.ts';
 import { netdevUnwatch, netdevWatch } from '../../agent/src/probes/registry.ts';
@@ -140,6 +140,103 @@ test('net_dev: packets of a watched pod interface, at rx/queue/xmit, and none fr
     const seen = probes.stats().netdevSeen;
     await exchange('10.99.1.2');
     assert.equal(probes.stats().netdevSeen, seen, 'no packet of the unwatched device got past the watch map');
+  } finally {
+    for (const c of children) c.kill('SIGKILL');
+    probes?.close();
+    for (const ns of [pod, node]) {
+      try {
+        ip('netns', 'del', ns);
+      } catch {
+        // not created
+      }
+    }
+  }
+});
+
+// A message of many packets: where it ends at each point comes in tail events (PSH at the end of
+// a send, and when the flow turns): out of the pod at queue and, with the queue time, at xmit;
+// into it at rx. Their end seq is the message's last byte + 1, and time runs first packet -> tail.
+const BIG_SERVER = `
+  const net = require('node:net');
+  net.createServer((s) => { let n = 0; s.on('data', (d) => { n += d.length; if (n === 100000) s.end(Buffer.alloc(200000, 0x62)); }); })
+    .listen(8080, process.argv[1], () => process.stdout.write('ready\\n'));`;
+const BIG_CLIENT = `
+  const net = require('node:net');
+  const c = net.connect({ host: process.argv[1], port: 8080 }, () => {
+    process.stdout.write(JSON.stringify({ port: c.localPort }) + '\\n');
+    c.write(Buffer.alloc(100000, 0x61));
+  });
+  let n = 0;
+  c.on('data', (d) => { n += d.length; if (n === 200000) c.end(); });
+  c.on('close', () => process.exit(0));`;
+
+test('net_dev: tail events give where a long message ends out of the pod (queue, xmit) and into it (rx)', async (t) => {
+  if (!requireKernel(t)) return;
+  const p = `nt${Math.random().toString(36).slice(2, 6)}`;
+  const pod = `${p}pod`;
+  const node = `${p}node`;
+  const children: ChildProcess[] = [];
+  let probes: ProbeSet | undefined;
+  ip('netns', 'add', pod);
+  try {
+    ip('netns', 'add', node);
+    ip('-n', pod, 'link', 'add', `${p}w0`, 'type', 'veth', 'peer', 'name', `${p}w1`, 'netns', node);
+    for (const [ns, dev, addr] of [[pod, `${p}w0`, '10.99.3.1/24'], [node, `${p}w1`, '10.99.3.2/24']] as const) {
+      ip('-n', ns, 'addr', 'add', addr, 'dev', dev);
+      ip('-n', ns, 'link', 'set', dev, 'up');
+    }
+    const podInode = statSync(`/run/netns/${pod}`).ino;
+    const watched = loadNative().linkInfo(`${p}w1`, `/run/netns/${node}`);
+    probes = new ProbeSet({ wakeupBytes: 0 }).open('net_dev');
+    netdevWatch(probes, podInode, watched.iflink);
+    const firsts: Ev[] = [];
+    const tails: (Omit<TailEvent, 'buf' | 'tuple'> & { sport: number })[] = [];
+    const decoder = new Decoder({
+      onSock: () => assert.fail('sock event'), onState: () => assert.fail('state event'), onPkt: () => assert.fail('pkt event'),
+      onNetDev: (e) => {
+        const { buf, tuple, ...rest } = e;
+        firsts.push({ ...rest, saddr: addrString(buf, tuple.saddrOff, tuple.family), daddr: addrString(buf, tuple.daddrOff, tuple.family), sport: tuple.sport, dport: tuple.dport });
+      },
+      onTail: (e) => {
+        const { buf: _b, tuple, ...rest } = e;
+        tails.push({ ...rest, sport: tuple.sport });
+      },
+    });
+    probes.start((b) => decoder.decode(b), { pollMs: 5 });
+    const srv = inNetns(node, BIG_SERVER, '10.99.3.2', children);
+    await waitFor(() => srv.out().includes('ready'), 'server');
+    const cli = inNetns(pod, BIG_CLIENT, '10.99.3.2', children);
+    assert.equal(await cli.exited, 0, cli.out());
+    const port = (JSON.parse(cli.out().split('\n')[0] as string) as { port: number }).port;
+    const first = (point: number, sport: number) => firsts.find((e) => e.point === point && e.sport === sport && e.dataLen > 0);
+    const ends = (point: number, sport: number) => tails.filter((e) => e.point === point && e.sport === sport);
+    const endOf = (point: number, sport: number, seq: number, bytes: number) => ends(point, sport).find((e) => e.seq === seq && e.endSeq === ((seq + bytes) >>> 0));
+    await waitFor(() => {
+      const q = first(NETDEV_POINT.QUEUE, port);
+      const rx = first(NETDEV_POINT.RX, 8080);
+      return q && rx && endOf(NETDEV_POINT.QUEUE, port, q.seq, 100000) && endOf(NETDEV_POINT.XMIT, port, q.seq, 100000) && endOf(NETDEV_POINT.RX, 8080, rx.seq, 200000);
+    }, 'the ends of the request (queue, xmit) and of the response (rx)', 10_000);
+    const q = first(NETDEV_POINT.QUEUE, port) as Ev;
+    const rx = first(NETDEV_POINT.RX, 8080) as Ev;
+    for (const e of tails) {
+      assert.equal(e.src, TAIL_SRC.TAIL_NETDEV);
+      assert.equal(e.netns, podInode);
+      assert.equal(e.ifindex, watched.iflink);
+      assert.equal(e.flags & FLAGS.F_SEQ_VALID, FLAGS.F_SEQ_VALID);
+      assert.ok(e.pkts >= 2, 'tails only for messages of more than one packet');
+    }
+    const qEnd = endOf(NETDEV_POINT.QUEUE, port, q.seq, 100000) as (typeof tails)[number];
+    const xEnd = endOf(NETDEV_POINT.XMIT, port, q.seq, 100000) as (typeof tails)[number];
+    const rEnd = endOf(NETDEV_POINT.RX, 8080, rx.seq, 200000) as (typeof tails)[number];
+    assert.ok(q.tsNs <= qEnd.tsNs, 'the request: first packet queued before its last');
+    assert.ok(xEnd.queueTsNs > 0 && xEnd.queueTsNs <= xEnd.tsNs, 'the xmit tail carries when its packet was queued');
+    assert.ok(rx.tsNs <= rEnd.tsNs, 'the response: first packet received before its last');
+    // never more than one tail per data packet after each message's first (plus its xmit twin,
+    // reported for a queued one)
+    const xmits = tails.filter((e) => e.point === NETDEV_POINT.XMIT).length;
+    const queued = tails.filter((e) => e.point === NETDEV_POINT.QUEUE && !e.final).length;
+    assert.ok(xmits <= queued, `${xmits} xmit tails, ${queued} queue tails at a send's end`);
+    assert.ok(tails.length - xmits <= probes.stats().netdevAggregated, `${tails.length - xmits} tails, ${probes.stats().netdevAggregated} packets aggregated`);
   } finally {
     for (const c of children) c.kill('SIGKILL');
     probes?.close();

@@ -3,8 +3,8 @@
 // payload) or a counted drop, and the verdict, always TC_ACT_UNSPEC (observe only).
 import assert from 'node:assert/strict';
 import { before, after, describe, it } from 'node:test';
-import { Decoder, type PktEvent, addrString } from '../../agent/src/events/decode.ts';
-import { DIR, FLAGS, STAT_NAMES } from '../../agent/src/events/layout.generated.ts';
+import { Decoder, type PktEvent, type TailEvent, addrString } from '../../agent/src/events/decode.ts';
+import { DIR, FLAGS, STAT_NAMES, TAIL_SRC } from '../../agent/src/events/layout.generated.ts';
 import { type Probes, loadNative } from '../../agent/src/probes/native.ts';
 import { kernelStats } from '../../agent/src/probes/probe-set.ts';
 import { VETH_TC } from '../../agent/src/probes/registry.ts';
@@ -211,6 +211,51 @@ describe('TC parser (BPF_PROG_TEST_RUN on crafted packets)', { skip: process.env
     assert.deepEqual([cont.events.length, cont.stats.pktAggregated], [0, 1], 'the continuation is counted, not emitted');
     const reply = one(run(data(B, A, 8080, 40008, 7, 10), 'tc_egress'));
     assert.deepEqual([reply.aggPkts, reply.aggBytes, reply.sport], [1, 50, 8080], 'the reply carries the counts of the request');
+  });
+
+  it('tails: where a message ends, at the end of each send (PSH) and when the flow turns, never per packet', () => {
+    const p = probes as Probes;
+    const send = (from: Addr4, to: Addr4, sport: number, dport: number, seq: number, n: number, flags: number) => {
+      const { retval, records } = p.testRun(VETH_TC.object, 'tc_ingress', eth(0x0800, ipv4(from, to, tcp({ sport, dport, seq, flags, payload: Buffer.alloc(n, 0x61) }))));
+      assert.equal(retval, TC_ACT_UNSPEC);
+      const pkts: PktEvent['seq'][] = [];
+      const tails: (Omit<TailEvent, 'buf' | 'tuple'> & { sport: number; dport: number })[] = [];
+      new Decoder({
+        onSock: () => assert.fail(), onState: () => assert.fail(), onNetDev: () => assert.fail(),
+        onPkt: (e) => pkts.push(e.seq),
+        onTail: (e) => {
+          const { buf: _b, tuple, ...rest } = e;
+          tails.push({ ...rest, sport: tuple.sport, dport: tuple.dport });
+        },
+      }).decode(records);
+      return { pkts, tails };
+    };
+    const first = send(A, B, 40020, 8080, 1000, 100, ACK);
+    assert.deepEqual([first.pkts, first.tails.length], [[1000], 0], 'the first packet is the message start, no tail');
+    const mid = send(A, B, 40020, 8080, 1100, 100, ACK);
+    assert.deepEqual([mid.pkts.length, mid.tails.length], [0, 0], 'a packet in the middle of a send: nothing');
+    const push = send(A, B, 40020, 8080, 1200, 100, ACK | PSH);
+    assert.equal(push.pkts.length, 0);
+    assert.equal(push.tails.length, 1, 'the end of a send: one tail');
+    const t = push.tails[0] as (typeof push.tails)[number];
+    assert.deepEqual([t.seq, t.endSeq, t.pkts, t.src, t.point, t.final, t.sport, t.dport, t.queueTsNs], [1000, 1300, 3, TAIL_SRC.TAIL_TC, DIR.DIR_IN, false, 40020, 8080, 0]);
+    // more data without PSH, then the other side answers: the first message's end, final
+    assert.equal(send(A, B, 40020, 8080, 1300, 50, ACK).tails.length, 0);
+    const turn = send(B, A, 8080, 40020, 7000, 10, ACK | PSH);
+    assert.deepEqual(turn.pkts, [7000], 'the answer starts a message');
+    assert.equal(turn.tails.length, 1, 'and ends the first one');
+    const f = turn.tails[0] as (typeof turn.tails)[number];
+    assert.deepEqual([f.seq, f.endSeq, f.pkts, f.final, f.sport, f.dport], [1000, 1350, 4, true, 40020, 8080]);
+    assert.ok(f.tsNs > t.tsNs, 'the final tail carries the time of the message\'s last packet');
+    // the answer was one packet, its end already known: a FIN closes it without a tail
+    const fin = send(B, A, 8080, 40020, 7010, 0, ACK | 0x01);
+    assert.deepEqual([fin.pkts, fin.tails.length], [[7010], 0]);
+    // a message still open when its sender resets the connection: the RST reports its end
+    send(A, B, 40021, 8080, 500, 100, ACK);
+    send(A, B, 40021, 8080, 600, 100, ACK);
+    const rst = send(A, B, 40021, 8080, 700, 0, 0x04);
+    assert.deepEqual(rst.pkts, [700], 'the RST is an event');
+    assert.deepEqual(rst.tails.map((e) => [e.seq, e.endSeq, e.pkts, e.final]), [[500, 700, 2, true]], 'and ends the open message');
   });
 
   it('payload beyond the capture cap is cut and flagged', () => {

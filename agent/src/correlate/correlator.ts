@@ -13,13 +13,13 @@
 // Links are resolved when an exchange is emitted, a grace period after it ends, so events of
 // other CPUs that arrived late are in. Every table is bounded; evictions, orphans and non-HTTP
 // traffic are counted, never thrown. Output: ExchangeRecords (plain data) to an ExchangeSink.
-import type { EventHandler, PktEvent, SockEvent, StateEvent } from '../events/decode.ts';
+import type { EventHandler, PktEvent, SockEvent, StateEvent, TailEvent } from '../events/decode.ts';
 import type { ExecutableOf, Topology } from '../k8s/topology.ts';
 import { Causality, finKey } from './causality.ts';
 import { type WallClock, measureWallClock } from './clock.ts';
 import { extractContext } from './context.ts';
 import { type Exchange, Exchanges, ROLE_SERVER } from './exchanges.ts';
-import { Hops, type NetDevEvent } from './hops.ts';
+import { endKnown, Hops, lastOf, type NetDevEvent } from './hops.ts';
 import { type ExchangeIds, deriveSpanId, resolveIds } from './ids.ts';
 import type { CorrelatorOptions } from './options.ts';
 import type { ExchangeRecord, ExchangeSink, HopRecord, ObservationPoint } from './records.ts';
@@ -60,6 +60,10 @@ export interface CorrelatorStats {
   pending: number;
   /** data packets on traced interfaces that no traced socket on this node sent or received */
   packetsWithoutConnection: number;
+  /** tail events (where a message ends at a point) whose message is not on file (expired, evicted, not traced) */
+  tailsUnmatched: number;
+  /** messages whose last byte was not reported at one of their packet points: those hop spans end early */
+  hopEndsUnknown: number;
   /** span times moved inside their parent (clock offset drift between batches) */
   clockClamps: number;
   /** requests that were not valid HTTP, by reason: junk request line, head never completed, head too long */
@@ -109,7 +113,7 @@ export class Correlator implements EventHandler {
   /** finished exchanges waiting out their grace period, in order of finishing */
   private readonly ready: Exchange[] = [];
   private lastTs = 0;
-  private readonly counts = { idleCloses: 0, spansEmitted: 0, hopSpansEmitted: 0, malformedContext: 0, hopsIncomplete: 0 };
+  private readonly counts = { idleCloses: 0, spansEmitted: 0, hopSpansEmitted: 0, malformedContext: 0, hopsIncomplete: 0, hopEndsUnknown: 0 };
   private readonly idLookups = {
     parentOf: (ex: Exchange) => this.causality.parentOf(ex),
     roleName: (ex: Exchange) => (ex.role === ROLE_SERVER ? 'server' : 'client'),
@@ -158,7 +162,8 @@ export class Correlator implements EventHandler {
       orphanResponses: x.orphanResponses, incomplete: x.incomplete, malformedContext: this.counts.malformedContext,
       truncatedHeads: x.truncatedHeads, pointsDropped: h.pointsDropped, spansSampledOut: s.spansSampledOut,
       tracesSampledOut: s.tracesSampledOut, tracesKept: s.tracesKept, heldEvictions: s.heldEvictions, pending: x.pending,
-      packetsWithoutConnection: h.packetsWithoutConnection, clockClamps: s.clockClamps,
+      packetsWithoutConnection: h.packetsWithoutConnection, tailsUnmatched: h.tailsUnmatched, hopEndsUnknown: this.counts.hopEndsUnknown,
+      clockClamps: s.clockClamps,
       invalidBadRequestLine: x.invalidRequests.bad_request_line, invalidHeadIncomplete: x.invalidRequests.head_incomplete,
       invalidHeadTooLong: x.invalidRequests.head_too_long, hopsIncomplete: this.counts.hopsIncomplete,
       seqGaps: x.seqGaps, seqGapBytes: x.seqGapBytes, shedGaps: x.shedGaps,
@@ -185,6 +190,11 @@ export class Correlator implements EventHandler {
   onNetDev(e: NetDevEvent): void {
     if (e.tsNs > this.lastTs) this.lastTs = e.tsNs;
     this.hops.onNetDev(e);
+  }
+
+  onTail(e: TailEvent): void {
+    if (e.tsNs > this.lastTs) this.lastTs = e.tsNs;
+    this.hops.onTail(e);
   }
 
   // ---------------------------------------------------------------- emission
@@ -266,11 +276,13 @@ export class Correlator implements EventHandler {
       for (const pts of [reqPts, respPts]) {
         for (const p of pts) {
           if (p.tsNs < start) start = p.tsNs;
-          if (p.tsNs > end) end = p.tsNs;
+          if (lastOf(p) > end) end = lastOf(p);
         }
       }
-      this.hops.build(reqPts, ex.reqKey, 'request', this.wall, hops);
-      if (ex.respKey) this.hops.build(respPts, ex.respKey, 'response', this.wall, hops);
+      if (endUnknown(reqPts, ex.reqSeq, ex.reqBytes)) this.counts.hopEndsUnknown++;
+      if (ex.respKey && endUnknown(respPts, ex.respSeq, ex.respBytes)) this.counts.hopEndsUnknown++;
+      this.hops.build(reqPts, ex.reqKey, 'request', this.wall, hops, msgEnd(ex.reqSeq, ex.reqBytes));
+      if (ex.respKey) this.hops.build(respPts, ex.respKey, 'response', this.wall, hops, msgEnd(ex.respSeq, ex.respBytes));
       hopsIncomplete = this.chainGap(ex, reqPts, respPts);
     }
     const headers: [string, string][] = [];
@@ -353,6 +365,17 @@ export class Correlator implements EventHandler {
     if (why) this.counts.hopsIncomplete++;
     return why;
   }
+}
+
+/** seq just past a message's last byte, when the parse knows where it starts and how long it is */
+function msgEnd(seq: number, bytes: number): number | undefined {
+  return seq >= 0 && bytes > 0 ? (seq + bytes) >>> 0 : undefined;
+}
+
+/** a packet point of the message did not report its last byte: its hop spans use the first byte's time */
+function endUnknown(pts: ObservationPoint[], seq: number, bytes: number): boolean {
+  const end = msgEnd(seq, bytes);
+  return end !== undefined && pts.some((p) => p.kind !== 'write' && p.kind !== 'read' && !endKnown(p, end));
 }
 
 /** how many different places (socket, interface and direction, device and netns) saw the message */

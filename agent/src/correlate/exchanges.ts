@@ -94,6 +94,9 @@ export interface Exchange {
   invalid?: InvalidReason;
   /** the request started before the previous response on its connection ended */
   pipelined: boolean;
+  /** this socket's observation points of the request and response (their last byte is set when the exchange finishes) */
+  reqPt?: ObservationPoint;
+  respPt?: ObservationPoint;
   /** for CLIENT exchanges: the SERVER exchange of the same process that caused it */
   cause?: Exchange;
   /** the local parent once looked up (null: none), fixed from then on like the ids derived from it */
@@ -295,7 +298,8 @@ export class Exchanges {
     this.stats.pending++;
     c.reqOpen = ex;
     c.awaiting.push(ex);
-    this.out.point(reqKey, { kind: c.role === ROLE_SERVER ? 'read' : 'write', tsNs: c.reqStartTs, name: c.owner, pod: c.pod, netns: c.netns });
+    ex.reqPt = { kind: c.role === ROLE_SERVER ? 'read' : 'write', tsNs: c.reqStartTs, name: c.owner, pod: c.pod, netns: c.netns };
+    this.out.point(reqKey, ex.reqPt);
     this.out.started(ex);
     if (!head || truncated || invalid) return { mode: 'none' };
     if (head.chunked) return { mode: 'chunked' };
@@ -333,7 +337,8 @@ export class Exchanges {
     if (c.respStartSeq >= 0) {
       ex.respSeq = c.respStartSeq;
       ex.respKey = respMsgKey(c.clientEp, c.respStartSeq);
-      this.out.point(ex.respKey, { kind: c.role === ROLE_SERVER ? 'write' : 'read', tsNs: c.respStartTs, name: c.owner, pod: c.pod, netns: c.netns });
+      ex.respPt = { kind: c.role === ROLE_SERVER ? 'write' : 'read', tsNs: c.respStartTs, name: c.owner, pod: c.pod, netns: c.netns };
+      this.out.point(ex.respKey, ex.respPt);
     }
     if (!head || truncated) {
       if (truncated) this.stats.truncatedHeads++;
@@ -372,6 +377,9 @@ export class Exchanges {
     this.stats.pending--;
     ex.incomplete = incomplete;
     if (incomplete) this.stats.incomplete++;
+    // the last byte this socket moved of each message: the end of its hops at this point
+    if (ex.reqPt) ex.reqPt.lastTsNs = Math.max(ex.reqPt.tsNs, ex.reqEnd);
+    if (ex.respPt && ex.respEnd) ex.respPt.lastTsNs = Math.max(ex.respPt.tsNs, ex.respEnd);
     this.out.finished(ex);
   }
 

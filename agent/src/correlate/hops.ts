@@ -3,11 +3,11 @@
 // points. A message is keyed by (client endpoint, TCP seq of its first byte) and its direction:
 // the client endpoint is the same for every observer, and DNAT rewrites only the server side.
 import { LRUCache } from 'lru-cache';
-import { addrString, type NetDevEvent, type PktEvent, type Tuple } from '../events/decode.ts';
-import { FLAGS, NETDEV_POINT } from '../events/layout.generated.ts';
+import { addrString, type NetDevEvent, type PktEvent, type TailEvent, type Tuple } from '../events/decode.ts';
+import { FLAGS, NETDEV_POINT, TAIL_SRC } from '../events/layout.generated.ts';
 import type { Topology } from '../k8s/topology.ts';
 import type { WallClock } from './clock.ts';
-import { deriveSpanId, nthSpanId } from './ids.ts';
+import { hopBaseId, nthSpanId } from './ids.ts';
 import type { HopRecord, Layer, ObservationPoint } from './records.ts';
 
 export type { NetDevEvent };
@@ -37,6 +37,8 @@ export interface HopStats {
   pointsDropped: number;
   /** data packets on traced interfaces that no traced socket on this node sent or received */
   packetsWithoutConnection: number;
+  /** tail events (where a message's data ends at a point) whose first packet is not on file */
+  tailsUnmatched: number;
 }
 
 type PointClass = 'socket' | 'poddev' | 'veth' | 'nodedev';
@@ -77,6 +79,46 @@ function deviceOf(p: ObservationPoint): string | undefined {
 
 const isQueue = (p: ObservationPoint) => p.kind === 'netdev' && p.dir === NETDEV_POINT.QUEUE;
 
+/** when the message's last byte passed the point, as far as known (else its first) */
+export const lastOf = (p: ObservationPoint): number => Math.max(p.tsNs, p.lastTsNs ?? 0);
+
+/**
+ * Is the point's last byte known? Sockets: once their exchange finished. Packets: when what was
+ * seen there reaches the message's end (msgEnd, from the HTTP parse: seq of its first byte + its
+ * bytes; a read that also consumed the FIN reports a seq one too high, so 1 short is the end).
+ * Without msgEnd, what the point has is taken as its end.
+ */
+export function endKnown(p: ObservationPoint, msgEnd: number | undefined): boolean {
+  if (p.kind === 'write' || p.kind === 'read') return p.lastTsNs !== undefined;
+  if (msgEnd === undefined || p.endSeq === undefined) return true;
+  return ((msgEnd - p.endSeq) | 0) <= 1;
+}
+
+/**
+ * How long the stretch from a to b held the message: the longer of its first byte's trip and its
+ * last byte's. A stretch that only adds latency delays both alike; one that limits bandwidth or
+ * queues (a tbf, a busy link) lets the first byte through and holds the last: only there does the
+ * last byte's trip grow. Downstream of such a stretch the message arrives spread out and leaves
+ * as spread out, so its stretches do not grow. The last byte's trip counts only when both ends
+ * know their last byte: a guess would move time from one stretch to the next.
+ */
+export function heldNs(a: ObservationPoint, b: ObservationPoint, msgEnd?: number): number {
+  const first = b.tsNs - a.tsNs;
+  if (!endKnown(a, msgEnd) || !endKnown(b, msgEnd)) return first;
+  return Math.max(first, lastOf(b) - lastOf(a));
+}
+
+/** a later seq than s, modulo 2^32 */
+const seqAfter = (x: number, s: number) => ((x - s) | 0) > 0;
+
+/** moves a point's last byte to (ts, end) when end is not before what it has; true when the point took it */
+function moveEnd(q: ObservationPoint, ts: number, end: number): boolean {
+  if (q.endSeq !== undefined && seqAfter(q.endSeq, end)) return true; // an older report, after a newer one
+  q.endSeq = end;
+  if (ts > (q.lastTsNs ?? q.tsNs)) q.lastTsNs = ts;
+  return true;
+}
+
 /** the layer of time spent on one device: the pod's own device (pod), a host veth (veth), an uplink (node) */
 function deviceLayer(p: ObservationPoint): Layer {
   const c = classOf(p);
@@ -84,7 +126,7 @@ function deviceLayer(p: ObservationPoint): Layer {
 }
 
 export class Hops {
-  readonly stats: HopStats = { messageEvictions: 0, pointsDropped: 0, packetsWithoutConnection: 0 };
+  readonly stats: HopStats = { messageEvictions: 0, pointsDropped: 0, packetsWithoutConnection: 0, tailsUnmatched: 0 };
   private readonly msgs: LRUCache<string, Msg>;
   private readonly topo: Topology;
 
@@ -127,7 +169,9 @@ export class Hops {
     if (e.dataLen === 0 || !(e.flags & FLAGS.F_SEQ_VALID)) return;
     const iface = this.topo.iface(e.ifindex);
     const name = iface?.name ?? `if${e.ifindex}`;
-    this.fileBoth(e.buf, e.tuple, e.seq, { kind: 'tc', tsNs: e.tsNs, name, side: 'node', dir: e.dir, pod: iface?.pod, claim: { claimed: false } });
+    this.fileBoth(e.buf, e.tuple, e.seq, {
+      kind: 'tc', tsNs: e.tsNs, name, side: 'node', dir: e.dir, pod: iface?.pod, claim: { claimed: false }, ifindex: e.ifindex, endSeq: (e.seq + e.dataLen) >>> 0,
+    });
   }
 
   /** a net_dev observation on a device, in a pod's netns or the node's */
@@ -137,7 +181,30 @@ export class Hops {
     const name = iface?.name ?? `if${e.ifindex}`;
     this.fileBoth(e.buf, e.tuple, e.seq, {
       kind: 'netdev', tsNs: e.tsNs, name, side: iface?.side ?? 'node', dir: e.point, pod: iface?.pod, netns: e.netns, claim: { claimed: false },
+      ifindex: e.ifindex, endSeq: (e.seq + e.dataLen) >>> 0,
     });
+  }
+
+  /**
+   * Where a message's data ends at one point (TC direction on an interface, net_dev point on a
+   * device), and when its last packet passed: moves that point's last byte. An xmit tail also
+   * says when its packet was queued: the device's queue point's last byte.
+   */
+  onTail(e: TailEvent): void {
+    if (!(e.flags & FLAGS.F_SEQ_VALID)) return;
+    const t = e.tuple;
+    const src = `${addrString(e.buf, t.saddrOff, t.family)}:${t.sport}`;
+    const m = this.msgs.get(reqMsgKey(src, e.seq)) ?? this.msgs.get(respMsgKey(`${addrString(e.buf, t.daddrOff, t.family)}:${t.dport}`, e.seq));
+    const tc = e.src === TAIL_SRC.TAIL_TC;
+    let hit = false;
+    for (const q of m?.points ?? []) {
+      if (q.ifindex !== e.ifindex || q.kind !== (tc ? 'tc' : 'netdev') || (!tc && q.netns !== e.netns)) continue;
+      if (q.dir === e.point) hit = moveEnd(q, e.tsNs, e.endSeq) || hit;
+      else if (!tc && e.point === NETDEV_POINT.XMIT && q.dir === NETDEV_POINT.QUEUE && e.queueTsNs) moveEnd(q, e.queueTsNs, e.endSeq);
+    }
+    if (!hit) this.stats.tailsUnmatched++;
+    // get() made it the most recent: its time follows, so expire() still walks in time order
+    if (m && e.tsNs > m.lastTs) m.lastTs = e.tsNs;
   }
 
   /**
@@ -177,14 +244,18 @@ export class Hops {
    * whose points include a net_dev queue (the device took the packet) and a later one (the driver
    * sent it) gets a span of its own: time in the device's queueing discipline (a tbf rate limit
    * shows there). Arrival points on one device (netif_receive_skb, TC ingress) are microseconds
-   * apart and get none: the hop out starts at the first.
+   * apart and get none: the hop out starts at the first. Each span starts at its first point's
+   * first byte and lasts heldNs (the longer of the first and the last byte's trip; msgEnd, the seq
+   * past the message's last byte when the parse knows it, says which points know their last
+   * byte). Ids derive from the message key and this node's name: another node's agent sees the
+   * same key but other devices.
    */
-  build(pts: ObservationPoint[], key: string, direction: HopRecord['direction'], wall: WallClock, out: HopRecord[]): void {
+  build(pts: ObservationPoint[], key: string, direction: HopRecord['direction'], wall: WallClock, out: HopRecord[], msgEnd?: number): void {
     if (pts.length < 2) return;
-    const base = deriveSpanId('hops', key);
+    const base = hopBaseId(this.topo.nodeName, key);
     let n = 0;
     const push = (a: ObservationPoint, b: ObservationPoint, layer: Layer, qdisc: boolean) => {
-      const h: HopRecord = { spanId: nthSpanId(base, n++), direction, layer, from: a, to: b, start: wall(a.tsNs), end: wall(b.tsNs), messageKey: key };
+      const h: HopRecord = { spanId: nthSpanId(base, n++), direction, layer, from: a, to: b, start: wall(a.tsNs), end: wall(a.tsNs + Math.max(0, heldNs(a, b, msgEnd))), messageKey: key };
       if (qdisc) h.qdisc = true;
       out.push(h);
     };

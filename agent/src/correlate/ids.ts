@@ -45,6 +45,15 @@ export function deriveSpanId(role: string, key: string): string {
   return id === '0000000000000000' ? '0000000000000001' : id;
 }
 
+/**
+ * The base id of one node's hop spans for a message: two agents see the same message key (it is
+ * what stitches them), but each reports different hops (its own devices), so the node is part of
+ * the derivation; one node names a message's hops alike on every emission.
+ */
+export function hopBaseId(node: string, messageKey: string): string {
+  return deriveSpanId(`hops@${node}`, messageKey);
+}
+
 /** the i-th id of a family derived from one base id (hop spans of one message): one hash per message */
 export function nthSpanId(base: string, i: number): string {
   const tail = (Number.parseInt(base.slice(8), 16) ^ Math.imul(i, 0x9e3779b1)) >>> 0;

@@ -31,6 +31,15 @@ export interface ObservationPoint {
   netns?: number;
   /** packets: shared by the two readings of the packet; set when a socket claims either */
   claim?: { claimed: boolean };
+  /** packets: the interface's index (in the node's netns for TC, in `netns` for net_dev) */
+  ifindex?: number;
+  /**
+   * When the message's last byte passed this point: packets, from tail events (a message of one
+   * packet: its first); sockets, when the exchange's message ended. Undefined: only the first known.
+   */
+  lastTsNs?: number;
+  /** packets: TCP seq just past the last byte seen here (first packet: seq + its payload) */
+  endSeq?: number;
 }
 
 export interface HopRecord {

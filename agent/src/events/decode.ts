@@ -1,14 +1,15 @@
 // Walks a batch of ring-buffer records (concatenated by the native pump) and hands each one to a
 // handler through a reused view object: no per-event allocation. Offsets come from
 // layout.generated.ts (BTF of the compiled objects), never from hand-kept numbers.
-import { CONSTS, EVENT_TYPE, HDR, NETDEV_EVENT, NETDEV_EVENT_SIZES, PKT_EVENT, PKT_EVENT_SIZES, SOCK_EVENT, SOCK_EVENT_SIZES, STATE_EVENT, TUPLE } from './layout.generated.ts';
+import { CONSTS, EVENT_TYPE, HDR, NETDEV_EVENT, NETDEV_EVENT_SIZES, PKT_EVENT, PKT_EVENT_SIZES, SOCK_EVENT, SOCK_EVENT_SIZES, STATE_EVENT, TAIL_EVENT, TAIL_EVENT_SIZES, TUPLE } from './layout.generated.ts';
 
 // the readers below assume these widths; fail at load, not with garbage, if events.h changes
 const EXPECT: [string, number, number][] = [
   ['sock.seq', SOCK_EVENT_SIZES.seq, 4], ['sock.ret', SOCK_EVENT_SIZES.ret, 8], ['sock.sk', SOCK_EVENT_SIZES.sk, 8],
   ['sock.payload_len', SOCK_EVENT_SIZES.payload_len, 2], ['pkt.seq', PKT_EVENT_SIZES.seq, 4], ['pkt.data_len', PKT_EVENT_SIZES.data_len, 2],
   ['netdev.skb', NETDEV_EVENT_SIZES.skb, 8], ['netdev.seq', NETDEV_EVENT_SIZES.seq, 4], ['netdev.data_len', NETDEV_EVENT_SIZES.data_len, 2],
-  ['netdev.point', NETDEV_EVENT_SIZES.point, 1],
+  ['netdev.point', NETDEV_EVENT_SIZES.point, 1], ['tail.queue_ts_ns', TAIL_EVENT_SIZES.queue_ts_ns, 8], ['tail.end_seq', TAIL_EVENT_SIZES.end_seq, 4],
+  ['tail.pkts', TAIL_EVENT_SIZES.pkts, 4], ['tail.point', TAIL_EVENT_SIZES.point, 1],
 ];
 for (const [name, got, want] of EXPECT) if (got !== want) throw new Error(`events.h field ${name} is ${got} bytes, decoder reads ${want}`);
 
@@ -93,12 +94,38 @@ export interface NetDevEvent extends Common {
   tuple: Tuple;
 }
 
+/**
+ * TC/net_dev: where the data of a message longer than one packet ends at one observation point,
+ * and when its last packet passed there (tsNs); the message's first packet was a pkt/netdev event.
+ */
+export interface TailEvent extends Common {
+  /** net_dev XMIT: when that last packet was queued; else 0 */
+  queueTsNs: number;
+  ifindex: number;
+  /** net_dev: inode of the device's netns; TC: 0 */
+  netns: number;
+  /** TCP seq of the message's first byte */
+  seq: number;
+  /** seq just past the last byte seen */
+  endSeq: number;
+  pkts: number;
+  /** TAIL_SRC: TC (point = DIR) or NETDEV (point = NETDEV_POINT) */
+  src: number;
+  point: number;
+  /** the message ended there (the flow turned, FIN, RST) */
+  final: boolean;
+  /** as on the wire: s = the message's sender */
+  tuple: Tuple;
+}
+
 export interface EventHandler {
   onSock(e: SockEvent): void;
   onState(e: StateEvent): void;
   onPkt(e: PktEvent): void;
   /** optional: a handler without it ignores net_dev events (they are still counted as records) */
   onNetDev(e: NetDevEvent): void;
+  /** optional: a handler without it ignores tail events (counted as records) */
+  onTail?(e: TailEvent): void;
 }
 
 export interface DecodeStats {
@@ -131,6 +158,7 @@ export class Decoder {
   private readonly state: StateEvent;
   private readonly pkt: PktEvent;
   private readonly netdev: NetDevEvent;
+  private readonly tail: TailEvent;
 
   private readonly handler: EventHandler;
 
@@ -140,6 +168,7 @@ export class Decoder {
     this.sock = { buf: empty, type: 0, flags: 0, tsNs: 0, enterTsNs: 0, sk: 0, cgroupId: 0, ret: 0, pid: 0, tid: 0, netns: 0, fd: 0, seq: 0, op: 0, dir: 0, tuple: newTuple(), commOff: 0, payloadOff: 0, payloadLen: 0 };
     this.state = { buf: empty, type: 0, flags: 0, tsNs: 0, sk: 0, pid: 0, netns: 0, oldState: 0, newState: 0, tuple: newTuple() };
     this.pkt = { buf: empty, type: 0, flags: 0, tsNs: 0, ifindex: 0, seq: 0, ack: 0, skbLen: 0, dataLen: 0, tcpFlags: 0, dir: 0, aggPkts: 0, aggBytes: 0, tuple: newTuple(), payloadOff: 0, payloadLen: 0 };
+    this.tail = { buf: empty, type: 0, flags: 0, tsNs: 0, queueTsNs: 0, ifindex: 0, netns: 0, seq: 0, endSeq: 0, pkts: 0, src: 0, point: 0, final: false, tuple: newTuple() };
     this.netdev = { buf: empty, type: 0, flags: 0, tsNs: 0, skb: 0, ifindex: 0, netns: 0, point: 0, seq: 0, ack: 0, skbLen: 0, dataLen: 0, tcpFlags: 0, aggPkts: 0, aggBytes: 0, tuple: newTuple() };
   }
 
@@ -165,6 +194,9 @@ export class Decoder {
       } else if (type === EVENT_TYPE.EV_NETDEV) {
         if (len < NETDEV_EVENT.SIZE) this.stats.malformed++;
         else this.handler.onNetDev(this.readNetDev(b, o));
+      } else if (type === EVENT_TYPE.EV_TAIL) {
+        if (len < TAIL_EVENT.SIZE) this.stats.malformed++;
+        else this.handler.onTail?.(this.readTail(b, o));
       } else if (type === EVENT_TYPE.EV_SOCK_STATE) {
         if (len < STATE_EVENT.SIZE) this.stats.malformed++;
         else this.handler.onState(this.readState(b, o));
@@ -238,6 +270,22 @@ export class Decoder {
     readTuple(b, o + PKT_EVENT.tuple, e.tuple);
     e.payloadOff = o + PKT_EVENT.payload;
     e.payloadLen = Math.min(b.readUInt16LE(o + PKT_EVENT.payload_len), len - PKT_EVENT.payload);
+    return e;
+  }
+
+  private readTail(b: Buffer, o: number): TailEvent {
+    const e = this.tail;
+    this.common(e, b, o);
+    e.queueTsNs = u64(b, o + TAIL_EVENT.queue_ts_ns);
+    e.ifindex = b.readUInt32LE(o + TAIL_EVENT.ifindex);
+    e.netns = b.readUInt32LE(o + TAIL_EVENT.netns);
+    e.seq = b.readUInt32LE(o + TAIL_EVENT.seq);
+    e.endSeq = b.readUInt32LE(o + TAIL_EVENT.end_seq);
+    e.pkts = b.readUInt32LE(o + TAIL_EVENT.pkts);
+    e.src = b[o + TAIL_EVENT.src] as number;
+    e.point = b[o + TAIL_EVENT.point] as number;
+    e.final = b[o + TAIL_EVENT.final] === 1;
+    readTuple(b, o + TAIL_EVENT.tuple, e.tuple);
     return e;
   }
 

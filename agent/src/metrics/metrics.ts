@@ -182,6 +182,7 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_kernel_syscalls_non_tcp_total', 'Socket syscalls of traced pods on non-TCP sockets, ignored in the kernel.', () => kernel()?.notTcp);
   counter('strata_kernel_packets_seen_total', 'Packets seen by the TC programs.', () => kernel()?.pktSeen);
   counter('strata_kernel_packets_aggregated_total', 'Data packets counted in the kernel instead of emitted.', () => kernel()?.pktAggregated);
+  counter('strata_kernel_flow_state_misses_total', 'Data packets (not SYN) that found no per-flow state in the kernel: the flow predates the probe, or its state was evicted from the bounded LRU map (that message has no end at that point).', () => kernel()?.flowMisses);
   counter('strata_kernel_packets_non_tcp_total', 'Packets seen by the TC programs that were not TCP, ignored in the kernel.', () => kernel()?.pktNotTcp);
   counter('strata_kernel_shed_events_total', 'Events the kernel did not emit because their request was shed by load shedding (whole requests, never parts).', () => kernel()?.shedEvents);
   counter('strata_kernel_requests_total', 'Requests read by traced servers as the kernel saw them, kept or shed: the offered load load shedding works against.', () => kernel()?.requests);
@@ -239,6 +240,8 @@ export function createMetrics(src: StatsSource): Registry {
   gauge('strata_correlator_connections', 'Connections tracked.', () => correlator().conns);
   gauge('strata_correlator_messages', 'Messages (request/response observation sets) tracked.', () => correlator().messages);
   gauge('strata_correlator_pending_exchanges', 'HTTP exchanges whose request was seen and whose response has not ended.', () => correlator().pending);
+  counter('strata_correlator_hop_tails_unmatched_total', 'Tail events (where a message ends at an observation point) whose message was not on file (expired, evicted, or no first packet seen).', () => correlator().tailsUnmatched);
+  counter('strata_correlator_hop_ends_unknown_total', 'Messages whose last byte was not reported at one of their packet points (no PSH at the end, state evicted): those hop spans end at the last byte known.', () => correlator().hopEndsUnknown);
   counter('strata_correlator_packets_without_connection_total', 'Data packets on traced interfaces that no traced socket on this node sent or received.', () => correlator().packetsWithoutConnection);
 
   const evictions = new Counter({

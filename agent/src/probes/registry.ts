@@ -227,7 +227,8 @@ export const VETH_TC: ProbeFamily = {
   ],
   knobs: (s) => ({ ...common(s), pkt_payload_cap: payloadCap('pktPayloadCap', s.pktPayloadCap, 128) }),
   preflight: (env) => (env.btf ? { ok: true, reason: '' } : { ok: false, reason: 'the kernel has no BTF (/sys/kernel/btf/vmlinux)' }),
-  events: [{ type: EVENT_TYPE.EV_PKT, name: 'pkt', handler: 'onPkt' }],
+  // tail events come from net_dev too (flow.bpf.h is shared); declared once, here
+  events: [{ type: EVENT_TYPE.EV_PKT, name: 'pkt', handler: 'onPkt' }, { type: EVENT_TYPE.EV_TAIL, name: 'tail', handler: 'onTail' }],
   stats: ['pktSeen', 'pktAggregated', 'pktNotTcp'],
   wire(ctx) {
     // filters a previous strata left behind (SIGKILL, OOM kill) on any interface of the node
@@ -287,7 +288,7 @@ export const NET_DEV: ProbeFamily = {
     ? { ok: true, reason: '' }
     : { ok: false, reason: 'the kernel has no BTF (/sys/kernel/btf/vmlinux): the skb and net_device fields cannot be relocated' }),
   events: [{ type: EVENT_TYPE.EV_NETDEV, name: 'netdev', handler: 'onNetDev' }],
-  stats: ['netdevSeen', 'netdevAggregated'],
+  stats: ['netdevSeen', 'netdevAggregated', 'flowMisses'],
   wire(ctx) {
     for (const ifname of ctx.interfaces) {
       try {
