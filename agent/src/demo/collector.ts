@@ -114,16 +114,15 @@ class ReceivedSpan implements ReadableSpan {
   readonly droppedLinksCount: number;
   private readonly ctx: SpanContext;
 
-  constructor(s: Obj, resource: Resource, scope: InstrumentationScope) {
-    const flags = typeof s.flags === 'number' ? s.flags : 0;
+  constructor(s: Obj, flags: number | undefined, resource: Resource, scope: InstrumentationScope) {
     const traceState = typeof s.traceState === 'string' && s.traceState ? new TraceState(s.traceState) : undefined;
     const traceId = hex(s.traceId);
     // an exporter that does not fill Span.flags (older SDKs) sent a sampled span: it was exported
-    const traceFlags = flags & 0xff || 1;
+    const traceFlags = flags === undefined ? 1 : flags & 0xff;
     this.ctx = { traceId, spanId: hex(s.spanId), traceFlags, isRemote: false, traceState };
     const parent = hex(s.parentSpanId);
     // flags bit 8: whether the parent is known to be remote (bit 9)
-    if (parent) this.parentSpanContext = { traceId, spanId: parent, traceFlags, isRemote: (flags & 0x300) === 0x300, traceState };
+    if (parent) this.parentSpanContext = { traceId, spanId: parent, traceFlags, isRemote: ((flags ?? 0) & 0x300) === 0x300, traceState };
     this.name = typeof s.name === 'string' ? s.name : '';
     this.kind = apiKind(s.kind);
     this.startTime = hrTime(s.startTimeUnixNano);
@@ -155,17 +154,75 @@ class ReceivedSpan implements ReadableSpan {
   }
 }
 
+/** a varint at i: [value, next index] (values past 2^53 lose precision: only lengths and tags are used) */
+function varint(b: Uint8Array, i: number): [number, number] {
+  let v = 0;
+  let mul = 1;
+  for (;;) {
+    if (i >= b.length) throw new Error('truncated varint');
+    const x = b[i++] as number;
+    v += (x & 0x7f) * mul;
+    if (x < 0x80) return [v, i];
+    mul *= 128;
+  }
+}
+
+/** the fields of the message in b[start, end): [field number, wire type, value start, value end] */
+function* wireFields(b: Uint8Array, start: number, end: number): Generator<[number, number, number, number]> {
+  let i = start;
+  while (i < end) {
+    const [tag, j] = varint(b, i);
+    const wt = tag % 8;
+    const f = Math.floor(tag / 8);
+    if (wt === 0) {
+      const [, k] = varint(b, j);
+      yield [f, wt, j, k];
+      i = k;
+    } else if (wt === 1 || wt === 5) {
+      i = j + (wt === 1 ? 8 : 4);
+      yield [f, wt, j, i];
+    } else if (wt === 2) {
+      const [len, k] = varint(b, j);
+      i = k + len;
+      yield [f, wt, k, i];
+    } else {
+      throw new Error(`wire type ${wt} not expected in OTLP`);
+    }
+    if (i > end) throw new Error('truncated field');
+  }
+}
+
+/**
+ * Span.flags (field 16, fixed32: W3C trace flags, and whether the parent is remote) of every span in
+ * wire order: the generated schema predates the field and drops it, so it is read from the wire.
+ */
+function spanFlags(b: Uint8Array): (number | undefined)[] {
+  const out: (number | undefined)[] = [];
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const sub = (f: number, from: [number, number], fn: (s: number, e: number) => void) => {
+    for (const [g, wt, s, e] of wireFields(b, from[0], from[1])) if (g === f && wt === 2) fn(s, e);
+  };
+  // ExportTraceServiceRequest.resource_spans (1) -> ResourceSpans.scope_spans (2) -> ScopeSpans.spans (2)
+  sub(1, [0, b.length], (rs, rse) => sub(2, [rs, rse], (ss, sse) => sub(2, [ss, sse], (sp, spe) => {
+    let flags: number | undefined;
+    for (const [g, wt, s] of wireFields(b, sp, spe)) if (g === 16 && wt === 5) flags = dv.getUint32(s, true);
+    out.push(flags);
+  })));
+  return out;
+}
+
 /** Decodes the body of POST /v1/traces (protobuf) into ReadableSpans. Throws on a body that is not one. */
 export function decodeTraces(body: Uint8Array): ReadableSpan[] {
   const T = requestType();
   const msg = T.toObject(T.decode(body), { longs: String, enums: Number, defaults: false });
+  const flags = spanFlags(body);
   const out: ReadableSpan[] = [];
   for (const rs of (msg.resourceSpans as Obj[]) ?? []) {
     const resource = resourceFromAttributes(attributes((rs.resource as Obj | undefined)?.attributes as Obj[]));
     for (const ss of (rs.scopeSpans as Obj[]) ?? []) {
       const sc = (ss.scope as Obj | undefined) ?? {};
       const scope: InstrumentationScope = { name: typeof sc.name === 'string' ? sc.name : '', ...(typeof sc.version === 'string' && sc.version ? { version: sc.version } : {}) };
-      for (const s of (ss.spans as Obj[]) ?? []) out.push(new ReceivedSpan(s, resource, scope));
+      for (const s of (ss.spans as Obj[]) ?? []) out.push(new ReceivedSpan(s, flags[out.length], resource, scope));
     }
   }
   return out;
