@@ -14,10 +14,11 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { inCgroup, labCgroupParent, makeCgroup } from '../../lab/cgroups.ts';
+import { hierarchies, inCgroup, labCgroupParent, makeCgroup } from '../../lab/cgroups.ts';
 import { type Cluster, type ClusterPod, clientOf, clusterDown, clusterPrerequisites, clusterUp, DEFAULT_TOPOLOGY } from '../../lab/cluster/cluster.ts';
 import { loadTopology } from '../../lab/cluster/topology.ts';
 import { checkPrefix, curlFromClient, DEFAULT_PREFIX } from '../../lab/lab.ts';
+import { listLabNetns } from '../../lab/netns.ts';
 import { recordProc, startTime } from '../../lab/procs.ts';
 import { loadConfig, toExportConfig } from './config/index.ts';
 import { defaultConfig } from './config/schema.ts';
@@ -241,6 +242,7 @@ class ClusterDemo {
     for (const t of targets) {
       for (let i = 0; i < o.requests; i++) {
         this.checkAbort();
+        this.checkAgents();
         sent.push(await this.abortable(this.dispatch(c, t, [101, 202, 303, 404][i % 4] as number)));
       }
       const mine = sent.filter((s) => s.target === t);
@@ -257,6 +259,7 @@ class ClusterDemo {
     const deadline = Date.now() + COMPLETE_WAIT_MS;
     while (!expectComplete() && Date.now() < deadline) {
       this.checkAbort();
+      this.checkAgents();
       await this.abortable(new Promise((r) => setTimeout(r, 100)));
     }
     this.progress('traces', `${this.collector.stats().spans} spans received${expectComplete() ? ', all complete' : `; gave up waiting after ${COMPLETE_WAIT_MS / 1000} s`}`);
@@ -300,6 +303,12 @@ class ClusterDemo {
     })));
   }
 
+  /** an agent that exited while the demo runs is a failure: its node's spans are missing */
+  private checkAgents(): void {
+    const dead = this.agents.find((a) => a.child.exitCode !== null || a.child.signalCode !== null);
+    if (dead) throw new StrataError(STRATA_ERR_DEMO, `${dead.node}'s agent exited (${dead.child.exitCode ?? dead.child.signalCode}): ${dead.stderr().slice(-2000)}`, 1);
+  }
+
   private async dispatch(c: Cluster, t: Target, customer: number): Promise<Sent> {
     const headers = t.host ? ['-H', `Host: ${t.host}`] : [];
     let traceId: string | undefined;
@@ -336,10 +345,16 @@ class ClusterDemo {
       await this.collector.stop().catch((e: Error) => errors.push(`collector: ${e.message}`));
       this.collector = undefined;
     }
-    if (this.clusterStarted) await clusterDown(this.o.prefix).catch((e: Error) => errors.push(e.message));
+    if (this.clusterStarted) {
+      await clusterDown(this.o.prefix).catch((e: Error) => errors.push(e.message));
+      // what the reaper must have removed, checked rather than claimed
+      const netns = listLabNetns(this.o.prefix);
+      if (netns.length) errors.push(`network namespaces left: ${netns.join(' ')}`);
+      if (hierarchies().all.some((h) => existsSync(join(h, labCgroupParent(this.o.prefix))))) errors.push(`cgroup ${labCgroupParent(this.o.prefix)} left`);
+    }
     if (this.work) rmSync(this.work, { recursive: true, force: true });
     if (errors.length) this.progress('teardown', `incomplete: ${errors.join('; ')} (node lab/cli.ts cluster down --prefix ${this.o.prefix} retries)`);
-    else this.progress('teardown', `done: nothing of prefix ${this.o.prefix} left`);
+    else this.progress('teardown', this.clusterStarted ? `done: nothing of prefix ${this.o.prefix} left` : 'done: nothing had been started');
   }
 
   private report(traces: DemoTrace[], sent: Sent[]): number {

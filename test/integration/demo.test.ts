@@ -176,18 +176,41 @@ describe('strata demo: the cluster demo end to end', { skip, timeout: 900_000 },
     assertNothingLeft(PREFIX);
   });
 
-  it('SIGINT once the cluster is up: everything removed (netns, links, cgroups, OVS, agents, pods), exit 130', async () => {
+  // the cluster up (the agents starting), and the agents up (the requests going)
+  for (const [when, line] of [['once the cluster is up', /\] cluster: up: /], ['once the agents are ready', /\] agents: 4 agents ready/]] as const) {
+    it(`SIGINT ${when}: everything removed (netns, links, cgroups, OVS, agents, pods), exit 130`, async () => {
+      await sigint(line);
+    });
+  }
+
+  async function sigint(line: RegExp): Promise<void> {
     const run = demo(['--prefix', PREFIX, '--traces-dir', join(dir, 'traces-int')]);
     let gone = false;
     void run.exited.then(() => (gone = true));
-    // the demo's own progress says when the cluster is up
-    await waitFor(() => (/\] cluster: up: /.test(run.stdout()) || gone ? true : undefined), 'the demo to report the cluster up', 300_000, 20);
-    assert.equal(gone, false, `the demo ended before the cluster was up:\n${run.stdout()}\n${run.stderr()}`);
+    // the demo's own progress says when
+    await waitFor(() => (line.test(run.stdout()) || gone ? true : undefined), `the demo to print ${line}`, 300_000, 20);
+    assert.equal(gone, false, `the demo ended before ${line}:\n${run.stdout()}\n${run.stderr()}`);
     assert.ok(readdirSafe('/run/netns').some((n) => n.startsWith(`${PREFIX}-`)), 'the cluster is there');
     run.child.kill('SIGINT');
     const { code } = await run.exited;
     assert.equal(code, 130, `${run.stdout()}\n${run.stderr()}`);
     assert.match(run.stdout(), /signal: SIGINT: stopping; removing everything the demo started/);
+    assert.match(run.stdout(), /teardown: done: nothing of prefix sdm left/);
+    assertNothingLeft(PREFIX);
+  }
+
+  it('a failure mid-run (a pod dies once the cluster is up): the demo says what failed, removes everything, exits 1', async () => {
+    const run = demo(['--prefix', PREFIX, '--traces-dir', join(dir, 'traces-fail')]);
+    let gone = false;
+    void run.exited.then(() => (gone = true));
+    await waitFor(() => (/\] cluster: up: /.test(run.stdout()) || gone ? true : undefined), 'the demo to report the cluster up', 300_000, 20);
+    assert.equal(gone, false, `the demo ended before the cluster was up:\n${run.stdout()}\n${run.stderr()}`);
+    // the uninstrumented frontend goes away while the agents start: the first dispatch gets NGINX's 502
+    const rec = JSON.parse(readFileSync(join(defaultStateDir(PREFIX), 'pids', 'hotrod.frontend.json'), 'utf8')) as { pid: number };
+    process.kill(rec.pid, 'SIGKILL');
+    const { code } = await run.exited;
+    assert.equal(code, 1, `${run.stdout()}\n${run.stderr()}`);
+    assert.match(run.stdout(), /failed: \[STRATA_ERR_DEMO\] dispatch to hotrod answered 502/);
     assert.match(run.stdout(), /teardown: done: nothing of prefix sdm left/);
     assertNothingLeft(PREFIX);
   });
