@@ -8,16 +8,16 @@
 // `strata demo --single-node` is the earlier one-node demo (demo/single-node.ts).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { hierarchies, inCgroup, labCgroupParent, makeCgroup } from '../../lab/cgroups.ts';
-import { type Cluster, type ClusterPod, clientOf, clusterDown, clusterPrerequisites, clusterUp, DEFAULT_TOPOLOGY } from '../../lab/cluster/cluster.ts';
-import { loadTopology } from '../../lab/cluster/topology.ts';
-import { checkPrefix, curlFromClient, DEFAULT_PREFIX } from '../../lab/lab.ts';
+import { type Cluster, type ClusterNode, type ClusterPod, clientOf, clusterDown, clusterPrerequisites, clusterUp, DEFAULT_TOPOLOGY } from '../../lab/cluster/cluster.ts';
+import { loadTopology, type TopologyPlan } from '../../lab/cluster/topology.ts';
+import { checkPrefix, curlFromClient, DEFAULT_PREFIX, defaultStateDir } from '../../lab/lab.ts';
 import { listLabNetns } from '../../lab/netns.ts';
 import { recordProc, startTime } from '../../lab/procs.ts';
 import { loadConfig, toExportConfig } from './config/index.ts';
@@ -76,6 +76,8 @@ export async function runDemo(argv: string[]): Promise<number> {
 
 interface NodeAgent {
   node: string;
+  /** from its ready line */
+  metricsPort?: number;
   child: ChildProcess;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stderr: () => string;
@@ -226,16 +228,23 @@ class ClusterDemo {
     this.receiver = receiver;
     this.progress('collector', `OTLP receiver on ${receiver}${OTLP_TRACES_PATH} -> ${o.dir}${exportConfig.otlp ? ` and ${exportConfig.otlp.endpoint}` : ''}${exportConfig.jaeger ? ` and ${exportConfig.jaeger.endpoint}` : ''}`);
 
+    const plan = loadTopology(o.topology);
+    this.prepareAgents(plan, await Promise.all(plan.nodes.map(() => freePort())));
     this.progress('cluster', `bringing the cluster lab up (prefix ${o.prefix})`);
     this.clusterStarted = true;
-    const c = await this.abortable(clusterUp({
+    // not cut short on a signal: clusterUp stops at its next step and removes what it built before
+    // it rejects, so that nothing it is still creating outlives the teardown
+    const c = await clusterUp({
       prefix: o.prefix, topology: o.topology, otlpEndpoint: receiver, signal: this.ctl.signal,
       log: (line) => this.progress('cluster', line),
-    }));
+      onNodes: (nodes) => this.startAgents(nodes),
+    });
     this.checkAbort();
     this.progress('cluster', `up: ${c.nodes.length} nodes (${c.nodes.map((n) => `${n.name} ${n.bridge.kind}`).join(', ')}), ${c.pods.length} pods`);
 
-    await this.startAgents(c);
+    if (!this.agentsReady) throw new StrataError(STRATA_ERR_DEMO, 'the cluster came up without its nodes step: no agent started', 1);
+    await this.abortable(this.agentsReady);
+    await this.handOver(c);
     this.progress('agents', `${this.agents.length} agents ready, one per node, stitching over 127.0.0.1`);
 
     const sent: Sent[] = [];
@@ -273,22 +282,38 @@ class ClusterDemo {
     return { traces: groupTraces(files.spans(), c, routes), sent };
   }
 
-  private async startAgents(c: Cluster): Promise<void> {
-    const { o } = this;
-    const ports = await Promise.all(c.nodes.map(() => freePort()));
+  /**
+   * What the agents need before the cluster is there: a loopback port each for the peer channel,
+   * the peers file (the plan's pod CIDRs), the shared secret, and a pods file of their own, empty
+   * until handOver() (the agent watches it): so they can start while the pods do.
+   */
+  private prepareAgents(plan: TopologyPlan, ports: number[]): void {
     const peersFile = join(this.work, 'peers.json');
     // all agents of the lab run on this one machine: each its own loopback port
-    writeFileSync(peersFile, JSON.stringify(c.nodes.map((n, i) => ({ name: n.name, podCidr: n.podCidr, address: `http://127.0.0.1:${ports[i]}` }))));
+    writeFileSync(peersFile, JSON.stringify(plan.nodes.map((n, i) => ({ name: n.name, podCidr: n.podCidr, address: `http://127.0.0.1:${ports[i]}` }))));
     const secretFile = join(this.work, 'stitch-secret');
     writeFileSync(secretFile, `${randomBytes(24).toString('hex')}\n`, { mode: 0o600 });
+    for (const n of plan.nodes) writeFileSync(this.podsFileOf(n.name), '[]\n');
+    this.agentSettings = { peersFile, secretFile, ports: new Map(plan.nodes.map((n, i) => [n.name, ports[i] as number])) };
+  }
+
+  private agentSettings: { peersFile: string; secretFile: string; ports: Map<string, number> } | undefined;
+  private agentsReady: Promise<void> | undefined;
+  private readonly podsFileOf = (node: string) => join(this.work, `pods-${node}.json`);
+
+  /** Starts one agent per node (called by clusterUp once the nodes exist): synchronous, so that a teardown finds every one. */
+  private startAgents(nodes: ClusterNode[]): void {
+    const { o } = this;
+    const st = this.agentSettings;
+    if (this.signalled || this.tearingDown || !st) return;
     // the agents' environment: the user's STRATA_* settings, but the export is the demo's (its collector forwards)
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OTEL_') && !k.startsWith('STRATA_EXPORT_')));
-    this.progress('agents', `starting ${c.nodes.length} agents (one per node: its pods file, netns and uplink)`);
-    await this.abortable(Promise.all(c.nodes.map(async (n, i) => {
+    this.progress('agents', `starting ${nodes.length} agents while the pods start (one per node: its pods, netns and uplink)`);
+    const started = nodes.map((n) => {
       const args = [
-        ...AGENT_NODE_FLAGS, CLI, 'agent', '--pods-file', n.podsFile, '--node-name', n.name, '--node-netns', n.netnsPath, '--iface', n.uplink,
+        ...AGENT_NODE_FLAGS, CLI, 'agent', '--pods-file', this.podsFileOf(n.name), '--node-name', n.name, '--node-netns', n.netnsPath, '--iface', n.uplink,
         '--otlp-endpoint', `${this.receiver}${OTLP_TRACES_PATH}`, '--set', 'export.otlp.protocol=http/protobuf', '--metrics-port', '0', '--metrics-host', '127.0.0.1',
-        '--set', `stitch.peersFile=${peersFile}`, '--set', `stitch.secretFile=${secretFile}`, '--set', `stitch.port=${ports[i]}`, '--set', 'stitch.host=127.0.0.1',
+        '--set', `stitch.peersFile=${st.peersFile}`, '--set', `stitch.secretFile=${st.secretFile}`, '--set', `stitch.port=${st.ports.get(n.name)}`, '--set', 'stitch.host=127.0.0.1',
         '--set', `stitch.holdMs=${HOLD_MS}`, '--set', 'export.queue.delayMs=100',
       ];
       // in the lab's cgroups (<prefix>.lab/system/strata-agent-<node>): the lab's reaper removes it after a crash
@@ -297,10 +322,44 @@ class ClusterDemo {
       const [cmd, cargs] = inCgroup(cgroup, process.execPath, args);
       const a = spawnAgent(n.name, cmd, cargs, env);
       this.agents.push(a);
-      recordProc(c.stateDir, { name: `strata-agent-${n.name}`, pid: a.child.pid as number, starttime: startTime(a.child.pid as number), netns: '' });
+      recordProc(defaultStateDir(o.prefix), { name: `strata-agent-${n.name}`, pid: a.child.pid as number, starttime: startTime(a.child.pid as number), netns: '' });
+      return a;
+    });
+    this.agentsReady = Promise.all(started.map(async (a) => {
       const ready = await waitReady(a);
-      this.progress('agents', `${n.name}: ready (pid ${a.child.pid}, probes ${Object.keys((ready.probes as Record<string, unknown>) ?? {}).join(' ')})`);
-    })));
+      a.metricsPort = Number(ready.metricsPort);
+      this.progress('agents', `${a.node}: ready (pid ${a.child.pid}, probes ${Object.keys((ready.probes as Record<string, unknown>) ?? {}).join(' ')})`);
+    })).then(() => undefined);
+    // awaited after clusterUp; a failure meanwhile is reported there
+    this.agentsReady.catch(() => undefined);
+  }
+
+  /** Gives each agent its node's pods (the file the cluster wrote) and waits until it traces them all. */
+  private async handOver(c: Cluster): Promise<void> {
+    for (const n of c.nodes) {
+      const tmp = `${this.podsFileOf(n.name)}.tmp`;
+      copyFileSync(n.podsFile, tmp);
+      renameSync(tmp, this.podsFileOf(n.name));
+    }
+    const want = new Map(c.nodes.map((n) => [n.name, c.pods.filter((p) => p.node === n.name).length]));
+    const traced = new Map<string, number>();
+    const deadline = Date.now() + AGENT_READY_MS;
+    for (;;) {
+      this.checkAbort();
+      this.checkAgents();
+      for (const a of this.agents) {
+        if (traced.get(a.node) === want.get(a.node)) continue;
+        const m = await this.abortable(fetch(`http://127.0.0.1:${a.metricsPort}/metrics`).then((r) => r.text())).catch((e: unknown) => {
+          if (e instanceof Interrupted) throw e;
+          return '';
+        });
+        if (metric(m, 'strata_discovery_pods_pending') === 0) traced.set(a.node, metric(m, 'strata_discovery_pods_traced') ?? 0);
+      }
+      if (this.agents.every((a) => traced.get(a.node) === want.get(a.node))) break;
+      if (Date.now() > deadline) throw new StrataError(STRATA_ERR_DEMO, `the agents did not take their pods within ${AGENT_READY_MS / 1000} s: ${[...want].map(([n, k]) => `${n} ${traced.get(n) ?? 0}/${k}`).join(', ')}`, 1);
+      await this.abortable(new Promise((r) => setTimeout(r, 50)));
+    }
+    this.progress('agents', `pods handed over, traced: ${[...want].map(([n, k]) => `${n} ${k}`).join(', ')}`);
   }
 
   /** an agent that exited while the demo runs is a failure: its node's spans are missing */
@@ -427,4 +486,10 @@ async function freePort(): Promise<number> {
   const port = typeof a === 'object' && a ? a.port : 0;
   await new Promise<void>((r) => s.close(() => r()));
   return port;
+}
+
+/** a gauge's value in the Prometheus text format (the first series), undefined when absent */
+function metric(text: string, name: string): number | undefined {
+  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : undefined;
 }

@@ -176,8 +176,13 @@ describe('strata demo: the cluster demo end to end', { skip, timeout: 900_000 },
     assertNothingLeft(PREFIX);
   });
 
-  // the cluster up (the agents starting), and the agents up (the requests going)
-  for (const [when, line] of [['once the cluster is up', /\] cluster: up: /], ['once the agents are ready', /\] agents: 4 agents ready/]] as const) {
+  // the pods starting (clusterUp stops and reaps), the cluster up (the agents starting), and the agents up (the requests going)
+  const points = [
+    ['while the pods start', /\] cluster: \d+ pods: namespaces/],
+    ['once the cluster is up', /\] cluster: up: /],
+    ['once the agents are ready', /\] agents: 4 agents ready/],
+  ] as const;
+  for (const [when, line] of points) {
     it(`SIGINT ${when}: everything removed (netns, links, cgroups, OVS, agents, pods), exit 130`, async () => {
       await sigint(line);
     });
