@@ -116,7 +116,7 @@ describe('strata demo: the cluster demo end to end', { skip, timeout: 900_000 },
     const run = demo(['--prefix', PREFIX, '--traces-dir', traces], { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${OTLP_PORT}` });
     const { code } = await run.exited;
     const wallS = (performance.now() - t0) / 1000;
-    t.diagnostic(`demo wall time ${wallS.toFixed(1)} s`);
+    t.diagnostic(`demo wall time ${wallS.toFixed(1)} s; phases:\n${run.stdout().split('\n').filter((l) => /^\[\s*[\d.]+ s\] (cluster: cluster|agents: (pods|\d)|requests|traces|export|teardown: done|done)/.test(l)).join('\n')}`);
     assert.equal(code, 0, `exit 0\n${run.stdout()}\n${run.stderr()}`);
     const out = run.stdout();
     // progress: one line per phase, with the elapsed time
