@@ -204,6 +204,20 @@ describe('strata demo: the cluster demo end to end', { skip, timeout: 900_000 },
     assertNothingLeft(PREFIX);
   }
 
+  it('--single-node: the earlier one-node demo still runs, writes its traces and leaves nothing', async () => {
+    const traces = join(dir, 'traces-single');
+    const run = demo(['--single-node', '--prefix', PREFIX, '--traces-dir', traces]);
+    const { code } = await run.exited;
+    assert.equal(code, 0, `${run.stdout()}\n${run.stderr()}`);
+    const jaeger = JSON.parse(readFileSync(join(traces, 'jaeger-traces.json'), 'utf8')) as JaegerTraces;
+    // its five requests, the one with a traceparent under the client's trace id
+    assert.ok(jaeger.data.length >= 5, `${jaeger.data.length} traces`);
+    assert.ok(jaeger.data.some((x) => x.traceID === '4bf92f3577b34da6a3ce929d0e0e4736'));
+    assert.match(run.stdout(), /^trace 4bf92f3577b34da6a3ce929d0e0e4736$/m);
+    assert.match(run.stdout(), /lab torn down/);
+    assertNothingLeft(PREFIX);
+  });
+
   it('a failure mid-run (a pod dies once the cluster is up): the demo says what failed, removes everything, exits 1', async () => {
     const run = demo(['--prefix', PREFIX, '--traces-dir', join(dir, 'traces-fail')]);
     let gone = false;
