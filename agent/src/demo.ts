@@ -176,13 +176,13 @@ class ClusterDemo {
         this.progress('failed', `${err.code ? `[${err.code}] ` : ''}${err.message}`);
         code = 1;
       }
-    } finally {
-      await this.teardown();
-      process.off('SIGINT', this.onSignal);
-      process.off('SIGTERM', this.onSignal);
     }
+    const clean = await this.teardown();
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
+    if (!clean && code === 0) code = 1;
     if (code !== 0 || !result) {
-      this.progress('done', `exit ${code}${this.signalled ? ` (${this.signalled})` : ''}; everything removed`);
+      this.progress('done', `exit ${code}${this.signalled ? ` (${this.signalled})` : ''}; ${clean ? 'everything removed' : 'the teardown left something (above)'}`);
       return code;
     }
     return this.report(result.traces, result.sent);
@@ -395,7 +395,7 @@ class ClusterDemo {
   }
 
   /** Everything the demo started, whatever happened: agents, collector, the cluster (by prefix), its temp dir. */
-  private async teardown(): Promise<void> {
+  private async teardown(): Promise<boolean> {
     this.tearingDown = true;
     this.progress('teardown', 'removing agents, pods, OVS, namespaces, cgroups');
     const errors: string[] = [];
@@ -414,6 +414,7 @@ class ClusterDemo {
     if (this.work) rmSync(this.work, { recursive: true, force: true });
     if (errors.length) this.progress('teardown', `incomplete: ${errors.join('; ')} (node lab/cli.ts cluster down --prefix ${this.o.prefix} retries)`);
     else this.progress('teardown', this.clusterStarted ? `done: nothing of prefix ${this.o.prefix} left` : 'done: nothing had been started');
+    return errors.length === 0;
   }
 
   private report(traces: DemoTrace[], sent: Sent[]): number {
