@@ -153,8 +153,14 @@ describe('strata demo: the cluster demo end to end', { skip, timeout: 900_000 },
       assert.equal(roots.length, 1, `${x.traceID}: one tree (roots: ${roots.map((r) => r.operationName).join(', ')})`);
     }
     // the instrumented app: the client's trace id carries the SDK's spans and strata's
-    const sdk = jaeger.data.filter((x) => x.spans.some((s) => tag(s, 'strata.layer') === undefined && ptag(x, s, 'k8s.namespace.name') === 'hotrod-otel'));
-    assert.ok(sdk.some((x) => x.spans.some((s) => tag(s, 'strata.layer') === 'proxy')), 'an instrumented trace holds the SDK\'s spans and strata\'s');
+    const sdkServer = (x: JTrace, s: JSpan) => tag(s, 'strata.layer') === undefined && tag(s, 'span.kind') === 'server' && ptag(x, s, 'k8s.namespace.name') === 'hotrod-otel';
+    const instrumented = jaeger.data.filter((x) => x.spans.some((s) => sdkServer(x, s)));
+    assert.equal(instrumented.length, 2, 'the 2 instrumented requests, each in its own trace');
+    for (const x of instrumented) {
+      // the SDK's SERVER spans of frontend, customer, driver and the route calls, and strata's spans, in the client's trace
+      assert.ok(x.spans.filter((s) => sdkServer(x, s)).length >= 4, `${x.traceID}: the SDK's SERVER spans`);
+      assert.ok(x.spans.some((s) => tag(s, 'strata.layer') === 'proxy') && x.spans.some((s) => tag(s, 'strata.layer') === 'app'), `${x.traceID}: strata's spans beside the SDK's`);
+    }
 
     // the waterfalls: one per mode, for a trace that is in the files, with the two total lines
     const printed = [...out.matchAll(/^trace ([0-9a-f]{32}): (uninstrumented|instrumented) .*, (\d+) spans, [\d.]+ ms$/gm)];

@@ -122,9 +122,9 @@ describe('demo waterfall: where a trace\'s wall time went', () => {
       // an SDK SERVER span (no strata.layer) does not make a trace complete
       span({ trace: B, kind: SpanKind.SERVER, at: 12, dur: 1, ns: 'hotrod', pod: 'customer' })];
     const ts = groupTraces(spans, { pods }, new Map([['hotrod', 2]]));
-    assert.deepEqual(ts.map((t) => [t.traceId, t.namespace, t.complete, t.missing]), [
-      [A, 'hotrod', true, []],
-      [B, 'hotrod', false, ['customer SERVER', '1 of 2 route SERVER']],
+    assert.deepEqual(ts.map((t) => [t.traceId, t.namespace, t.complete, t.missing, t.sdkServers]), [
+      [A, 'hotrod', true, [], 0],
+      [B, 'hotrod', false, ['customer SERVER', '1 of 2 route SERVER'], 1],
     ]);
   });
 });

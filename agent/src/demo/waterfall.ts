@@ -19,6 +19,8 @@ export interface DemoTrace {
   complete: boolean;
   /** what is missing for complete */
   missing: string[];
+  /** SERVER spans of the application's own SDK (no strata.layer) */
+  sdkServers: number;
 }
 
 const SPAN_KIND_SERVER = 1;
@@ -63,7 +65,8 @@ export function groupTraces(spans: readonly ReadableSpan[], cluster: PodApps, ro
     const missing: string[] = [];
     for (const app of ['ingress', 'frontend', 'customer', 'driver']) if (count(app) < 1) missing.push(`${app} SERVER`);
     if (count('route') < want) missing.push(`${want - count('route')} of ${want} route SERVER`);
-    out.push({ traceId, spans: list, ...(namespace ? { namespace } : {}), complete: missing.length === 0, missing });
+    const sdkServers = list.filter((s) => !isStrata(s) && s.kind === SPAN_KIND_SERVER).length;
+    out.push({ traceId, spans: list, ...(namespace ? { namespace } : {}), complete: missing.length === 0, missing, sdkServers });
   }
   return out.sort((a, b) => us(first(a.spans).startTime) - us(first(b.spans).startTime));
 }
