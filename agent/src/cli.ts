@@ -19,7 +19,8 @@ import type { PodEntry } from './k8s/pods-file.ts';
 
 const USAGE = `usage: strata <command> [options]
   agent     run the agent (strata agent --help: flags and every configuration key)
-  demo      bring up the lab, trace a few requests, write ./traces, print them, tear down
+  demo      bring up the 4-node cluster lab with one agent per node, trace requests with and
+            without headers, write ./traces, print two traces as waterfalls, tear down
   check     preflight: kernel, BTF, tracefs, capabilities, which probes attach here
   report    where the time went in a directory of traces: by layer, node and hop (p50/p99)
   version   print the version
@@ -47,10 +48,17 @@ Prints {"event":"ready",...} on stdout once attached; SIGTERM/SIGINT flush, deta
 Keys (default; allowed; variable, flag):
 ${configHelp()}`;
 
-const DEMO_USAGE = `usage: strata demo [--traces-dir D]
-  Brings up the one-node lab (netns node + bridge, client, ingress-nginx pod, frontend pod), runs
-  the agent on it, sends five requests, writes D (default ./traces) and prints each trace.
-  OTEL_EXPORTER_OTLP_ENDPOINT also sends OTLP/HTTP to a collector. Needs root.`;
+const DEMO_USAGE = `usage: strata demo [--traces-dir D] [--prefix P] [--requests N] [--topology FILE] [--all-spans]
+       strata demo --single-node [--traces-dir D] [--prefix P]
+  Brings up the cluster lab (lab/cluster.yaml: 4 nodes, VXLAN, one OVS bridge, NGINX ingress, the
+  HotROD-style app plain and instrumented), runs one agent per node, sends N dispatch requests
+  (default 2) per app, writes D (default ./traces: otlp-traces.json, jaeger-traces.json for Jaeger
+  UI's Upload JSON), prints one trace per mode as a waterfall with the time per layer and per node,
+  and tears everything down (also on Ctrl-C: exit 130). --prefix names the lab's namespaces,
+  cgroups and state (default strata). --all-spans prints every hop span instead of one
+  line per hop chain. --single-node: the one-node lab demo (client, NGINX pod, app pod).
+  OTEL_EXPORTER_OTLP_ENDPOINT (and the other OTEL_EXPORTER_OTLP_* / STRATA_EXPORT_* variables)
+  also sends every span to a collector. Needs root and scripts/setup.sh.`;
 
 const REPORT_USAGE = `usage: strata report <traces-dir> [--json] [--hops N]
   Reads <traces-dir>/jaeger-traces.json (what the agent writes with export.files.dir, and the

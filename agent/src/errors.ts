@@ -13,6 +13,10 @@ export const STRATA_ERR_PEER_BATCH = 'STRATA_ERR_PEER_BATCH';
 export const STRATA_ERR_REPORT_INPUT = 'STRATA_ERR_REPORT_INPUT';
 /** flushing and detaching on SIGTERM/SIGINT took longer than shutdown.timeoutS */
 export const STRATA_ERR_SHUTDOWN_TIMEOUT = 'STRATA_ERR_SHUTDOWN_TIMEOUT';
+/** `strata demo`: not root, not built (scripts/setup.sh), a lab program missing, an agent or a request failed */
+export const STRATA_ERR_DEMO = 'STRATA_ERR_DEMO';
+/** `strata demo`: a mode (uninstrumented, instrumented) produced no complete trace */
+export const STRATA_ERR_DEMO_INCOMPLETE = 'STRATA_ERR_DEMO_INCOMPLETE';
 
 /** the test VM (lab/vm.ts): scripts/vm.sh could not build it; the guest's job outlived its deadline; qemu ended without the job's exit code (a panic, a failed mount in the initramfs) */
 export const STRATA_ERR_VM_BUILD = 'STRATA_ERR_VM_BUILD';

@@ -99,6 +99,8 @@ export interface ClusterOptions {
   signal?: AbortSignal;
   /** progress lines */
   log?: (line: string) => void;
+  /** called once every node's netns, bridge and overlay are there, before the pods (to start per-node agents meanwhile) */
+  onNodes?: (nodes: ClusterNode[]) => void;
 }
 
 const netnsName = {
@@ -225,6 +227,7 @@ class Builder {
     await addNetns(fabricNs);
     await addFabric(fabricNs);
     await this.all(plan.nodes.map((n) => this.addNode(n, fabricNs)));
+    this.opts.onNodes?.(plan.nodes.map((n) => this.nodes.get(n.name) as ClusterNode));
     const clientNs = netnsName.client(prefix);
     await addNetns(clientNs);
     await plugIntoFabric(fabricNs, clientNs, 'client', FABRIC.client);
