@@ -1,9 +1,8 @@
 // Gate for tests that need root, the real kernel and Debian packages. Under CI=true a missing
 // prerequisite fails the test; elsewhere it skips and says why.
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import type { TestContext } from 'node:test';
-import { allProgramNames } from '../../agent/src/probes/registry.ts';
 
 export function missingPrerequisites(needs: { nginx?: boolean } = {}): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (BPF, netns, TC)';
@@ -32,11 +31,34 @@ export function gate(t: TestContext, why: string | undefined): boolean {
   return false;
 }
 
-/** BPF program names strata loads, from the probe registry (bpftool shows names truncated to 15 chars). */
-export function loadedStrataProgs(): string[] {
+/**
+ * The BPF programs a process holds (prog_id of its BPF fds, from /proc/<pid>/fdinfo): what one
+ * agent loaded, apart from other agents and tests on the same machine.
+ */
+export function progIdsOf(pid: number): number[] {
+  const ids = new Set<number>();
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fdinfo`);
+  } catch {
+    return [];
+  }
+  for (const fd of fds) {
+    try {
+      const m = /^prog_id:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+      if (m) ids.add(Number(m[1]));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return [...ids].sort((a, b) => a - b);
+}
+
+/** Which of these program ids the kernel still has loaded. */
+export function stillLoaded(ids: readonly number[]): number[] {
   const out = execFileSync('bpftool', ['-j', 'prog', 'show'], { encoding: 'utf8', maxBuffer: 64 << 20 });
-  const ours = new Set(allProgramNames());
-  return (JSON.parse(out) as { name?: string }[]).map((p) => p.name ?? '').filter((n) => ours.has(n));
+  const loaded = new Set((JSON.parse(out) as { id: number }[]).map((p) => p.id));
+  return ids.filter((id) => loaded.has(id));
 }
 
 /** TC filters on an interface inside a netns (ingress + egress), as `tc` prints them. */

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { runClient } from '../../lab/lab.ts';
 import { metricValue, startAgent, stopAgent } from '../helpers/agent-proc.ts';
-import { loadedStrataProgs, missingPrerequisites, tcFilters } from '../helpers/kernel.ts';
+import { missingPrerequisites, progIdsOf, stillLoaded, tcFilters } from '../helpers/kernel.ts';
 import { LabTracing, chain } from '../helpers/lab-tracing.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
 
@@ -74,6 +74,8 @@ describe('agent lifecycle', { skip: why }, () => {
 
   test('SIGTERM: exit 0 within the shutdown bound, nothing left attached', async () => {
     assert.ok(lt.agent);
+    const progs = progIdsOf(lt.agent.child.pid as number);
+    assert.ok(progs.length > 0, 'the agent holds its BPF programs');
     const t0 = Date.now();
     const { code } = await stopAgent(lt.agent, 'SIGTERM');
     lt.agent = undefined;
@@ -81,7 +83,8 @@ describe('agent lifecycle', { skip: why }, () => {
     assert.equal(code, 0);
     assert.ok(ms < 10_000, `stopped in ${ms} ms`);
     for (const v of [lt.lab.pods.app.hostVeth, lt.lab.pods.ingress.hostVeth, lt.lab.clientVeth]) assert.equal(tcFilters(lt.lab.nodeNetns, v), '');
-    await waitFor(() => loadedStrataProgs().length === 0, 'BPF programs released', 10_000);
+    // this agent's programs (other agents and tests on the machine may hold programs of the same names)
+    await waitFor(() => stillLoaded(progs).length === 0, 'BPF programs released', 10_000);
   });
 
   test('a required probe that cannot load: exit 4 with code, errno, stage and a hint', async () => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Lab, inNetns, labDown, runClient } from '../../lab/lab.ts';
 import { metricValue, startAgent, stopAgent } from '../helpers/agent-proc.ts';
-import { loadedStrataProgs, missingPrerequisites, tcFilters } from '../helpers/kernel.ts';
+import { missingPrerequisites, progIdsOf, stillLoaded, tcFilters } from '../helpers/kernel.ts';
 import { KIND_CLIENT, KIND_INTERNAL, KIND_SERVER, LabTracing, type Row } from '../helpers/lab-tracing.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
 
@@ -153,6 +153,8 @@ describe('walking skeleton: one request, one cross-layer trace', { skip: why }, 
     assert.ok(lt.agent);
     const veths = [lab.pods.app.hostVeth, lab.pods.ingress.hostVeth, lab.clientVeth];
     assert.ok(veths.every((v) => tcFilters(lab.nodeNetns, v).includes('tc_ingress')), 'filters attached while running');
+    const progs = progIdsOf(lt.agent.child.pid as number);
+    assert.ok(progs.length > 0, 'the agent holds its BPF programs');
     const { code } = await stopAgent(lt.agent, 'SIGTERM');
     lt.agent = undefined;
     assert.equal(code, 0);
@@ -164,21 +166,24 @@ describe('walking skeleton: one request, one cross-layer trace', { skip: why }, 
     const otlpFile = JSON.parse(readFileSync(join(lt.tracesDir, 'otlp-traces.json'), 'utf8')) as { resourceSpans: unknown[] };
     assert.ok(otlpFile.resourceSpans.length > 0);
     for (const v of veths) assert.equal(tcFilters(lab.nodeNetns, v), '', `no filter left on ${v}`);
-    await waitFor(() => loadedStrataProgs().length === 0, 'BPF programs released', 10_000);
+    // this agent's programs (other agents and tests on the machine may hold programs of the same names)
+    await waitFor(() => stillLoaded(progs).length === 0, 'BPF programs released', 10_000);
   });
 
   test('after SIGKILL, a restart takes its leftovers over and a clean stop removes them', async () => {
     const killed = await startAgent(lt.agentArgs());
+    const killedProgs = progIdsOf(killed.child.pid as number);
     assert.equal((await stopAgent(killed, 'SIGKILL')).signal, 'SIGKILL');
     // TC filters hold their programs after the process is gone: the next start replaces them
     assert.match(tcFilters(lab.nodeNetns, lab.pods.app.hostVeth), /tc_ingress/);
     lt.agent = await startAgent(lt.agentArgs());
     await runClient(lab, { paths: ['/after-restart'] });
     assertTree(await treeOf('/after-restart'), '/after-restart');
+    const progs = [...killedProgs, ...progIdsOf(lt.agent.child.pid as number)];
     assert.equal((await stopAgent(lt.agent, 'SIGTERM')).code, 0);
     lt.agent = undefined;
     for (const v of [lab.pods.app.hostVeth, lab.pods.ingress.hostVeth, lab.clientVeth]) assert.equal(tcFilters(lab.nodeNetns, v), '');
-    await waitFor(() => loadedStrataProgs().length === 0, 'BPF programs released', 10_000);
+    await waitFor(() => stillLoaded(progs).length === 0, 'BPF programs released: the killed agent\'s (held by its TC filters until replaced) and the restarted one\'s', 10_000);
     await labDown(lt.prefix);
     const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith(`${lt.prefix}-`));
     assert.deepEqual(left, [], 'no namespace of the test remains');
