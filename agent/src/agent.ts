@@ -205,7 +205,7 @@ export class Agent {
       return fail(STRATA_ERR_PROBE_ATTACH, `${f.summary} could not attach`, e);
     }
     if (pf.variant) this.log(`strata: ${f.name} attached via ${pf.variant}${pf.reason ? `: ${pf.reason}` : ''}`);
-    this.attached.set(f.name, true);
+    if (f.attach !== 'process') this.attached.set(f.name, true);
     this.loadedFamilies.push({ name: f.name, object: f.object, variant: pf.variant ?? 'default', required: f.required });
     try {
       // family-wide setup only: pods and uplinks come from discovery, through track()
@@ -222,6 +222,7 @@ export class Agent {
     return {
       probes: p, nodeNetns: this.opts.nodeNetns, nodeNetnsInode: this.nodeNetnsInode(), topology: this.topology, log: this.log,
       attached: (name, ok) => this.attached.set(name, ok), forget: (name) => this.attached.delete(name),
+      ovs: this.correlator.ovs,
     };
   }
 
@@ -347,6 +348,8 @@ export class Agent {
     if (this.timer) clearInterval(this.timer);
     if (this.shedTimer) clearInterval(this.shedTimer);
     await this.discovery?.stop();
+    const p = this.probes;
+    if (p) for (const f of FAMILIES) if (this.loadedFamilies.some((l) => l.name === f.name)) await f.unwire?.(this.trackContext(p)).catch(() => {});
     this.probes?.stop();
     this.correlator.drain();
     this.peers?.flush();

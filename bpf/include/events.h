@@ -34,6 +34,7 @@ enum strata_event_type {
 	STRATA_EV_SOCK_STATE = 5,  /* sock:inet_sock_set_state */
 	STRATA_EV_PKT = 6,         /* TC: first data packet of a message, or a control packet */
 	STRATA_EV_NETDEV = 7,      /* net_dev: a packet at a device's rx/queue/xmit tracepoint */
+	STRATA_EV_OVS_UPCALL = 10, /* ovs: a userspace-datapath flow miss installed a flow (bpf/ovs.bpf.c) */
 };
 
 /* where in a device's path a net_dev event was seen */
@@ -184,6 +185,26 @@ struct strata_netdev_event {
 	struct strata_tuple tuple; /* as on the wire: s = sender */
 };
 
+/*
+ * ovs: ovs-vswitchd (userspace datapath) created a datapath flow while it handled a batch of
+ * packets it had just read from a port: the batch took the slow path (upcall -> flow install).
+ * hdr.ts_ns is the flow's creation; the tuple/seq are those of the batch's first packet.
+ */
+struct strata_ovs_upcall_event {
+	struct strata_hdr hdr;
+	__u64 rx_ts_ns;    /* recvmmsg/recvmsg returned the batch to ovs-vswitchd */
+	__u32 pid;         /* ovs-vswitchd (tgid) */
+	__u32 tid;         /* the thread that polled the port and ran the upcall */
+	__u32 seq;         /* TCP sequence number (host order) of the batch's first packet */
+	__u32 ack;
+	__u16 batch;       /* packets in the batch */
+	__u8 tcp_flags;    /* FIN=1 SYN=2 RST=4 PSH=8 ACK=16 */
+	__u8 nth;          /* 1 for the batch's first flow install, 2 for its second, ... */
+	__u16 data_len;    /* TCP payload bytes of the first packet */
+	__u16 _pad0;
+	struct strata_tuple tuple; /* the first packet as on the wire: s = sender (family 0: not TCP) */
+};
+
 /* per-CPU counters, index into the `stats` map */
 enum strata_stat {
 	STRATA_STAT_EVENTS = 0,        /* records submitted */
@@ -199,7 +220,8 @@ enum strata_stat {
 	STRATA_STAT_SHED_EVENTS = 10,  /* events not emitted: their message was shed by sampling */
 	STRATA_STAT_SHED_ROOTS = 11,   /* root messages (new requests) shed by sampling */
 	STRATA_STAT_REQUESTS = 12,     /* requests read by traced servers (kept or shed): the load */
-	STRATA_STAT_MAX = 13,
+	STRATA_STAT_OVS_UPCALLS = 13,  /* ovs: flow installs seen in ovs-vswitchd after a port read */
+	STRATA_STAT_MAX = 14,
 };
 
 /* after the structs, in every language this header is compiled as */
@@ -215,6 +237,7 @@ STRATA_STATIC_ASSERT(sizeof(struct strata_state_event) == 80, "state event layou
 STRATA_STATIC_ASSERT(sizeof(struct strata_pkt_event) == 88 + STRATA_PKT_PAYLOAD_MAX, "pkt event layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_netdev_event) == 96, "netdev event layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_msg_key) == 24, "msg key layout");
+STRATA_STATIC_ASSERT(sizeof(struct strata_ovs_upcall_event) == 88, "ovs upcall event layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_sampling) == 8, "sampling layout");
 #undef STRATA_STATIC_ASSERT
 

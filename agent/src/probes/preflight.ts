@@ -3,6 +3,7 @@
 // tracepoints. Plain reads, no BPF: `strata check` and the agent share it. Whether a kprobe or
 // fentry program really attaches is only known by trying (check.ts, the feature probes).
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { type OvsUserspaceState, readOvsUserspace } from './ovs.ts';
 
 export const TRACEFS = '/sys/kernel/tracing';
 export const DEBUGFS_TRACING = '/sys/kernel/debug/tracing';
@@ -37,6 +38,8 @@ export interface PreflightEnv {
   /** the kernel offers kprobes: a kprobe PMU or tracefs kprobe_events (CONFIG_KPROBES) */
   kprobes: boolean;
   ovs: OvsState;
+  /** ovs-vswitchd (userspace datapath) running or installed; absent: not looked at (tests) */
+  ovsUserspace?: OvsUserspaceState;
 }
 
 /** what readKprobes and readOvs look at, injectable for tests */
@@ -88,5 +91,5 @@ export function readTracefs(mounts = readFileSync('/proc/mounts', 'utf8'), exist
 
 export function readPreflightEnv(): PreflightEnv {
   const tracefs = readTracefs();
-  return { tracefs, btf: existsSync(BTF), kprobes: readKprobes(tracefs.path), ovs: readOvs(tracefs.path) };
+  return { tracefs, btf: existsSync(BTF), kprobes: readKprobes(tracefs.path), ovs: readOvs(tracefs.path), ovsUserspace: readOvsUserspace() };
 }

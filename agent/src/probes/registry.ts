@@ -11,6 +11,8 @@ import type { PodTopology } from '../k8s/topology.ts';
 import type { PreflightEnv } from './preflight.ts';
 import type { Knobs } from '../../../native/index.d.ts';
 import { ONE, type ProbeSet, u32 } from './probe-set.ts';
+import type { OvsView } from '../correlate/ovs.ts';
+import { OVS_UPROBES, OvsTracker } from './ovs.ts';
 
 export type AttachKind = 'tracepoint' | 'raw_tp' | 'tc' | 'uprobe' | 'kprobe' | 'fentry';
 export type StatName = (typeof STAT_NAMES)[number];
@@ -88,6 +90,8 @@ export interface TrackContext {
   attached: (name: string, ok: boolean) => void;
   /** the attachment is gone with its target (its strata_probe_attached series goes too) */
   forget?: (name: string) => void;
+  /** where the ovs family reports OVS bridges and ports (the correlator's) */
+  ovs?: OvsView;
 }
 
 /** What the agent hands a family to wire itself after attach. */
@@ -107,8 +111,8 @@ export interface ProbeFamily {
   /** false: the agent carries on without it (one warning, metric 0) */
   required: boolean;
   programs: ProgramDesc[];
-  /** how its programs attach: all at start ('programs'), or per interface ('tc') */
-  attach: 'programs' | 'tc';
+  /** how its programs attach: all at start ('programs'), per interface ('tc'), or per process its wire() follows ('process') */
+  attach: 'programs' | 'tc' | 'process';
   knobs(s: ProbeSettings): Knobs;
   preflight(env: PreflightEnv, s: ProbeSettings): Preflight;
   events: EventDesc[];
@@ -118,6 +122,8 @@ export interface ProbeFamily {
   wire?(ctx: WireContext): void;
   /** starts (on) or stops tracing one target whose kind the family handles; throws when it cannot */
   track?(ctx: TrackContext, t: TraceTarget, on: boolean): void;
+  /** before the probes close: stops what wire() started (timers, per-process attachments) */
+  unwire?(ctx: TrackContext): Promise<void>;
 }
 
 /** the targets of a static list of pods and uplinks (WireContext), as discovery would find them */
@@ -335,8 +341,44 @@ export function netdevUnwatch(p: ProbeSet, netns: number, ifindex: number): void
   p.native.mapDelete('netdev_watch', Buffer.concat([u32(netns), u32(ifindex)]), NET_DEV.object);
 }
 
+const ovsTrackers = new WeakMap<ProbeSet, OvsTracker>();
+
+export const OVS: ProbeFamily = {
+  name: 'ovs',
+  object: 'ovs',
+  summary: 'Open vSwitch userspace datapath: flow misses in ovs-vswitchd (libc uprobes); the bridge crossing itself comes from veth_tc on its ports',
+  required: false,
+  attach: 'process',
+  programs: OVS_UPROBES.map(([name]) => ({ name, kind: 'uprobe' as const })).filter((p, i, a) => a.findIndex((q) => q.name === p.name) === i),
+  knobs: common,
+  preflight(env) {
+    const u = env.ovsUserspace;
+    if (!u) return { ok: false, reason: 'not looked for: no ovs-vswitchd information in this environment' };
+    if (u.pids.length === 0 && !u.binary) return { ok: false, reason: 'no ovs-vswitchd found: no such process running and not installed (/usr/sbin/ovs-vswitchd); the node has no Open vSwitch userspace datapath' };
+    if (u.pids.length === 0) return { ok: true, reason: `${u.binary} is installed but not running: attached when it starts` };
+    return { ok: true, reason: '' };
+  },
+  events: [{ type: EVENT_TYPE.EV_OVS_UPCALL, name: 'ovs_upcall', handler: 'onOvsUpcall' }],
+  stats: ['ovsUpcalls'],
+  wire(ctx) {
+    const t = new OvsTracker({
+      probes: ctx.probes, nodeNetnsInode: ctx.nodeNetnsInode, view: ctx.ovs, log: ctx.log, object: this.object,
+      attached: (ok) => ctx.attached(this.name, ok),
+    });
+    ovsTrackers.set(ctx.probes, t);
+    t.start();
+  },
+  async unwire(ctx) {
+    await ovsTrackers.get(ctx.probes)?.stop();
+    ovsTrackers.delete(ctx.probes);
+  },
+};
+
+/** the ovs family's tracker of a probe set (tests) */
+export const ovsTracker = (p: ProbeSet): OvsTracker | undefined => ovsTrackers.get(p);
+
 /** In load order: the required family first, so that its failure stops the agent before anything else loads. */
-export const FAMILIES: readonly ProbeFamily[] = [SOCK_SYSCALLS, VETH_TC, NET_DEV];
+export const FAMILIES: readonly ProbeFamily[] = [SOCK_SYSCALLS, VETH_TC, NET_DEV, OVS];
 
 /** Objects built from bpf/ that are no agent family: features.bpf.o is `strata check`'s own feature probes. */
 export const NON_AGENT_OBJECTS: readonly string[] = ['features'];
