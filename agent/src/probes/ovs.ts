@@ -7,7 +7,15 @@
 import { readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import type { OvsPort, OvsView } from '../correlate/ovs.ts';
-import { ONE, type ProbeSet, u32 } from './probe-set.ts';
+import type { ProbeSet } from './probe-set.ts';
+
+// (not probe-set.ts's: it imports the registry, which imports this file)
+const ONE = Buffer.from([1]);
+const u32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0);
+  return b;
+};
 
 export const VSWITCHD_COMM = 'ovs-vswitchd';
 /** where Debian and upstream install it */
@@ -34,7 +42,7 @@ export interface VswitchdProc {
 /** every ovs-vswitchd on the machine (hostPID: the node's) */
 export function findVswitchd(proc = '/proc'): VswitchdProc[] {
   const out: VswitchdProc[] = [];
-  let names: string[] = [];
+  let names: string[];
   try {
     names = readdirSync(proc);
   } catch {
