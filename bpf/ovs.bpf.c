@@ -126,13 +126,20 @@ int BPF_KPROBE(ovs_rx_enter, int fd, void *msgvec)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
-	struct rx_batch b = {};
+	struct rx_batch *b, init = {};
 
 	if (!traced(id >> 32))
 		return 0;
-	/* a new read: whatever was pending is done */
-	b.msgvec = (__u64)msgvec;
-	bpf_map_update_elem(&ovs_rx, &tid, &b, BPF_ANY);
+	/* a new read: whatever was pending is done (an update per read costs twice a lookup: the
+	 * thread's entry is created once and rewritten in place) */
+	b = bpf_map_lookup_elem(&ovs_rx, &tid);
+	if (b) {
+		b->msgvec = (__u64)msgvec;
+		b->batch = 0;
+		return 0;
+	}
+	init.msgvec = (__u64)msgvec;
+	bpf_map_update_elem(&ovs_rx, &tid, &init, BPF_ANY);
 	return 0;
 }
 

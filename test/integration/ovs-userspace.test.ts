@@ -124,6 +124,7 @@ test('ovs (userspace datapath): ovs hop span between the veth hops, upcall on a 
     assert.ok(['veth', 'pod'].includes(String(after.span.attributes['strata.layer'])), String(after.span.attributes['strata.layer']));
     assert.ok(before.span.endTimeUnixNano <= h.span.startTimeUnixNano && h.span.endTimeUnixNano <= after.span.startTimeUnixNano);
     assert.ok(client.span.startTimeUnixNano <= h.span.startTimeUnixNano && h.span.endTimeUnixNano <= client.span.endTimeUnixNano, 'inside its CLIENT span');
+    t.diagnostic(`${path}: ovs hop ${Number(h.span.endTimeUnixNano - h.span.startTimeUnixNano) / 1000} us, upcall ${a['strata.ovs.upcall']}${a['strata.ovs.upcall_ns'] !== undefined ? ` (${Number(a['strata.ovs.upcall_ns']) / 1000} us in the upcall, ${a['strata.ovs.upcall_cause']})` : ''}`);
     return a;
   };
   const attachedMetric = async () => metricValue(await (await fetch(`http://127.0.0.1:${agent?.metricsPort}/metrics`)).text(), 'strata_probe_attached', 'probe="ovs"');
@@ -165,7 +166,9 @@ test('ovs (userspace datapath): ovs hop span between the veth hops, upcall on a 
     // round 1: a fresh datapath has no flows; the connection's SYN misses
     assert.equal(tcpFlows(), 0, 'no IPv4 datapath flow before the first connection');
     await runClient(['/r1/1', '/r1/2', '/r1/3']);
-    assert.ok(tcpFlows() >= 2, `the first connection installed its flows: ${appctl('dpctl/dump-flows')}`);
+    const flows = appctl('dpctl/dump-flows');
+    assert.ok(tcpFlows() >= 2, `the first connection installed its flows: ${flows}`);
+    t.diagnostic(`datapath flows after the first connection:\n${flows.trim()}`);
     const first = await ovsHop('/r1/1');
     assert.equal(first['strata.ovs.upcall'], true, 'first request on a new connection: upcall');
     assert.ok(Number(first['strata.ovs.upcall_ns']) > 0);

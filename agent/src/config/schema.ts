@@ -319,8 +319,8 @@ export const SCHEMA = {
     ringBufferBytes: int(4096, 1 << 30, 'size of the kernel->agent ring buffer', { powerOfTwo: true }),
     wakeupBytes: int(0, 1 << 30, 'the kernel wakes the agent only past this many pending bytes (at most probes.ringBufferBytes)'),
     syscallAttach: oneOf(['auto', 'tracepoint', 'raw_tp'] as const, 'socket syscalls through tracepoints (need tracefs) or raw tracepoints; auto: tracepoints when tracefs is there'),
-    disable: list('optional probe families not to load (veth_tc: TC hops on veths and uplinks; net_dev: device and qdisc points; each costs every packet on the node)', {
-      what: 'optional probe family names (veth_tc, net_dev)', test: (x) => x === 'veth_tc' || x === 'net_dev',
+    disable: list('optional probe families not to load (veth_tc: TC hops on veths and uplinks; net_dev: device and qdisc points; each costs every packet on the node; ovs: flow misses in ovs-vswitchd, costs its port reads)', {
+      what: 'optional probe family names (veth_tc, net_dev, ovs)', test: (x) => x === 'veth_tc' || x === 'net_dev' || x === 'ovs',
     }),
   },
   correlator: {
