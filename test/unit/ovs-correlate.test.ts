@@ -45,11 +45,16 @@ describe('ovs hops', () => {
       hop(tc('va', 20), tc('vb', 50), 'request', k),
       hop(tc('va', 60), tc('vx', 70), 'request', k), // two bridges: not one crossing
       hop(tc('va', 80), tc('vz', 90), 'request', k), // vz is no OVS port (a Linux bridge's)
+      hop(tc('br-int', 100), tc('vb', 110), 'request', k, 'node'), // the internal port (routed traffic) into a pod
+      hop(tc('eth0', 120), tc('vb', 130), 'request', k, 'node'), // an uplink straight to a veth: no crossing seen
+      { ...hop(tc('br-int', 140), tc('br-int', 150), 'request', k, 'node'), qdisc: true as const }, // time in the internal port's qdisc
     ];
+    o.setPorts(43, new Map([['br-int', { bridge: 'br-int', ofport: 65534 }]]));
     o.decorate(hops, C, S, false);
-    assert.deepEqual(hops.map((h) => h.layer), ['pod', 'ovs', 'bridge', 'bridge']);
+    assert.deepEqual(hops.map((h) => h.layer), ['pod', 'ovs', 'bridge', 'bridge', 'ovs', 'node', 'node']);
+    assert.deepEqual(hops[4]?.ovs, { bridge: 'br-int', inPort: 'br-int', outPort: 'vb', upcall: false });
     assert.deepEqual(hops[1]?.ovs, { bridge: 'br-int', inPort: 'va', outPort: 'vb', upcall: false });
-    assert.equal(o.stats.ovsHops, 1);
+    assert.equal(o.stats.ovsHops, 2);
     // its ovs-vswitchd gone: the ports are forgotten
     o.dropProcess(42);
     const again = [hop(tc('va', 20), tc('vb', 50), 'request', k)];

@@ -131,10 +131,12 @@ export class OvsCorrelator implements OvsView {
     const c = `${client.ip}:${client.port}`;
     const s = `${srv.ip}:${srv.port}`;
     for (const h of hops) {
-      if (h.layer !== 'bridge') continue;
+      // two host veths (bridge), or the bridge's internal port (a device of the node: node) and a veth
+      if ((h.layer !== 'bridge' && h.layer !== 'node') || h.qdisc) continue;
       const inPort = this.portOf(h.from);
       const outPort = this.portOf(h.to);
-      if (!inPort || !outPort || inPort.bridge !== outPort.bridge) continue;
+      // one port on both ends is time on that device (its qdisc), not a crossing
+      if (!inPort || !outPort || inPort.bridge !== outPort.bridge || h.from.name === h.to.name) continue;
       const o: OvsHop = { bridge: inPort.bridge, inPort: h.from.name, outPort: h.to.name, upcall: false };
       const own = this.messages.get(h.messageKey);
       if (own) {
