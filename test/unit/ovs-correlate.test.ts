@@ -13,6 +13,8 @@ import { reqMsgKey, respMsgKey } from '../../agent/src/correlate/hops.ts';
 import type { HopRecord, ObservationPoint } from '../../agent/src/correlate/records.ts';
 import type { OvsUpcallEvent } from '../../agent/src/events/decode.ts';
 import { dbSocketOf, findVswitchd, libcOf } from '../../agent/src/probes/ovs.ts';
+import type { PreflightEnv } from '../../agent/src/probes/preflight.ts';
+import { OVS } from '../../agent/src/probes/registry.ts';
 
 const C = { ip: '10.244.3.10', port: 40000 };
 const S = { ip: '10.244.3.20', port: 8080 };
@@ -139,5 +141,21 @@ describe('ovs-vswitchd from /proc', () => {
     } finally {
       rmSync(proc, { recursive: true, force: true });
     }
+  });
+});
+
+describe('ovs preflight', () => {
+  const env = (u: PreflightEnv['ovsUserspace']): PreflightEnv => ({
+    tracefs: { mounted: true, mountPoints: [], debugfsFallback: false, path: '/sys/kernel/tracing', accessible: true, rawTracepointFallbackNeeded: false },
+    btf: true, kprobes: false, ovs: { module: false, tracepoints: [] }, ovsUserspace: u,
+  });
+  test('off, in plain words, without ovs-vswitchd; on when it runs or is installed (then attached when it starts)', () => {
+    const off = OVS.preflight(env({ pids: [], binary: null }), {});
+    assert.equal(off.ok, false);
+    assert.match(off.reason, /no ovs-vswitchd found: no such process running and not installed/);
+    const idle = OVS.preflight(env({ pids: [], binary: '/usr/sbin/ovs-vswitchd' }), {});
+    assert.deepEqual([idle.ok, idle.reason], [true, '/usr/sbin/ovs-vswitchd is installed but not running: attached when it starts']);
+    assert.deepEqual(OVS.preflight(env({ pids: [321], binary: null }), {}), { ok: true, reason: '' });
+    assert.equal(OVS.preflight(env(undefined), {}).ok, false);
   });
 });
