@@ -155,7 +155,17 @@ describe('ovs preflight', () => {
     assert.match(off.reason, /no ovs-vswitchd found: no such process running and not installed/);
     const idle = OVS.preflight(env({ pids: [], binary: '/usr/sbin/ovs-vswitchd' }), {});
     assert.deepEqual([idle.ok, idle.reason], [true, '/usr/sbin/ovs-vswitchd is installed but not running: attached when it starts']);
-    assert.deepEqual(OVS.preflight(env({ pids: [321], binary: null }), {}), { ok: true, reason: '' });
+    assert.deepEqual(OVS.preflight(env({ pids: [321], binary: null }), {}), { ok: true, variant: 'tracepoint', reason: '' });
     assert.equal(OVS.preflight(env(undefined), {}).ok, false);
+  });
+
+  test('the syscall tracepoints where tracefs is readable, else libc uprobes for recvmmsg/sendmmsg too, saying so', () => {
+    const e = env({ pids: [321], binary: null });
+    const noTracefs = OVS.preflight({ ...e, tracefs: { ...e.tracefs, accessible: false, path: null } }, {});
+    assert.equal(noTracefs.variant, 'uprobe');
+    assert.match(noTracefs.reason, /tracefs is not readable: recvmmsg\/sendmmsg through libc uprobes/);
+    const progs = (v: string) => OVS.programs.filter((p) => p.variant === undefined || p.variant === v).map((p) => `${p.kind}:${p.name}`).sort();
+    assert.deepEqual(progs('tracepoint'), ['tracepoint:ovs_rx_enter_tp', 'tracepoint:ovs_rx_exit_tp', 'tracepoint:ovs_tx_enter_tp', 'uprobe:ovs_flow_new']);
+    assert.deepEqual(progs('uprobe'), ['uprobe:ovs_flow_new', 'uprobe:ovs_rx_enter', 'uprobe:ovs_rx_exit', 'uprobe:ovs_tx_enter']);
   });
 });

@@ -24,13 +24,15 @@ const DEFAULT_DB = '/var/run/openvswitch/db.sock';
 export const OVS_POLL_MS = 1000;
 const OVSDB_TIMEOUT_MS = 2000;
 
-/** the uprobes of one ovs-vswitchd: program, libc function, return probe */
-export const OVS_UPROBES: readonly [string, string, boolean][] = [
-  ['ovs_rx_enter', 'recvmmsg', false],
-  ['ovs_rx_exit', 'recvmmsg', true],
-  ['ovs_tx_enter', 'sendmmsg', false],
-  ['ovs_flow_new', 'pthread_mutex_init', false],
+/** the uprobes of one ovs-vswitchd: program, libc function, return probe, variant (undefined: every variant) */
+export const OVS_UPROBES: readonly [string, string, boolean, string | undefined][] = [
+  ['ovs_rx_enter', 'recvmmsg', false, 'uprobe'],
+  ['ovs_rx_exit', 'recvmmsg', true, 'uprobe'],
+  ['ovs_tx_enter', 'sendmmsg', false, 'uprobe'],
+  ['ovs_flow_new', 'pthread_mutex_init', false, undefined],
 ];
+/** variant "tracepoint": the syscall tracepoints that replace the recvmmsg/sendmmsg uprobes, attached once */
+export const OVS_TRACEPOINTS: readonly string[] = ['ovs_rx_enter_tp', 'ovs_rx_exit_tp', 'ovs_tx_enter_tp'];
 
 export interface VswitchdProc {
   pid: number;
@@ -168,6 +170,8 @@ export interface OvsTrackerContext {
   /** strata_probe_attached{probe="ovs"}: at least one ovs-vswitchd attached */
   attached: (ok: boolean) => void;
   object: string;
+  /** the family's variant: which libc functions get a uprobe per process */
+  variant: string;
   pollMs?: number;
 }
 
@@ -235,7 +239,9 @@ export class OvsTracker {
     try {
       const libc = libcOf(p.pid);
       n.mapUpdate('ovs_pids', u32(p.pid), ONE, this.ctx.object);
-      for (const [prog, fn, ret] of OVS_UPROBES) links.push(n.attachUprobe(this.ctx.object, prog, libc, fn, p.pid, ret));
+      for (const [prog, fn, ret, variant] of OVS_UPROBES) {
+        if (variant === undefined || variant === this.ctx.variant) links.push(n.attachUprobe(this.ctx.object, prog, libc, fn, p.pid, ret));
+      }
     } catch (e) {
       for (const id of links) n.detachUprobe(id);
       try {

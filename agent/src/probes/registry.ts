@@ -12,7 +12,7 @@ import type { PreflightEnv } from './preflight.ts';
 import type { Knobs } from '../../../native/index.d.ts';
 import { ONE, type ProbeSet, u32 } from './probe-set.ts';
 import type { OvsView } from '../correlate/ovs.ts';
-import { OVS_UPROBES, OvsTracker } from './ovs.ts';
+import { OVS_TRACEPOINTS, OVS_UPROBES, OvsTracker } from './ovs.ts';
 
 export type AttachKind = 'tracepoint' | 'raw_tp' | 'tc' | 'uprobe' | 'kprobe' | 'fentry';
 export type StatName = (typeof STAT_NAMES)[number];
@@ -346,23 +346,31 @@ const ovsTrackers = new WeakMap<ProbeSet, OvsTracker>();
 export const OVS: ProbeFamily = {
   name: 'ovs',
   object: 'ovs',
-  summary: 'Open vSwitch userspace datapath: flow misses in ovs-vswitchd (libc uprobes); the bridge crossing itself comes from veth_tc on its ports',
+  summary: 'Open vSwitch userspace datapath: flow misses in ovs-vswitchd (its recvmmsg/sendmmsg, a libc uprobe); the bridge crossing itself comes from veth_tc on its ports',
   required: false,
   attach: 'process',
-  programs: OVS_UPROBES.map(([name]) => ({ name, kind: 'uprobe' as const })).filter((p, i, a) => a.findIndex((q) => q.name === p.name) === i),
+  programs: [
+    ...OVS_TRACEPOINTS.map((name): ProgramDesc => ({ name, kind: 'tracepoint', variant: 'tracepoint' })),
+    ...OVS_UPROBES.map(([name, , , variant]): ProgramDesc => ({ name, kind: 'uprobe', variant })),
+  ],
   knobs: common,
   preflight(env) {
     const u = env.ovsUserspace;
     if (!u) return { ok: false, reason: 'not looked for: no ovs-vswitchd information in this environment' };
     if (u.pids.length === 0 && !u.binary) return { ok: false, reason: 'no ovs-vswitchd found: no such process running and not installed (/usr/sbin/ovs-vswitchd); the node has no Open vSwitch userspace datapath' };
-    if (u.pids.length === 0) return { ok: true, reason: `${u.binary} is installed but not running: attached when it starts` };
-    return { ok: true, reason: '' };
+    const why = u.pids.length === 0 ? `${u.binary} is installed but not running: attached when it starts` : '';
+    // the syscall tracepoints cost ovs-vswitchd far less than uprobes on the same libc calls
+    if (env.tracefs.accessible) return { ok: true, variant: 'tracepoint', reason: why };
+    return { ok: true, variant: 'uprobe', reason: [why, 'tracefs is not readable: recvmmsg/sendmmsg through libc uprobes instead of the syscall tracepoints (dearer for ovs-vswitchd)'].filter(Boolean).join('; ') };
   },
   events: [{ type: EVENT_TYPE.EV_OVS_UPCALL, name: 'ovs_upcall', handler: 'onOvsUpcall' }],
   stats: ['ovsUpcalls'],
   wire(ctx) {
+    const variant = ctx.probes.preflights.get(this.name)?.variant ?? 'uprobe';
+    // the tracepoints are node-wide (filtered by ovs_pids in the kernel); uprobes per process
+    if (variant === 'tracepoint') for (const p of OVS_TRACEPOINTS) ctx.probes.native.attach(this.object, p);
     const t = new OvsTracker({
-      probes: ctx.probes, nodeNetnsInode: ctx.nodeNetnsInode, view: ctx.ovs, log: ctx.log, object: this.object,
+      probes: ctx.probes, nodeNetnsInode: ctx.nodeNetnsInode, view: ctx.ovs, log: ctx.log, object: this.object, variant,
       attached: (ok) => ctx.attached(this.name, ok),
     });
     ovsTrackers.set(ctx.probes, t);
