@@ -16,8 +16,8 @@
  *   the thread that read the batch, before that batch's output, it marks the batch as an upcall;
  *   revalidator and handler threads initialise mutexes too, but never with a batch pending;
  * - sendmmsg: the batch's output flush: the batch is done.
- * Events are emitted only for upcalls (rare by design of any switch), so the fast path costs
- * three uprobe hits per batch and no ring-buffer traffic.
+ * Events are emitted only for upcalls (rare by design of any switch): the fast path costs three
+ * program runs per batch and no ring-buffer traffic.
  */
 #include "common.bpf.h"
 #include <bpf/bpf_tracing.h>
