@@ -112,6 +112,14 @@ export declare class Probes {
    */
   attachTc(object: string, ifname: string, netns?: string, programs?: { ingress?: string; egress?: string }): number;
   detachTc(ifname: string, netns?: string): void;
+  /**
+   * a uprobe (retprobe: uretprobe) of a loaded program on the function `func` of the ELF file
+   * `binary` (a path as this process sees it, e.g. /proc/<pid>/root/...), for process `pid` only
+   * (-1: every process); returns an id for detachUprobe. NativeError stage "attach".
+   */
+  attachUprobe(object: string, program: string, binary: string, func: string, pid: number, retprobe: boolean): number;
+  /** detaches what attachUprobe returned the id of (close() detaches every one) */
+  detachUprobe(id: number): void;
   /** updates a map by name (in `object`, or the first loaded object that has it) */
   mapUpdate(map: string, key: Buffer, value: Buffer, object?: string): void;
   mapDelete(map: string, key: Buffer, object?: string): void;

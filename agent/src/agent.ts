@@ -276,7 +276,7 @@ export class Agent {
       }
     }
     if (pf.variant) this.log(`strata: ${f.name} attached via ${pf.variant}${pf.reason ? `: ${pf.reason}` : ''}`);
-    this.attached.set(f.name, true);
+    if (f.attach !== 'process') this.attached.set(f.name, true);
     this.loadedFamilies.push({ name: f.name, object: f.object, variant: pf.variant ?? 'default', required: f.required });
     try {
       // family-wide setup only: pods and uplinks come from discovery, through track()
@@ -293,6 +293,7 @@ export class Agent {
     return {
       probes: p, nodeNetns: this.opts.nodeNetns, nodeNetnsInode: this.nodeNetnsInode(), topology: this.topology, log: this.log,
       attached: (name, ok) => this.attached.set(name, ok), forget: (name) => this.attached.delete(name),
+      ovs: this.correlator.ovs,
     };
   }
 
@@ -431,6 +432,8 @@ export class Agent {
     await this.discovery?.stop();
     for (const timer of this.idleTimers.values()) clearTimeout(timer);
     this.idleTimers.clear();
+    const p = this.probes;
+    if (p) for (const f of FAMILIES) if (this.loadedFamilies.some((l) => l.name === f.name)) await f.unwire?.(this.trackContext(p)).catch(() => {});
     this.probes?.stop();
     this.correlator.drain();
     this.peers?.flush();

@@ -186,7 +186,7 @@ function tryFamily(f: ProbeFamily, env: PreflightEnv): ProbeCheck {
     r.attached = f.attach === 'programs';
     r.message = f.attach === 'programs'
       ? `${f.summary}: loads and attaches${pf.variant ? ` (${pf.variant})` : ''}`
-      : `${f.summary}: loads (attached per interface by the agent)`;
+      : `${f.summary}: loads (attached per ${f.attach === 'process' ? 'ovs-vswitchd process' : 'interface'} by the agent)`;
   } catch (e) {
     if (isNativeError(e)) Object.assign(r, { code: e.code, errno: e.errno, stage: e.stage, message: e.message, log: e.log });
     else Object.assign(r, { code: 'EUNKNOWN', stage: 'open', message: (e as Error).message });

@@ -35,6 +35,7 @@ enum strata_event_type {
 	STRATA_EV_PKT = 6,         /* TC: first data packet of a message, or a control packet */
 	STRATA_EV_NETDEV = 7,      /* net_dev: a packet at a device's rx/queue/xmit tracepoint */
 	STRATA_EV_TAIL = 8,        /* TC/net_dev: where a message's data seen at one point ends so far */
+	STRATA_EV_OVS_UPCALL = 10, /* ovs: a userspace-datapath flow miss installed a flow (bpf/ovs.bpf.c) */
 };
 
 /* which packet family a tail event comes from */
@@ -215,6 +216,26 @@ struct strata_tail_event {
 	struct strata_tuple tuple; /* as on the wire: s = the message's sender */
 };
 
+/*
+ * ovs: ovs-vswitchd (userspace datapath) created a datapath flow while it handled a batch of
+ * packets it had just read from a port: the batch took the slow path (upcall -> flow install).
+ * hdr.ts_ns is the flow's creation; the tuple/seq are those of the batch's first packet.
+ */
+struct strata_ovs_upcall_event {
+	struct strata_hdr hdr;
+	__u64 rx_ts_ns;    /* recvmmsg/recvmsg returned the batch to ovs-vswitchd */
+	__u32 pid;         /* ovs-vswitchd (tgid) */
+	__u32 tid;         /* the thread that polled the port and ran the upcall */
+	__u32 seq;         /* TCP sequence number (host order) of the batch's first packet */
+	__u32 ack;
+	__u16 batch;       /* packets in the batch */
+	__u8 tcp_flags;    /* FIN=1 SYN=2 RST=4 PSH=8 ACK=16 */
+	__u8 nth;          /* 1 for the batch's first flow install, 2 for its second, ... */
+	__u16 data_len;    /* TCP payload bytes of the first packet */
+	__u16 _pad0;
+	struct strata_tuple tuple; /* the first packet as on the wire: s = sender (family 0: not TCP) */
+};
+
 /* per-CPU counters, index into the `stats` map */
 enum strata_stat {
 	STRATA_STAT_EVENTS = 0,        /* records submitted */
@@ -232,7 +253,8 @@ enum strata_stat {
 	STRATA_STAT_REQUESTS = 12,     /* requests read by traced servers (kept or shed): the load */
 	STRATA_STAT_FLOW_MISSES = 13,  /* data packets (not SYN) that found no flow state: the flow is older
 					* than the probe, or its state was evicted from the LRU map */
-	STRATA_STAT_MAX = 14,
+	STRATA_STAT_OVS_UPCALLS = 14,  /* ovs: flow installs seen in ovs-vswitchd after a port read */
+	STRATA_STAT_MAX = 15,
 };
 
 /* after the structs, in every language this header is compiled as */
@@ -249,6 +271,7 @@ STRATA_STATIC_ASSERT(sizeof(struct strata_pkt_event) == 88 + STRATA_PKT_PAYLOAD_
 STRATA_STATIC_ASSERT(sizeof(struct strata_netdev_event) == 96, "netdev event layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_tail_event) == 88, "tail event layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_msg_key) == 24, "msg key layout");
+STRATA_STATIC_ASSERT(sizeof(struct strata_ovs_upcall_event) == 88, "ovs upcall event layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_sampling) == 8, "sampling layout");
 #undef STRATA_STATIC_ASSERT
 

@@ -169,6 +169,8 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
                            InstanceMethod<&ProbesWrap::AttachTc>("attachTc"),
                            InstanceMethod<&ProbesWrap::DetachTc>("detachTc"),
                            InstanceMethod<&ProbesWrap::Detach>("detach"),
+                           InstanceMethod<&ProbesWrap::AttachUprobe>("attachUprobe"),
+                           InstanceMethod<&ProbesWrap::DetachUprobe>("detachUprobe"),
                            InstanceMethod<&ProbesWrap::MapUpdate>("mapUpdate"),
                            InstanceMethod<&ProbesWrap::MapDelete>("mapDelete"),
                            InstanceMethod<&ProbesWrap::TestRun>("testRun"),
@@ -255,6 +257,28 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
     if (info.Env().IsExceptionPending()) return info.Env().Undefined();
     NativeError err{};
     if (!probes_.Detach(object, program, &err)) return Throw(info.Env(), err);
+    return info.Env().Undefined();
+  }
+
+  // attachUprobe(object, program, binary, func, pid, retprobe) -> id
+  Napi::Value AttachUprobe(const Napi::CallbackInfo& info) {
+    std::string object = Str(info, 0), program = Str(info, 1), binary = Str(info, 2), func = Str(info, 3);
+    if (info.Env().IsExceptionPending()) return info.Env().Undefined();
+    int pid = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Int32Value() : -1;
+    bool ret = info.Length() > 5 && info[5].IsBoolean() && info[5].As<Napi::Boolean>().Value();
+    NativeError err{};
+    int id = probes_.AttachUprobe(object, program, binary, func, pid, ret, &err);
+    if (!id) return Throw(info.Env(), err);
+    return Napi::Number::New(info.Env(), id);
+  }
+
+  Napi::Value DetachUprobe(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) {
+      Napi::TypeError::New(info.Env(), "detachUprobe(id): id must be a number").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    NativeError err{};
+    if (!probes_.DetachUprobe(info[0].As<Napi::Number>().Int32Value(), &err)) return Throw(info.Env(), err);
     return info.Env().Undefined();
   }
 

@@ -298,6 +298,30 @@ bool Probes::Detach(const std::string& object, const std::string& program, Nativ
   return true;
 }
 
+int Probes::AttachUprobe(const std::string& object, const std::string& program, const std::string& binary,
+                         const std::string& func, int pid, bool retprobe, NativeError* err) {
+  bpf_object* obj = Find(object);
+  if (!obj) { Fail(err, ENOENT, "attach", object + ".bpf.o", "object not loaded"); return 0; }
+  bpf_program* prog = bpf_object__find_program_by_name(obj, program.c_str());
+  if (!prog || bpf_program__fd(prog) < 0) { Fail(err, ENOENT, "attach", object + "/" + program, "program not loaded"); return 0; }
+  // libbpf resolves func in the ELF symbol tables of binary (versioned names such as
+  // recvmmsg@@GLIBC_2.12 match func)
+  LIBBPF_OPTS(bpf_uprobe_opts, opts, .retprobe = retprobe, .func_name = func.c_str());
+  bpf_link* l = bpf_program__attach_uprobe_opts(prog, pid, binary.c_str(), 0, &opts);
+  if (!l) { Fail(err, errno, "attach", binary + ":" + func, "attach " + program); return 0; }
+  int id = next_uprobe_++;
+  uprobes_[id] = l;
+  return id;
+}
+
+bool Probes::DetachUprobe(int id, NativeError* err) {
+  auto it = uprobes_.find(id);
+  if (it == uprobes_.end()) return Fail(err, ENOENT, "detach", "uprobe " + std::to_string(id), "not attached");
+  bpf_link__destroy(it->second);
+  uprobes_.erase(it);
+  return true;
+}
+
 bool Probes::AttachTc(const std::string& object, const std::string& ifname, const std::string& netns,
                       const std::string& ingress, const std::string& egress, int* ifindex_out,
                       NativeError* err) {
@@ -616,6 +640,8 @@ std::vector<ProgStat> Probes::ProgStats() {
 void Probes::Close() {
   for (auto l : links_) bpf_link__destroy(l);
   links_.clear();
+  for (auto& u : uprobes_) bpf_link__destroy(u.second);
+  uprobes_.clear();
   NativeError ignored;
   for (auto& a : tc_) DetachOne(a, &ignored);
   tc_.clear();

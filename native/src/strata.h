@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -112,6 +113,11 @@ class Probes {
                 const std::string& ingress, const std::string& egress, int* ifindex,
                 NativeError* err);
   bool DetachTc(const std::string& ifname, const std::string& netns, NativeError* err);
+  // a uprobe (or uretprobe) of one loaded program on `func` of the ELF file `binary`, for process
+  // `pid` only (-1: every process); returns an id for DetachUprobe (> 0), 0 on failure
+  int AttachUprobe(const std::string& object, const std::string& program, const std::string& binary,
+                   const std::string& func, int pid, bool retprobe, NativeError* err);
+  bool DetachUprobe(int id, NativeError* err);
   // a map by name in any loaded object (object "" ) or in one
   bool MapUpdate(const std::string& object, const std::string& map, const void* key, size_t klen,
                  const void* val, size_t vlen, NativeError* err);
@@ -138,6 +144,8 @@ class Probes {
   std::vector<Object> objects_;
   std::vector<bpf_link*> links_;
   std::vector<TcAttachment> tc_;
+  std::map<int, bpf_link*> uprobes_;
+  int next_uprobe_ = 1;
   int ring_fd_ = -1, counters_fd_ = -1, stats_fd_ = -1;
 };
 

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
+import { readOvsUserspace } from '../../agent/src/probes/ovs.ts';
 import type { CheckReport } from '../../agent/src/check.ts';
 import { runClient } from '../../lab/lab.ts';
 import { type AgentProc, agentCommand, metricValue, spawnAgent, startAgent, stopAgent } from '../helpers/agent-proc.ts';
@@ -79,7 +80,10 @@ describe('socket probes through raw tracepoints', { skip: why }, () => {
 
   test('no tracefs (private mount namespace): the agent picks raw_tp itself and traces the same tree', async () => {
     const agent = await startWithoutTracefs(lt.agentArgs());
-    assert.deepEqual(agent.ready().probes, { sock_syscalls: 'raw_tp', veth_tc: 'default', net_dev: 'default' }, 'the ready line names the variant');
+    // ovs loads where Open vSwitch is installed or running: without tracefs, its uprobe variant
+    const ovs = readOvsUserspace();
+    const ovsVariant = ovs.binary || ovs.pids.length ? { ovs: 'uprobe' } : {};
+    assert.deepEqual(agent.ready().probes, { sock_syscalls: 'raw_tp', veth_tc: 'default', net_dev: 'default', ...ovsVariant }, 'the ready line names the variant');
     assert.match(agent.stderr(), /sock_syscalls attached via raw_tp: tracefs is not mounted/);
     assert.deepEqual(await traceThrough(agent, '/rt-auto'), reference);
   });

@@ -83,7 +83,7 @@ test('every event type is emitted by one family and reaches the handler it names
   assert.deepEqual(declared.map((e) => e.type).sort((a, b) => a - b), Object.values(EVENT_TYPE).sort((a, b) => a - b));
   for (const e of declared) {
     const calls: string[] = [];
-    const h: Required<EventHandler> = { onSock: () => calls.push('onSock'), onState: () => calls.push('onState'), onPkt: () => calls.push('onPkt'), onNetDev: () => calls.push('onNetDev'), onTail: () => calls.push('onTail') };
+    const h: Required<EventHandler> = { onSock: () => calls.push('onSock'), onState: () => calls.push('onState'), onPkt: () => calls.push('onPkt'), onNetDev: () => calls.push('onNetDev'), onTail: () => calls.push('onTail'), onOvsUpcall: () => calls.push('onOvsUpcall') };
     const d = new Decoder(h);
     // a zero record of that type, as long as its struct (the decoder checks the minimum length)
     const rec = Buffer.alloc(1024);

@@ -13,13 +13,14 @@
 // Links are resolved when an exchange is emitted, a grace period after it ends, so events of
 // other CPUs that arrived late are in. Every table is bounded; evictions, orphans and non-HTTP
 // traffic are counted, never thrown. Output: ExchangeRecords (plain data) to an ExchangeSink.
-import type { EventHandler, PktEvent, SockEvent, StateEvent, TailEvent } from '../events/decode.ts';
+import type { EventHandler, OvsUpcallEvent, PktEvent, SockEvent, StateEvent, TailEvent } from '../events/decode.ts';
 import type { ExecutableOf, Topology } from '../k8s/topology.ts';
 import { Causality, finKey } from './causality.ts';
 import { type WallClock, measureWallClock } from './clock.ts';
 import { extractContext } from './context.ts';
 import { type Exchange, Exchanges, ROLE_SERVER } from './exchanges.ts';
 import { endKnown, Hops, lastOf, type NetDevEvent } from './hops.ts';
+import { OvsCorrelator } from './ovs.ts';
 import { type ExchangeIds, deriveSpanId, resolveIds } from './ids.ts';
 import type { CorrelatorOptions } from './options.ts';
 import type { ExchangeRecord, ExchangeSink, HopRecord, ObservationPoint } from './records.ts';
@@ -72,6 +73,12 @@ export interface CorrelatorStats {
   invalidHeadTooLong: number;
   /** exchanges whose hop chain lacks observation points (marked strata.hops.incomplete) */
   hopsIncomplete: number;
+  /** ovs (correlate/ovs.ts): upcall records, those not TCP, those marked on a span, those evicted unclaimed; ovs hop spans */
+  ovsUpcalls: number;
+  ovsUpcallsNotTcp: number;
+  ovsUpcallsCharged: number;
+  ovsUpcallEvictions: number;
+  ovsHops: number;
   /** socket events whose TCP seq skipped bytes never seen (events lost upstream), and the bytes */
   seqGaps: number;
   seqGapBytes: number;
@@ -100,6 +107,8 @@ export class Correlator implements EventHandler {
   private readonly opts: CorrelatorOptions;
   private readonly exchanges: Exchanges;
   private readonly hops: Hops;
+  /** OVS bridges between the hops, and their flow misses (correlate/ovs.ts) */
+  readonly ovs = new OvsCorrelator();
   private readonly causality: Causality;
   private readonly sampling: TailSampling;
   private readonly stitch?: PeerStitch;
@@ -154,6 +163,7 @@ export class Correlator implements EventHandler {
   get stats(): CorrelatorStats {
     const x = this.exchanges.stats;
     const h = this.hops.stats;
+    const o = this.ovs.stats;
     const s = this.sampling.stats;
     return {
       conns: this.exchanges.conns.size, messages: this.hops.size, connEvictions: x.connEvictions, idleCloses: this.counts.idleCloses,
@@ -168,6 +178,7 @@ export class Correlator implements EventHandler {
       invalidHeadTooLong: x.invalidRequests.head_too_long, hopsIncomplete: this.counts.hopsIncomplete,
       seqGaps: x.seqGaps, seqGapBytes: x.seqGapBytes, shedGaps: x.shedGaps,
       ...stitchStats(this.stitch?.stats), stitchPublished: this.published,
+      ovsUpcalls: o.upcalls, ovsUpcallsNotTcp: o.upcallsNotTcp, ovsUpcallsCharged: o.upcallsCharged, ovsUpcallEvictions: o.upcallEvictions, ovsHops: o.ovsHops,
     };
   }
 
@@ -195,6 +206,11 @@ export class Correlator implements EventHandler {
   onTail(e: TailEvent): void {
     if (e.tsNs > this.lastTs) this.lastTs = e.tsNs;
     this.hops.onTail(e);
+  }
+
+  onOvsUpcall(e: OvsUpcallEvent): void {
+    if (e.tsNs > this.lastTs) this.lastTs = e.tsNs;
+    this.ovs.onUpcall(e);
   }
 
   // ---------------------------------------------------------------- emission
@@ -283,6 +299,7 @@ export class Correlator implements EventHandler {
       if (ex.respKey && endUnknown(respPts, ex.respSeq, ex.respBytes)) this.counts.hopEndsUnknown++;
       this.hops.build(reqPts, ex.reqKey, 'request', this.wall, hops, msgEnd(ex.reqSeq, ex.reqBytes));
       if (ex.respKey) this.hops.build(respPts, ex.respKey, 'response', this.wall, hops, msgEnd(ex.respSeq, ex.respBytes));
+      this.ovs.decorate(hops, c.local, c.remote, server);
       hopsIncomplete = this.chainGap(ex, reqPts, respPts);
     }
     const headers: [string, string][] = [];

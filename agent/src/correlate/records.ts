@@ -3,12 +3,13 @@
 // span names and resources.
 import type { PodInfo } from '../k8s/topology.ts';
 import type { LayerSplit } from './layer-time.ts';
+import type { OvsHop } from './ovs.ts';
 
 /** Wall-clock time: [seconds, nanoseconds] since the epoch (an HrTime, without depending on the OTel API). */
 export type WallTime = [number, number];
 
 /** where time goes: the exchange's process (proxy or app) or the data path between two points */
-export type Layer = 'proxy' | 'app' | 'pod' | 'veth' | 'bridge' | 'node';
+export type Layer = 'proxy' | 'app' | 'pod' | 'veth' | 'bridge' | 'ovs' | 'node';
 
 /**
  * Where the bytes of a message were seen:
@@ -54,6 +55,8 @@ export interface HopRecord {
   messageKey: string;
   /** time on one device, from its net_dev queue point to its last point there (its qdisc) */
   qdisc?: true;
+  /** layer 'ovs': the Open vSwitch bridge crossed, its ports, and whether it missed its flow cache (correlate/ovs.ts) */
+  ovs?: OvsHop;
 }
 
 export type InvalidReason = 'bad_request_line' | 'head_incomplete' | 'head_too_long';

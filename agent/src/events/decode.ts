@@ -1,7 +1,7 @@
 // Walks a batch of ring-buffer records (concatenated by the native pump) and hands each one to a
 // handler through a reused view object: no per-event allocation. Offsets come from
 // layout.generated.ts (BTF of the compiled objects), never from hand-kept numbers.
-import { CONSTS, EVENT_TYPE, HDR, NETDEV_EVENT, NETDEV_EVENT_SIZES, PKT_EVENT, PKT_EVENT_SIZES, SOCK_EVENT, SOCK_EVENT_SIZES, STATE_EVENT, TAIL_EVENT, TAIL_EVENT_SIZES, TUPLE } from './layout.generated.ts';
+import { CONSTS, EVENT_TYPE, HDR, NETDEV_EVENT, NETDEV_EVENT_SIZES, OVS_UPCALL_EVENT, PKT_EVENT, PKT_EVENT_SIZES, SOCK_EVENT, SOCK_EVENT_SIZES, STATE_EVENT, TAIL_EVENT, TAIL_EVENT_SIZES, TUPLE } from './layout.generated.ts';
 
 // the readers below assume these widths; fail at load, not with garbage, if events.h changes
 const EXPECT: [string, number, number][] = [
@@ -118,6 +118,24 @@ export interface TailEvent extends Common {
   tuple: Tuple;
 }
 
+/** ovs: ovs-vswitchd installed a datapath flow while it handled a batch read from a port (bpf/ovs.bpf.c) */
+export interface OvsUpcallEvent extends Common {
+  /** recvmmsg returned the batch (tsNs: the flow's creation) */
+  rxTsNs: number;
+  pid: number;
+  tid: number;
+  /** packets in the batch; the tuple, seq and flags are its first packet's */
+  batch: number;
+  /** 1 for the batch's first flow install, 2 for its second, ... */
+  nth: number;
+  seq: number;
+  ack: number;
+  tcpFlags: number;
+  dataLen: number;
+  /** as on the wire: s = sender; family 0 when the first packet was not TCP */
+  tuple: Tuple;
+}
+
 export interface EventHandler {
   onSock(e: SockEvent): void;
   onState(e: StateEvent): void;
@@ -126,6 +144,8 @@ export interface EventHandler {
   onNetDev(e: NetDevEvent): void;
   /** optional: a handler without it ignores tail events (counted as records) */
   onTail?(e: TailEvent): void;
+  /** optional: a handler without it ignores ovs upcall events */
+  onOvsUpcall?(e: OvsUpcallEvent): void;
 }
 
 export interface DecodeStats {
@@ -159,6 +179,7 @@ export class Decoder {
   private readonly pkt: PktEvent;
   private readonly netdev: NetDevEvent;
   private readonly tail: TailEvent;
+  private readonly ovs: OvsUpcallEvent;
 
   private readonly handler: EventHandler;
 
@@ -169,6 +190,7 @@ export class Decoder {
     this.state = { buf: empty, type: 0, flags: 0, tsNs: 0, sk: 0, pid: 0, netns: 0, oldState: 0, newState: 0, tuple: newTuple() };
     this.pkt = { buf: empty, type: 0, flags: 0, tsNs: 0, ifindex: 0, seq: 0, ack: 0, skbLen: 0, dataLen: 0, tcpFlags: 0, dir: 0, aggPkts: 0, aggBytes: 0, tuple: newTuple(), payloadOff: 0, payloadLen: 0 };
     this.tail = { buf: empty, type: 0, flags: 0, tsNs: 0, queueTsNs: 0, ifindex: 0, netns: 0, seq: 0, endSeq: 0, pkts: 0, src: 0, point: 0, final: false, tuple: newTuple() };
+    this.ovs = { buf: empty, type: 0, flags: 0, tsNs: 0, rxTsNs: 0, pid: 0, tid: 0, batch: 0, nth: 0, seq: 0, ack: 0, tcpFlags: 0, dataLen: 0, tuple: newTuple() };
     this.netdev = { buf: empty, type: 0, flags: 0, tsNs: 0, skb: 0, ifindex: 0, netns: 0, point: 0, seq: 0, ack: 0, skbLen: 0, dataLen: 0, tcpFlags: 0, aggPkts: 0, aggBytes: 0, tuple: newTuple() };
   }
 
@@ -197,6 +219,9 @@ export class Decoder {
       } else if (type === EVENT_TYPE.EV_TAIL) {
         if (len < TAIL_EVENT.SIZE) this.stats.malformed++;
         else this.handler.onTail?.(this.readTail(b, o));
+      } else if (type === EVENT_TYPE.EV_OVS_UPCALL) {
+        if (len < OVS_UPCALL_EVENT.SIZE) this.stats.malformed++;
+        else this.handler.onOvsUpcall?.(this.readOvsUpcall(b, o));
       } else if (type === EVENT_TYPE.EV_SOCK_STATE) {
         if (len < STATE_EVENT.SIZE) this.stats.malformed++;
         else this.handler.onState(this.readState(b, o));
@@ -286,6 +311,22 @@ export class Decoder {
     e.point = b[o + TAIL_EVENT.point] as number;
     e.final = b[o + TAIL_EVENT.final] === 1;
     readTuple(b, o + TAIL_EVENT.tuple, e.tuple);
+    return e;
+  }
+
+  private readOvsUpcall(b: Buffer, o: number): OvsUpcallEvent {
+    const e = this.ovs;
+    this.common(e, b, o);
+    e.rxTsNs = u64(b, o + OVS_UPCALL_EVENT.rx_ts_ns);
+    e.pid = b.readUInt32LE(o + OVS_UPCALL_EVENT.pid);
+    e.tid = b.readUInt32LE(o + OVS_UPCALL_EVENT.tid);
+    e.seq = b.readUInt32LE(o + OVS_UPCALL_EVENT.seq);
+    e.ack = b.readUInt32LE(o + OVS_UPCALL_EVENT.ack);
+    e.batch = b.readUInt16LE(o + OVS_UPCALL_EVENT.batch);
+    e.tcpFlags = b[o + OVS_UPCALL_EVENT.tcp_flags];
+    e.nth = b[o + OVS_UPCALL_EVENT.nth];
+    e.dataLen = b.readUInt16LE(o + OVS_UPCALL_EVENT.data_len);
+    readTuple(b, o + OVS_UPCALL_EVENT.tuple, e.tuple);
     return e;
   }
 

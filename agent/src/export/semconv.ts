@@ -163,6 +163,14 @@ export class SpanMapper {
     };
     if (!r.invalid) a['url.path'] = path;
     if (h.qdisc) a['strata.qdisc'] = true;
+    if (h.ovs) {
+      a['strata.ovs.bridge'] = clean(h.ovs.bridge, 64);
+      a['strata.ovs.in_port'] = clean(h.ovs.inPort, 32);
+      a['strata.ovs.out_port'] = clean(h.ovs.outPort, 32);
+      a['strata.ovs.upcall'] = h.ovs.upcall;
+      if (h.ovs.upcallNs !== undefined) a['strata.ovs.upcall_ns'] = h.ovs.upcallNs;
+      if (h.ovs.upcallCause) a['strata.ovs.upcall_cause'] = h.ovs.upcallCause;
+    }
     const dev = h.to.kind === 'tc' || h.to.kind === 'netdev' ? h.to : h.from.kind === 'tc' || h.from.kind === 'netdev' ? h.from : undefined;
     if (dev) a['network.interface.name'] = clean(dev.name, 32);
     const pod = h.to.pod ?? h.from.pod;

@@ -220,6 +220,14 @@ export function createMetrics(src: StatsSource): Registry {
   });
   const runsOf = children<{ inc: Inc }>((program) => runs.labels(program));
 
+  // ovs (bpf/ovs.bpf.c, correlate/ovs.ts)
+  counter('strata_kernel_ovs_upcalls_total', 'Flow installs seen in ovs-vswitchd (userspace datapath) while it handled a batch read from a port: flow misses.', () => kernel()?.ovsUpcalls);
+  counter('strata_ovs_upcalls_total', 'OVS flow-miss records the correlator received.', () => correlator().ovsUpcalls);
+  counter('strata_ovs_upcalls_not_tcp_total', 'OVS flow misses on a batch whose first packet was not TCP (ARP, ICMP): not attributed to any request.', () => correlator().ovsUpcallsNotTcp);
+  counter('strata_ovs_upcalls_charged_total', 'OVS flow misses marked on an ovs hop span (strata.ovs.upcall).', () => correlator().ovsUpcallsCharged);
+  counter('strata_ovs_upcall_evictions_total', 'OVS flow-miss records dropped from the bounded table before a span claimed them.', () => correlator().ovsUpcallEvictions);
+  counter('strata_ovs_hops_total', 'Hop spans that crossed an Open vSwitch bridge (layer ovs).', () => correlator().ovsHops);
+
   // correlator
   counter('strata_correlator_exchanges_total', 'HTTP exchanges seen on traced sockets.', () => correlator().exchanges);
   counter('strata_correlator_non_http_total', 'Socket reads/writes that were not HTTP/1.x and were ignored.', () => correlator().nonHttp);

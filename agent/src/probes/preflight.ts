@@ -3,6 +3,7 @@
 // tracepoints. Plain reads, no BPF: `strata check` and the agent share it. Whether a kprobe or
 // fentry program really attaches is only known by trying (check.ts, the feature probes).
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { type OvsUserspaceState, readOvsUserspace } from './ovs.ts';
 
 export const TRACEFS = '/sys/kernel/tracing';
 export const DEBUGFS_TRACING = '/sys/kernel/debug/tracing';
@@ -43,6 +44,8 @@ export interface PreflightEnv {
    * same test the BPF object makes when it is loaded (bpf/sock.bpf.c exit_has_regs). Unset: false.
    */
   exitRegs?: boolean;
+  /** ovs-vswitchd (userspace datapath) running or installed; absent: not looked at (tests) */
+  ovsUserspace?: OvsUserspaceState;
 }
 
 /** what readKprobes and readOvs look at, injectable for tests */
@@ -115,5 +118,5 @@ function readBtf(): Buffer | null {
 export function readPreflightEnv(): PreflightEnv {
   const tracefs = readTracefs();
   const btf = readBtf();
-  return { tracefs, btf: btf !== null, kprobes: readKprobes(tracefs.path), ovs: readOvs(tracefs.path), exitRegs: btfHasNames(EXIT_REGS_HELPERS, btf) };
+  return { tracefs, btf: btf !== null, kprobes: readKprobes(tracefs.path), ovs: readOvs(tracefs.path), exitRegs: btfHasNames(EXIT_REGS_HELPERS, btf), ovsUserspace: readOvsUserspace() };
 }

@@ -11,6 +11,8 @@ import type { PodTopology } from '../k8s/topology.ts';
 import type { PreflightEnv } from './preflight.ts';
 import type { Knobs } from '../../../native/index.d.ts';
 import { ONE, type ProbeSet, u32 } from './probe-set.ts';
+import type { OvsView } from '../correlate/ovs.ts';
+import { OVS_TRACEPOINTS, OVS_UPROBES, OvsTracker } from './ovs.ts';
 
 export type AttachKind = 'tracepoint' | 'raw_tp' | 'tc' | 'uprobe' | 'kprobe' | 'fentry';
 export type StatName = (typeof STAT_NAMES)[number];
@@ -94,6 +96,8 @@ export interface TrackContext {
   attached: (name: string, ok: boolean) => void;
   /** the attachment is gone with its target (its strata_probe_attached series goes too) */
   forget?: (name: string) => void;
+  /** where the ovs family reports OVS bridges and ports (the correlator's) */
+  ovs?: OvsView;
 }
 
 /** What the agent hands a family to wire itself after attach. */
@@ -119,8 +123,8 @@ export interface ProbeFamily {
    * family every process on the node pays for, traced or not.
    */
   whileTraced?: TraceTarget['kind'][];
-  /** how its programs attach: all at start ('programs'), or per interface ('tc') */
-  attach: 'programs' | 'tc';
+  /** how its programs attach: all at start ('programs'), per interface ('tc'), or per process its wire() follows ('process') */
+  attach: 'programs' | 'tc' | 'process';
   knobs(s: ProbeSettings): Knobs;
   preflight(env: PreflightEnv, s: ProbeSettings): Preflight;
   events: EventDesc[];
@@ -130,6 +134,8 @@ export interface ProbeFamily {
   wire?(ctx: WireContext): void;
   /** starts (on) or stops tracing one target whose kind the family handles; throws when it cannot */
   track?(ctx: TrackContext, t: TraceTarget, on: boolean): void;
+  /** before the probes close: stops what wire() started (timers, per-process attachments) */
+  unwire?(ctx: TrackContext): Promise<void>;
 }
 
 /** the targets of a static list of pods and uplinks (WireContext), as discovery would find them */
@@ -351,8 +357,52 @@ export function netdevUnwatch(p: ProbeSet, netns: number, ifindex: number): void
   p.native.mapDelete('netdev_watch', Buffer.concat([u32(netns), u32(ifindex)]), NET_DEV.object);
 }
 
+const ovsTrackers = new WeakMap<ProbeSet, OvsTracker>();
+
+export const OVS: ProbeFamily = {
+  name: 'ovs',
+  object: 'ovs',
+  summary: 'Open vSwitch userspace datapath: flow misses in ovs-vswitchd (its recvmmsg/sendmmsg, a libc uprobe); the bridge crossing itself comes from veth_tc on its ports',
+  required: false,
+  attach: 'process',
+  programs: [
+    ...OVS_TRACEPOINTS.map((name): ProgramDesc => ({ name, kind: 'tracepoint', variant: 'tracepoint' })),
+    ...OVS_UPROBES.map(([name, , , variant]): ProgramDesc => ({ name, kind: 'uprobe', variant })),
+  ],
+  knobs: common,
+  preflight(env) {
+    const u = env.ovsUserspace;
+    if (!u) return { ok: false, reason: 'not looked for: no ovs-vswitchd information in this environment' };
+    if (u.pids.length === 0 && !u.binary) return { ok: false, reason: 'no ovs-vswitchd found: no such process running and not installed (/usr/sbin/ovs-vswitchd); the node has no Open vSwitch userspace datapath' };
+    const why = u.pids.length === 0 ? `${u.binary} is installed but not running: attached when it starts` : '';
+    // the syscall tracepoints cost ovs-vswitchd far less than uprobes on the same libc calls
+    if (env.tracefs.accessible) return { ok: true, variant: 'tracepoint', reason: why };
+    return { ok: true, variant: 'uprobe', reason: [why, 'tracefs is not readable: recvmmsg/sendmmsg through libc uprobes instead of the syscall tracepoints (dearer for ovs-vswitchd)'].filter(Boolean).join('; ') };
+  },
+  events: [{ type: EVENT_TYPE.EV_OVS_UPCALL, name: 'ovs_upcall', handler: 'onOvsUpcall' }],
+  stats: ['ovsUpcalls'],
+  wire(ctx) {
+    const variant = ctx.probes.preflights.get(this.name)?.variant ?? 'uprobe';
+    // the tracepoints are node-wide (filtered by ovs_pids in the kernel); uprobes per process
+    if (variant === 'tracepoint') for (const p of OVS_TRACEPOINTS) ctx.probes.native.attach(this.object, p);
+    const t = new OvsTracker({
+      probes: ctx.probes, nodeNetnsInode: ctx.nodeNetnsInode, view: ctx.ovs, log: ctx.log, object: this.object, variant,
+      attached: (ok) => ctx.attached(this.name, ok),
+    });
+    ovsTrackers.set(ctx.probes, t);
+    t.start();
+  },
+  async unwire(ctx) {
+    await ovsTrackers.get(ctx.probes)?.stop();
+    ovsTrackers.delete(ctx.probes);
+  },
+};
+
+/** the ovs family's tracker of a probe set (tests) */
+export const ovsTracker = (p: ProbeSet): OvsTracker | undefined => ovsTrackers.get(p);
+
 /** In load order: the required family first, so that its failure stops the agent before anything else loads. */
-export const FAMILIES: readonly ProbeFamily[] = [SOCK_SYSCALLS, VETH_TC, NET_DEV];
+export const FAMILIES: readonly ProbeFamily[] = [SOCK_SYSCALLS, VETH_TC, NET_DEV, OVS];
 
 /** Objects built from bpf/ that are no agent family: features.bpf.o is `strata check`'s own feature probes. */
 export const NON_AGENT_OBJECTS: readonly string[] = ['features'];
