@@ -344,7 +344,8 @@ describe('manifests', () => {
         assert.equal(monitors.length, dir === 'overlays/monitoring' ? 1 : 0, 'a ServiceMonitor only in overlays/monitoring (the base applies without the operator\'s CRDs)');
         for (const m of monitors) {
           for (const [k, v] of Object.entries(m.spec.selector.matchLabels)) assert.equal(svc.metadata.labels?.[k], v, `Service label ${k}`);
-          assert.deepEqual(m.spec.endpoints.map((e) => [e.port, e.path]), [['metrics', '/metrics']]);
+          // the agent's metrics, and the layer histogram with exemplars (OpenMetrics, its own path)
+          assert.deepEqual(m.spec.endpoints.map((e) => [e.port, e.path]), [['metrics', '/metrics'], ['metrics', '/metrics/layers']]);
         }
       });
     });
