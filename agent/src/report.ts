@@ -40,7 +40,11 @@ export interface Report {
 }
 
 const tag = (s: JaegerSpan, k: string) => s.tags.find((x) => x.key === k)?.value;
-const HOP_LAYERS = new Set(['pod', 'veth', 'bridge', 'node', 'ovs']);
+/** exchange spans are layer proxy or app; every other strata.layer is a hop's (pod, veth, bridge, ovs, node, ...) */
+const isHop = (s: JaegerSpan) => {
+  const l = String(tag(s, 'strata.layer') ?? '');
+  return l !== '' && l !== 'proxy' && l !== 'app';
+};
 
 /** percentile by nearest rank (p in 0..100) of a non-empty list; 0 for none */
 export function percentile(xs: readonly number[], p: number): number {
@@ -59,7 +63,7 @@ function rootOf(spans: readonly JaegerSpan[]): JaegerSpan | undefined {
 function classOf(s: JaegerSpan): { layer: LayerClass; client: boolean } | undefined {
   const layer = String(tag(s, 'strata.layer') ?? '');
   const kind = String(tag(s, 'span.kind') ?? '');
-  if (HOP_LAYERS.has(layer)) return { layer: 'network', client: false };
+  if (isHop(s)) return { layer: 'network', client: false };
   if (layer === 'proxy' || layer === 'app') return { layer, client: kind === 'client' };
   // spans of an application's own SDK (no strata.layer): its time
   if (kind === 'client') return { layer: 'app', client: true };
@@ -77,7 +81,7 @@ export function breakdown(t: JaegerTraces['data'][number]): TraceBreakdown | und
   const layers = splitByLayer(timed, root.spanID);
   const networkByNode: Record<string, number> = {};
   for (const s of t.spans) {
-    if (!HOP_LAYERS.has(String(tag(s, 'strata.layer') ?? ''))) continue;
+    if (!isHop(s)) continue;
     const node = String(t.processes[s.processID]?.tags?.find((x) => x.key === 'k8s.node.name')?.value ?? tag(s, 'k8s.node.name') ?? '?');
     networkByNode[node] = (networkByNode[node] ?? 0) + s.duration;
   }
@@ -96,7 +100,7 @@ export function buildReport(data: JaegerTraces): Report {
     }
     traces.push(b);
     for (const s of t.spans) {
-      if (!HOP_LAYERS.has(String(tag(s, 'strata.layer') ?? ''))) continue;
+      if (!isHop(s)) continue;
       const svc = t.processes[s.processID]?.serviceName ?? '';
       const name = `${svc}: ${s.operationName}`;
       const list = hopDur.get(name);

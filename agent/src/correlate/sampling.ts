@@ -4,7 +4,7 @@
 // sampled flag when a context came in; else keep a ratio, by trace id, so that every agent keeps
 // the same traces.
 import { LRUCache } from 'lru-cache';
-import { nest } from './clock.ts';
+import { nest, wallLess } from './clock.ts';
 import type { Exchange } from './exchanges.ts';
 import type { SamplingOptions } from './options.ts';
 import { type LayerSplit, splitByLayer, type TimedSpan } from './layer-time.ts';
@@ -127,7 +127,7 @@ export function localRoot(records: readonly ExchangeRecord[]): ExchangeRecord | 
   let root: ExchangeRecord | undefined;
   for (const r of records) {
     if (r.parentSpanId !== undefined && ids.has(r.parentSpanId)) continue;
-    if (!root || wallNs(r.start, r.start) < wallNs(root.start, r.start)) root = r;
+    if (!root || wallLess(r.start, root.start)) root = r;
   }
   return root;
 }
