@@ -45,24 +45,35 @@ export class TcWatch {
       if (m?.[1]) this.dev(m[1]).attached ??= at;
       if (l.startsWith('qdisc clsact')) qdiscs += l;
     });
-    // both subscribed: a probe link and a qdisc on it show up in each (then go)
-    const [a, b] = [`sdiw${process.pid % 1000}a`, `sdiw${process.pid % 1000}b`];
+    // Both subscribed: a probe link and a qdisc on it show up in each. 'spawn' only says the
+    // processes exist, not that they have joined their netlink groups yet (on a loaded machine
+    // that can take seconds), so a probe link added before then is never reported: add a fresh one
+    // per attempt, each attempt waiting twice as long, until both monitors report one.
     const ip = (...args: string[]) => execFileSync('ip', [...(netns ? ['-n', netns] : []), ...args], { stdio: 'ignore' });
-    ip('link', 'add', a, 'type', 'veth', 'peer', 'name', b);
-    try {
-      // an agent watching this netns may put its clsact there first: either one shows in tc monitor
+    const deadline = performance.now() + 120_000;
+    let lastError: unknown;
+    for (let attempt = 0, waitMs = 500; performance.now() < deadline; attempt++, waitMs = Math.min(2 * waitMs, 8000)) {
+      const [a, b] = [`sdiw${process.pid % 1000}${attempt}a`, `sdiw${process.pid % 1000}${attempt}b`];
+      ip('link', 'add', a, 'type', 'veth', 'peer', 'name', b);
       try {
-        const [cmd, args] = inNs(['tc', 'qdisc', 'add', 'dev', a, 'clsact']);
-        execFileSync(cmd, args, { stdio: 'ignore' });
-      } catch {
-        // exists already
+        // an agent watching this netns may put its clsact there first: either one shows in tc monitor
+        try {
+          const [cmd, args] = inNs(['tc', 'qdisc', 'add', 'dev', a, 'clsact']);
+          execFileSync(cmd, args, { stdio: 'ignore' });
+        } catch {
+          // exists already
+        }
+        await waitFor(() => this.devs.get(a)?.appeared !== undefined && qdiscs.includes(`dev ${a} `), 'the link and tc monitors to report a probe link', waitMs, 10);
+        return;
+      } catch (e) {
+        lastError = e;
+      } finally {
+        ip('link', 'del', a);
+        this.devs.delete(a);
+        this.devs.delete(b);
       }
-      await waitFor(() => this.devs.get(a)?.appeared !== undefined && qdiscs.includes(`dev ${a} `), 'the link and tc monitors to report a probe link', 5000, 10);
-    } finally {
-      ip('link', 'del', a);
     }
-    this.devs.delete(a);
-    this.devs.delete(b);
+    throw lastError;
   }
 
   private dev(name: string): DevTimes {
