@@ -207,7 +207,7 @@ describe('Jaeger thrift export', () => {
       const retries = exporter.retries;
       const flushed = sink.flush();
       // 5 retries, 50 ms backoff growing x1.5: about 650 ms before the export would give up
-      await waitFor(() => exporter.retries > retries, 'a refused attempt', 5000, 2);
+      await waitFor(() => exporter.retries > retries, 'a refused attempt', 30_000, 2);
       await receiver.start();
       await flushed;
       st = sink.stats();

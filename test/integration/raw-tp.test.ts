@@ -74,12 +74,14 @@ describe('socket probes through raw tracepoints', { skip: why }, () => {
 
   test('probes.syscallAttach=raw_tp: the same span tree as with tracepoints', async () => {
     const agent = await startAgent([...lt.agentArgs(), '--set', 'probes.syscallAttach=raw_tp']);
+    lt.agent = agent; // stopped by after() if an assertion below fails
     assert.match(agent.stderr(), /sock_syscalls attached via raw_tp: raw tracepoints sys_enter\/sys_exit, as probes.syscallAttach says/);
     assert.deepEqual(await traceThrough(agent, '/rt-forced'), reference);
   });
 
   test('no tracefs (private mount namespace): the agent picks raw_tp itself and traces the same tree', async () => {
     const agent = await startWithoutTracefs(lt.agentArgs());
+    lt.agent = agent; // stopped by after() if an assertion below fails
     // ovs loads where Open vSwitch is installed or running: without tracefs, its uprobe variant
     const ovs = readOvsUserspace();
     const ovsVariant = ovs.binary || ovs.pids.length ? { ovs: 'uprobe' } : {};
