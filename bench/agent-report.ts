@@ -116,3 +116,34 @@ export function goalMet(r: number, goal: number, higherIsBetter = true): 'met' |
 export function fileStamp(d: Date): string {
   return d.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
 }
+
+export interface BpfProgCost {
+  runs: number;
+  ns: number;
+}
+
+/**
+ * Per BPF program, its run count and kernel run time (ns) from the agent's Prometheus text
+ * (strata_bpf_runs_total, strata_bpf_run_time_seconds_total, label program).
+ */
+export function parseBpfPrograms(metricsText: string): Record<string, BpfProgCost> {
+  const out: Record<string, BpfProgCost> = {};
+  const at = (p: string) => (out[p] ??= { runs: 0, ns: 0 });
+  for (const m of metricsText.matchAll(/^strata_bpf_(runs_total|run_time_seconds_total)\{program="([^"]+)"\} (\S+)$/gm)) {
+    const v = Number(m[3]);
+    if (m[1] === 'runs_total') at(m[2] as string).runs += v;
+    else at(m[2] as string).ns += Math.round(v * 1e9);
+  }
+  return out;
+}
+
+/** after - before, per program (a program absent before counts from 0), divided by `per` */
+export function bpfDelta(before: Record<string, BpfProgCost>, after: Record<string, BpfProgCost>, per: number): Record<string, BpfProgCost> {
+  const out: Record<string, BpfProgCost> = {};
+  for (const [p, a] of Object.entries(after)) {
+    const b = before[p] ?? { runs: 0, ns: 0 };
+    const d = { runs: (a.runs - b.runs) / per, ns: (a.ns - b.ns) / per };
+    if (d.runs > 0 || d.ns > 0) out[p] = d;
+  }
+  return out;
+}

@@ -28,10 +28,13 @@ import { inNetns, run, waitFor } from '../lab/exec.ts';
 import { type Lab, labDown, labUp } from '../lab/lab.ts';
 import { agentCommand, metricValue, spawnAgent } from '../test/helpers/agent-proc.ts';
 import {
+  type BpfProgCost,
+  bpfDelta,
   fileStamp,
   goalMet,
   type HeyResult,
   mdTable,
+  parseBpfPrograms,
   parseHey,
   parseIperf,
   parseWrk,
@@ -272,6 +275,8 @@ interface Snapshot {
   /** requests the kernel shed on purpose (load shedding), and the keep ratio at the snapshot */
   shedRequests: number;
   keepRatio: number;
+  /** per BPF program: runs and kernel run time (ns) so far */
+  bpf: Record<string, BpfProgCost>;
 }
 
 async function snapshot(a: Agent): Promise<Snapshot> {
@@ -286,6 +291,7 @@ async function snapshot(a: Agent): Promise<Snapshot> {
     exportShed: metricValue(text, 'strata_export_spans_total', 'result="shed"'),
     shedRequests: metricValue(text, 'strata_kernel_shed_requests_total'),
     keepRatio: metricValue(text, 'strata_sampling_keep_ratio'),
+    bpf: parseBpfPrograms(text),
   };
 }
 
@@ -361,6 +367,8 @@ interface HttpRun {
   /** requests shed whole by the kernel (load shedding), and the keep ratio when the load ended */
   shedRequests?: number;
   keepRatioAtEnd?: number;
+  /** per BPF program, its runs and kernel run time (ns) per request (agent only) */
+  bpfPerReq?: Record<string, BpfProgCost>;
 }
 
 interface FixedRun {
@@ -433,6 +441,7 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
               row.spansShed = after.exportShed - before.exportShed;
               row.shedRequests = after.shedRequests - before.shedRequests;
               row.keepRatioAtEnd = loadEnd.keepRatio;
+              row.bpfPerReq = bpfDelta(before.bpf, after.bpf, w.requests);
             }
             http.push(row);
             log(`round ${r + 1}/${ROUNDS} ${variant.padEnd(5)} ${b.key.padEnd(5)} ${fmtSI(w.rps)} req/s p99 ${fmtSig(row.p99Us)} us, server CPU ${fmtSig(row.serverCpuNsPerReq / 1000)} us/req` +
@@ -706,6 +715,28 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase
       ['response body', 'no agent', 'agent', 'added (paired)', 'ratio (paired)'],
       serverRows,
     );
+    // 1c: where the kernel side of 1b goes, program by program (bpf_prog_info run time: the
+    // programs' own instructions and helpers, not the tracepoint/TC dispatch around them)
+    const bpfRows: string[][] = [];
+    for (const b of BODIES) for (const { name: vname } of AGENT_VARIANTS) {
+      const ag = http.filter((x) => x.body === b.key && x.variant === vname && x.bpfPerReq);
+      if (!ag.length) continue;
+      const progs = [...new Set(ag.flatMap((x) => Object.keys(x.bpfPerReq ?? {})))];
+      const nsOf = (x: HttpRun, p: string) => x.bpfPerReq?.[p]?.ns ?? 0;
+      const per = progs.map((p) => ({ p, ns: s(ag.map((x) => nsOf(x, p))), runs: s(ag.map((x) => x.bpfPerReq?.[p]?.runs ?? 0)) }))
+        .sort((x, y) => y.ns.median - x.ns.median);
+      const totalNs = s(ag.map((x) => progs.reduce((t, p) => t + nsOf(x, p), 0)));
+      summary[key(`bpf_${b.key}`, vname)] = { totalNsPerRequest: totalNs, programs: Object.fromEntries(per.map((x) => [x.p, { nsPerRequest: x.ns, runsPerRequest: x.runs }])) };
+      bpfRows.push([label(b.label, vname), 'all programs', fmtSummary(totalNs, (x) => us(x / 1000)), '']);
+      for (const x of per.slice(0, 8)) bpfRows.push(['', x.p, fmtSummary(x.ns, (v) => us(v / 1000)), fmtSig(x.runs.median)]);
+    }
+    if (bpfRows.length) {
+      both(
+        '1c. BPF run time per proxied request by program (kernel bpf_prog_info, the 8 dearest), agent variants',
+        ['response body', 'program', 'BPF time/request', 'runs/request'],
+        bpfRows,
+      );
+    }
     const cpuRows: string[][] = [];
     for (const b of BODIES) for (const { name: vname } of AGENT_VARIANTS) {
       const ag = http.filter((x) => x.body === b.key && x.variant === vname);

@@ -209,6 +209,14 @@ static __always_inline int flow_update(void *flows, struct flow_key *k, const st
 
 	*agg_pkts = 0;
 	*agg_bytes = 0;
+	/*
+	 * A pure ACK neither starts, continues nor ends a message: it returns before the flow's
+	 * state is looked up (most packets of a keep-alive exchange at a device's receive point are
+	 * ACKs, and the lookup is most of what they would cost). A flow first seen through an ACK
+	 * gets its state with its first data packet, counted as a flow miss as any flow seen mid-way.
+	 */
+	if (p->data_len == 0 && !(p->flags & (TCP_SYN | TCP_FIN | TCP_RST)))
+		return FLOW_QUIET;
 	st = bpf_map_lookup_elem(flows, k);
 	if (!st) {
 		if (p->data_len > 0 && !(p->flags & TCP_SYN))

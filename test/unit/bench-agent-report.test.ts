@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
+  bpfDelta,
   fileStamp,
   goalMet,
   mdTable,
+  parseBpfPrograms,
   parseHey,
   parseIperf,
   parseWrk,
@@ -119,5 +121,27 @@ describe('bench agent report: /proc readers, goals, tables', () => {
 
   it('makes a file name from a date without colons or milliseconds', () => {
     assert.equal(fileStamp(new Date('2026-12-02T04:31:07.123Z')), '2026-12-02T04-31-07Z');
+  });
+
+  it('reads the BPF programs\' runs and run time from the agent\'s metrics, and their cost per request between two scrapes', () => {
+    const scrape = (runs: number, secs: number, extra = '') => [
+      '# HELP strata_bpf_runs_total Times this BPF program ran',
+      '# TYPE strata_bpf_runs_total counter',
+      `strata_bpf_runs_total{program="exit_read"} ${runs}`,
+      `strata_bpf_runs_total{program="tc_ingress"} ${2 * runs}`,
+      extra,
+      '# TYPE strata_bpf_run_time_seconds_total counter',
+      `strata_bpf_run_time_seconds_total{program="exit_read"} ${secs}`,
+      `strata_bpf_run_time_seconds_total{program="tc_ingress"} ${secs / 2}`,
+      'strata_bpf_runs_total_created 17',
+    ].join('\n');
+    const a = parseBpfPrograms(scrape(100, 0.0001));
+    assert.deepEqual(a, { exit_read: { runs: 100, ns: 100_000 }, tc_ingress: { runs: 200, ns: 50_000 } });
+    const b = parseBpfPrograms(scrape(1100, 0.0021, 'strata_bpf_runs_total{program="fresh"} 5'));
+    assert.equal(b.fresh?.runs, 5);
+    // per 100 requests: 10 reads and 20 packets each, 2 us and 1 us of BPF; the program that appeared counts from 0
+    assert.deepEqual(bpfDelta(a, b, 100), { exit_read: { runs: 10, ns: 20_000 }, tc_ingress: { runs: 20, ns: 10_000 }, fresh: { runs: 0.05, ns: 0 } });
+    // a program that did not run is left out
+    assert.deepEqual(bpfDelta(a, a, 1), {});
   });
 });
