@@ -58,6 +58,8 @@ export interface AgentOptions {
   /** port for /metrics, /healthz, /readyz; undefined = no server; 0 = any */
   metricsPort?: number;
   metricsHost: string;
+  /** the kernel's BPF run-time statistics on (metrics.bpfRunStats) */
+  bpfRunStats?: boolean;
   correlator: CorrelatorOptions;
   /** cross-node stitching without headers (config stitch.*); undefined = off */
   stitch?: { peers: PeerOptions; port: number; host: string };
@@ -143,12 +145,14 @@ export class Agent {
       throw this.probeError(STRATA_ERR_PROBE_LOAD, 'creating the BPF maps failed', e);
     }
     const p = this.probes;
-    try {
-      p.enableRunStats();
-    } catch (e) {
-      // BPF_ENABLE_STATS needs CAP_SYS_ADMIN (and kernel 5.8+): without it the programs still run,
-      // only strata_bpf_run_time_seconds_total stays at 0
-      this.log(`strata: warning: BPF run-time statistics unavailable (strata_bpf_run_time_seconds_total stays 0): ${(e as Error).message}`);
+    if (this.opts.bpfRunStats) {
+      try {
+        p.enableRunStats();
+      } catch (e) {
+        // BPF_ENABLE_STATS needs CAP_SYS_ADMIN (and kernel 5.8+): without it the programs still run,
+        // only strata_bpf_runs_total and strata_bpf_run_time_seconds_total stay at 0
+        this.log(`strata: warning: BPF run-time statistics unavailable (strata_bpf_run_time_seconds_total stays 0): ${(e as Error).message}`);
+      }
     }
     // every family from the registry: preflight, load, attach, wire; required ones stop the agent
     for (const f of FAMILIES) {

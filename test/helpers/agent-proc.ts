@@ -1,5 +1,6 @@
 // Runs the agent as a child process (the way it runs in a pod) and waits for its ready line.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { AGENT_NODE_FLAGS } from '../../agent/src/runtime-flags.ts';
 
@@ -72,4 +73,16 @@ export function metricValue(text: string, name: string, labels = ''): number {
     if (m && m[1] === name && (!labels || (m[2] ?? '').includes(labels))) sum += Number(m[3]);
   }
   return sum;
+}
+
+/** Whether the process holds a BPF_ENABLE_STATS file descriptor (the kernel names it anon_inode:bpf-stats). */
+export function holdsBpfStatsFd(pid: number): boolean {
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:bpf-stats') return true;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return false;
 }

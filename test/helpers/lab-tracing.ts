@@ -25,7 +25,11 @@ export class LabTracing {
   agent?: AgentProc;
   tracesDir = '';
 
-  constructor(prefixBase: string) {
+  /** extraArgs: appended to every agent this lab starts (e.g. --set key=value) */
+  private readonly extraArgs: string[];
+
+  constructor(prefixBase: string, extraArgs: string[] = []) {
+    this.extraArgs = extraArgs;
     this.prefix = `${prefixBase}${Math.random().toString(36).slice(2, 6)}`;
   }
 
@@ -33,7 +37,7 @@ export class LabTracing {
     const lab = this.lab;
     return ['--pods-file', lab.podsFile, '--node-name', lab.nodeName, '--node-netns', `/run/netns/${lab.nodeNetns}`,
       '--iface', lab.clientVeth, '--otlp-endpoint', this.receiver.url, '--traces-dir', this.tracesDir,
-      '--metrics-port', '0', '--metrics-host', '127.0.0.1'];
+      '--metrics-port', '0', '--metrics-host', '127.0.0.1', ...this.extraArgs];
   }
 
   async up(): Promise<void> {

@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { curlFromClient, pipelineFromClient, runClient } from '../../lab/lab.ts';
-import { metricValue } from '../helpers/agent-proc.ts';
+import { holdsBpfStatsFd, metricValue } from '../helpers/agent-proc.ts';
 import { missingPrerequisites } from '../helpers/kernel.ts';
 import { KIND_INTERNAL, KIND_SERVER, LabTracing, assertNested, chain } from '../helpers/lab-tracing.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
@@ -19,6 +19,12 @@ describe('HTTP/1.x through real NGINX and real upstreams', { skip: why }, () => 
 
   before(() => lt.up());
   after(() => lt.down());
+
+  test('by default the agent leaves the kernel\'s BPF run-time statistics off (they cost every BPF run on the node)', () => {
+    const pid = lt.agent?.child.pid;
+    assert.ok(pid, 'the agent runs');
+    assert.equal(holdsBpfStatsFd(pid), false, 'no BPF_ENABLE_STATS fd');
+  });
 
   test('pipelined requests on one connection: one trace each, in order', async () => {
     const paths = ['/pipe/1', '/pipe/2', '/pipe/3'];

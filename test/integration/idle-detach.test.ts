@@ -48,7 +48,9 @@ before(async () => {
   writePods([]);
   agent = await startAgent(['--pods-file', podsFile, '--node-name', lab.nodeName, '--node-netns', `/run/netns/${lab.nodeNetns}`,
     '--iface', lab.clientVeth, '--otlp-endpoint', receiver.url, '--metrics-port', '0', '--metrics-host', '127.0.0.1',
-    '--set', 'export.queue.delayMs=100', '--set', `probes.idleDetachS=${IDLE_S}`]);
+    '--set', 'export.queue.delayMs=100', '--set', `probes.idleDetachS=${IDLE_S}`,
+    // the test reads whether the socket programs ran from strata_bpf_runs_total
+    '--set', 'metrics.bpfRunStats=true']);
 });
 
 after(async () => {

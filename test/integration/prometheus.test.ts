@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { runClient } from '../../lab/lab.ts';
 import { DROP_STAGES } from '../../agent/src/metrics/metrics.ts';
 import { missingPrerequisites } from '../helpers/kernel.ts';
+import { holdsBpfStatsFd } from '../helpers/agent-proc.ts';
 import { LabTracing } from '../helpers/lab-tracing.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
 import { PrometheusServer, missingPrometheus, promtoolCheck } from '../helpers/prometheus.ts';
@@ -14,7 +15,8 @@ const why = missingPrerequisites({ nginx: true }) ?? missingPrometheus();
 if (why && process.env.CI === 'true') throw new Error(`prerequisite missing under CI: ${why}`);
 
 describe('Prometheus scrapes the agent', { skip: why }, () => {
-  const lt = new LabTracing('pm');
+  // metrics.bpfRunStats: the per-program run counts and run time below (off by default)
+  const lt = new LabTracing('pm', ['--set', 'metrics.bpfRunStats=true']);
   const prom = new PrometheusServer();
   let burst = 0;
 
@@ -69,7 +71,9 @@ describe('Prometheus scrapes the agent', { skip: why }, () => {
     const stages = await values('strata_drops_total', 'stage');
     assert.deepEqual([...stages.keys()].sort(), [...DROP_STAGES].sort(), 'one strata_drops_total series per stage');
 
-    // kernel cost per BPF program: run time and runs > 0 for the syscall and TC programs
+    // kernel cost per BPF program (metrics.bpfRunStats: the agent holds the kernel's stats on):
+    // run time and runs > 0 for the syscall and TC programs
+    assert.equal(holdsBpfStatsFd(lt.agent?.child.pid as number), true, 'a BPF_ENABLE_STATS fd');
     const runs = await values('strata_bpf_runs_total > 0', 'program');
     const runTime = await values('strata_bpf_run_time_seconds_total > 0', 'program');
     for (const m of [runs, runTime]) {

@@ -39,7 +39,8 @@ function startWithoutTracefs(args: string[], timeoutMs = 20_000): Promise<AgentP
 }
 
 describe('socket probes through raw tracepoints', { skip: why }, () => {
-  const lt = new LabTracing('rt');
+  // metrics.bpfRunStats: the tests read which programs ran from strata_bpf_runs_total
+  const lt = new LabTracing('rt', ['--set', 'metrics.bpfRunStats=true']);
   let reference: string[] = [];
 
   before(async () => {

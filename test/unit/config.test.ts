@@ -328,6 +328,7 @@ describe('config: the result', () => {
       },
       metricsPort: 0,
       metricsHost: '127.0.0.1',
+      bpfRunStats: false,
     });
     // the options are the agent's own copies: mutating them leaves the frozen config alone
     o.interfaces.push('eth1');

@@ -113,6 +113,7 @@ export function toAgentOptions(config: StrataConfig, pods: PodEntry[]): AgentOpt
     idleDetachS: config.probes.idleDetachS,
     metricsPort: config.metrics.port,
     metricsHost: config.metrics.host,
+    bpfRunStats: config.metrics.bpfRunStats,
     ...(config.stitch.peersFile === null ? {} : { stitch: toStitchOptions(config, config.stitch.peersFile) }),
   };
 }

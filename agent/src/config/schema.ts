@@ -31,7 +31,7 @@ export interface ConfigShape {
     peersFile: string | null; secretFile: string | null; port: number; host: string; holdMs: number; maxHeldTraces: number;
     maxMappings: number; mappingTtlMs: number; flushMs: number; batchMax: number; maxBatchBytes: number; maxPending: number; timeoutMs: number;
   };
-  metrics: { port: number; host: string };
+  metrics: { port: number; host: string; bpfRunStats: boolean };
   shutdown: { timeoutS: number };
 }
 
@@ -86,7 +86,7 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
       peersFile: null, secretFile: null, port: 9465, host: '0.0.0.0', holdMs: 1000, maxHeldTraces: 4096,
       maxMappings: 65536, mappingTtlMs: 5000, flushMs: 50, batchMax: 512, maxBatchBytes: 256 * 1024, maxPending: 8192, timeoutMs: 1000,
     },
-    metrics: { port: 9464, host: '0.0.0.0' },
+    metrics: { port: 9464, host: '0.0.0.0', bpfRunStats: false },
     shutdown: { timeoutS: 10 },
   };
 }
@@ -409,6 +409,7 @@ export const SCHEMA = {
   metrics: {
     port: int(0, 65535, 'port of /metrics, /healthz, /readyz (0 = any free port)'),
     host: str('address the metrics server listens on'),
+    bpfRunStats: bool('turn on the kernel\'s BPF run-time statistics (strata_bpf_runs_total, strata_bpf_run_time_seconds_total): they time every run of every BPF program on the node, ours and others\', which costs each run (bench/README.md); for profiling'),
   },
   shutdown: {
     timeoutS: int(1, 3600, 'on SIGTERM/SIGINT, flush and detach within this long, else exit 1'),
