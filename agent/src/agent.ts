@@ -18,6 +18,7 @@ import type { PodEntry } from './k8s/pods-file.ts';
 import { procExecutables } from './k8s/proc.ts';
 import { PodTopology } from './k8s/topology.ts';
 import { type PeerOptions, Peers } from './peers/peers.ts';
+import { KubeNodePeers } from './k8s/node-peers.ts';
 import { createLayerMetrics, type LayerMetrics } from './metrics/layer-metrics.ts';
 import { createMetrics } from './metrics/metrics.ts';
 import { isNativeError, loadNative } from './probes/native.ts';
@@ -62,7 +63,7 @@ export interface AgentOptions {
   bpfRunStats?: boolean;
   correlator: CorrelatorOptions;
   /** cross-node stitching without headers (config stitch.*); undefined = off */
-  stitch?: { peers: PeerOptions; port: number; host: string };
+  stitch?: { peers: PeerOptions; port: number; host: string; fromKubernetes?: { kubeconfig: string | null; backoff: { initialMs: number; maxMs: number } } };
   log?: (msg: string) => void;
 }
 
@@ -76,6 +77,8 @@ export class Agent {
   readonly layerMetrics: LayerMetrics;
   private probes?: ProbeSet;
   readonly peers?: Peers;
+  /** stitch.peersFrom=kubernetes: the Node informer feeding `peers` */
+  private nodePeers?: KubeNodePeers;
   /** port the peer endpoint listens on, once started */
   peerPort = 0;
   private timer?: NodeJS.Timeout;
@@ -121,7 +124,7 @@ export class Agent {
         stale: this.discovery.stale(), source: this.discovery.sourceKind, stats: this.discovery.stats,
         sourceStats: this.discovery.sourceStats(), proc: this.discovery.scanner.stats,
       },
-      peers: () => this.peers && { stats: this.peers.stats, pending: this.peers.pending, skewMs: this.peers.skewMs },
+      peers: () => this.peers && { stats: this.peers.stats, pending: this.peers.pending, skewMs: this.peers.skewMs, nodes: this.peers.peerCount, nodesUnusable: this.nodePeers?.stats.unusable, apiErrors: this.nodePeers?.stats.errors },
       shedding: () => this.shedder && { ...this.shedder.state, cpuBudget: this.opts.shedding?.cpuBudget ?? 0 },
     });
   }
@@ -136,6 +139,12 @@ export class Agent {
         throw new StrataError(STRATA_ERR_CONFIG, `stitch: cannot listen on ${st.host}:${st.port} (${(e as NodeJS.ErrnoException).code ?? String(e)}); set stitch.port`, EXIT_CONFIG);
       }
       this.peers.start();
+      const k = st.fromKubernetes;
+      if (k) {
+        const peers = this.peers;
+        this.nodePeers = new KubeNodePeers({ kubeconfig: k.kubeconfig, port: st.port, backoff: k.backoff, log: this.log });
+        this.nodePeers.start((list) => peers.setPeers(list));
+      }
     }
     // the cgroup filter is a load-time constant: on only when some pod may need it
     const settings: ProbeSettings = { ...this.opts.probes, filterNetns: true, filterCgroups: needsCgroupFilter(this.opts.discovery, this.opts.pods) };
@@ -440,6 +449,7 @@ export class Agent {
     if (p) for (const f of FAMILIES) if (this.loadedFamilies.some((l) => l.name === f.name)) await f.unwire?.(this.trackContext(p)).catch(() => {});
     this.probes?.stop();
     this.correlator.drain();
+    await this.nodePeers?.stop();
     this.peers?.flush();
     await this.peers?.close();
     await this.sink.flush().catch(() => {});

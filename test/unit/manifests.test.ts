@@ -173,8 +173,8 @@ function bytes(q: string | number | undefined): number {
 const dirs = kustomizations();
 
 describe('manifests', () => {
-  test('the kustomizations: base, overlays/example, overlays/kernel-before-5.11, overlays/monitoring', () => {
-    assert.deepEqual(dirs, ['base', 'overlays/example', 'overlays/kernel-before-5.11', 'overlays/monitoring']);
+  test('the kustomizations: base, overlays/example, overlays/kernel-before-5.11, overlays/monitoring, overlays/stitching', () => {
+    assert.deepEqual(dirs, ['base', 'overlays/example', 'overlays/kernel-before-5.11', 'overlays/monitoring', 'overlays/stitching']);
   });
 
   test(`a Debian kubectl 1.20 is there to render them (${debian ? `${debian.path} ${debian.gitVersion}` : 'none'})`, { skip: skipNoKubectl }, () => {
@@ -230,7 +230,11 @@ describe('manifests', () => {
         // where discovery looks for the node's cgroup2 mount (agent/src/k8s/proc.ts cgroupRoot)
         assert.equal(mounts[hostPaths['/sys/fs/cgroup'] as string]?.mountPath, '/host/sys/fs/cgroup');
         assert.equal(mounts[hostPaths['/sys/fs/cgroup'] as string]?.readOnly, true, 'the node\'s cgroups read-only');
-        const writable = volumes.filter((v) => !v.hostPath && !v.configMap).map((v) => v.name);
+        // Secret volumes are read-only (the kubelet mounts them so): the stitching overlay's shared secret
+        const secrets = volumes.filter((v) => v.secret);
+        assert.deepEqual(secrets.map((v) => v.secret?.secretName), dir === 'overlays/stitching' ? ['strata-stitch'] : []);
+        for (const v of secrets) assert.equal(mounts[v.name]?.readOnly, true, `${v.name} mounted read-only`);
+        const writable = volumes.filter((v) => !v.hostPath && !v.configMap && !v.secret).map((v) => v.name);
         assert.deepEqual(writable, ['tmp']);
         assert.equal(mounts.tmp?.mountPath, '/tmp');
       });
@@ -290,6 +294,21 @@ describe('manifests', () => {
         assert.equal(config.metrics.host, '0.0.0.0');
         // SIGTERM flushes within shutdown.timeoutS, before the kubelet's SIGKILL
         assert.ok(config.shutdown.timeoutS < (ds.spec?.template.spec?.terminationGracePeriodSeconds ?? 30));
+
+        // stitching: on only in its overlay, with peers from the Nodes, the secret from the mounted
+        // Secret and the peer port declared; off (no peers file, no secret) everywhere else
+        if (dir === 'overlays/stitching') {
+          assert.equal(config.stitch.peersFrom, 'kubernetes');
+          assert.equal(config.stitch.peersFile, null);
+          const secretMount = (c.volumeMounts ?? []).find((m) => config.stitch.secretFile?.startsWith(`${m.mountPath}/`));
+          const secretVolume = ds.spec?.template.spec?.volumes?.find((v) => v.name === secretMount?.name);
+          assert.equal(secretVolume?.secret?.secretName, 'strata-stitch', `stitch.secretFile ${config.stitch.secretFile} is in the Secret strata-stitch`);
+          assert.equal(config.stitch.secretFile?.slice((secretMount?.mountPath.length ?? 0) + 1), 'secret', 'the Secret\'s key "secret"');
+          assert.equal(c.ports?.find((p) => p.name === 'stitch')?.containerPort, config.stitch.port);
+        } else {
+          assert.equal(config.stitch.peersFrom, 'file');
+          assert.equal(config.stitch.peersFile, null);
+        }
       });
 
       test('DaemonSet: liveness on /healthz and readiness on /readyz at the metrics port; requests = limits >= 512 MiB', () => {

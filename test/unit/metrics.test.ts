@@ -117,6 +117,7 @@ const OWN = [
   'strata_discovery_proc_scan_seconds_total', 'strata_discovery_proc_reads_total', 'strata_discovery_processes', 'strata_discovery_tc_attach_seconds',
   'strata_peer_mappings_sent_total', 'strata_peer_mappings_received_total', 'strata_peer_mappings_published_total', 'strata_peer_rejected_auth_total',
   'strata_peer_rejected_batches_total', 'strata_peer_timeouts_total', 'strata_peer_mappings_dropped_total', 'strata_peer_pending_mappings',
+  'strata_peer_nodes', 'strata_peer_nodes_unusable', 'strata_peer_node_list_errors_total',
   'strata_peer_stitched_total', 'strata_peer_stitch_timeouts_total', 'strata_peer_held_evictions_total', 'strata_peer_held_exchanges',
   'strata_peer_held_exchanges_total', 'strata_peer_early_mappings_total', 'strata_peer_mappings_expired_total', 'strata_peer_stitch_wait_seconds_total',
   'strata_peer_clock_skew_seconds',

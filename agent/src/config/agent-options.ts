@@ -2,6 +2,7 @@
 // ms/s -> ns for the correlator; byte knobs renamed to the addon's). Each component gets its
 // slice here; none of them has defaults of its own.
 import type { AgentOptions } from '../agent.ts';
+import { EXIT_CONFIG, STRATA_ERR_CONFIG, StrataError } from '../errors.ts';
 import type { CorrelatorOptions } from '../correlate/options.ts';
 import type { ExportConfig } from '../export/factory.ts';
 import type { BatchOptions } from '../export/sdk-sink.ts';
@@ -114,19 +115,27 @@ export function toAgentOptions(config: StrataConfig, pods: PodEntry[]): AgentOpt
     metricsPort: config.metrics.port,
     metricsHost: config.metrics.host,
     bpfRunStats: config.metrics.bpfRunStats,
-    ...(config.stitch.peersFile === null ? {} : { stitch: toStitchOptions(config, config.stitch.peersFile) }),
+    ...(config.stitch.peersFile === null && config.stitch.peersFrom === 'file' ? {} : { stitch: toStitchOptions(config) }),
   };
 }
 
-/** the peer channel of cross-node stitching (reads stitch.peersFile and stitch.secretFile) */
-export function toStitchOptions(c: StrataConfig, peersFile: string): { peers: PeerOptions; port: number; host: string } {
+/**
+ * The peer channel of cross-node stitching (reads stitch.peersFile or, with
+ * stitch.peersFrom=kubernetes, starts with no peers and `fromKubernetes` set; and stitch.secretFile).
+ */
+export function toStitchOptions(c: StrataConfig): { peers: PeerOptions; port: number; host: string; fromKubernetes?: { kubeconfig: string | null; backoff: { initialMs: number; maxMs: number } } } {
   const t = c.stitch;
+  const kube = t.peersFrom === 'kubernetes';
+  if (kube && t.peersFile !== null) {
+    throw new StrataError(STRATA_ERR_CONFIG, 'stitch.peersFile is set and stitch.peersFrom is kubernetes: the nodes come from one of the two', EXIT_CONFIG);
+  }
   return {
     peers: {
-      nodeName: c.node.name, peers: readPeersFile(peersFile, t.port), secret: readSecretFile(t.secretFile),
+      nodeName: c.node.name, peers: kube ? [] : readPeersFile(t.peersFile as string, t.port), secret: readSecretFile(t.secretFile),
       flushMs: t.flushMs, batchMax: t.batchMax, maxBatchBytes: t.maxBatchBytes, maxPending: t.maxPending, timeoutMs: t.timeoutMs,
     },
     port: t.port,
     host: t.host,
+    ...(kube ? { fromKubernetes: { kubeconfig: c.discovery.kubeconfig, backoff: { ...c.discovery.backoff } } } : {}),
   };
 }

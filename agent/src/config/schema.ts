@@ -28,7 +28,7 @@ export interface ConfigShape {
     retry: { initialBackoffMs: number; maxBackoffMs: number; multiplier: number; jitter: number; maxRetries: number };
   };
   stitch: {
-    peersFile: string | null; secretFile: string | null; port: number; host: string; holdMs: number; maxHeldTraces: number;
+    peersFile: string | null; peersFrom: 'file' | 'kubernetes'; secretFile: string | null; port: number; host: string; holdMs: number; maxHeldTraces: number;
     maxMappings: number; mappingTtlMs: number; flushMs: number; batchMax: number; maxBatchBytes: number; maxPending: number; timeoutMs: number;
   };
   metrics: { port: number; host: string; bpfRunStats: boolean };
@@ -83,7 +83,7 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
     },
     // a local trace waits for a chain of agents: each link adds the caller's grace (correlator.graceMs) and a flush
     stitch: {
-      peersFile: null, secretFile: null, port: 9465, host: '0.0.0.0', holdMs: 1000, maxHeldTraces: 4096,
+      peersFile: null, peersFrom: 'file', secretFile: null, port: 9465, host: '0.0.0.0', holdMs: 1000, maxHeldTraces: 4096,
       maxMappings: 65536, mappingTtlMs: 5000, flushMs: 50, batchMax: 512, maxBatchBytes: 256 * 1024, maxPending: 8192, timeoutMs: 1000,
     },
     metrics: { port: 9464, host: '0.0.0.0', bpfRunStats: false },
@@ -393,7 +393,8 @@ export const SCHEMA = {
   },
   stitch: {
     peersFile: str('cross-node stitching without headers: JSON listing every node (the lab\'s cluster.json, or [{name, podCidr, address}]); null = off', { nullable: true }),
-    secretFile: str('file holding the secret shared by every node\'s agent (a mounted Kubernetes Secret); required with stitch.peersFile', { nullable: true }),
+    peersFrom: oneOf(['file', 'kubernetes'] as const, 'where the nodes come from: file = stitch.peersFile (stitching on when it is set); kubernetes = the API server\'s Node objects (pod CIDR, InternalIP:stitch.port; discovery.kubeconfig or in-cluster), stitching on'),
+    secretFile: str('file holding the secret shared by every node\'s agent (a mounted Kubernetes Secret); required when stitching is on', { nullable: true }),
     port: int(0, 65535, 'port the peer endpoint listens on (0 = any free port); cluster.json peers are reached on this port'),
     host: str('address the peer endpoint listens on'),
     holdMs: int(1, 600_000, 'a local trace called from another node\'s pod without a header waits this long for that node\'s mapping, then goes out as its own (strata.stitch=timeout)'),

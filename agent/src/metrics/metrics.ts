@@ -40,7 +40,7 @@ export interface StatsSource {
   /** discovery, once it runs */
   discovery?(): DiscoverySnapshot | undefined;
   /** the peer channel of cross-node stitching, when stitch.peersFile is set */
-  peers?(): { stats: PeerStats; pending: number; skewMs: ReadonlyMap<string, number> } | undefined;
+  peers?(): { stats: PeerStats; pending: number; skewMs: ReadonlyMap<string, number>; nodes?: number; nodesUnusable?: number; apiErrors?: number } | undefined;
 }
 
 type Reader = () => number | undefined;
@@ -315,6 +315,9 @@ export function createMetrics(src: StatsSource): Registry {
     },
   });
   const peerDrop = { queue_full: peerDrops.labels('queue_full'), send_error: peerDrops.labels('send_error'), no_peer: peerDrops.labels('no_peer') };
+  gauge('strata_peer_nodes', 'Other nodes whose agents get stitch mappings (stitch.peersFile, or the API server\'s Nodes with stitch.peersFrom=kubernetes).', () => peers()?.nodes);
+  gauge('strata_peer_nodes_unusable', 'Nodes the API server lists without an IPv4 pod CIDR or InternalIP: not peers (stitch.peersFrom=kubernetes).', () => peers()?.nodesUnusable);
+  counter('strata_peer_node_list_errors_total', 'Failed lists/watches of the Node objects (stitch.peersFrom=kubernetes); the last peers are kept and the informer retried.', () => peers()?.apiErrors);
   gauge('strata_peer_pending_mappings', 'Stitch mappings waiting in the peers\' outboxes.', () => peers()?.pending);
   counter('strata_peer_stitched_total', 'Local traces that took their trace id and parent from a peer\'s mapping.', () => correlator().stitched);
   counter('strata_peer_stitch_timeouts_total', 'Local traces that waited stitch.holdMs for a peer in vain and were exported as their own (strata.stitch=timeout), incl. those given up early.', () => correlator().stitchTimeouts);

@@ -42,7 +42,7 @@ export function readPeersFile(file: string, port: number): PeerNode[] {
 
 /** the secret's bytes, one trailing newline removed (as `kubectl create secret --from-file` keeps it) */
 export function readSecretFile(file: string | null): Buffer {
-  if (file === null) throw new StrataError(STRATA_ERR_CONFIG, 'stitch.peersFile is set but stitch.secretFile is not: the peer channel is always authenticated', EXIT_CONFIG);
+  if (file === null) throw new StrataError(STRATA_ERR_CONFIG, 'stitching is on (stitch.peersFile or stitch.peersFrom=kubernetes) but stitch.secretFile is not set: the peer channel is always authenticated', EXIT_CONFIG);
   let b: Buffer;
   try {
     b = readFileSync(file);

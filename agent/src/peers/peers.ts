@@ -90,8 +90,8 @@ export class Peers {
   /** receiver clock minus sender clock (ms) at the last batch, per sending node (skew is recorded, not corrected) */
   readonly skewMs = new Map<string, number>();
   private readonly opts: PeerOptions;
-  private readonly nets: { cidr: Cidr; box: Outbox }[] = [];
-  private readonly boxes: Outbox[] = [];
+  private nets: { cidr: Cidr; box: Outbox }[] = [];
+  private boxes: Outbox[] = [];
   private ownCidr?: Cidr;
   private timer?: NodeJS.Timeout;
   private server?: Server;
@@ -102,17 +102,42 @@ export class Peers {
   constructor(opts: PeerOptions, warn: (msg: string) => void = () => {}) {
     this.opts = opts;
     this.warn = warn;
-    for (const p of opts.peers) {
+    this.setPeers(opts.peers);
+  }
+
+  /**
+   * Replaces the node list (stitch.peersFrom=kubernetes: the Node objects as they change). A peer
+   * whose name and address stay keeps its outbox; the mappings waiting for one that left are
+   * dropped and counted (no peer). Throws STRATA_ERR_CONFIG on a CIDR that is not IPv4, leaving the
+   * list as it was.
+   */
+  setPeers(peers: readonly PeerNode[]): void {
+    const old = new Map(this.boxes.map((b) => [`${b.peer.name}\0${b.peer.address}`, b]));
+    const nets: { cidr: Cidr; box: Outbox }[] = [];
+    const boxes: Outbox[] = [];
+    let own: Cidr | undefined;
+    for (const p of peers) {
       const cidr = parseCidr(p.podCidr);
       if (!cidr) throw new StrataError('STRATA_ERR_CONFIG', `stitch.peers: ${p.name}: podCidr "${p.podCidr}" is not an IPv4 CIDR`, 3);
-      if (p.name === opts.nodeName) {
-        this.ownCidr = cidr;
+      if (p.name === this.opts.nodeName) {
+        own = cidr;
         continue;
       }
-      const box = new Outbox(p);
-      this.boxes.push(box);
-      this.nets.push({ cidr, box });
+      const k = `${p.name}\0${p.address}`;
+      const box = old.get(k) ?? new Outbox(p);
+      old.delete(k);
+      boxes.push(box);
+      nets.push({ cidr, box });
     }
+    for (const gone of old.values()) this.stats.droppedNoPeer += gone.queue.splice(0).length;
+    this.nets = nets;
+    this.boxes = boxes;
+    this.ownCidr = own;
+  }
+
+  /** the other nodes known (their agents get mappings) */
+  get peerCount(): number {
+    return this.boxes.length;
   }
 
   /** is this address a pod of another node (a peer whose agent may know the trace)? */
