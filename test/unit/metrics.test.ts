@@ -102,6 +102,7 @@ const OWN = [
   'strata_correlator_non_http_total', 'strata_correlator_orphan_responses_total', 'strata_correlator_incomplete_total',
   'strata_correlator_malformed_context_total', 'strata_correlator_truncated_heads_total', 'strata_correlator_seq_gaps_total', 'strata_correlator_seq_gap_bytes_total', 'strata_correlator_points_dropped_total',
   'strata_correlator_idle_closes_total', 'strata_correlator_clock_clamps_total', 'strata_correlator_pending_exchanges',
+  'strata_correlator_ambiguous_causes_total', 'strata_correlator_unrelated_calls_total', 'strata_correlator_linked_causes_total',
   'strata_correlator_packets_without_connection_total', 'strata_correlator_hop_tails_unmatched_total', 'strata_correlator_hop_ends_unknown_total',
   'strata_kernel_flow_state_misses_total', 'strata_correlator_invalid_requests_total', 'strata_correlator_hops_incomplete_total',
   'strata_sampling_traces_kept_total', 'strata_sampling_traces_dropped_total',
@@ -157,7 +158,7 @@ describe('createMetrics', () => {
   it('labels: drop stages, eviction tables, span kinds, programs, probes, exporters', async () => {
     const { fam } = await scrape(new FakeSource());
     assert.deepEqual(labelValues(fam, 'strata_drops_total', 'stage'), [...DROP_STAGES].sort());
-    assert.deepEqual(labelValues(fam, 'strata_correlator_evictions_total', 'table'), ['client_exchanges', 'connections', 'messages']);
+    assert.deepEqual(labelValues(fam, 'strata_correlator_evictions_total', 'table'), ['client_exchanges', 'connections', 'messages', 'threads']);
     assert.deepEqual(labelValues(fam, 'strata_spans_total', 'kind'), ['exchange', 'hop']);
     assert.deepEqual(labelValues(fam, 'strata_bpf_runs_total', 'program'), ['enter_read', 'tc_ingress']);
     assert.deepEqual(labelValues(fam, 'strata_bpf_run_time_seconds_total', 'program'), ['enter_read', 'tc_ingress']);

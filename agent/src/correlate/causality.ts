@@ -22,8 +22,8 @@ export type CauseRule = 'context' | 'request_id' | 'connect' | 'event_loop' | 't
 export type CauseMark = CauseRule | 'ambiguous' | 'none';
 export const CAUSE_RULES: readonly CauseRule[] = ['context', 'request_id', 'connect', 'event_loop', 'thread'];
 
-/** what one thread's order says about a write it issues now */
-type Evidence = { ex: Exchange } | 'contradicts' | 'unknown';
+/** what one thread's order says about a write it issues now: the requests it may serve, or nothing */
+type Evidence = Exchange[] | 'contradicts' | 'unknown';
 
 export interface CausalityStats {
   /** CLIENT exchanges evicted from the key table before their SERVER side looked them up */
@@ -47,8 +47,8 @@ export class Causality {
   private readonly activeServers = new Map<number, Exchange[]>();
   /** CLIENT exchanges by the key of their request message (for the server side to find its parent) */
   private readonly clientByReqKey: LRUCache<string, Exchange>;
-  /** per thread ("pid/tid"): the exchange its last socket read belonged to (false: none known) */
-  private readonly lastRead: LRUCache<string, Exchange | false>;
+  /** per thread ("pid/tid"): the exchanges its last socket read moved bytes of (none: nothing known) */
+  private readonly lastRead: LRUCache<string, readonly Exchange[]>;
 
   constructor(maxMessages: number, maxThreads: number = maxMessages) {
     this.clientByReqKey = new LRUCache<string, Exchange>({
@@ -57,7 +57,7 @@ export class Causality {
         if (reason === 'evict') this.stats.clientEvictions++;
       },
     });
-    this.lastRead = new LRUCache<string, Exchange | false>({
+    this.lastRead = new LRUCache<string, readonly Exchange[]>({
       max: Math.max(1, maxThreads),
       disposeAfter: (_e, _k, reason) => {
         if (reason === 'evict') this.stats.threadEvictions++;
@@ -69,15 +69,15 @@ export class Causality {
     return this.stats.clientEvictions;
   }
 
-  /** a socket read of `tid` moved bytes of `ex` (a request read by a server, a response read by a client), or of nothing known */
-  read(pid: number, tid: number, ex: Exchange | undefined): void {
-    this.lastRead.set(`${pid}/${tid}`, ex ?? false);
+  /** a socket read of `tid` moved bytes of `exs` (requests read by a server, responses read by a client), or of nothing known */
+  read(pid: number, tid: number, exs: readonly Exchange[]): void {
+    this.lastRead.set(`${pid}/${tid}`, exs);
   }
 
   /** `tid` connected `c`: what its order says now decides the cause of the first request on it */
   connected(c: Conn, pid: number, tid: number): void {
     const ev = this.threadEvidence(pid, tid);
-    c.connectCause = typeof ev === 'object' ? ev.ex : ev === 'contradicts' ? null : undefined;
+    c.connectCause = typeof ev === 'object' ? ev : ev === 'contradicts' ? null : undefined;
   }
 
   started(ex: Exchange): void {
@@ -137,12 +137,12 @@ export class Causality {
       if (ex.emittedAt) old.push(k);
     }
     for (const k of old) this.clientByReqKey.delete(k);
-    // a last read of an exchange long finished says what false says (contradicts): drop the exchange
+    // a last read of exchanges long finished says what an unknown read says (contradicts): drop them
     const quiet: string[] = [];
-    for (const [k, ex] of this.lastRead.entries() as Generator<[string, Exchange | false]>) {
-      if (ex && ex.done && (ex.respEnd || ex.reqEnd) < before) quiet.push(k);
+    for (const [k, exs] of this.lastRead.entries() as Generator<[string, readonly Exchange[]]>) {
+      if (exs.length && exs.every((ex) => ex.done && (ex.respEnd || ex.reqEnd) < before)) quiet.push(k);
     }
-    for (const k of quiet) this.lastRead.set(k, false, { noDisposeOnSet: true });
+    for (const k of quiet) this.lastRead.set(k, [], { noDisposeOnSet: true });
   }
 
   clear(): void {
@@ -175,13 +175,12 @@ export class Causality {
     if (rid && link(unique(list, (s) => s.headers.get('x-request-id') === rid), 'request_id')) return;
     if (atConnect !== undefined) {
       // null: the connecting thread's order contradicted every in-progress request
-      if (atConnect && inProgress(atConnect) && list.includes(atConnect)) link(atConnect, 'connect');
-      else ex.causeRule = 'ambiguous';
+      if (!link(atConnect ? pick(atConnect, list, ex) : undefined, 'connect')) ex.causeRule = 'ambiguous';
       return;
     }
     const ev = this.threadEvidence(c.pid, ex.tid);
     if (typeof ev === 'object') {
-      link(ev.ex, 'event_loop');
+      if (!link(pick(ev, list, ex), 'event_loop')) ex.causeRule = 'ambiguous';
       return;
     }
     if (ev === 'unknown' && ex.tid !== c.pid) {
@@ -193,17 +192,33 @@ export class Causality {
 
   /**
    * What the order of `tid`'s events says about a write (or connect) it issues now: its last read
-   * was of an in-progress inbound request, or of the response to a call that one caused (transitive).
-   * 'contradicts': the last read belongs to a request already answered or to a call of no known cause.
+   * moved an in-progress inbound request, or the response to a call that one caused (transitive);
+   * once that request is answered, a request read with it (pipelined) and not yet answered is next.
+   * 'contradicts': the last read belongs to requests already answered, to a call of no known cause,
+   * or to nothing known.
    */
   private threadEvidence(pid: number, tid: number): Evidence {
     const last = this.lastRead.get(`${pid}/${tid}`);
     if (last === undefined) return 'unknown';
-    if (last === false) return 'contradicts';
-    const s = last.role === ROLE_SERVER ? last : last.cause;
-    if (!s || !inProgress(s)) return 'contradicts';
-    return { ex: s };
+    const out: Exchange[] = [];
+    for (const x of last) {
+      const s = x.role === ROLE_SERVER ? x : x.cause;
+      if (!s) continue;
+      for (const y of inProgress(s) ? [s] : s.group ?? []) if (inProgress(y) && !out.includes(y)) out.push(y);
+    }
+    return out.length ? out : 'contradicts';
   }
+}
+
+/**
+ * The one of the evidence's requests that is still in progress in this process; among several
+ * (requests read together, pipelined) the one whose method and target the call repeats (a proxy
+ * forwarding it), else none.
+ */
+function pick(cands: readonly Exchange[], active: readonly Exchange[], ex: Exchange): Exchange | undefined {
+  const live = cands.filter((s) => inProgress(s) && active.includes(s));
+  if (live.length <= 1) return live[0];
+  return unique(live, (s) => s.method === ex.method && s.target === ex.target);
 }
 
 /** an inbound request that has not begun its answer */
@@ -212,7 +227,7 @@ function inProgress(s: Exchange): boolean {
 }
 
 /** the one element matching, undefined when none or several (several requests claiming one id) */
-function unique(list: Exchange[], f: (s: Exchange) => boolean): Exchange | undefined {
+function unique(list: readonly Exchange[], f: (s: Exchange) => boolean): Exchange | undefined {
   let m: Exchange | undefined;
   for (const s of list) {
     if (!f(s)) continue;

@@ -69,9 +69,9 @@ export interface Conn {
   respNextSeq: number;
   /**
    * set when this process connected the socket, for the first request on it (causality.ts): the
-   * in-progress inbound request the connecting thread was handling, null when its order said none
+   * inbound requests the connecting thread may have been handling, null when its order said none
    */
-  connectCause?: Exchange | null;
+  connectCause?: Exchange[] | null;
 }
 
 export interface Exchange {
@@ -107,6 +107,8 @@ export interface Exchange {
   tid: number;
   /** for CLIENT exchanges: the SERVER exchange of the same process that caused it */
   cause?: Exchange;
+  /** for SERVER exchanges read together with others in one read (pipelined): all of them, in order */
+  group?: Exchange[];
   /** for CLIENT exchanges: the evidence that linked it, or why it is not linked (causality.ts) */
   causeRule?: CauseMark;
   /** the local parent once looked up (null: none), fixed from then on like the ids derived from it */
@@ -148,8 +150,8 @@ export interface ExchangeEvents {
   started(ex: Exchange): void;
   /** the exchange ended (response complete, or incomplete at close) */
   finished(ex: Exchange): void;
-  /** a thread's socket read moved bytes of this exchange (its request, or its response), or of none known */
-  read?(pid: number, tid: number, ex: Exchange | undefined): void;
+  /** a thread's socket read moved bytes of these exchanges (requests a server read, responses a client read); none: of nothing known */
+  read?(pid: number, tid: number, exs: readonly Exchange[]): void;
   /** a thread of this process connected the socket */
   connected?(c: Conn, pid: number, tid: number): void;
 }
@@ -165,8 +167,8 @@ export class Exchanges {
   private readonly topo: Topology;
   private readonly exe: ExecutableOf | undefined;
   private readonly out: ExchangeEvents;
-  /** the exchange whose bytes the event being parsed moved (for out.read) */
-  private touched: Exchange | undefined;
+  /** the exchanges whose bytes the event being parsed moved (for out.read) */
+  private touched: Exchange[] = [];
 
   constructor(maxConns: number, topo: Topology, out: ExchangeEvents, exe?: ExecutableOf) {
     this.topo = topo;
@@ -204,7 +206,7 @@ export class Exchanges {
       // a connection older than the agent: the first request tells which side we are
       if (!looksLikeRequest(e.buf, e.payloadOff, e.payloadLen)) {
         this.nonHttp(c);
-        if (e.dir === DIR.DIR_IN) this.out.read?.(e.pid, e.tid, undefined);
+        if (e.dir === DIR.DIR_IN) this.out.read?.(e.pid, e.tid, []);
         return;
       }
       this.setRole(c, e.dir === DIR.DIR_IN ? ROLE_SERVER : ROLE_CLIENT);
@@ -234,11 +236,17 @@ export class Exchanges {
       if (isRequest) c.reqNextSeq = (e.seq + e.ret) >>> 0;
       else c.respNextSeq = (e.seq + e.ret) >>> 0;
     }
-    this.touched = isRequest ? c.reqOpen : c.respOpen;
+    const open = isRequest ? c.reqOpen : c.respOpen;
+    this.touched = open ? [open] : [];
     stream?.feed(e.buf, e.payloadOff, Math.min(e.payloadLen, e.ret), e.ret, e);
     // a read ends what the thread was doing: what it does next is (at most) this read's callback
-    if (e.dir === DIR.DIR_IN) this.out.read?.(e.pid, e.tid, c.nonHttpCounted ? undefined : this.touched);
-    this.touched = undefined;
+    if (e.dir === DIR.DIR_IN) {
+      const t = c.nonHttpCounted ? [] : this.touched;
+      // several requests in one read (pipelined): which one a call serves is for causality.ts to tell
+      if (c.role === ROLE_SERVER && t.length > 1) for (const x of t) x.group = t;
+      this.out.read?.(e.pid, e.tid, t);
+    }
+    this.touched = [];
     if (c.resp?.lost && c.respOpen) this.lostConns.add(c);
     if (isRequest) c.lastReqTs = bytesTs(e);
     else c.lastRespTs = bytesTs(e);
@@ -320,7 +328,7 @@ export class Exchanges {
     this.stats.pending++;
     c.reqOpen = ex;
     c.awaiting.push(ex);
-    this.touched = ex;
+    this.touched.push(ex);
     ex.reqPt = { kind: c.role === ROLE_SERVER ? 'read' : 'write', tsNs: c.reqStartTs, name: c.owner, pod: c.pod, netns: c.netns };
     this.out.point(reqKey, ex.reqPt);
     this.out.started(ex);
@@ -343,7 +351,6 @@ export class Exchanges {
     if (!ex) {
       this.stats.orphanResponses++;
       c.respOpen = undefined;
-      this.touched = undefined;
       // keep framing so the next response is found
       if (!head || truncated) return { mode: 'none' };
       return head.chunked ? { mode: 'chunked' } : head.contentLength >= 0 ? { mode: 'length', length: head.contentLength } : { mode: 'close' };
@@ -356,7 +363,7 @@ export class Exchanges {
     }
     c.awaiting.shift();
     c.respOpen = ex;
-    this.touched = ex;
+    if (!this.touched.includes(ex)) this.touched.push(ex);
     ex.status = head?.status ?? 0;
     ex.respStart = c.respStartTs;
     if (c.respStartSeq >= 0) {
