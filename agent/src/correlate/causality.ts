@@ -8,8 +8,9 @@
 // - event_loop: the thread that writes it last read an in-progress inbound request, or the response
 //   of an earlier call that request caused (a callback runs to completion before the next read; the
 //   events of one thread arrive in order, one ring buffer);
-// - thread: the thread that writes it (not the main thread) read exactly one in-progress inbound
-//   request (thread-per-request servers, when the last read tells nothing).
+// - thread: the same order on a thread other than the main one that read the request itself, or,
+//   when that thread's last read is not known, the one in-progress request it read
+//   (thread-per-request servers).
 // Anything else in a process that has in-progress inbound requests is ambiguous: left unlinked (its
 // own local root), counted, and said on the span. Across processes on this node: a SERVER
 // exchange's parent is the CLIENT exchange that wrote the same request message (same key).
@@ -180,7 +181,9 @@ export class Causality {
     }
     const ev = this.threadEvidence(c.pid, ex.tid);
     if (typeof ev === 'object') {
-      if (!link(pick(ev, list, ex), 'event_loop')) ex.causeRule = 'ambiguous';
+      const s = pick(ev, list, ex);
+      // a thread other than the main one that read the request itself: a thread-per-request server
+      if (!link(s, s && ex.tid !== c.pid && s.tid === ex.tid ? 'thread' : 'event_loop')) ex.causeRule = 'ambiguous';
       return;
     }
     if (ev === 'unknown' && ex.tid !== c.pid) {
