@@ -257,7 +257,8 @@ describe('cluster concurrency: 50 requests over 10 keep-alive connections, no sp
         console.log(`# ${node} (cumulative): stitched ${stitched} timeouts ${metricValue(m, 'strata_peer_stitch_timeouts_total')} ` +
           `mean wait ${(metricValue(m, 'strata_peer_stitch_wait_seconds_total') / Math.max(1, stitched) * 1000).toFixed(0)} ms ` +
           `sent ${metricValue(m, 'strata_peer_mappings_sent_total')} received ${metricValue(m, 'strata_peer_mappings_received_total')} ` +
-          `dropped ${metricValue(m, 'strata_peer_mappings_dropped_total', 'no_peer')} no_peer ${metricValue(m, 'strata_peer_mappings_dropped_total', 'send_error')} send_error`);
+          `dropped: no_peer ${metricValue(m, 'strata_peer_mappings_dropped_total', 'no_peer')} send_error ${metricValue(m, 'strata_peer_mappings_dropped_total', 'send_error')} ` +
+          `queue_full ${metricValue(m, 'strata_peer_mappings_dropped_total', 'queue_full')}`);
       }
       assert.equal(calls.length, expectedCalls, 'every call exported once');
       // every call either linked or counted as ambiguous, never anything else
