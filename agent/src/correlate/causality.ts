@@ -21,7 +21,6 @@ import { type Conn, type Exchange, ROLE_SERVER } from './exchanges.ts';
 /** the evidence a CLIENT exchange was linked by (strata.cause), or why it was not */
 export type CauseRule = 'context' | 'request_id' | 'connect' | 'event_loop' | 'thread';
 export type CauseMark = CauseRule | 'ambiguous' | 'none';
-export const CAUSE_RULES: readonly CauseRule[] = ['context', 'request_id', 'connect', 'event_loop', 'thread'];
 
 /** what one thread's order says about a write it issues now: the requests it may serve, or nothing */
 type Evidence = Exchange[] | 'contradicts' | 'unknown';
