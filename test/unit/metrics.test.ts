@@ -29,6 +29,7 @@ class FakeSource implements StatsSource {
   c: Record<string, number> = {
     conns: 5, messages: 6, connEvictions: 1, idleCloses: 2, tracesKept: 11, tracesSampledOut: 12, spansSampledOut: 13, heldEvictions: 14, clockClamps: 0, pending: 15, packetsWithoutConnection: 16, messageEvictions: 3, clientEvictions: 4, exchanges: 20, spansEmitted: 40,
     hopSpansEmitted: 120, nonHttp: 2, orphanResponses: 1, incomplete: 3, malformedContext: 1, truncatedHeads: 2, pointsDropped: 5,
+    causesLinkedContext: 21, causesLinkedRequestId: 22, causesLinkedConnect: 23, causesLinkedEventLoop: 24, causesLinkedThread: 25, causesAmbiguous: 26, causesNone: 27, threadEvictions: 28,
   };
   exporters: ExporterStats[] = [
     exporter('OTLPTraceExporter', { exportsSucceeded: 8, exportsFailed: 2, spansExported: 150, spansDropped: 10, queued: 3, heldBytes: 4800, spansShed: 7,
@@ -102,6 +103,7 @@ const OWN = [
   'strata_correlator_non_http_total', 'strata_correlator_orphan_responses_total', 'strata_correlator_incomplete_total',
   'strata_correlator_malformed_context_total', 'strata_correlator_truncated_heads_total', 'strata_correlator_seq_gaps_total', 'strata_correlator_seq_gap_bytes_total', 'strata_correlator_points_dropped_total',
   'strata_correlator_idle_closes_total', 'strata_correlator_clock_clamps_total', 'strata_correlator_pending_exchanges',
+  'strata_correlator_ambiguous_causes_total', 'strata_correlator_unrelated_calls_total', 'strata_correlator_linked_causes_total',
   'strata_correlator_packets_without_connection_total', 'strata_correlator_hop_tails_unmatched_total', 'strata_correlator_hop_ends_unknown_total',
   'strata_kernel_flow_state_misses_total', 'strata_correlator_invalid_requests_total', 'strata_correlator_hops_incomplete_total',
   'strata_sampling_traces_kept_total', 'strata_sampling_traces_dropped_total',
@@ -158,7 +160,7 @@ describe('createMetrics', () => {
   it('labels: drop stages, eviction tables, span kinds, programs, probes, exporters', async () => {
     const { fam } = await scrape(new FakeSource());
     assert.deepEqual(labelValues(fam, 'strata_drops_total', 'stage'), [...DROP_STAGES].sort());
-    assert.deepEqual(labelValues(fam, 'strata_correlator_evictions_total', 'table'), ['client_exchanges', 'connections', 'messages']);
+    assert.deepEqual(labelValues(fam, 'strata_correlator_evictions_total', 'table'), ['client_exchanges', 'connections', 'messages', 'threads']);
     assert.deepEqual(labelValues(fam, 'strata_spans_total', 'kind'), ['exchange', 'hop']);
     assert.deepEqual(labelValues(fam, 'strata_bpf_runs_total', 'program'), ['enter_read', 'tc_ingress']);
     assert.deepEqual(labelValues(fam, 'strata_bpf_run_time_seconds_total', 'program'), ['enter_read', 'tc_ingress']);
@@ -186,6 +188,14 @@ describe('createMetrics', () => {
     assert.equal(v('strata_bpf_run_time_seconds_total', { program: 'tc_ingress' }), 0.0005);
     assert.equal(v('strata_bpf_runs_total', { program: 'enter_read' }), 1000);
     assert.equal(v('strata_correlator_exchanges_total'), 20);
+    assert.equal(v('strata_correlator_linked_causes_total', { rule: 'context' }), 21);
+    assert.equal(v('strata_correlator_linked_causes_total', { rule: 'request_id' }), 22);
+    assert.equal(v('strata_correlator_linked_causes_total', { rule: 'connect' }), 23);
+    assert.equal(v('strata_correlator_linked_causes_total', { rule: 'event_loop' }), 24);
+    assert.equal(v('strata_correlator_linked_causes_total', { rule: 'thread' }), 25);
+    assert.equal(v('strata_correlator_ambiguous_causes_total'), 26);
+    assert.equal(v('strata_correlator_unrelated_calls_total'), 27);
+    assert.equal(v('strata_correlator_evictions_total', { table: 'threads' }), 28);
     assert.equal(v('strata_correlator_orphan_responses_total'), 1);
     assert.equal(v('strata_correlator_incomplete_total'), 3);
     assert.equal(v('strata_correlator_points_dropped_total'), 5);

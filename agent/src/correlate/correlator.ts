@@ -15,7 +15,7 @@
 // traffic are counted, never thrown. Output: ExchangeRecords (plain data) to an ExchangeSink.
 import type { EventHandler, OvsUpcallEvent, PktEvent, SockEvent, StateEvent, TailEvent } from '../events/decode.ts';
 import type { ExecutableOf, Topology } from '../k8s/topology.ts';
-import { Causality, finKey } from './causality.ts';
+import { Causality, type CauseRule, finKey } from './causality.ts';
 import { type WallClock, measureWallClock } from './clock.ts';
 import { extractContext } from './context.ts';
 import { type Exchange, Exchanges, ROLE_SERVER } from './exchanges.ts';
@@ -84,6 +84,16 @@ export interface CorrelatorStats {
   seqGapBytes: number;
   /** seq gaps that were requests shed on purpose by the kernel (load shedding), not losses */
   shedGaps: number;
+  /** CLIENT exchanges linked to their in-process cause, by evidence (causality.ts); left unlinked as ambiguous; in a process serving nothing */
+  causesLinkedContext: number;
+  causesLinkedRequestId: number;
+  causesLinkedConnect: number;
+  causesLinkedEventLoop: number;
+  causesLinkedThread: number;
+  causesAmbiguous: number;
+  causesNone: number;
+  /** threads forgotten by the causality table when full */
+  threadEvictions: number;
   /** cross-node stitching (zero without peers): local traces stitched to a peer's trace, given up on, exchanges held now */
   stitched: number;
   stitchTimeouts: number;
@@ -144,7 +154,7 @@ export class Correlator implements EventHandler {
     this.allow = opts.headerAllowList.map((h) => h.toLowerCase());
     this.redact = new Set(opts.redactHeaders.map((h) => h.toLowerCase()));
     this.hops = new Hops(opts.maxMessages, topo);
-    this.causality = new Causality(opts.maxMessages);
+    this.causality = new Causality(opts.maxMessages, opts.maxConns);
     this.sampling = new TailSampling(opts.sampling, opts.maxHeldTraces, sink, (r) => this.onLayerTime?.(r));
     if (link && opts.stitch) {
       this.link = link;
@@ -157,6 +167,8 @@ export class Correlator implements EventHandler {
         this.causality.finished(ex);
         this.ready.push(ex);
       },
+      read: (pid, tid, ex) => this.causality.read(pid, tid, ex),
+      connected: (c, pid, tid) => this.causality.connected(c, pid, tid),
     }, exe);
   }
 
@@ -168,6 +180,8 @@ export class Correlator implements EventHandler {
     return {
       conns: this.exchanges.conns.size, messages: this.hops.size, connEvictions: x.connEvictions, idleCloses: this.counts.idleCloses,
       messageEvictions: h.messageEvictions, clientEvictions: this.causality.clientEvictions, exchanges: x.exchanges,
+      ...linkedStats(this.causality.stats.linked), causesAmbiguous: this.causality.stats.ambiguous, causesNone: this.causality.stats.none,
+      threadEvictions: this.causality.stats.threadEvictions,
       spansEmitted: this.counts.spansEmitted, hopSpansEmitted: this.counts.hopSpansEmitted, nonHttp: x.nonHttp,
       orphanResponses: x.orphanResponses, incomplete: x.incomplete, malformedContext: this.counts.malformedContext,
       truncatedHeads: x.truncatedHeads, pointsDropped: h.pointsDropped, spansSampledOut: s.spansSampledOut,
@@ -332,6 +346,7 @@ export class Correlator implements EventHandler {
       invalid: ex.invalid,
       error: !failed ? undefined : ex.invalid ? `invalid request: ${ex.invalid}` : ex.incomplete ? 'incomplete exchange' : `HTTP ${ex.status}`,
       hopsIncomplete,
+      cause: server ? undefined : ex.causeRule,
       stitch: ex.stitch === 'peer' || ex.stitch === 'timeout' ? ex.stitch : undefined,
       stitchPeer: ex.stitch === 'peer' ? ex.stitchFrom?.node : undefined,
       stitchSkewMs: ex.stitch === 'peer' ? ex.stitchFrom?.skewMs : undefined,
@@ -408,6 +423,13 @@ function distinctPlaces(pts: ObservationPoint[]): number {
     if (!seen) n++;
   }
   return n;
+}
+
+function linkedStats(l: Record<CauseRule, number>) {
+  return {
+    causesLinkedContext: l.context, causesLinkedRequestId: l.request_id, causesLinkedConnect: l.connect,
+    causesLinkedEventLoop: l.event_loop, causesLinkedThread: l.thread,
+  };
 }
 
 function stitchStats(s: StitchStats | undefined) {

@@ -7,6 +7,7 @@ import { addrString, type SockEvent } from '../events/decode.ts';
 import { DIR, EVENT_TYPE, FLAGS } from '../events/layout.generated.ts';
 import type { ExecutableOf, PodInfo, Topology } from '../k8s/topology.ts';
 import { type HttpHead, looksLikeRequest, validRequestLine } from './http.ts';
+import type { CauseMark } from './causality.ts';
 import type { ExchangeIds } from './ids.ts';
 import { reqMsgKey, respMsgKey } from './hops.ts';
 import type { Endpoint, InvalidReason, ObservationPoint, ProcessInfo } from './records.ts';
@@ -66,6 +67,11 @@ export interface Conn {
   /** TCP seq the next byte of each direction should carry (-1: unknown); a later one means bytes were lost */
   reqNextSeq: number;
   respNextSeq: number;
+  /**
+   * set when this process connected the socket, for the first request on it (causality.ts): the
+   * inbound requests the connecting thread may have been handling, null when its order said none
+   */
+  connectCause?: Exchange[] | null;
 }
 
 export interface Exchange {
@@ -97,8 +103,14 @@ export interface Exchange {
   /** this socket's observation points of the request and response (their last byte is set when the exchange finishes) */
   reqPt?: ObservationPoint;
   respPt?: ObservationPoint;
+  /** the thread that moved the request's head: read it (SERVER) or wrote it (CLIENT) */
+  tid: number;
   /** for CLIENT exchanges: the SERVER exchange of the same process that caused it */
   cause?: Exchange;
+  /** for SERVER exchanges read together with others in one read (pipelined): all of them, in order */
+  group?: Exchange[];
+  /** for CLIENT exchanges: the evidence that linked it, or why it is not linked (causality.ts) */
+  causeRule?: CauseMark;
   /** the local parent once looked up (null: none), fixed from then on like the ids derived from it */
   parent?: Exchange | null;
   children: number;
@@ -138,6 +150,10 @@ export interface ExchangeEvents {
   started(ex: Exchange): void;
   /** the exchange ended (response complete, or incomplete at close) */
   finished(ex: Exchange): void;
+  /** a thread's socket read moved bytes of these exchanges (requests a server read, responses a client read); none: of nothing known */
+  read?(pid: number, tid: number, exs: readonly Exchange[]): void;
+  /** a thread of this process connected the socket */
+  connected?(c: Conn, pid: number, tid: number): void;
 }
 
 export class Exchanges {
@@ -151,6 +167,8 @@ export class Exchanges {
   private readonly topo: Topology;
   private readonly exe: ExecutableOf | undefined;
   private readonly out: ExchangeEvents;
+  /** the exchanges whose bytes the event being parsed moved (for out.read) */
+  private touched: Exchange[] = [];
 
   constructor(maxConns: number, topo: Topology, out: ExchangeEvents, exe?: ExecutableOf) {
     this.topo = topo;
@@ -179,6 +197,7 @@ export class Exchanges {
     }
     if (e.type === EVENT_TYPE.EV_SOCK_CONNECT) {
       this.setRole(c, ROLE_CLIENT);
+      this.out.connected?.(c, e.pid, e.tid);
       return;
     }
     // peeked bytes are read again later; no bytes moved: nothing to frame
@@ -187,6 +206,7 @@ export class Exchanges {
       // a connection older than the agent: the first request tells which side we are
       if (!looksLikeRequest(e.buf, e.payloadOff, e.payloadLen)) {
         this.nonHttp(c);
+        if (e.dir === DIR.DIR_IN) this.out.read?.(e.pid, e.tid, []);
         return;
       }
       this.setRole(c, e.dir === DIR.DIR_IN ? ROLE_SERVER : ROLE_CLIENT);
@@ -216,7 +236,17 @@ export class Exchanges {
       if (isRequest) c.reqNextSeq = (e.seq + e.ret) >>> 0;
       else c.respNextSeq = (e.seq + e.ret) >>> 0;
     }
+    const open = isRequest ? c.reqOpen : c.respOpen;
+    this.touched = open ? [open] : [];
     stream?.feed(e.buf, e.payloadOff, Math.min(e.payloadLen, e.ret), e.ret, e);
+    // a read ends what the thread was doing: what it does next is (at most) this read's callback
+    if (e.dir === DIR.DIR_IN) {
+      const t = c.nonHttpCounted ? [] : this.touched;
+      // several requests in one read (pipelined): which one a call serves is for causality.ts to tell
+      if (c.role === ROLE_SERVER && t.length > 1) for (const x of t) x.group = t;
+      this.out.read?.(e.pid, e.tid, t);
+    }
+    this.touched = [];
     if (c.resp?.lost && c.respOpen) this.lostConns.add(c);
     if (isRequest) c.lastReqTs = bytesTs(e);
     else c.lastRespTs = bytesTs(e);
@@ -289,7 +319,7 @@ export class Exchanges {
     const ex: Exchange = {
       conn: c, role: c.role, method: head?.method || '_OTHER', target: head?.target ?? '', version: head?.version ?? '',
       headers: head?.headers ?? new Map(), reqKey, reqSeq: seq, reqStart: c.reqStartTs, reqEnd: ts, reqBytes: 0,
-      reqTruncated: truncated && !invalid, respSeq: -1, respStart: 0, respEnd: 0, respBytes: 0, status: 0, done: false,
+      reqTruncated: truncated && !invalid, tid: e?.tid ?? c.tid, respSeq: -1, respStart: 0, respEnd: 0, respBytes: 0, status: 0, done: false,
       incomplete: false, upgraded: false, invalid, pipelined: c.awaiting.length > 0 || c.reqStartTs < c.prevRespEnd,
       children: 0, emittedAt: 0,
     };
@@ -298,6 +328,7 @@ export class Exchanges {
     this.stats.pending++;
     c.reqOpen = ex;
     c.awaiting.push(ex);
+    this.touched.push(ex);
     ex.reqPt = { kind: c.role === ROLE_SERVER ? 'read' : 'write', tsNs: c.reqStartTs, name: c.owner, pod: c.pod, netns: c.netns };
     this.out.point(reqKey, ex.reqPt);
     this.out.started(ex);
@@ -332,6 +363,7 @@ export class Exchanges {
     }
     c.awaiting.shift();
     c.respOpen = ex;
+    if (!this.touched.includes(ex)) this.touched.push(ex);
     ex.status = head?.status ?? 0;
     ex.respStart = c.respStartTs;
     if (c.respStartSeq >= 0) {

@@ -112,6 +112,8 @@ export interface ExchangeRecord {
   /** with stitch 'peer': the caller's node, and our wall clock minus its at its last batch (ms, transfer included; recorded, not corrected) */
   stitchPeer?: string;
   stitchSkewMs?: number;
+  /** on a CLIENT: the evidence that linked it to the request it serves, 'ambiguous' (left unlinked), or 'none' (nothing in progress) */
+  cause?: string;
   /** the hop chain lacks observation points it should have had, and why */
   hopsIncomplete?: string;
   /** allow-listed request headers, lowercase names, secrets already redacted */

@@ -92,6 +92,7 @@ export class SpanMapper {
     if (r.upgraded) a['strata.upgraded'] = true;
     if (r.invalid) a['strata.invalid.reason'] = r.invalid;
     if (r.contextFormat) a['strata.context.format'] = r.contextFormat;
+    if (r.cause) a['strata.cause'] = r.cause;
     if (r.stitch) a['strata.stitch'] = r.stitch;
     if (r.stitchPeer !== undefined) a['strata.stitch.peer'] = r.stitchPeer;
     if (r.stitchSkewMs !== undefined) a['strata.stitch.skew_ms'] = r.stitchSkewMs;

@@ -3,6 +3,7 @@
 // mirror totals kept elsewhere: each scrape resets them and adds the current total, so a
 // component's reset shows as a counter reset, which rate() handles.
 import type { PeerStats } from '../peers/peers.ts';
+import type { CorrelatorStats } from '../correlate/correlator.ts';
 import { Counter, Gauge, Histogram, type Metric, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ExportLatencyStats, ExporterStats, SdkSinkStats } from '../export/sdk-sink.ts';
 import type { KernelStats } from '../probes/probe-set.ts';
@@ -260,11 +261,25 @@ export function createMetrics(src: StatsSource): Registry {
       evictedConns.inc(c.connEvictions ?? 0);
       evictedMsgs.inc(c.messageEvictions ?? 0);
       evictedClients.inc(c.clientEvictions ?? 0);
+      evictedThreads.inc(c.threadEvictions ?? 0);
     },
   });
   const evictedConns = evictions.labels('connections');
   const evictedMsgs = evictions.labels('messages');
   const evictedClients = evictions.labels('client_exchanges');
+  const evictedThreads = evictions.labels('threads');
+
+  // causality (correlate/causality.ts): the share of calls linked is linked / (linked + ambiguous)
+  counter('strata_correlator_ambiguous_causes_total', 'Outbound calls of a process serving requests that no evidence (trace context, X-Request-ID, connect, event-loop order, thread) tied to one: left unlinked as their own local root, strata.cause=ambiguous.', () => correlator().causesAmbiguous);
+  counter('strata_correlator_unrelated_calls_total', 'Outbound calls of a process with no inbound request in progress: local roots, strata.cause=none.', () => correlator().causesNone);
+  const linked = new Counter({
+    name: 'strata_correlator_linked_causes_total', help: 'Outbound calls linked to the inbound request they serve, by the evidence used (strata.cause on the span).', labelNames: ['rule'], registers: [registry],
+    collect() {
+      this.reset();
+      const c = correlator();
+      for (const [rule, key] of LINKED_BY_RULE) linked.labels(rule).inc(c[key] ?? 0);
+    },
+  });
 
   const invalid = new Counter({
     name: 'strata_correlator_invalid_requests_total',
@@ -440,3 +455,9 @@ export function createMetrics(src: StatsSource): Registry {
   registry.registerMetric(attachLatency as unknown as Histogram);
   return registry;
 }
+
+/** strata_correlator_linked_causes_total's rule label -> the correlator stat */
+const LINKED_BY_RULE: [string, keyof CorrelatorStats][] = [
+  ['context', 'causesLinkedContext'], ['request_id', 'causesLinkedRequestId'], ['connect', 'causesLinkedConnect'],
+  ['event_loop', 'causesLinkedEventLoop'], ['thread', 'causesLinkedThread'],
+];

@@ -1,0 +1,284 @@
+// Causality inside one process (correlate/causality.ts) on synthetic syscall sequences: which
+// inbound request an outbound call serves, from the evidence the thread's events leave, never by
+// guessing. One service process is traced: its inbound connections (SERVER) and its calls (CLIENT).
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { SpanKind } from '@opentelemetry/api';
+import type { SpanRecord } from '../../agent/src/export/types.ts';
+import { EVENT_TYPE } from '../../agent/src/events/layout.generated.ts';
+import { runRecords } from '../helpers/conversation.ts';
+import { type Endpoint, sockRecord } from '../helpers/synth.ts';
+
+const B = (s: string) => Buffer.from(s, 'latin1');
+const NETNS = 4026532002;
+const SELF = [10, 244, 1, 20];
+const CALLER = [10, 244, 1, 10];
+const BACKEND: Endpoint = { ip: [10, 244, 2, 30], port: 9090 };
+const OK = B('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+
+/** the syscalls of one process, in the order its threads made them */
+class Script {
+  readonly recs: Buffer[] = [];
+  private t = 1_000_000;
+  private readonly socks = new Map<number, { local: Endpoint; remote: Endpoint; in: number; out: number }>();
+  readonly pid: number;
+  private readonly comm: string;
+  constructor(pid: number, comm = 'node') {
+    this.pid = pid;
+    this.comm = comm;
+  }
+
+  /** an inbound connection from the caller's port */
+  inbound(sk: number, port: number): void {
+    this.socks.set(sk, { local: { ip: SELF, port: 8080 }, remote: { ip: CALLER, port }, in: 0x1000 * sk, out: 0x2000 * sk });
+  }
+
+  /** an outbound connection from our port */
+  outbound(sk: number, port: number): void {
+    this.socks.set(sk, { local: { ip: SELF, port }, remote: BACKEND, in: 0x3000 * sk, out: 0x4000 * sk });
+  }
+
+  private ev(type: number, sk: number, tid: number, dir = 0, data?: Buffer): void {
+    const s = this.socks.get(sk);
+    assert.ok(s, `socket ${sk}`);
+    const ts = (this.t += 1000);
+    const seq = dir === 1 ? s.in : s.out;
+    this.recs.push(sockRecord({ type, ts, enterTs: ts - 200, sk, pid: this.pid, tid, netns: NETNS, local: s.local, remote: s.remote, comm: this.comm, dir, seq: data ? seq : undefined, payload: data }));
+    if (data && dir === 1) s.in = (s.in + data.length) >>> 0;
+    if (data && dir === 2) s.out = (s.out + data.length) >>> 0;
+  }
+
+  accept(sk: number, tid = this.pid): void {
+    this.ev(EVENT_TYPE.EV_SOCK_ACCEPT, sk, tid);
+  }
+
+  connect(sk: number, tid = this.pid): void {
+    this.ev(EVENT_TYPE.EV_SOCK_CONNECT, sk, tid);
+  }
+
+  read(sk: number, data: Buffer, tid = this.pid): void {
+    this.ev(EVENT_TYPE.EV_SOCK_DATA, sk, tid, 1, data);
+  }
+
+  write(sk: number, data: Buffer, tid = this.pid): void {
+    this.ev(EVENT_TYPE.EV_SOCK_DATA, sk, tid, 2, data);
+  }
+
+  close(sk: number, tid = this.pid): void {
+    this.ev(EVENT_TYPE.EV_SOCK_CLOSE, sk, tid);
+  }
+}
+
+const get = (path: string, extra = '') => B(`GET ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`);
+
+function run(s: Script) {
+  const r = runRecords(s.recs);
+  const servers = r.spans.filter((x) => x.kind === SpanKind.SERVER);
+  const clients = r.spans.filter((x) => x.kind === SpanKind.CLIENT);
+  const target = (x: SpanRecord) => `${x.attributes['url.path']}?${x.attributes['url.query'] ?? ''}`;
+  /** the SERVER span a CLIENT span hangs under, by the inbound request's target */
+  const parentOf = (c: SpanRecord) => {
+    const p = servers.find((x) => x.spanId === c.parentSpanId);
+    return p ? target(p) : undefined;
+  };
+  const client = (t: string) => {
+    const c = clients.find((x) => target(x) === t);
+    assert.ok(c, `CLIENT ${t}`);
+    return c;
+  };
+  return { ...r, servers, clients, parentOf, client };
+}
+
+describe('causality: outbound calls linked to the inbound request by evidence', () => {
+  test('event loop, interleaved requests: connect, then order, transitive through responses', () => {
+    const s = new Script(300);
+    // two requests read one after the other; each handler connects to the backend in its read callback
+    s.inbound(1, 50001);
+    s.inbound(2, 50002);
+    s.outbound(11, 41001);
+    s.outbound(12, 41002);
+    s.outbound(21, 41003); // keep-alive connections older than the agent: no connect seen
+    s.outbound(22, 41004);
+    s.outbound(23, 41005);
+    s.accept(1);
+    s.accept(2);
+    s.read(1, get('/dispatch?customer=1'));
+    s.connect(11);
+    s.read(2, get('/dispatch?customer=2'));
+    s.connect(12);
+    // the connections come up: each request is written in the connect callback, after the other read
+    s.write(11, get('/customer?id=1'));
+    s.write(12, get('/customer?id=2'));
+    // customer 2 answers first: driver call from its response callback, on a kept-alive connection
+    s.read(12, OK);
+    s.write(21, get('/driver?customer=2'));
+    s.read(11, OK);
+    s.write(22, get('/driver?customer=1'));
+    // driver 1 answers: a fan-out of two calls in that callback (one on a fresh connection)
+    s.read(22, OK);
+    s.write(23, get('/route?customer=1&i=0'));
+    s.write(22, get('/route?customer=1&i=1'));
+    s.read(21, OK);
+    s.write(2, OK);
+    s.read(23, OK);
+    s.read(22, OK);
+    s.write(1, OK);
+    const r = run(s);
+    assert.equal(r.servers.length, 2);
+    assert.equal(r.clients.length, 6);
+    const want: [string, string, string][] = [
+      ['/customer?id=1', '/dispatch?customer=1', 'connect'],
+      ['/customer?id=2', '/dispatch?customer=2', 'connect'],
+      ['/driver?customer=2', '/dispatch?customer=2', 'event_loop'],
+      ['/driver?customer=1', '/dispatch?customer=1', 'event_loop'],
+      ['/route?customer=1&i=0', '/dispatch?customer=1', 'event_loop'],
+    ];
+    for (const [call, cause, rule] of want) {
+      const c = r.client(call);
+      assert.equal(r.parentOf(c), cause, call);
+      assert.equal(c.attributes['strata.cause'], rule, call);
+      assert.equal(c.traceId, r.servers.find((x) => x.spanId === c.parentSpanId)?.traceId);
+    }
+    // the second route call went out on the connection the first driver call used (its response was read)
+    assert.equal(r.parentOf(r.client('/route?customer=1&i=1')), '/dispatch?customer=1');
+    const st = r.correlator.stats;
+    assert.equal(st.causesLinkedConnect, 2);
+    assert.equal(st.causesLinkedEventLoop, 4);
+    assert.equal(st.causesAmbiguous, 0);
+  });
+
+  test('a call after its request was answered (a timer), or after a read of nothing known: unlinked, counted, marked', () => {
+    const s = new Script(301);
+    s.inbound(1, 50001);
+    s.inbound(2, 50002);
+    s.inbound(3, 50003);
+    s.outbound(11, 41001);
+    s.outbound(12, 41002);
+    s.outbound(13, 41003); // a non-HTTP connection (a cache)
+    s.read(1, get('/a'));
+    s.write(1, OK); // answered at once
+    s.read(2, get('/b')); // in progress, read on... the same thread, then:
+    s.read(13, B('+PONG\r\n')); // the last read is of nothing HTTP
+    s.write(11, get('/after-cache'));
+    s.read(3, get('/c'));
+    s.write(3, OK);
+    s.write(12, get('/timer')); // the last read is of /c, already answered
+    s.read(11, OK);
+    s.read(12, OK);
+    s.write(2, OK);
+    const r = run(s);
+    for (const call of ['/after-cache?', '/timer?']) {
+      const c = r.client(call);
+      assert.equal(c.parentSpanId, undefined, `${call}: its own local root`);
+      assert.equal(c.attributes['strata.cause'], 'ambiguous', call);
+      assert.ok(!r.servers.some((x) => x.traceId === c.traceId), `${call}: in no request's trace`);
+    }
+    assert.equal(r.correlator.stats.causesAmbiguous, 2);
+  });
+
+  test('pipelined requests in one read: a proxy forwarding them is told apart by target; an app calling elsewhere is ambiguous', () => {
+    const proxy = new Script(302, 'nginx');
+    proxy.inbound(1, 50001);
+    proxy.outbound(11, 41001);
+    proxy.read(1, Buffer.concat([get('/p/1'), get('/p/2')]));
+    proxy.write(11, get('/p/1'));
+    proxy.read(11, OK);
+    proxy.write(1, OK); // answers /p/1, then takes /p/2 from its buffer (no read)
+    proxy.write(11, get('/p/2'));
+    proxy.read(11, OK);
+    proxy.write(1, OK);
+    const p = run(proxy);
+    assert.equal(p.parentOf(p.client('/p/1?')), '/p/1?');
+    assert.equal(p.parentOf(p.client('/p/2?')), '/p/2?');
+    assert.equal(p.correlator.stats.causesAmbiguous, 0);
+
+    const app = new Script(303);
+    app.inbound(1, 50001);
+    app.outbound(11, 41001);
+    app.outbound(12, 41002);
+    app.read(1, Buffer.concat([get('/q/1'), get('/q/2')]));
+    app.write(11, get('/backend'));
+    app.write(12, get('/backend'));
+    app.read(11, OK);
+    app.read(12, OK);
+    app.write(1, Buffer.concat([OK, OK]));
+    const a = run(app);
+    assert.equal(a.clients.length, 2);
+    for (const c of a.clients) {
+      assert.equal(c.parentSpanId, undefined);
+      assert.equal(c.attributes['strata.cause'], 'ambiguous');
+    }
+    assert.equal(a.correlator.stats.causesAmbiguous, 2);
+  });
+
+  test('thread per request: each handler thread\'s calls go to the request it read, whatever the other threads do', () => {
+    const s = new Script(400, 'python3');
+    s.inbound(1, 50001);
+    s.inbound(2, 50002);
+    s.outbound(11, 41001);
+    s.outbound(12, 41002);
+    s.outbound(13, 41003);
+    s.accept(1, 400);
+    s.accept(2, 400);
+    s.read(1, get('/dispatch?customer=1'), 401);
+    s.read(2, get('/dispatch?customer=2'), 402);
+    s.connect(12, 402);
+    s.connect(11, 401);
+    s.write(11, get('/customer?id=1'), 401);
+    s.write(12, get('/customer?id=2'), 402);
+    s.read(11, OK, 401);
+    s.write(11, get('/driver?customer=1'), 401); // the same connection, its response read on this thread
+    s.read(12, OK, 402);
+    s.connect(13, 402);
+    s.write(13, get('/driver?customer=2'), 402);
+    s.read(11, OK, 401);
+    s.write(1, OK, 401);
+    s.read(13, OK, 402);
+    s.write(2, OK, 402);
+    const r = run(s);
+    for (const [call, cause, rule] of [
+      ['/customer?id=1', '/dispatch?customer=1', 'connect'], ['/customer?id=2', '/dispatch?customer=2', 'connect'],
+      ['/driver?customer=1', '/dispatch?customer=1', 'thread'], ['/driver?customer=2', '/dispatch?customer=2', 'connect'],
+    ]) {
+      const c = r.client(call as string);
+      assert.equal(r.parentOf(c), cause, call);
+      assert.equal(c.attributes['strata.cause'], rule, call);
+    }
+    assert.equal(r.correlator.stats.causesLinkedThread, 1);
+    assert.equal(r.correlator.stats.causesAmbiguous, 0);
+  });
+
+  test('forwarded X-Request-ID or trace context wins over the thread\'s order', () => {
+    const s = new Script(304, 'nginx');
+    s.inbound(1, 50001);
+    s.inbound(2, 50002);
+    s.outbound(11, 41001);
+    s.outbound(12, 41002);
+    s.read(1, get('/a', 'X-Request-ID: r-1\r\n'));
+    s.read(2, get('/b', 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n'));
+    // both written after the second read: the order alone would say /b for both
+    s.write(11, get('/a', 'X-Request-ID: r-1\r\n'));
+    s.write(12, get('/b', 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01\r\n'));
+    s.read(11, OK);
+    s.read(12, OK);
+    s.write(1, OK);
+    s.write(2, OK);
+    const r = run(s);
+    assert.equal(r.parentOf(r.client('/a?')), '/a?');
+    assert.equal(r.client('/a?').attributes['strata.cause'], 'request_id');
+    assert.equal(r.parentOf(r.client('/b?')), '/b?');
+    assert.equal(r.client('/b?').attributes['strata.cause'], 'context');
+  });
+
+  test('a process serving nothing: its calls are roots, marked none, not counted as ambiguous', () => {
+    const s = new Script(305, 'curl');
+    s.outbound(11, 41001);
+    s.connect(11);
+    s.write(11, get('/x'));
+    s.read(11, OK);
+    const r = run(s);
+    assert.equal(r.client('/x?').attributes['strata.cause'], 'none');
+    assert.equal(r.correlator.stats.causesNone, 1);
+    assert.equal(r.correlator.stats.causesAmbiguous, 0);
+  });
+});
