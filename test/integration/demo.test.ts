@@ -212,7 +212,7 @@ describe('strata demo: the cluster demo end to end', { skip, timeout: 900_000 },
     const { code } = await run.exited;
     assert.equal(code, 130, `${run.stdout()}\n${run.stderr()}`);
     assert.match(run.stdout(), /signal: SIGINT: stopping; removing everything the demo started/);
-    assert.match(run.stdout(), /teardown: done: nothing of prefix sdm left/);
+    assert.match(run.stdout(), new RegExp(`teardown: done: nothing of prefix ${PREFIX} left`));
     assertNothingLeft(PREFIX);
   }
 
@@ -242,7 +242,7 @@ describe('strata demo: the cluster demo end to end', { skip, timeout: 900_000 },
     const { code } = await run.exited;
     assert.equal(code, 1, `${run.stdout()}\n${run.stderr()}`);
     assert.match(run.stdout(), /failed: \[STRATA_ERR_DEMO\] dispatch to hotrod answered 502/);
-    assert.match(run.stdout(), /teardown: done: nothing of prefix sdm left/);
+    assert.match(run.stdout(), new RegExp(`teardown: done: nothing of prefix ${PREFIX} left`));
     assertNothingLeft(PREFIX);
   });
 });
