@@ -5,9 +5,10 @@
 // - hops.ts: observation points of each message (socket write, packets, net_dev, socket read) under
 //   the message key (client endpoint, TCP seq of its first byte), and the hops between them;
 // - causality.ts: the parent of an exchange on this node (in-process cause, cross-process writer);
-// - ids.ts: trace/span ids (caller's context, else derived from the message key);
+// - ids.ts: trace/span ids (the wire parent, else the caller's context, else derived from the
+//   message key; a SERVER without context adopts the trace its outbound calls carry);
 // - sampling.ts: tail sampling of each local trace, held until its root ends;
-// - stitch.ts: across nodes without headers, a local trace called from a peer node's pod waits for
+// - stitch.ts: across nodes (with or without headers), a local trace called from a peer node's pod waits for
 //   that node's agent to say which trace it belongs to (agent/src/peers carries the mappings);
 // - clock.ts: monotonic -> wall clock, children kept inside parents.
 // Links are resolved when an exchange is emitted, a grace period after it ends, so events of
