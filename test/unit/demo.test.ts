@@ -109,6 +109,25 @@ describe('demo waterfall: where a trace\'s wall time went', () => {
     assert.equal(all.length - 4, 4, 'every span its own row');
   });
 
+  it('roots that all hang under one span outside the trace (the client\'s traceparent) print as one tree under a row for it', () => {
+    const caller = 'ffffffffffffffff';
+    const proxy = span({ parent: caller, at: 0, dur: 100, layer: 'proxy', node: 'node-1', service: 'ingress-nginx', name: 'GET /dispatch' });
+    const sdk = span({ parent: caller, at: 5, dur: 90, node: 'node-2', service: 'frontend', name: 'GET' });
+    const lines: string[] = [];
+    printWaterfall({ traceId: TRACE, spans: [proxy, sdk] }, (l) => lines.push(l), { width: 20 });
+    const rows = lines.slice(2, -2);
+    assert.equal(rows.length, 3, lines.join('\n'));
+    assert.match(rows[0] as string, new RegExp(`^\\s+0\\.00\\s+100\\.00\\s+-\\s+client\\s+\\|█{20}\\|  client: span ${caller} \\(the caller's, not in the trace\\)$`));
+    assert.match(rows[1] as string, /\|  {3}ingress-nginx: GET \/dispatch$/, 'one level under it');
+    assert.match(rows[2] as string, /\|  {3}frontend: GET$/);
+    assert.match(lines[0] as string, /, 2 spans, /, 'the row is not a span');
+    // roots under different missing parents, or a single root: printed as they are
+    const other = span({ parent: 'eeeeeeeeeeeeeeee', at: 5, dur: 90, node: 'node-2', service: 'frontend', name: 'GET' });
+    const apart: string[] = [];
+    printWaterfall({ traceId: TRACE, spans: [proxy, other] }, (l) => apart.push(l), { width: 20 });
+    assert.ok(!apart.some((l) => l.includes('client: span')), apart.join('\n'));
+  });
+
   it('a trace is complete with strata\'s SERVER spans of the ingress, frontend, customer, driver and every route call', () => {
     const pods = [['ingress-nginx', 'ctl', 'ingress'], ['hotrod', 'frontend', 'frontend'], ['hotrod', 'customer', 'customer'], ['hotrod', 'driver', 'driver'], ['hotrod', 'route', 'route']]
       .map(([namespace, name, app]) => ({ namespace: namespace as string, name: name as string, app: app as string }));

@@ -5,9 +5,10 @@
 // - hops.ts: observation points of each message (socket write, packets, net_dev, socket read) under
 //   the message key (client endpoint, TCP seq of its first byte), and the hops between them;
 // - causality.ts: the parent of an exchange on this node (in-process cause, cross-process writer);
-// - ids.ts: trace/span ids (caller's context, else derived from the message key);
+// - ids.ts: trace/span ids (the wire parent, else the caller's context, else derived from the
+//   message key; a SERVER without context adopts the trace its outbound calls carry);
 // - sampling.ts: tail sampling of each local trace, held until its root ends;
-// - stitch.ts: across nodes without headers, a local trace called from a peer node's pod waits for
+// - stitch.ts: across nodes (with or without headers), a local trace called from a peer node's pod waits for
 //   that node's agent to say which trace it belongs to (agent/src/peers carries the mappings);
 // - clock.ts: monotonic -> wall clock, children kept inside parents.
 // Links are resolved when an exchange is emitted, a grace period after it ends, so events of
@@ -21,7 +22,7 @@ import { extractContext } from './context.ts';
 import { type Exchange, Exchanges, ROLE_SERVER } from './exchanges.ts';
 import { endKnown, Hops, lastOf, type NetDevEvent } from './hops.ts';
 import { OvsCorrelator } from './ovs.ts';
-import { type ExchangeIds, deriveSpanId, resolveIds } from './ids.ts';
+import { type ExchangeIds, adoptIds, deriveSpanId, otherSpan, resolveIds, type TraceContext } from './ids.ts';
 import type { CorrelatorOptions } from './options.ts';
 import type { ExchangeRecord, ExchangeSink, HopRecord, ObservationPoint } from './records.ts';
 import { TailSampling } from './sampling.ts';
@@ -107,6 +108,10 @@ export interface CorrelatorStats {
   stitchWaitNs: number;
   /** mappings published to peers (CLIENT exchanges to another node or a Service) */
   stitchPublished: number;
+  /** SERVER exchanges with no incoming trace context that took the trace id their outbound calls carried */
+  traceAdopted: number;
+  /** outbound calls of such an exchange that carried another trace id than its first one (not adopted) */
+  traceAdoptConflicts: number;
 }
 
 const PIPELINED = 'pipelined: TC reports only the first data packet of a burst';
@@ -132,14 +137,14 @@ export class Correlator implements EventHandler {
   /** finished exchanges waiting out their grace period, in order of finishing */
   private readonly ready: Exchange[] = [];
   private lastTs = 0;
-  private readonly counts = { idleCloses: 0, spansEmitted: 0, hopSpansEmitted: 0, malformedContext: 0, hopsIncomplete: 0, hopEndsUnknown: 0 };
+  private readonly counts = { idleCloses: 0, spansEmitted: 0, hopSpansEmitted: 0, malformedContext: 0, hopsIncomplete: 0, hopEndsUnknown: 0, adopted: 0, adoptConflicts: 0 };
   private readonly idLookups = {
     parentOf: (ex: Exchange) => this.causality.parentOf(ex),
     roleName: (ex: Exchange) => (ex.role === ROLE_SERVER ? 'server' : 'client'),
     extract: (headers: Map<string, string>) => {
       const x = extractContext(headers);
       if (x.malformed) this.counts.malformedContext++;
-      return x.ctx ? { traceId: x.ctx.traceId, spanId: x.ctx.spanId, traceFlags: x.ctx.traceFlags, traceState: x.ctx.traceState?.serialize(), format: x.format } : undefined;
+      return contextOf(x);
     },
   };
 
@@ -162,7 +167,10 @@ export class Correlator implements EventHandler {
     }
     this.exchanges = new Exchanges(opts.maxConns, topo, {
       point: (key, p) => this.hops.file(key, p),
-      started: (ex) => this.causality.started(ex),
+      started: (ex) => {
+        this.causality.started(ex);
+        if (ex.role !== ROLE_SERVER && ex.cause) this.adoptFrom(ex, ex.cause);
+      },
       finished: (ex) => {
         this.causality.finished(ex);
         this.ready.push(ex);
@@ -192,6 +200,7 @@ export class Correlator implements EventHandler {
       invalidHeadTooLong: x.invalidRequests.head_too_long, hopsIncomplete: this.counts.hopsIncomplete,
       seqGaps: x.seqGaps, seqGapBytes: x.seqGapBytes, shedGaps: x.shedGaps,
       ...stitchStats(this.stitch?.stats), stitchPublished: this.published,
+      traceAdopted: this.counts.adopted, traceAdoptConflicts: this.counts.adoptConflicts,
       ovsUpcalls: o.upcalls, ovsUpcallsNotTcp: o.upcallsNotTcp, ovsUpcallsCharged: o.upcallsCharged, ovsUpcallEvictions: o.upcallEvictions, ovsHops: o.ovsHops,
     };
   }
@@ -269,10 +278,34 @@ export class Correlator implements EventHandler {
     this.stitch?.onMappings(ms, nowNs, from);
   }
 
-  /** a local trace waited for its peer: it joins the peer's trace, or goes out as its own (marked) */
+  /**
+   * A CLIENT exchange started: when its cause (a SERVER of the same process) received no trace
+   * context and this call carries one, the app's SDK started a trace there; the cause adopts the
+   * first such context (ids.ts resolveIds), later calls naming another trace are counted.
+   */
+  private adoptFrom(ex: Exchange, cause: Exchange): void {
+    if (cause.ids || cause.role !== ROLE_SERVER) return;
+    const x = contextOf(extractContext(ex.headers));
+    if (!x || contextOf(extractContext(cause.headers))) return;
+    if (!cause.adopt) {
+      cause.adopt = x;
+      this.counts.adopted++;
+    } else if (cause.adopt.traceId !== x.traceId) this.counts.adoptConflicts++;
+  }
+
+  /**
+   * A local trace waited for its peer: it joins the peer's trace under the CLIENT span that sent
+   * its bytes (whatever trace header the request carried: strata follows the wire), adopts the
+   * trace of its outbound calls (the wire parent recorded), or goes out as its own (marked).
+   */
   private released(root: Exchange, m: StitchMapping | undefined, held: Exchange[], from?: StitchSource): void {
     if (from) root.stitchFrom = from;
-    if (m) root.ids = { traceId: m.traceId, spanId: deriveSpanId('server', root.reqKey), parentSpanId: m.parentSpanId, remote: true, flags: m.flags };
+    if (m) {
+      const spanId = deriveSpanId('server', root.reqKey);
+      const x = this.idLookups.extract(root.headers);
+      if (!x && root.adopt) root.ids = adoptIds(spanId, root.adopt, { traceId: m.traceId, spanId: m.parentSpanId });
+      else root.ids = { traceId: m.traceId, spanId, parentSpanId: m.parentSpanId, remote: true, flags: m.flags, traceState: x?.traceState, contextSpanId: otherSpan(x, m.parentSpanId) };
+    }
     for (const ex of held) this.emitNow(ex, this.lastTick);
   }
 
@@ -332,6 +365,9 @@ export class Correlator implements EventHandler {
       traceFlags: ids.flags,
       traceState: ids.traceState,
       contextFormat: ids.format,
+      contextSpanId: ids.contextSpanId,
+      adopted: ids.adopted,
+      wireParent: ids.wireParent,
       start: this.wall(start),
       end: this.wall(end),
       method: ex.method,
@@ -430,6 +466,10 @@ function linkedStats(l: Record<CauseRule, number>) {
     causesLinkedContext: l.context, causesLinkedRequestId: l.request_id, causesLinkedConnect: l.connect,
     causesLinkedEventLoop: l.event_loop, causesLinkedThread: l.thread,
   };
+}
+
+function contextOf(x: ReturnType<typeof extractContext>): TraceContext | undefined {
+  return x.ctx ? { traceId: x.ctx.traceId, spanId: x.ctx.spanId, traceFlags: x.ctx.traceFlags, traceState: x.ctx.traceState?.serialize(), format: x.format } : undefined;
 }
 
 function stitchStats(s: StitchStats | undefined) {

@@ -8,7 +8,7 @@ import { DIR, EVENT_TYPE, FLAGS } from '../events/layout.generated.ts';
 import type { ExecutableOf, PodInfo, Topology } from '../k8s/topology.ts';
 import { type HttpHead, looksLikeRequest, validRequestLine } from './http.ts';
 import type { CauseMark } from './causality.ts';
-import type { ExchangeIds } from './ids.ts';
+import type { ExchangeIds, TraceContext } from './ids.ts';
 import { reqMsgKey, respMsgKey } from './hops.ts';
 import type { Endpoint, InvalidReason, ObservationPoint, ProcessInfo } from './records.ts';
 import { type Framing, type HeadCut, HttpStream } from './stream.ts';
@@ -115,6 +115,8 @@ export interface Exchange {
   parent?: Exchange | null;
   children: number;
   ids?: ExchangeIds;
+  /** SERVER whose request carried no trace context: the context its first outbound call carried (ids.ts adopts it) */
+  adopt?: TraceContext;
   /** set when emitted */
   emittedAt: number;
   /** sampling decision, on local roots */

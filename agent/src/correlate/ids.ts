@@ -66,9 +66,24 @@ export interface ExchangeIds {
   traceId: string;
   spanId: string;
   parentSpanId?: string;
-  /** the parent is the caller's span (context header), not a span of this node */
+  /** the parent is the caller's span (context header or a peer's mapping), not a span of this node */
   remote: boolean;
   flags: number;
+  traceState?: string;
+  format?: string;
+  /** the span id the request's trace header names, where it is not parentSpanId (the app's SDK hangs its SERVER span there) */
+  contextSpanId?: string;
+  /** the trace id was adopted from the exchange's outbound calls (the app's SDK started that trace) */
+  adopted?: boolean;
+  /** with adopted: the CLIENT span that wrote the request's bytes, in the trace the exchange would have had */
+  wireParent?: { traceId: string; spanId: string };
+}
+
+/** a trace context: from a header, a peer's mapping, or an exchange's outbound calls */
+export interface TraceContext {
+  traceId: string;
+  spanId: string;
+  traceFlags: number;
   traceState?: string;
   format?: string;
 }
@@ -78,6 +93,8 @@ export interface IdSubject {
   reqKey: string;
   headers: Map<string, string>;
   ids?: ExchangeIds;
+  /** a SERVER exchange whose request carried no trace context: the context its first outbound call carried */
+  adopt?: TraceContext;
 }
 
 export interface IdLookups<T extends IdSubject> {
@@ -86,26 +103,44 @@ export interface IdLookups<T extends IdSubject> {
   /** "server" or "client": part of the derived span id */
   roleName(ex: T): string;
   /** the caller's context from the request headers (malformed ones counted by the caller) */
-  extract(headers: Map<string, string>): { traceId: string; spanId: string; traceFlags: number; traceState?: string; format?: string } | undefined;
+  extract(headers: Map<string, string>): TraceContext | undefined;
 }
 
 /**
- * Ids of an exchange, resolved once: under its local parent's trace when it has one, else the
- * caller's context from the request headers, else derived from the request's message key (so
- * another agent seeing the same message names it alike).
+ * Ids of an exchange, resolved once. strata's spans follow the wire: under the local parent (the
+ * CLIENT on this node that wrote the request, or the in-process cause of a CLIENT) when there is
+ * one, else under the caller's context from the request headers, else a trace id derived from the
+ * request's message key (so another agent seeing the same message names it alike). A trace header
+ * whose span id is not the wire parent is kept as contextSpanId. One exception: a SERVER whose
+ * request carried no context while its outbound calls did (the app's SDK started a trace there)
+ * adopts that trace id as a root, its wire parent kept as wireParent (see adoptIds).
  */
 export function resolveIds<T extends IdSubject>(ex: T, l: IdLookups<T>, depth = 0): ExchangeIds {
   if (ex.ids) return ex.ids;
   const spanId = deriveSpanId(l.roleName(ex), ex.reqKey);
   const parent = depth < 32 ? l.parentOf(ex) : undefined;
+  const x = l.extract(ex.headers);
   if (parent) {
     const p = resolveIds(parent, l, depth + 1);
-    ex.ids = { traceId: p.traceId, spanId, parentSpanId: p.spanId, remote: false, flags: p.flags, traceState: p.traceState };
+    if (!x && ex.adopt) ex.ids = adoptIds(spanId, ex.adopt, { traceId: p.traceId, spanId: p.spanId });
+    else ex.ids = { traceId: p.traceId, spanId, parentSpanId: p.spanId, remote: false, flags: p.flags, traceState: p.traceState, contextSpanId: otherSpan(x, p.spanId) };
     return ex.ids;
   }
-  const x = l.extract(ex.headers);
-  ex.ids = x
-    ? { traceId: x.traceId, spanId, parentSpanId: x.spanId, remote: true, flags: x.traceFlags, traceState: x.traceState, format: x.format }
-    : { traceId: deriveTraceId(ex.reqKey), spanId, remote: false, flags: 1 };
+  if (x) ex.ids = { traceId: x.traceId, spanId, parentSpanId: x.spanId, remote: true, flags: x.traceFlags, traceState: x.traceState, format: x.format };
+  else if (ex.adopt) ex.ids = adoptIds(spanId, ex.adopt);
+  else ex.ids = { traceId: deriveTraceId(ex.reqKey), spanId, remote: false, flags: 1 };
   return ex.ids;
+}
+
+/**
+ * The ids of a SERVER that adopts the trace its outbound calls carry: a root of that trace (the
+ * SDK's own root span is not on the wire, so nothing names it), its wire parent, if any, recorded.
+ */
+export function adoptIds(spanId: string, a: TraceContext, wireParent?: { traceId: string; spanId: string }): ExchangeIds {
+  return { traceId: a.traceId, spanId, remote: false, flags: a.traceFlags, traceState: a.traceState, adopted: true, ...(wireParent ? { wireParent } : {}) };
+}
+
+/** the header's span id when it differs from the parent strata chose */
+export function otherSpan(x: TraceContext | undefined, parentSpanId: string): string | undefined {
+  return x && x.spanId !== parentSpanId ? x.spanId : undefined;
 }

@@ -89,6 +89,12 @@ export interface ExchangeRecord {
   traceState?: string;
   /** the trace context header format the request carried: w3c, b3, jaeger */
   contextFormat?: string;
+  /** the span id the request's trace header names, where strata's parent is another span (strata follows the wire) */
+  contextSpanId?: string;
+  /** the trace id was adopted from the exchange's outbound calls (no incoming context; the app's SDK started the trace) */
+  adopted?: boolean;
+  /** with adopted: the CLIENT span that sent the request's bytes, in the trace strata would have given it */
+  wireParent?: { traceId: string; spanId: string };
   start: WallTime;
   end: WallTime;
   /** as seen on the wire (latin1, maybe cut); export/ sanitizes and bounds what it exports */

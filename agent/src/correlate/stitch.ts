@@ -1,12 +1,12 @@
-// Cross-node stitching without headers, the receiving half (design.md section 3, point 5). A local
-// trace whose root is a SERVER exchange called from a pod of another node, with no trace context
-// in its request, belongs to a trace only that node's agent knows. Its exchanges are held here,
+// Cross-node stitching, the receiving half (design.md section 3, point 5). A local trace whose root
+// is a SERVER exchange called from a pod of another node belongs to a trace only that node's agent
+// knows: with no trace context in its request, its trace id; with one, the span that sent its bytes
+// (the header names the caller's SDK span, or a span further up when a proxy forwarded it as is). Its exchanges are held here,
 // before any id is resolved, until the peer says "key K: trace T, parent S, sampled or not" or a
 // bounded wait passes (then they go out as a trace of their own, marked, and counted). Mappings
 // that arrive before the spans are kept in a bounded LRU for mappingTtlNs.
 // The sending half is the correlator's: every CLIENT exchange to another node publishes its key.
 import { LRUCache } from 'lru-cache';
-import { hasContext } from './context.ts';
 import { type Exchange, ROLE_SERVER } from './exchanges.ts';
 
 /** what the correlator needs of the peer channel (agent/src/peers) */
@@ -97,8 +97,10 @@ export class PeerStitch {
 
   private classify(root: Exchange, nowNs: number): 'none' | 'peer' | 'wait' {
     // a root whose ids are already known (a late exchange of an emitted trace), a CLIENT root, a
-    // caller on this node or outside the cluster, or a request carrying its own context: nothing to wait for
-    if (root.ids || root.role !== ROLE_SERVER || !this.link.isPeerAddress(root.conn.remoteIp) || hasContext(root.headers)) return 'none';
+    // caller on this node or outside the cluster: nothing to wait for. A request carrying a trace
+    // context waits too: strata's SERVER goes under the peer's CLIENT span that wrote its bytes
+    // (the header's span is the app's SDK span, or further up when a proxy forwarded it unchanged)
+    if (root.ids || root.role !== ROLE_SERVER || !this.link.isPeerAddress(root.conn.remoteIp)) return 'none';
     const e = this.early.get(root.reqKey);
     if (e && nowNs - e.atNs <= this.opts.mappingTtlNs) {
       this.early.delete(root.reqKey);

@@ -174,6 +174,13 @@ function placeOrphans(roots: Node[]): void {
   }
 }
 
+/** the one parent id, not a span of the trace, that every root of a forest of several names; else undefined */
+function callerOf(roots: Node[]): string | undefined {
+  if (roots.length < 2) return undefined;
+  const p = roots[0]?.span.parentSpanContext?.spanId;
+  return p && roots.every((r) => r.span.parentSpanContext?.spanId === p) ? p : undefined;
+}
+
 export interface WaterfallOptions {
   /** every hop span on its own line (default: one line per exchange's request or response hop chain) */
   allSpans?: boolean;
@@ -202,9 +209,17 @@ export function printWaterfall(t: Pick<DemoTrace, 'traceId' | 'spans'>, out: (li
     const status = s.attributes['http.response.status_code'];
     return `${serviceOf(s)}: ${s.name}${status !== undefined ? ` ${String(status)}` : ''}`;
   };
+  // Several roots under one span that is not in the trace (the client's own: a traceparent from a
+  // browser or an upstream service, strata's ingress SERVER and the SDK's frontend SERVER both hang
+  // there): printed as one tree under a row for that span.
+  const caller = callerOf(roots);
+  const top = caller ? 1 : 0;
+  if (caller) {
+    rows.push({ start: Math.min(...roots.map((r) => r.start)), end: Math.max(...roots.map((r) => r.end)), node: '-', layer: 'client', depth: 0, text: `client: span ${caller} (the caller's, not in the trace)` });
+  }
   const walk = (xs: Node[]) => {
     for (const x of xs) {
-      rows.push({ start: x.start, end: x.end, node: nodeOf(x.span), layer: layerOf(x.span), depth: x.depth, text: label(x.span) });
+      rows.push({ start: x.start, end: x.end, node: nodeOf(x.span), layer: layerOf(x.span), depth: x.depth + top, text: label(x.span) });
       const hops = o.allSpans ? [] : x.children.filter((c) => isHop(c.span) && c.children.length === 0);
       // a hop chain (request or response) on one line: its extent, the nodes it crossed, its time per layer
       for (const dir of ['request', 'response']) {
@@ -216,7 +231,7 @@ export function printWaterfall(t: Pick<DemoTrace, 'traceId' | 'spans'>, out: (li
         const perLayer = new Map<string, number>();
         for (const c of chain) perLayer.set(layerOf(c.span), (perLayer.get(layerOf(c.span)) ?? 0) + (c.end - c.start));
         const parts = [...perLayer].map(([l, v]) => `${l} ${ms(v)}`).join(', ');
-        rows.push({ start, end, node: nodes.join('>'), layer: 'net', depth: x.depth + 1, text: `${dir}: ${chain.length} hop spans (ms: ${parts})` });
+        rows.push({ start, end, node: nodes.join('>'), layer: 'net', depth: x.depth + top + 1, text: `${dir}: ${chain.length} hop spans (ms: ${parts})` });
       }
       walk(x.children.filter((c) => !hops.includes(c)));
     }

@@ -93,6 +93,12 @@ export class SpanMapper {
     if (r.invalid) a['strata.invalid.reason'] = r.invalid;
     if (r.contextFormat) a['strata.context.format'] = r.contextFormat;
     if (r.cause) a['strata.cause'] = r.cause;
+    if (r.contextSpanId) a['strata.context.span_id'] = r.contextSpanId;
+    if (r.adopted) a['strata.context.adopted'] = true;
+    if (r.wireParent) {
+      a['strata.wire.parent.trace_id'] = r.wireParent.traceId;
+      a['strata.wire.parent.span_id'] = r.wireParent.spanId;
+    }
     if (r.stitch) a['strata.stitch'] = r.stitch;
     if (r.stitchPeer !== undefined) a['strata.stitch.peer'] = r.stitchPeer;
     if (r.stitchSkewMs !== undefined) a['strata.stitch.skew_ms'] = r.stitchSkewMs;

@@ -235,6 +235,8 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_correlator_orphan_responses_total', 'Response bytes with no request on their connection.', () => correlator().orphanResponses);
   counter('strata_correlator_incomplete_total', 'Exchanges closed before their response (truncated or reset).', () => correlator().incomplete);
   counter('strata_correlator_malformed_context_total', 'Trace context headers that could not be parsed.', () => correlator().malformedContext);
+  counter('strata_correlator_trace_adopted_total', 'SERVER exchanges without an incoming trace context that took the trace id their outbound calls carried (the app\'s SDK started that trace).', () => correlator().traceAdopted ?? 0);
+  counter('strata_correlator_trace_adopt_conflicts_total', 'Outbound calls of such an exchange that carried another trace id than the one it adopted.', () => correlator().traceAdoptConflicts ?? 0);
   counter('strata_correlator_truncated_heads_total', 'HTTP heads cut by the capture (kept as far as seen).', () => correlator().truncatedHeads);
   counter('strata_correlator_shed_gaps_total', 'Socket events after requests the kernel shed on purpose (load shedding): a seq gap that is not a loss.', () => correlator().shedGaps);
   counter('strata_correlator_seq_gaps_total', 'Socket events whose TCP seq skipped bytes the correlator never saw (events lost upstream): the parser resynchronised.', () => correlator().seqGaps);
