@@ -26,6 +26,7 @@ import { ProbeSet } from '../agent/src/probes/probe-set.ts';
 import { FAMILIES } from '../agent/src/probes/registry.ts';
 import { inNetns, run, waitFor } from '../lab/exec.ts';
 import { type Lab, labDown, labUp } from '../lab/lab.ts';
+import { buildJs } from '../scripts/build-js.ts';
 import { agentCommand, metricValue, spawnAgent } from '../test/helpers/agent-proc.ts';
 import {
   type BpfProgCost,
@@ -66,7 +67,7 @@ const { values: argv } = parseArgs({
   },
 });
 const USAGE = 'usage: node bench/agent.ts [--rounds 5] [--load-s 4] [--connections 16] [--fixed-connections 8] ' +
-  '[--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--fixed-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--agent-set key=value ...] [--variant name:key=value,key=value ...] [--no-write]\n';
+  '[--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--fixed-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--agent-set key=value ...] [--variant name:key=value,key=value[,js] ...] [--no-write]\n';
 if (argv.help) {
   process.stdout.write(USAGE);
   process.exit(0);
@@ -94,15 +95,19 @@ for (const s of SKIP) {
 interface AgentVariant {
   name: string;
   sets: string[];
+  /** run the stripped JavaScript build (scripts/build-js.ts, dist/src/cli.js) instead of agent/src/cli.ts */
+  js: boolean;
 }
 const AGENT_VARIANTS: AgentVariant[] = (argv.variant as string[]).length === 0
-  ? [{ name: 'agent', sets: [] }]
+  ? [{ name: 'agent', sets: [], js: false }]
   : (argv.variant as string[]).map((v) => {
     const m = /^([a-z0-9_-]+):(.*)$/.exec(v);
     if (!m || m[1] === 'none') throw new Error(`--variant ${v}: expected name:key=value,key=value (name of [a-z0-9_-], not "none")`);
-    const sets = m[2].split(',').filter(Boolean);
-    for (const kv of sets) if (!kv.includes('=')) throw new Error(`--variant ${v}: "${kv}" is not key=value`);
-    return { name: m[1], sets };
+    // "js" (no "="): this variant runs the agent from the stripped JavaScript build
+    const items = m[2].split(',').filter(Boolean);
+    const sets = items.filter((kv) => kv !== 'js');
+    for (const kv of sets) if (!kv.includes('=')) throw new Error(`--variant ${v}: "${kv}" is not key=value (or "js")`);
+    return { name: m[1], sets, js: items.includes('js') };
   });
 if (new Set(AGENT_VARIANTS.map((v) => v.name)).size !== AGENT_VARIANTS.length) throw new Error('--variant: names must differ');
 if (ROUNDS < 5) process.stderr.write(`warning: --rounds ${ROUNDS}: issue 8 asks for at least 5\n`);
@@ -242,8 +247,19 @@ interface Agent {
   exited: Promise<void>;
 }
 
-async function startAgent(args: string[], timeoutMs = 30_000): Promise<Agent> {
-  const [cmd, cargs] = pinned(SERVER_CPUS, process.execPath, agentCommand(args).slice(1));
+/** scripts/build-js.ts's output, built once when a variant asks for it */
+let jsCli: string | undefined;
+function agentCli(v: AgentVariant | undefined): string | undefined {
+  if (!v?.js) return undefined;
+  if (!jsCli) {
+    buildJs(path.join(HERE, '..', 'dist'));
+    jsCli = path.join(HERE, '..', 'dist', 'src', 'cli.js');
+  }
+  return jsCli;
+}
+
+async function startAgent(args: string[], timeoutMs = 30_000, cli?: string): Promise<Agent> {
+  const [cmd, cargs] = pinned(SERVER_CPUS, process.execPath, agentCommand(args, cli).slice(1));
   const a = await spawnAgent([cmd, ...cargs], timeoutMs, 20_000);
   liveChildren.add(a.child);
   if (a.child.pid === undefined) throw new Error('agent has no pid');
@@ -413,7 +429,7 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
     for (const variant of roundOrder<Variant>(['none', ...AGENT_VARIANTS.map((v) => v.name)], r)) {
       if (variant === 'none') countForeignTracing();
       const av = AGENT_VARIANTS.find((v) => v.name === variant);
-      const agent = av ? await startAgent([...agentArgs, ...av.sets.flatMap((kv) => ['--set', kv])]) : undefined;
+      const agent = av ? await startAgent([...agentArgs, ...av.sets.flatMap((kv) => ['--set', kv])], undefined, agentCli(av)) : undefined;
       try {
         if (!SKIP.has('http')) {
           for (const b of BODIES) {
@@ -522,8 +538,8 @@ async function rssPhase(lab: Lab, agent: Agent, phase: RssPhase['phase'], second
  * Measure 6b, one agent: the fixed rate for --steady-s with the receiver up (steady RSS), then
  * for --exporter-down-s with the receiver stopped (connection refused), then the receiver back.
  */
-async function exporterDown(lab: Lab, agentArgs: string[], receiver: CountingReceiver, rate: number): Promise<RssPhase[]> {
-  const agent = await startAgent(agentArgs);
+async function exporterDown(lab: Lab, agentArgs: string[], receiver: CountingReceiver, rate: number, cli?: string): Promise<RssPhase[]> {
+  const agent = await startAgent(agentArgs, undefined, cli);
   try {
     // some traffic first, so the RSS is the agent's working size, not its start size
     await wrk(lab, lab.nginxUrl + BODIES[0].path, Math.min(LOAD_S, 3));
@@ -868,7 +884,7 @@ async function main(): Promise<void> {
       if (!SKIP.has('http') || !SKIP.has('latency')) ({ http, fixed, rate, calibration } = await httpRounds(lab, agentArgs));
       if (!SKIP.has('exporter-down')) {
         if (!Number.isFinite(rate)) rate = Math.max(1, Math.round((await wrk(lab, lab.nginxUrl + BODIES[0].path, LOAD_S)).rps / 2));
-        down = await exporterDown(lab, [...agentArgs, ...AGENT_VARIANTS[0].sets.flatMap((kv) => ['--set', kv])], receiver, RSS_RATE ?? rate); // the first variant
+        down = await exporterDown(lab, [...agentArgs, ...AGENT_VARIANTS[0].sets.flatMap((kv) => ['--set', kv])], receiver, RSS_RATE ?? rate, agentCli(AGENT_VARIANTS[0])); // the first variant
       }
     } finally {
       await receiver.stop();

@@ -3,7 +3,7 @@
 // interleaved. Input: ring-buffer batches captured on the real kernel (--capture: a lab run through
 // NGINX to the app; root) or the small test/fixtures/skeleton capture, replayed `replays` times.
 //
-//   node bench/correlator.ts [--base 801d2e1] [--capture] [--requests 400] [--rounds 5] [--replays 20]
+//   node bench/correlator.ts [--base 801d2e1] [--capture [--prefix capfx]] [--capture-dir DIR] [--requests 400] [--rounds 5] [--replays 20]
 //                            [--base-node-flags "..."] [--node-flags "..."]
 // Node flags apply to the timed runs of that side: `--base HEAD --node-flags --max-semi-space-size=1`
 // compares a V8 setting on one tree.
@@ -14,7 +14,7 @@
 // that loads that tree's modules: its bench/pipeline-adapter.ts, else the pre-redesign chain. Every
 // round runs both sides, in reversed order on odd rounds. Output: a table, then one JSON line.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +34,10 @@ const { values } = parseArgs({
     'base-node-flags': { type: 'string', default: '' },
     'node-flags': { type: 'string', default: '' },
     capture: { type: 'boolean', default: false },
+    // the lab's name prefix for --capture (netns, links): one of your own on a shared machine
+    prefix: { type: 'string', default: 'capfx' },
+    // keep the capture in DIR (capture.batches + capture.meta.json) and reuse it when it is there
+    'capture-dir': { type: 'string' },
     requests: { type: 'string', default: '400' },
     rounds: { type: 'string', default: String(MIN_ROUNDS) },
     replays: { type: 'string', default: '20' },
@@ -142,11 +146,16 @@ function worker<T>(root: string, args: string[], nodeFlags: string[] = []): T {
 try {
   tmp = mkdtempSync(join(tmpdir(), 'strata-bench-correlator-'));
   let dir: string | undefined;
-  if (values.capture) {
+  const keep = values['capture-dir'];
+  if (keep && existsSync(join(keep, 'capture.batches'))) {
+    dir = keep;
+    process.stderr.write(`reusing the capture in ${keep}\n`);
+  } else if (values.capture || keep) {
     const { captureLab } = await import('../scripts/capture-fixture.ts');
-    const c = await captureLab(tmp, 'capture', Number(values.requests));
+    if (keep) mkdirSync(keep, { recursive: true });
+    const c = await captureLab(keep ?? tmp, 'capture', Number(values.requests), 'basic', values.prefix);
     process.stderr.write(`captured ${c.records} records in ${c.batches} batches (${c.spans} exchange spans) from the lab\n`);
-    dir = tmp;
+    dir = keep ?? tmp;
   }
   const baseRev = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', `${values.base}^{commit}`], { encoding: 'utf8' }).trim();
   const headRev = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();

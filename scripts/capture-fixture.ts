@@ -19,8 +19,7 @@ export interface Capture {
  * Two GETs through NGINX to the app (the first with a traceparent), then `requests` more over
  * 16 keep-alive connections; writes <dir>/<name>.batches (length-prefixed) and <name>.meta.json.
  */
-export async function captureLab(dir: string, name: string, requests = 0, scenario: 'basic' | 'http' = 'basic'): Promise<Capture> {
-  const prefix = 'capfx';
+export async function captureLab(dir: string, name: string, requests = 0, scenario: 'basic' | 'http' = 'basic', prefix = 'capfx'): Promise<Capture> {
   const lab = await labUp({ prefix });
   try {
     const pods = readPodsFile(lab.podsFile);

@@ -15,8 +15,11 @@ export interface AgentProc {
   ready: () => Record<string, unknown>;
 }
 
-/** `agent ...args` on the CLI, with node (and its arguments) as `prefix` runs it (e.g. unshare, taskset) */
-export const agentCommand = (args: string[]): string[] => [process.execPath, ...AGENT_NODE_FLAGS, CLI, 'agent', ...args];
+/**
+ * `agent ...args` on the CLI, with node (and its arguments) as `prefix` runs it (e.g. unshare,
+ * taskset); `cli`: another entry point (scripts/build-js.ts's dist/src/cli.js)
+ */
+export const agentCommand = (args: string[], cli = CLI): string[] => [process.execPath, ...AGENT_NODE_FLAGS, cli, 'agent', ...args];
 
 /**
  * Spawns `cmd` (a command that ends up exec'ing the agent: agentCommand(), maybe behind unshare or

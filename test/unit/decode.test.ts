@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Decoder, type EventHandler, addrString } from '../../agent/src/events/decode.ts';
+import { Decoder, type EventHandler, addrString, endpointString } from '../../agent/src/events/decode.ts';
 import { CONSTS, EVENT_TYPE, HDR, PKT_EVENT, SOCK_EVENT, TUPLE } from '../../agent/src/events/layout.generated.ts';
 import { Correlator } from '../../agent/src/correlate/correlator.ts';
 import { StaticTopology } from '../../agent/src/k8s/pods-file.ts';
@@ -63,6 +63,32 @@ test('addresses: IPv4, IPv6, and IPv4-mapped IPv6 as the IPv4 address it carries
   // not mapped: ::ffff:0:0:1 style prefixes elsewhere, and the IPv4-compatible ::a.b.c.d (deprecated) stay IPv6
   assert.equal(addrString(at([0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 10, 0, 0, 1]), 0, 10), '::ffff:0:a00:1');
   assert.equal(addrString(at([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1]), 0, 10), '::a00:1');
+});
+
+test('endpointString: the same "addr:port" as addrString for every address, memoised or not', () => {
+  const rnd = lcg(7);
+  const b = Buffer.alloc(16);
+  // many more endpoints than the memo has slots, each asked twice in a row and again later:
+  // collisions overwrite slots, and a slot must never answer for another endpoint
+  const seen: { addr: number[]; port: number; want: string }[] = [];
+  for (let i = 0; i < 20_000; i++) {
+    const addr = [10, 244, Math.floor(rnd() * 4), Math.floor(rnd() * 256)];
+    const port = Math.floor(rnd() * 65536);
+    b.set(addr, 0);
+    const want = `${addrString(b, 0, 2)}:${port}`;
+    assert.equal(endpointString(b, 0, 2, port), want);
+    assert.equal(endpointString(b, 0, 2, port), want);
+    seen.push({ addr, port, want });
+  }
+  for (const x of seen.filter((_, i) => i % 97 === 0)) {
+    b.set(x.addr, 0);
+    assert.equal(endpointString(b, 0, 2, x.port), x.want);
+  }
+  // the same four bytes under IPv6 are not an IPv4 endpoint
+  const v6 = Buffer.from('fd000000000000000000000000000001', 'hex');
+  assert.equal(endpointString(v6, 0, 10, 443), 'fd00::1:443');
+  const mapped = Buffer.from('00000000000000000000ffff0af4010a', 'hex');
+  assert.equal(endpointString(mapped, 0, 10, 80), '10.244.1.10:80');
 });
 
 test('unknown types, other versions and broken lengths are counted, not thrown', () => {

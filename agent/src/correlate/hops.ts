@@ -3,7 +3,7 @@
 // points. A message is keyed by (client endpoint, TCP seq of its first byte) and its direction:
 // the client endpoint is the same for every observer, and DNAT rewrites only the server side.
 import { LRUCache } from 'lru-cache';
-import { addrString, type NetDevEvent, type PktEvent, type TailEvent, type Tuple } from '../events/decode.ts';
+import { endpointString, type NetDevEvent, type PktEvent, type TailEvent, type Tuple } from '../events/decode.ts';
 import { FLAGS, NETDEV_POINT, TAIL_SRC } from '../events/layout.generated.ts';
 import type { Topology } from '../k8s/topology.ts';
 import type { WallClock } from './clock.ts';
@@ -155,10 +155,20 @@ export class Hops {
       this.msgs.set(key, m);
     }
     m.lastTs = p.tsNs;
+    const pts = m.points;
     if (!p.claim) {
-      for (const q of m.points) if (q.claim) q.claim.claimed = true;
-    } else if (m.points.some((q) => !q.claim)) {
-      p.claim.claimed = true; // a socket of this node already has it
+      for (let i = 0; i < pts.length; i++) {
+        const c = (pts[i] as ObservationPoint).claim;
+        if (c) c.claimed = true;
+      }
+    } else if (!p.claim.claimed) {
+      // a socket of this node already has it
+      for (let i = 0; i < pts.length; i++) {
+        if (!(pts[i] as ObservationPoint).claim) {
+          p.claim.claimed = true;
+          break;
+        }
+      }
     }
     if (m.points.length < MAX_POINTS) m.points.push(p);
     else this.stats.pointsDropped++;
@@ -193,8 +203,8 @@ export class Hops {
   onTail(e: TailEvent): void {
     if (!(e.flags & FLAGS.F_SEQ_VALID)) return;
     const t = e.tuple;
-    const src = `${addrString(e.buf, t.saddrOff, t.family)}:${t.sport}`;
-    const m = this.msgs.get(reqMsgKey(src, e.seq)) ?? this.msgs.get(respMsgKey(`${addrString(e.buf, t.daddrOff, t.family)}:${t.dport}`, e.seq));
+    const src = endpointString(e.buf, t.saddrOff, t.family, t.sport);
+    const m = this.msgs.get(reqMsgKey(src, e.seq)) ?? this.msgs.get(respMsgKey(endpointString(e.buf, t.daddrOff, t.family, t.dport), e.seq));
     const tc = e.src === TAIL_SRC.TAIL_TC;
     let hit = false;
     for (const q of m?.points ?? []) {
@@ -212,8 +222,8 @@ export class Hops {
    * the client: a request; receiver as the client: a response); the reading nobody claims expires.
    */
   private fileBoth(buf: Buffer, t: Tuple, seq: number, pt: ObservationPoint): void {
-    const src = `${addrString(buf, t.saddrOff, t.family)}:${t.sport}`;
-    const dst = `${addrString(buf, t.daddrOff, t.family)}:${t.dport}`;
+    const src = endpointString(buf, t.saddrOff, t.family, t.sport);
+    const dst = endpointString(buf, t.daddrOff, t.family, t.dport);
     this.file(reqMsgKey(src, seq), pt);
     this.file(respMsgKey(dst, seq), pt);
   }

@@ -61,16 +61,37 @@ export function splitByLayer(spans: readonly TimedSpan[], rootId: string): Layer
     return idx;
   };
   visit(root, root.start, root.end);
-  const edges = [...new Set(sub.flatMap((x) => [x.start, x.end]))].sort((a, b) => a - b);
+  // the elementary intervals between consecutive distinct edges; per interval, the innermost
+  // active spans share it. Plain loops over the subtree, no allocation per interval (this runs for
+  // every kept local trace).
+  const n = sub.length;
+  const edges = new Float64Array(2 * n);
+  for (let i = 0; i < n; i++) {
+    const x = sub[i] as (typeof sub)[number];
+    edges[2 * i] = x.start;
+    edges[2 * i + 1] = x.end;
+  }
+  edges.sort();
+  const isLeaf = (x: (typeof sub)[number], a: number, b: number): boolean => {
+    if (!(x.start <= a && x.end >= b)) return false;
+    for (const k of x.kids) {
+      const c = sub[k] as (typeof sub)[number];
+      if (c.start <= a && c.end >= b) return false;
+    }
+    return true;
+  };
   for (let i = 0; i + 1 < edges.length; i++) {
-    const a = edges[i];
-    const b = edges[i + 1];
-    const active = (x: (typeof sub)[number]) => x.start <= a && x.end >= b;
-    // innermost active spans: active, and none of their children active over [a, b]
-    const leaves = sub.filter((x) => active(x) && !x.kids.some((k) => active(sub[k])));
-    if (leaves.length === 0) continue;
-    const share = (b - a) / leaves.length;
-    for (const x of leaves) out[x.s.client && x.s.layer !== 'network' ? 'other' : x.s.layer] += share;
+    const a = edges[i] as number;
+    const b = edges[i + 1] as number;
+    if (b === a) continue; // a repeated edge: an empty interval
+    let leaves = 0;
+    for (let j = 0; j < n; j++) if (isLeaf(sub[j] as (typeof sub)[number], a, b)) leaves++;
+    if (leaves === 0) continue;
+    const share = (b - a) / leaves;
+    for (let j = 0; j < n; j++) {
+      const x = sub[j] as (typeof sub)[number];
+      if (isLeaf(x, a, b)) out[x.s.client && x.s.layer !== 'network' ? 'other' : x.s.layer] += share;
+    }
   }
   return out;
 }

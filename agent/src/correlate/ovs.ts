@@ -10,7 +10,7 @@
 //   same sender sends on that connection afterwards: the first request pays for its connection's
 //   flow setup, in its direction, and the first response for the reverse flow.
 import { LRUCache } from 'lru-cache';
-import { addrString, type OvsUpcallEvent } from '../events/decode.ts';
+import { endpointString, type OvsUpcallEvent } from '../events/decode.ts';
 import { reqMsgKey, respMsgKey } from './hops.ts';
 import type { Endpoint, HopRecord, ObservationPoint } from './records.ts';
 
@@ -103,8 +103,8 @@ export class OvsCorrelator implements OvsView {
       this.stats.upcallsNotTcp++;
       return;
     }
-    const src = `${addrString(e.buf, e.tuple.saddrOff, e.tuple.family)}:${e.tuple.sport}`;
-    const dst = `${addrString(e.buf, e.tuple.daddrOff, e.tuple.family)}:${e.tuple.dport}`;
+    const src = endpointString(e.buf, e.tuple.saddrOff, e.tuple.family, e.tuple.sport);
+    const dst = endpointString(e.buf, e.tuple.daddrOff, e.tuple.family, e.tuple.dport);
     const miss: Miss = { rxTsNs: e.rxTsNs, ns: Math.max(0, e.tsNs - e.rxTsNs) };
     if (e.dataLen > 0) {
       this.messages.set(reqMsgKey(src, e.seq), miss);

@@ -364,6 +364,27 @@ export function addrString(b: Buffer, off: number, family: number): string {
   return parts.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
 }
 
+// "addr:port" strings of IPv4 endpoints, memoised: every packet and tail event names both ends
+// of its connection, and a node's connections reuse few endpoints. A direct-mapped cache (a slot
+// per hash, overwritten on collision) of a pure function of the bytes: nothing is lost when a
+// slot is overwritten, so there is nothing to count.
+const EP_SLOTS = 4096;
+const epKeys = new Float64Array(EP_SLOTS).fill(-1);
+const epStrs: string[] = new Array<string>(EP_SLOTS).fill('');
+
+/** `addr:port` of one end of a tuple (the address as addrString writes it) */
+export function endpointString(b: Buffer, off: number, family: number, port: number): string {
+  if (family !== 2) return `${addrString(b, off, family)}:${port}`;
+  const a = b.readUInt32BE(off);
+  const k = a * 65536 + port;
+  const slot = (Math.imul(a ^ (port << 16) ^ port, 0x9e3779b1) >>> 20) & (EP_SLOTS - 1);
+  if (epKeys[slot] === k) return epStrs[slot] as string;
+  const str = `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}:${port}`;
+  epKeys[slot] = k;
+  epStrs[slot] = str;
+  return str;
+}
+
 /** ::ffff:0:0/96 (RFC 4291 2.5.5.2) */
 function isV4Mapped(b: Buffer, off: number): boolean {
   for (let i = 0; i < 10; i++) if (b[off + i] !== 0) return false;
