@@ -119,7 +119,7 @@ const OWN = [
   'strata_peer_rejected_batches_total', 'strata_peer_timeouts_total', 'strata_peer_mappings_dropped_total', 'strata_peer_pending_mappings',
   'strata_peer_stitched_total', 'strata_peer_stitch_timeouts_total', 'strata_peer_held_evictions_total', 'strata_peer_held_exchanges',
   'strata_peer_held_exchanges_total', 'strata_peer_early_mappings_total', 'strata_peer_mappings_expired_total', 'strata_peer_stitch_wait_seconds_total',
-  'strata_peer_clock_skew_seconds',
+  'strata_peer_clock_skew_seconds', 'strata_peer_link_mappings_total', 'strata_peer_up', 'strata_peer_link_pending_mappings',
   'strata_kernel_ovs_upcalls_total', 'strata_ovs_upcalls_total', 'strata_ovs_upcalls_not_tcp_total', 'strata_ovs_upcalls_charged_total',
   'strata_ovs_upcall_evictions_total', 'strata_ovs_hops_total',
 ];
