@@ -199,7 +199,8 @@ describe('hop spans from first to last byte', () => {
     assert.equal(hops.stats.tailsUnmatched, 1);
     const out: HopRecord[] = [];
     hops.build(pts, 'k', 'response', (x) => [0, x], out, RESP_SEQ + 3 * MSS);
-    assert.deepEqual(out.map((h) => [h.qdisc, h.start[1], h.end[1]]), [[true, 1000, 1000 + 7000]]);
+    // the qdisc held the last byte from 2000 (queued) to 9000 (sent): the span is placed there, not at the first byte
+    assert.deepEqual(out.map((h) => [h.qdisc, h.start[1], h.end[1]]), [[true, 2000, 2000 + 7000]]);
   });
 
   test('held time: the longer of the first and the last byte trip, the first alone when an end is unknown', () => {
