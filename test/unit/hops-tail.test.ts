@@ -215,6 +215,27 @@ describe('hop spans from first to last byte', () => {
   });
 });
 
+describe('hop placement of holding stretches', () => {
+  test('two stretches in a row that each held the last byte lie one after the other, not over each other', () => {
+    const hops = new Hops(16, topoOf('node-1'));
+    const END = 10;
+    // the app's socket took the message at 0..10; TCP kept part back, so its last byte reached the
+    // pod's eth0 at 1000; the qdisc there held it until 2000, when it reached the host veth
+    const pts: ObservationPoint[] = [
+      { kind: 'write', tsNs: 0, name: 'app', lastTsNs: 10 },
+      { kind: 'tc', tsNs: 5, name: 'eth0', side: 'pod', netns: 7, lastTsNs: 1000, endSeq: END },
+      { kind: 'tc', tsNs: 6, name: 'va', side: 'node', lastTsNs: 2000, endSeq: END },
+    ];
+    const out: HopRecord[] = [];
+    hops.build(pts, 'k', 'response', (x) => [0, x], out, END);
+    assert.deepEqual(out.map((h) => [h.start[1], h.end[1]]), [[10, 1000], [1000, 2000]], 'each from the last byte at its start to the last byte at its end');
+    // a stretch that only delays (last byte's trip no longer than the first's) stays at the first byte
+    const lat: HopRecord[] = [];
+    hops.build([pts[0] as ObservationPoint, { kind: 'tc', tsNs: 50, name: 'eth0', side: 'pod', netns: 7, lastTsNs: 55, endSeq: END }], 'k2', 'response', (x) => [0, x], lat, END);
+    assert.deepEqual(lat.map((h) => [h.start[1], h.end[1]]), [[0, 50]]);
+  });
+});
+
 describe('hop span ids per observing node', () => {
   test('two nodes that see the same message key name its hops apart; one node alike every time', () => {
     const key = '>10.244.1.10:40000/5000';
