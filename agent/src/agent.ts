@@ -124,7 +124,7 @@ export class Agent {
         stale: this.discovery.stale(), source: this.discovery.sourceKind, stats: this.discovery.stats,
         sourceStats: this.discovery.sourceStats(), proc: this.discovery.scanner.stats,
       },
-      peers: () => this.peers && { stats: this.peers.stats, pending: this.peers.pending, skewMs: this.peers.skewMs, nodes: this.peers.peerCount, nodesUnusable: this.nodePeers?.stats.unusable, apiErrors: this.nodePeers?.stats.errors },
+      peers: () => this.peers && { stats: this.peers.stats, pending: this.peers.pending, skewMs: this.peers.skewMs, links: this.peers.linkStats(), nodes: this.peers.peerCount, nodesUnusable: this.nodePeers?.stats.unusable, apiErrors: this.nodePeers?.stats.errors },
       shedding: () => this.shedder && { ...this.shedder.state, cpuBudget: this.opts.shedding?.cpuBudget ?? 0 },
     });
   }

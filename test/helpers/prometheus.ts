@@ -3,10 +3,10 @@
 // targets on 127.0.0.1 with its own temporary data directory.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from './otlp-fixture.ts';
+import { freePort } from './ports.ts';
 
 export const PROMETHEUS_BIN = '/usr/bin/prometheus';
 export const PROMTOOL_BIN = '/usr/bin/promtool';
@@ -68,17 +68,6 @@ export function missingPrometheus(): string | undefined {
   return undefined;
 }
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', resolve);
-  });
-  const a = srv.address();
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  if (!a || typeof a !== 'object') throw new Error('no port');
-  return a.port;
-}
 
 export interface QueryResult {
   metric: Record<string, string>;
@@ -101,13 +90,17 @@ export class PrometheusServer {
     return this.log;
   }
 
-  async start(targets: string[], scrapeIntervalS = 1): Promise<void> {
+  /**
+   * `metricsPath`: the targets' path (default /metrics); `features`: --enable-feature values, e.g.
+   * exemplar-storage (Prometheus keeps exemplars of OpenMetrics scrapes only with it).
+   */
+  async start(targets: string[], scrapeIntervalS = 1, o: { metricsPath?: string; features?: string[] } = {}): Promise<void> {
     this.dir = mkdtempSync(join(tmpdir(), 'strata-prom-'));
     const config = join(this.dir, 'prometheus.yml');
     // one job; YAML written as JSON (a subset of YAML)
     writeFileSync(config, JSON.stringify({
       global: { scrape_interval: `${scrapeIntervalS}s`, scrape_timeout: `${scrapeIntervalS}s`, evaluation_interval: `${scrapeIntervalS}s` },
-      scrape_configs: [{ job_name: 'strata', static_configs: [{ targets }] }],
+      scrape_configs: [{ job_name: 'strata', metrics_path: o.metricsPath ?? '/metrics', static_configs: [{ targets }] }],
     }));
     // the port is chosen then bound by Prometheus: another process may take it in between, so retry
     for (let attempt = 1; ; attempt++) {
@@ -119,6 +112,7 @@ export class PrometheusServer {
         `--web.listen-address=127.0.0.1:${this.port}`,
         '--storage.tsdb.retention.time=1h',
         '--log.level=warn',
+        ...(o.features ?? []).map((f) => `--enable-feature=${f}`),
       ], { stdio: ['ignore', 'ignore', 'pipe'] });
       this.child = child;
       child.stderr?.on('data', (d: Buffer) => {
@@ -157,6 +151,14 @@ export class PrometheusServer {
   /** the scraped samples of a range vector selector, e.g. `metric[5m]` */
   samples(expr: string): Promise<{ metric: Record<string, string>; values: [number, string][] }[]> {
     return this.instant(expr, 'matrix');
+  }
+
+  /** exemplars of the series `expr` selects between two unix times (s): /api/v1/query_exemplars */
+  async exemplars(expr: string, startS: number, endS: number): Promise<{ seriesLabels: Record<string, string>; exemplars: { labels: Record<string, string>; value: string; timestamp: number }[] }[]> {
+    const res = await fetch(`${this.url}/api/v1/query_exemplars?query=${encodeURIComponent(expr)}&start=${startS}&end=${endS}`);
+    const body = (await res.json()) as { status: string; error?: string; data?: { seriesLabels: Record<string, string>; exemplars: { labels: Record<string, string>; value: string; timestamp: number }[] }[] };
+    if (body.status !== 'success' || !body.data) throw new Error(`exemplars ${expr}: ${body.error ?? res.status}`);
+    return body.data;
   }
 
   /** the scrape targets' health as Prometheus sees it */

@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SpanKind } from '@opentelemetry/api';
 import { Correlator, type StitchLink, type StitchMapping } from '../../agent/src/correlate/correlator.ts';
+import { type Exchange, ROLE_SERVER } from '../../agent/src/correlate/exchanges.ts';
+import { PeerStitch } from '../../agent/src/correlate/stitch.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
 import { Decoder } from '../../agent/src/events/decode.ts';
 import { StaticTopology } from '../../agent/src/k8s/pods-file.ts';
@@ -192,5 +194,47 @@ describe('stitch: the callee waits for the caller\'s node', () => {
     assert.equal(servers(b.sink.spans).length, 10, 'drain releases the rest');
     assert.equal(b.c.stats.stitchTimeouts, 10);
     assert.equal(b.c.stats.stitchHeld, 0);
+  });
+});
+
+describe('stitch: the held exchanges are bounded, not only the traces', () => {
+  // PeerStitch alone, with the few fields of an exchange it reads
+  const root = (key: string) => ({ reqKey: key, role: ROLE_SERVER, conn: { remoteIp: CALLER_IP }, headers: new Map() }) as unknown as Exchange;
+  const child = (i: number) => ({ reqKey: `child-${i}` }) as unknown as Exchange;
+
+  test('at maxHeldExchanges the oldest waiting traces give up (counted as evictions), the trace itself last', () => {
+    const released: { key: string; held: number; mapped: boolean }[] = [];
+    const st = new PeerStitch({ holdNs: 10 * S, maxHeldTraces: 10, maxMappings: 16, mappingTtlNs: 5 * S, maxHeldExchanges: 5 },
+      new FakeLink(new Set([CALLER_IP])), (r, m, held) => released.push({ key: r.reqKey, held: held.length, mapped: m !== undefined }));
+    const a = root('a');
+    const b = root('b');
+    assert.equal(st.hold(a, a, T0), true);
+    assert.equal(st.hold(child(1), a, T0), true);
+    assert.equal(st.hold(b, b, T0), true);
+    assert.equal(st.hold(child(2), b, T0), true);
+    assert.equal(st.hold(child(3), b, T0), true);
+    assert.equal(st.stats.heldNow, 5);
+    // one more: trace a (the oldest, 2 held) gives up and goes out as it is
+    assert.equal(st.hold(child(4), b, T0), true);
+    assert.deepEqual(released, [{ key: 'a', held: 2, mapped: false }]);
+    assert.equal(st.stats.heldNow, 4);
+    assert.equal(st.hold(child(5), b, T0), true);
+    // b alone at the bound: b itself gives up, the exchange is not held
+    assert.equal(st.hold(child(6), b, T0), false);
+    assert.deepEqual(released.at(-1), { key: 'b', held: 5, mapped: false });
+    assert.equal(st.stats.heldNow, 0);
+    assert.equal(st.stats.heldEvictions, 2);
+    assert.equal(st.stats.timeouts, 2);
+    // what comes later of a given-up trace is not held either
+    assert.equal(st.hold(child(7), b, T0), false);
+  });
+
+  test('the default bound is 16 x maxHeldTraces', () => {
+    const st = new PeerStitch({ holdNs: 10 * S, maxHeldTraces: 1, maxMappings: 16, mappingTtlNs: 5 * S }, new FakeLink(new Set([CALLER_IP])), () => {});
+    const a = root('a');
+    let held = 0;
+    for (let i = 0; i < 40 && st.hold(i === 0 ? a : child(i), a, T0); i++) held++;
+    assert.equal(held, 16);
+    assert.equal(st.stats.heldEvictions, 1);
   });
 });

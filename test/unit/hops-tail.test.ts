@@ -199,7 +199,8 @@ describe('hop spans from first to last byte', () => {
     assert.equal(hops.stats.tailsUnmatched, 1);
     const out: HopRecord[] = [];
     hops.build(pts, 'k', 'response', (x) => [0, x], out, RESP_SEQ + 3 * MSS);
-    assert.deepEqual(out.map((h) => [h.qdisc, h.start[1], h.end[1]]), [[true, 1000, 1000 + 7000]]);
+    // the qdisc held the last byte from 2000 (queued) to 9000 (sent): the span is placed there, not at the first byte
+    assert.deepEqual(out.map((h) => [h.qdisc, h.start[1], h.end[1]]), [[true, 2000, 2000 + 7000]]);
   });
 
   test('held time: the longer of the first and the last byte trip, the first alone when an end is unknown', () => {
@@ -211,6 +212,27 @@ describe('hop spans from first to last byte', () => {
     const sock = (tsNs: number, lastTsNs?: number): ObservationPoint => ({ kind: 'write', tsNs, name: 'app', lastTsNs });
     assert.equal(heldNs(sock(0), p(5, 900, 10), 10), 5, 'a socket whose exchange has not finished');
     assert.equal(heldNs(sock(0, 10), p(5, 900, 10), 10), 890);
+  });
+});
+
+describe('hop placement of holding stretches', () => {
+  test('two stretches in a row that each held the last byte lie one after the other, not over each other', () => {
+    const hops = new Hops(16, topoOf('node-1'));
+    const END = 10;
+    // the app's socket took the message at 0..10; TCP kept part back, so its last byte reached the
+    // pod's eth0 at 1000; the qdisc there held it until 2000, when it reached the host veth
+    const pts: ObservationPoint[] = [
+      { kind: 'write', tsNs: 0, name: 'app', lastTsNs: 10 },
+      { kind: 'tc', tsNs: 5, name: 'eth0', side: 'pod', netns: 7, lastTsNs: 1000, endSeq: END },
+      { kind: 'tc', tsNs: 6, name: 'va', side: 'node', lastTsNs: 2000, endSeq: END },
+    ];
+    const out: HopRecord[] = [];
+    hops.build(pts, 'k', 'response', (x) => [0, x], out, END);
+    assert.deepEqual(out.map((h) => [h.start[1], h.end[1]]), [[10, 1000], [1000, 2000]], 'each from the last byte at its start to the last byte at its end');
+    // a stretch that only delays (last byte's trip no longer than the first's) stays at the first byte
+    const lat: HopRecord[] = [];
+    hops.build([pts[0] as ObservationPoint, { kind: 'tc', tsNs: 50, name: 'eth0', side: 'pod', netns: 7, lastTsNs: 55, endSeq: END }], 'k2', 'response', (x) => [0, x], lat, END);
+    assert.deepEqual(lat.map((h) => [h.start[1], h.end[1]]), [[0, 50]]);
   });
 });
 

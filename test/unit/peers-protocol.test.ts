@@ -188,6 +188,9 @@ describe('channel', () => {
     await until(() => s.stats.droppedSendError === 50, 10_000, 'the failed batch');
     assert.equal(s.pending, 0);
     assert.equal(s.stats.sent, 0);
+    // and per peer: whose joins were lost, and that it does not answer
+    assert.deepEqual(s.linkStats().get('node-2'), { delivered: 0, droppedQueueFull: 450, droppedSendError: 50, up: false, pending: 0 });
+    assert.deepEqual([...s.linkStats().keys()], ['node-2'], 'its own node is no peer');
   });
 
   test('a peer that does not answer: the batch times out, counted', async () => {
@@ -205,6 +208,38 @@ describe('channel', () => {
     s.flush();
     await until(() => s.stats.timeouts === 1, 10_000, 'the timeout');
     await until(() => s.stats.droppedSendError === 2, 10_000, 'the dropped mappings');
+  });
+
+  test('a peer that goes away and comes back on its port: lost mappings counted for it, then delivered again, one warning each way', async () => {
+    const r1 = await receiver();
+    const port = r1.port;
+    const warnings: string[] = [];
+    const s = new Peers(options({ flushMs: 60_000, peers: [{ name: 'node-2', podCidr: '10.244.2.0/24', address: `http://127.0.0.1:${port}` }] }), (m) => warnings.push(m));
+    closers.push(() => s.close());
+    s.publish('10.244.2.7', mapping(1));
+    s.flush();
+    await until(() => r1.count() === 1, 10_000, 'delivered while up');
+    await until(() => s.linkStats().get('node-2')?.delivered === 1, 10_000, 'counted as delivered');
+    await r1.p.close();
+    for (let k = 0; k < 3; k++) {
+      s.publish('10.244.2.7', mapping(10 + k));
+      s.flush();
+      await until(() => s.linkStats().get('node-2')?.droppedSendError === k + 1, 10_000, 'a lost mapping');
+    }
+    assert.equal(s.linkStats().get('node-2')?.up, false);
+    // back, same port
+    const back = new Peers(options({ nodeName: 'node-2' }));
+    const got: PeerMapping[] = [];
+    await back.listen(port, '127.0.0.1', (_from, m) => got.push(...m));
+    closers.push(() => back.close());
+    s.publish('10.244.2.7', mapping(20));
+    s.flush();
+    await until(() => got.length === 1, 10_000, 'delivered again');
+    await until(() => s.linkStats().get('node-2')?.up === true, 10_000, 'up again');
+    assert.deepEqual(s.linkStats().get('node-2'), { delivered: 2, droppedQueueFull: 0, droppedSendError: 3, up: true, pending: 0 });
+    assert.equal(warnings.length, 2, warnings.join('; '));
+    assert.match(warnings[0] ?? '', /node-2.*dropped and counted/);
+    assert.match(warnings[1] ?? '', /node-2.*answers again/);
   });
 
   test('batches are cut at maxBatchBytes', async () => {

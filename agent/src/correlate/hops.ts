@@ -265,7 +265,13 @@ export class Hops {
     const base = hopBaseId(this.topo.nodeName, key);
     let n = 0;
     const push = (a: ObservationPoint, b: ObservationPoint, layer: Layer, qdisc: boolean) => {
-      const h: HopRecord = { spanId: nthSpanId(base, n++), direction, layer, from: a, to: b, start: wall(a.tsNs), end: wall(a.tsNs + Math.max(0, heldNs(a, b, msgEnd))), messageKey: key };
+      const held = Math.max(0, heldNs(a, b, msgEnd));
+      // a stretch that held the last byte longer than the first (a queue, a rate limit) is placed
+      // where it held it: from the last byte at a to the last byte at b. Placed at the first byte,
+      // two such stretches in a row (a socket kept back by TCP, then a qdisc) would overlap, and
+      // the later one's time would lie under no hop on the timeline (layer-time.ts: app, not network)
+      const startNs = held > b.tsNs - a.tsNs && endKnown(a, msgEnd) && endKnown(b, msgEnd) ? Math.max(a.tsNs, lastOf(b) - held) : a.tsNs;
+      const h: HopRecord = { spanId: nthSpanId(base, n++), direction, layer, from: a, to: b, start: wall(startNs), end: wall(startNs + held), messageKey: key };
       if (qdisc) h.qdisc = true;
       out.push(h);
     };

@@ -38,6 +38,8 @@ export interface StitchOptions {
   /** mappings that arrived before their spans, at most, and for how long */
   maxMappings: number;
   mappingTtlNs: number;
+  /** exchanges held at once, over all waiting traces, at most (then the oldest traces give up); default 16 x maxHeldTraces */
+  maxHeldExchanges?: number;
 }
 
 export interface StitchStats {
@@ -89,6 +91,15 @@ export class PeerStitch {
     if (root.stitch !== 'wait') return false;
     const w = this.waiting.get(root.reqKey);
     if (!w || w.root !== root) return false;
+    // the exchanges held are bounded too, not only the traces: a trace with a large fan-out
+    // makes the oldest waiting traces give up (counted as evictions), itself last
+    const cap = this.opts.maxHeldExchanges ?? 16 * this.opts.maxHeldTraces;
+    while (this.stats.heldNow >= cap) {
+      const oldest = this.waiting.values().next().value as Waiting;
+      this.stats.heldEvictions++;
+      this.giveUp(oldest);
+      if (oldest === w) return false;
+    }
     w.held.push(ex);
     this.stats.heldNow++;
     this.stats.heldTotal++;

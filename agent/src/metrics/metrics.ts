@@ -2,7 +2,7 @@
 // counters at scrape time (collect), so the hot path only increments plain numbers. Counters
 // mirror totals kept elsewhere: each scrape resets them and adds the current total, so a
 // component's reset shows as a counter reset, which rate() handles.
-import type { PeerStats } from '../peers/peers.ts';
+import type { PeerLinkStats, PeerStats } from '../peers/peers.ts';
 import type { CorrelatorStats } from '../correlate/correlator.ts';
 import { Counter, Gauge, Histogram, type Metric, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ExportLatencyStats, ExporterStats, SdkSinkStats } from '../export/sdk-sink.ts';
@@ -41,7 +41,7 @@ export interface StatsSource {
   /** discovery, once it runs */
   discovery?(): DiscoverySnapshot | undefined;
   /** the peer channel of cross-node stitching, when stitch.peersFile is set */
-  peers?(): { stats: PeerStats; pending: number; skewMs: ReadonlyMap<string, number>; nodes?: number; nodesUnusable?: number; apiErrors?: number } | undefined;
+  peers?(): { stats: PeerStats; pending: number; skewMs: ReadonlyMap<string, number>; links?: ReadonlyMap<string, PeerLinkStats>; nodes?: number; nodesUnusable?: number; apiErrors?: number } | undefined;
 }
 
 type Reader = () => number | undefined;
@@ -336,6 +336,36 @@ export function createMetrics(src: StatsSource): Registry {
   gauge('strata_peer_nodes_unusable', 'Nodes the API server lists without an IPv4 pod CIDR or InternalIP: not peers (stitch.peersFrom=kubernetes).', () => peers()?.nodesUnusable);
   counter('strata_peer_node_list_errors_total', 'Failed lists/watches of the Node objects (stitch.peersFrom=kubernetes); the last peers are kept and the informer retried.', () => peers()?.apiErrors);
   gauge('strata_peer_pending_mappings', 'Stitch mappings waiting in the peers\' outboxes.', () => peers()?.pending);
+  // the same, per peer: which node's joins are being lost, and whether it answers again
+  new Counter({
+    name: 'strata_peer_link_mappings_total',
+    help: 'Stitch mappings for one peer, by result: delivered, queue_full (dropped from its full outbox), send_error (it was unreachable, refused or timed out: joins lost on that node).',
+    labelNames: ['peer', 'result'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [peer, l] of peers()?.links ?? []) {
+        this.labels(peer, 'delivered').inc(l.delivered);
+        this.labels(peer, 'queue_full').inc(l.droppedQueueFull);
+        this.labels(peer, 'send_error').inc(l.droppedSendError);
+      }
+    },
+  });
+  new Gauge({
+    name: 'strata_peer_up', help: 'Whether the peer took the last batch sent to it (1; also before any batch) or not (0: unreachable, refused or timed out).',
+    labelNames: ['peer'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [peer, l] of peers()?.links ?? []) this.labels(peer).set(l.up ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'strata_peer_link_pending_mappings', help: 'Stitch mappings waiting in one peer\'s outbox (at most stitch.maxPending).',
+    labelNames: ['peer'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [peer, l] of peers()?.links ?? []) this.labels(peer).set(l.pending);
+    },
+  });
   counter('strata_peer_stitched_total', 'Local traces that took their trace id and parent from a peer\'s mapping.', () => correlator().stitched);
   counter('strata_peer_stitch_timeouts_total', 'Local traces that waited stitch.holdMs for a peer in vain and were exported as their own (strata.stitch=timeout), incl. those given up early.', () => correlator().stitchTimeouts);
   counter('strata_peer_held_evictions_total', 'Local traces given up before stitch.holdMs because stitch.maxHeldTraces were waiting.', () => correlator().stitchHeldEvictions);

@@ -49,6 +49,18 @@ export interface PeerStats {
   batchesReceived: number;
 }
 
+/** one peer's side of the channel: what reached it, what was lost on the way to it, and whether it answers */
+export interface PeerLinkStats {
+  delivered: number;
+  /** mappings for this peer not delivered: outbox full (oldest dropped); unreachable, refused or timed out */
+  droppedQueueFull: number;
+  droppedSendError: number;
+  /** false from a failed batch until the next delivered one (true before any batch) */
+  up: boolean;
+  /** mappings waiting in its outbox now */
+  pending: number;
+}
+
 interface Cidr {
   net: number;
   mask: number;
@@ -80,6 +92,10 @@ class Outbox {
   readonly peer: PeerNode;
   queue: PeerMapping[] = [];
   inFlight = false;
+  delivered = 0;
+  droppedQueueFull = 0;
+  droppedSendError = 0;
+  up = true;
   constructor(peer: PeerNode) {
     this.peer = peer;
   }
@@ -173,6 +189,7 @@ export class Peers {
     if (box.queue.length >= this.opts.maxPending) {
       box.queue.shift();
       this.stats.droppedQueueFull++;
+      box.droppedQueueFull++;
     }
     box.queue.push(m);
     if (box.queue.length >= this.opts.batchMax) this.flushBox(box);
@@ -181,6 +198,11 @@ export class Peers {
   /** sends what each outbox holds (one request in flight per peer) */
   flush(): void {
     for (const b of this.boxes) if (b.queue.length) this.flushBox(b);
+  }
+
+  /** each peer's delivered and lost mappings, whether it answers, and its outbox now, by peer name */
+  linkStats(): Map<string, PeerLinkStats> {
+    return new Map(this.boxes.map((b) => [b.peer.name, { delivered: b.delivered, droppedQueueFull: b.droppedQueueFull, droppedSendError: b.droppedSendError, up: b.up, pending: b.queue.length }]));
   }
 
   get pending(): number {
@@ -212,9 +234,13 @@ export class Peers {
       if (ok) {
         this.stats.sent += batch.length;
         this.stats.batchesSent++;
-        this.warned.delete(box.peer.name);
+        box.delivered += batch.length;
+        box.up = true;
+        if (this.warned.delete(box.peer.name)) this.warn(`stitch: peer ${box.peer.name} (${box.peer.address}) answers again; its mappings are delivered`);
       } else {
         this.stats.droppedSendError += batch.length;
+        box.droppedSendError += batch.length;
+        box.up = false;
         // one warning per peer until it answers again, never one per batch
         if (!this.warned.has(box.peer.name)) {
           this.warned.add(box.peer.name);
