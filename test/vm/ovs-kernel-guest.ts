@@ -133,6 +133,9 @@ async function main(): Promise<GuestOvsReport> {
     const pod = (k: 'a' | 'b', name: string) => ({ name, namespace: 'default', uid: `${P}-${k}`, node: `${P}-node`, ip: addr[k], netnsInode: statSync(`/run/netns/${ns[k]}`).ino, hostVeth: veth[k], labels: { app: name } });
     writeFileSync(podsFile, JSON.stringify([pod('a', 'client'), pod('b', 'server')]));
     const server = inNs(ns.b, process.execPath, ['-e', SERVER, addr.b]);
+    // under TCG the agent's CPU is many times the host's: its load shedding would drop these
+    // requests (cpuBudget 0: never), and an export to the receiver here can take over the default 10 s
+    Object.assign(process.env, { STRATA_SHEDDING_CPU_BUDGET: '0', STRATA_EXPORT_OTLP_TIMEOUT_MS: '120000' });
     agent = await startAgent(['--pods-file', podsFile, '--node-name', `${P}-node`, '--node-netns', `/run/netns/${ns.node}`,
       '--otlp-endpoint', receiver.url, '--traces-dir', dir, '--metrics-port', '0', '--metrics-host', '127.0.0.1'], AGENT_START_MS);
     stamp('agent ready');
