@@ -102,7 +102,7 @@ async function main(): Promise<GuestOvsReport> {
     return c;
   };
   const output = (c: ChildProcess) => (c as ChildProcess & { out: () => string }).out();
-  const tcpFlows = () => appctl('dpctl/dump-flows').split('\n').filter((l) => l.includes('eth_type(0x0800)')).length;
+  const tcpFlowsIn = (dump: string) => dump.split('\n').filter((l) => l.includes('eth_type(0x0800)')).length;
   const rows = () => receiver.requests.flatMap((r) => flattenSpans(r.decoded)).map((x) => ({ span: x.span, service: String(x.resource['service.name']) }));
   const metrics = async () => (await fetch(`http://127.0.0.1:${agent?.metricsPort}/metrics`)).text();
 
@@ -156,12 +156,13 @@ async function main(): Promise<GuestOvsReport> {
     if (!alive(server)) throw new Error(`server: ${output(server)}`);
     stamp('wired');
 
-    const tcpFlowsBefore = tcpFlows();
+    const tcpFlowsBefore = tcpFlowsIn(appctl('dpctl/dump-flows'));
     const c = inNs(ns.a, process.execPath, ['-e', CLIENT, addr.b, ...PATHS]);
     const code = await new Promise<number | null>((r) => c.on('exit', (x) => r(x)));
     if (code !== 0) throw new Error(`client exited ${code}: ${output(c)}`);
+    // one dump: under TCG a second appctl can come after the flows' 10 s idle timeout
     const flowsAfter = appctl('dpctl/dump-flows');
-    const tcpFlowsAfter = tcpFlows();
+    const tcpFlowsAfter = tcpFlowsIn(flowsAfter);
     stamp('requests');
 
     const requests: GuestOvsReport['requests'] = {};
