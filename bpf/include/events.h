@@ -36,6 +36,8 @@ enum strata_event_type {
 	STRATA_EV_NETDEV = 7,      /* net_dev: a packet at a device's rx/queue/xmit tracepoint */
 	STRATA_EV_TAIL = 8,        /* TC/net_dev: where a message's data seen at one point ends so far */
 	STRATA_EV_OVS_UPCALL = 10, /* ovs: a userspace-datapath flow miss installed a flow (bpf/ovs.bpf.c) */
+	STRATA_EV_OVS_KUPCALL = 11, /* ovs_kernel: a kernel-datapath packet went to ovs-vswitchd (upcall) and came
+				     * back (struct strata_ovs_upcall_event; bpf/ovs_kernel.bpf.c) */
 };
 
 /* which packet family a tail event comes from */
@@ -221,6 +223,12 @@ struct strata_tail_event {
  * packets it had just read from a port: the batch took the slow path (upcall -> flow install).
  * hdr.ts_ns is the flow's creation; the tuple/seq are those of the batch's first packet.
  */
+/*
+ * STRATA_EV_OVS_UPCALL (userspace datapath) as described per field; STRATA_EV_OVS_KUPCALL (kernel
+ * datapath) uses the same layout: rx_ts_ns = the ovs_dp_upcall (the packet left the kernel),
+ * hdr.ts_ns = the packet came back to be executed; pid/tid = the ovs-vswitchd thread that sent it
+ * back; batch = nth = 1; the tuple, seq, ack, flags and data_len are the upcalled packet's.
+ */
 struct strata_ovs_upcall_event {
 	struct strata_hdr hdr;
 	__u64 rx_ts_ns;    /* recvmmsg/recvmsg returned the batch to ovs-vswitchd */
@@ -254,7 +262,9 @@ enum strata_stat {
 	STRATA_STAT_FLOW_MISSES = 13,  /* data packets (not SYN) that found no flow state: the flow is older
 					* than the probe, or its state was evicted from the LRU map */
 	STRATA_STAT_OVS_UPCALLS = 14,  /* ovs: flow installs seen in ovs-vswitchd after a port read */
-	STRATA_STAT_MAX = 15,
+	STRATA_STAT_OVS_KUPCALLS = 15, /* ovs_kernel: packets the kernel datapath sent to userspace (flow misses) */
+	STRATA_STAT_OVS_KRETURNS = 16, /* ovs_kernel: upcalled packets seen coming back (OVS_PACKET_CMD_EXECUTE) */
+	STRATA_STAT_MAX = 17,
 };
 
 /* after the structs, in every language this header is compiled as */

@@ -125,7 +125,7 @@ const OWN = [
   'strata_peer_held_exchanges_total', 'strata_peer_early_mappings_total', 'strata_peer_mappings_expired_total', 'strata_peer_stitch_wait_seconds_total',
   'strata_peer_clock_skew_seconds', 'strata_peer_link_mappings_total', 'strata_peer_up', 'strata_peer_link_pending_mappings',
   'strata_kernel_ovs_upcalls_total', 'strata_ovs_upcalls_total', 'strata_ovs_upcalls_not_tcp_total', 'strata_ovs_upcalls_charged_total',
-  'strata_ovs_upcall_evictions_total', 'strata_ovs_hops_total',
+  'strata_ovs_upcall_evictions_total', 'strata_ovs_hops_total', 'strata_kernel_ovs_kernel_upcalls_total', 'strata_kernel_ovs_kernel_returns_total',
 ];
 
 describe('createMetrics', () => {

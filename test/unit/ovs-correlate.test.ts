@@ -14,7 +14,7 @@ import type { HopRecord, ObservationPoint } from '../../agent/src/correlate/reco
 import type { OvsUpcallEvent } from '../../agent/src/events/decode.ts';
 import { dbSocketOf, findVswitchd, libcOf } from '../../agent/src/probes/ovs.ts';
 import type { PreflightEnv } from '../../agent/src/probes/preflight.ts';
-import { OVS } from '../../agent/src/probes/registry.ts';
+import { OVS, OVS_KERNEL } from '../../agent/src/probes/registry.ts';
 
 const C = { ip: '10.244.3.10', port: 40000 };
 const S = { ip: '10.244.3.20', port: 8080 };
@@ -32,7 +32,7 @@ function upcall(o: { src: typeof C; dst: typeof C; seq: number; dataLen: number;
   buf.set(o.src.ip.split('.').map(Number), 0);
   buf.set(o.dst.ip.split('.').map(Number), 16);
   return {
-    buf, type: 10, flags: 0, tsNs: o.rx + o.ns, rxTsNs: o.rx, pid: 1, tid: 1, batch: 1, nth: 1, seq: o.seq, ack: 0, tcpFlags: o.flags, dataLen: o.dataLen,
+    buf, type: 10, flags: 0, tsNs: o.rx + o.ns, kernel: false, rxTsNs: o.rx, pid: 1, tid: 1, batch: 1, nth: 1, seq: o.seq, ack: 0, tcpFlags: o.flags, dataLen: o.dataLen,
     tuple: { family: o.family ?? 2, saddrOff: 0, daddrOff: 16, sport: o.src.port, dport: o.dst.port },
   };
 }
@@ -167,5 +167,36 @@ describe('ovs preflight', () => {
     const progs = (v: string) => OVS.programs.filter((p) => p.variant === undefined || p.variant === v).map((p) => `${p.kind}:${p.name}`).sort();
     assert.deepEqual(progs('tracepoint'), ['tracepoint:ovs_rx_enter_tp', 'tracepoint:ovs_rx_exit_tp', 'tracepoint:ovs_tx_enter_tp', 'uprobe:ovs_flow_new']);
     assert.deepEqual(progs('uprobe'), ['uprobe:ovs_flow_new', 'uprobe:ovs_rx_enter', 'uprobe:ovs_rx_exit', 'uprobe:ovs_tx_enter']);
+  });
+});
+
+describe('ovs_kernel preflight (kernel datapath)', () => {
+  const env = (o: Partial<PreflightEnv> & { tracepoints?: string[]; module?: boolean }): PreflightEnv => ({
+    tracefs: { mounted: true, mountPoints: [], debugfsFallback: false, path: '/sys/kernel/tracing', accessible: true, rawTracepointFallbackNeeded: false },
+    btf: true, kprobes: true, ovs: { module: o.module ?? true, tracepoints: o.tracepoints ?? [] }, ...o,
+  });
+  const progs = (v: string) => OVS_KERNEL.programs.filter((p) => p.variant === undefined || p.variant === v).map((p) => `${p.kind}:${p.name}`).sort();
+
+  test('off without the openvswitch module, without kprobes or BTF, each saying why', () => {
+    const noModule = OVS_KERNEL.preflight(env({ module: false }), {});
+    assert.equal(noModule.ok, false);
+    assert.match(noModule.reason, /the openvswitch kernel module is not loaded: no kernel OVS datapath on this node/);
+    const noKprobes = OVS_KERNEL.preflight(env({ kprobes: false, tracepoints: ['ovs_do_execute_action', 'ovs_dp_upcall'] }), {});
+    assert.equal(noKprobes.ok, false);
+    assert.match(noKprobes.reason, /no kprobes .*ovs_packet_cmd_execute/);
+    assert.equal(OVS_KERNEL.preflight(env({ btf: false }), {}).ok, false);
+  });
+
+  test('the module tracepoints where it has both (6.0+), else kprobes on the functions they sit in (5.10), saying so', () => {
+    const tp = OVS_KERNEL.preflight(env({ tracepoints: ['ovs_do_execute_action', 'ovs_dp_upcall'] }), {});
+    assert.deepEqual([tp.ok, tp.variant], [true, 'tracepoint']);
+    const kp = OVS_KERNEL.preflight(env({ tracepoints: [] }), {});
+    assert.deepEqual([kp.ok, kp.variant], [true, 'kprobe']);
+    assert.match(kp.reason, /openvswitch module has no ovs_dp_upcall, ovs_do_execute_action tracepoint: kprobes on ovs_dp_upcall and ovs_execute_actions/);
+    const hidden = OVS_KERNEL.preflight(env({ tracefs: { ...env({}).tracefs, accessible: false } }), {});
+    assert.equal(hidden.variant, 'kprobe');
+    assert.match(hidden.reason, /tracefs is not readable/);
+    assert.deepEqual(progs('tracepoint'), ['kprobe:ovs_kexec_enter', 'kprobe:ovs_kexec_exit', 'raw_tp:ovs_kaction_tp', 'raw_tp:ovs_kupcall_tp']);
+    assert.deepEqual(progs('kprobe'), ['kprobe:ovs_kaction_kp', 'kprobe:ovs_kexec_enter', 'kprobe:ovs_kexec_exit', 'kprobe:ovs_kupcall_kp']);
   });
 });

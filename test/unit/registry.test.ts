@@ -93,6 +93,16 @@ test('every event type is emitted by one family and reaches the handler it names
     d.decode(rec);
     assert.deepEqual(calls, [e.handler], `${e.f}: ${e.name}`);
   }
+  // the kernel datapath's upcall records share the userspace datapath's layout, told apart by type
+  for (const [type, kernel] of [[EVENT_TYPE.EV_OVS_UPCALL, false], [EVENT_TYPE.EV_OVS_KUPCALL, true]] as const) {
+    const seen: boolean[] = [];
+    const rec = Buffer.alloc(1024);
+    rec.writeUInt16LE(type, HDR.type);
+    rec[HDR.version] = CONSTS.EVENTS_VERSION;
+    rec.writeUInt32LE(rec.length, HDR.len);
+    new Decoder({ onSock: () => {}, onState: () => {}, onPkt: () => {}, onNetDev: () => {}, onOvsUpcall: (x) => seen.push(x.kernel) }).decode(rec);
+    assert.deepEqual(seen, [kernel], `type ${type}`);
+  }
 });
 
 test('families declare only generated kernel counters, each owned once', () => {

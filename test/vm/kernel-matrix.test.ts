@@ -5,8 +5,9 @@
 // Asserted per kernel: check says the agent can run; each family loads, attaches and delivers
 // every kind of event its traffic gives; what check reports about kprobe and fentry agrees with
 // the kernel's own config (CONFIG_KPROBES, trampolines), and about OVS with tracefs after the
-// modprobe. The check's report, rendered as `strata check` prints it, plus those facts, is kept per
-// kernel in test/fixtures/kernels/<kernel>.txt with volatile fields normalised (release, counts);
+// modprobe, and the kernel datapath family's variant with them. The check's report, rendered as
+// `strata check` prints it, plus those facts, is kept per kernel in
+// test/fixtures/kernels/<kernel>.txt with volatile fields normalised (release, counts);
 // a change is a failure with a diff (STRATA_UPDATE_FIXTURES=1 rewrites them).
 // Under CI=true a missing piece (not root, no network for a cold build) fails; elsewhere it skips.
 import assert from 'node:assert/strict';
@@ -110,6 +111,9 @@ describe('kernel matrix: the agent on Debian kernels in the VM', () => {
       for (const n of OVS_TRACEPOINTS.filter((x) => !after.includes(x))) {
         assert.match(rep.probes.find((p) => p.name === n)?.reason ?? '', /openvswitch module has no .* tracepoint/);
       }
+      // the kernel datapath's family: the module's tracepoints where it has both, else kprobes (5.10)
+      const ovsKernel = fam.families.find((f) => f.name === 'ovs_kernel');
+      assert.equal(ovsKernel?.variant, OVS_TRACEPOINTS.every((n) => after.includes(n)) ? 'tracepoint' : 'kprobe', 'ovs_kernel variant');
 
       // the fixture: structure, not timings
       const text = fixtureText(kernel, rep, fam, lines(r.files['ovs-before.txt']), lines(r.files['ovs-after.txt']));

@@ -320,8 +320,8 @@ export const SCHEMA = {
     wakeupBytes: int(0, 1 << 30, 'the kernel wakes the agent only past this many pending bytes (at most probes.ringBufferBytes)'),
     syscallAttach: oneOf(['auto', 'tracepoint', 'raw_tp'] as const, 'socket syscalls through tracepoints (need tracefs) or raw tracepoints; auto: tracepoints when tracefs is there'),
     idleDetachS: int(0, 86_400, 'the socket syscall probes (which every process on the node pays for) attach with the first traced pod and detach this long after the last one left; 0: attached from the start, always'),
-    disable: list('optional probe families not to load (veth_tc: TC hops on veths and uplinks; net_dev: device and qdisc points; each costs every packet on the node; ovs: flow misses in ovs-vswitchd, costs its port reads)', {
-      what: 'optional probe family names (veth_tc, net_dev, ovs)', test: (x) => x === 'veth_tc' || x === 'net_dev' || x === 'ovs',
+    disable: list('optional probe families not to load (veth_tc: TC hops on veths and uplinks; net_dev: device and qdisc points; each costs every packet on the node; ovs: flow misses in ovs-vswitchd, costs its port reads; ovs_kernel: kernel-datapath upcalls, costs each OVS action one read)', {
+      what: 'optional probe family names (veth_tc, net_dev, ovs, ovs_kernel)', test: (x) => x === 'veth_tc' || x === 'net_dev' || x === 'ovs' || x === 'ovs_kernel',
     }),
   },
   correlator: {

@@ -118,9 +118,15 @@ export interface TailEvent extends Common {
   tuple: Tuple;
 }
 
-/** ovs: ovs-vswitchd installed a datapath flow while it handled a batch read from a port (bpf/ovs.bpf.c) */
+/**
+ * ovs: ovs-vswitchd installed a datapath flow while it handled a batch read from a port
+ * (bpf/ovs.bpf.c); ovs_kernel (kernel: true): a packet the kernel datapath sent to ovs-vswitchd came
+ * back to be executed (bpf/ovs_kernel.bpf.c: batch = nth = 1, rxTsNs = the upcall).
+ */
 export interface OvsUpcallEvent extends Common {
-  /** recvmmsg returned the batch (tsNs: the flow's creation) */
+  /** the kernel datapath's upcall (EV_OVS_KUPCALL) rather than the userspace datapath's flow install */
+  kernel: boolean;
+  /** recvmmsg returned the batch, or the kernel sent the packet up (tsNs: the flow's creation, or the packet back) */
   rxTsNs: number;
   pid: number;
   tid: number;
@@ -190,7 +196,7 @@ export class Decoder {
     this.state = { buf: empty, type: 0, flags: 0, tsNs: 0, sk: 0, pid: 0, netns: 0, oldState: 0, newState: 0, tuple: newTuple() };
     this.pkt = { buf: empty, type: 0, flags: 0, tsNs: 0, ifindex: 0, seq: 0, ack: 0, skbLen: 0, dataLen: 0, tcpFlags: 0, dir: 0, aggPkts: 0, aggBytes: 0, tuple: newTuple(), payloadOff: 0, payloadLen: 0 };
     this.tail = { buf: empty, type: 0, flags: 0, tsNs: 0, queueTsNs: 0, ifindex: 0, netns: 0, seq: 0, endSeq: 0, pkts: 0, src: 0, point: 0, final: false, tuple: newTuple() };
-    this.ovs = { buf: empty, type: 0, flags: 0, tsNs: 0, rxTsNs: 0, pid: 0, tid: 0, batch: 0, nth: 0, seq: 0, ack: 0, tcpFlags: 0, dataLen: 0, tuple: newTuple() };
+    this.ovs = { buf: empty, type: 0, flags: 0, tsNs: 0, kernel: false, rxTsNs: 0, pid: 0, tid: 0, batch: 0, nth: 0, seq: 0, ack: 0, tcpFlags: 0, dataLen: 0, tuple: newTuple() };
     this.netdev = { buf: empty, type: 0, flags: 0, tsNs: 0, skb: 0, ifindex: 0, netns: 0, point: 0, seq: 0, ack: 0, skbLen: 0, dataLen: 0, tcpFlags: 0, aggPkts: 0, aggBytes: 0, tuple: newTuple() };
   }
 
@@ -219,7 +225,7 @@ export class Decoder {
       } else if (type === EVENT_TYPE.EV_TAIL) {
         if (len < TAIL_EVENT.SIZE) this.stats.malformed++;
         else this.handler.onTail?.(this.readTail(b, o));
-      } else if (type === EVENT_TYPE.EV_OVS_UPCALL) {
+      } else if (type === EVENT_TYPE.EV_OVS_UPCALL || type === EVENT_TYPE.EV_OVS_KUPCALL) {
         if (len < OVS_UPCALL_EVENT.SIZE) this.stats.malformed++;
         else this.handler.onOvsUpcall?.(this.readOvsUpcall(b, o));
       } else if (type === EVENT_TYPE.EV_SOCK_STATE) {
@@ -317,6 +323,7 @@ export class Decoder {
   private readOvsUpcall(b: Buffer, o: number): OvsUpcallEvent {
     const e = this.ovs;
     this.common(e, b, o);
+    e.kernel = e.type === EVENT_TYPE.EV_OVS_KUPCALL;
     e.rxTsNs = u64(b, o + OVS_UPCALL_EVENT.rx_ts_ns);
     e.pid = b.readUInt32LE(o + OVS_UPCALL_EVENT.pid);
     e.tid = b.readUInt32LE(o + OVS_UPCALL_EVENT.tid);

@@ -32,14 +32,14 @@ export const TAIL_EVENT = { SIZE: 88, hdr: 0, queue_ts_ns: 16, ifindex: 24, netn
 export const TAIL_EVENT_SIZES = { hdr: 16, queue_ts_ns: 8, ifindex: 4, netns: 4, seq: 4, end_seq: 4, pkts: 4, src: 1, point: 1, final: 1, _pad0: 1, tuple: 40 } as const;
 
 export const CONSTS = { EVENTS_VERSION: 1, SOCK_PAYLOAD_MAX: 512, PKT_PAYLOAD_MAX: 128, COMM_LEN: 16 } as const;
-export const EVENT_TYPE = { EV_SOCK_DATA: 1, EV_SOCK_ACCEPT: 2, EV_SOCK_CONNECT: 3, EV_SOCK_CLOSE: 4, EV_SOCK_STATE: 5, EV_PKT: 6, EV_NETDEV: 7, EV_TAIL: 8, EV_OVS_UPCALL: 10 } as const;
+export const EVENT_TYPE = { EV_SOCK_DATA: 1, EV_SOCK_ACCEPT: 2, EV_SOCK_CONNECT: 3, EV_SOCK_CLOSE: 4, EV_SOCK_STATE: 5, EV_PKT: 6, EV_NETDEV: 7, EV_TAIL: 8, EV_OVS_UPCALL: 10, EV_OVS_KUPCALL: 11 } as const;
 export const SOCK_OP = { OP_READ: 1, OP_RECVFROM: 2, OP_RECVMSG: 3, OP_READV: 4, OP_WRITE: 5, OP_SENDTO: 6, OP_SENDMSG: 7, OP_WRITEV: 8, OP_SENDFILE: 9, OP_ACCEPT: 10, OP_CONNECT: 11, OP_CLOSE: 12 } as const;
 export const DIR = { DIR_NONE: 0, DIR_IN: 1, DIR_OUT: 2 } as const;
 export const FLAGS = { F_TRUNCATED: 1, F_SEQ_VALID: 2, F_PEEK: 4, F_AFTER_SHED: 8 } as const;
 export const NETDEV_POINT = { RX: 1, QUEUE: 2, XMIT: 3 } as const;
-export const STAT = { EVENTS: 0, RB_DROPS: 1, FILTERED: 2, NOT_TCP: 3, PKT_SEEN: 4, PKT_AGGREGATED: 5, PKT_NOT_TCP: 6, READ_ERRORS: 7, NETDEV_SEEN: 8, NETDEV_AGGREGATED: 9, SHED_EVENTS: 10, SHED_ROOTS: 11, REQUESTS: 12, FLOW_MISSES: 13, OVS_UPCALLS: 14, MAX: 15 } as const;
-export const STAT_NAMES = ['events', 'rbDrops', 'filtered', 'notTcp', 'pktSeen', 'pktAggregated', 'pktNotTcp', 'readErrors', 'netdevSeen', 'netdevAggregated', 'shedEvents', 'shedRoots', 'requests', 'flowMisses', 'ovsUpcalls'] as const;
+export const STAT = { EVENTS: 0, RB_DROPS: 1, FILTERED: 2, NOT_TCP: 3, PKT_SEEN: 4, PKT_AGGREGATED: 5, PKT_NOT_TCP: 6, READ_ERRORS: 7, NETDEV_SEEN: 8, NETDEV_AGGREGATED: 9, SHED_EVENTS: 10, SHED_ROOTS: 11, REQUESTS: 12, FLOW_MISSES: 13, OVS_UPCALLS: 14, OVS_KUPCALLS: 15, OVS_KRETURNS: 16, MAX: 17 } as const;
+export const STAT_NAMES = ['events', 'rbDrops', 'filtered', 'notTcp', 'pktSeen', 'pktAggregated', 'pktNotTcp', 'readErrors', 'netdevSeen', 'netdevAggregated', 'shedEvents', 'shedRoots', 'requests', 'flowMisses', 'ovsUpcalls', 'ovsKupcalls', 'ovsKreturns'] as const;
 export const TAIL_SRC = { TAIL_TC: 1, TAIL_NETDEV: 2 } as const;
 
 // the BPF objects built from bpf/*.bpf.c (native listObjects() opens the same set)
-export const BPF_OBJECTS = ['features', 'net_dev', 'ovs', 'sock', 'veth_tc'] as const;
+export const BPF_OBJECTS = ['features', 'net_dev', 'ovs', 'ovs_kernel', 'sock', 'veth_tc'] as const;

@@ -223,6 +223,9 @@ export function createMetrics(src: StatsSource): Registry {
 
   // ovs (bpf/ovs.bpf.c, correlate/ovs.ts)
   counter('strata_kernel_ovs_upcalls_total', 'Flow installs seen in ovs-vswitchd (userspace datapath) while it handled a batch read from a port: flow misses.', () => kernel()?.ovsUpcalls);
+  // ovs_kernel (bpf/ovs_kernel.bpf.c)
+  counter('strata_kernel_ovs_kernel_upcalls_total', 'Packets the kernel OVS datapath sent to ovs-vswitchd (ovs_dp_upcall): flow misses, any protocol.', () => kernel()?.ovsKupcalls);
+  counter('strata_kernel_ovs_kernel_returns_total', 'Upcalled TCP packets seen coming back from ovs-vswitchd to be executed (OVS_PACKET_CMD_EXECUTE): one upcall record each.', () => kernel()?.ovsKreturns);
   counter('strata_ovs_upcalls_total', 'OVS flow-miss records the correlator received.', () => correlator().ovsUpcalls);
   counter('strata_ovs_upcalls_not_tcp_total', 'OVS flow misses on a batch whose first packet was not TCP (ARP, ICMP): not attributed to any request.', () => correlator().ovsUpcallsNotTcp);
   counter('strata_ovs_upcalls_charged_total', 'OVS flow misses marked on an ovs hop span (strata.ovs.upcall).', () => correlator().ovsUpcallsCharged);

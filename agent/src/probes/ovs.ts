@@ -34,6 +34,13 @@ export const OVS_UPROBES: readonly [string, string, boolean, string | undefined]
 /** variant "tracepoint": the syscall tracepoints that replace the recvmmsg/sendmmsg uprobes, attached once */
 export const OVS_TRACEPOINTS: readonly string[] = ['ovs_rx_enter_tp', 'ovs_rx_exit_tp', 'ovs_tx_enter_tp'];
 
+/** the kernel datapath (bpf/ovs_kernel.bpf.c), variant "tracepoint": the module's tracepoints, as raw tracepoints */
+export const OVS_KERNEL_TRACEPOINTS: readonly string[] = ['ovs_kupcall_tp', 'ovs_kaction_tp'];
+/** the tracepoints they attach to (tracefs events/openvswitch/), kernel >= 6.0 */
+export const OVS_KERNEL_TRACEPOINT_NAMES: readonly string[] = ['ovs_dp_upcall', 'ovs_do_execute_action'];
+/** variant "kprobe" (5.10: no such tracepoints): kprobes on ovs_dp_upcall and ovs_execute_actions */
+export const OVS_KERNEL_KPROBES: readonly string[] = ['ovs_kupcall_kp', 'ovs_kaction_kp'];
+
 export interface VswitchdProc {
   pid: number;
   /** inode of its network namespace */

@@ -12,7 +12,7 @@ import type { PreflightEnv } from './preflight.ts';
 import type { Knobs } from '../../../native/index.d.ts';
 import { ONE, type ProbeSet, u32 } from './probe-set.ts';
 import type { OvsView } from '../correlate/ovs.ts';
-import { OVS_TRACEPOINTS, OVS_UPROBES, OvsTracker } from './ovs.ts';
+import { OVS_KERNEL_KPROBES, OVS_KERNEL_TRACEPOINTS, OVS_KERNEL_TRACEPOINT_NAMES, OVS_TRACEPOINTS, OVS_UPROBES, OvsTracker } from './ovs.ts';
 
 export type AttachKind = 'tracepoint' | 'raw_tp' | 'tc' | 'uprobe' | 'kprobe' | 'fentry';
 export type StatName = (typeof STAT_NAMES)[number];
@@ -398,11 +398,46 @@ export const OVS: ProbeFamily = {
   },
 };
 
+/**
+ * The kernel datapath (bpf/ovs_kernel.bpf.c): its upcalls and their return, node-wide. The bridge
+ * and ports of the `ovs` hop still come from the ovs family's tracker (ovs-vswitchd's ovsdb), which
+ * runs in both datapaths.
+ */
+export const OVS_KERNEL: ProbeFamily = {
+  name: 'ovs_kernel',
+  object: 'ovs_kernel',
+  summary: 'Open vSwitch kernel datapath: flow misses sent to ovs-vswitchd (upcalls) and their return, from the openvswitch module',
+  required: false,
+  attach: 'programs',
+  programs: [
+    { name: 'ovs_kexec_enter', kind: 'kprobe' },
+    { name: 'ovs_kexec_exit', kind: 'kprobe' },
+    ...OVS_KERNEL_TRACEPOINTS.map((name): ProgramDesc => ({ name, kind: 'raw_tp', variant: 'tracepoint' })),
+    ...OVS_KERNEL_KPROBES.map((name): ProgramDesc => ({ name, kind: 'kprobe', variant: 'kprobe' })),
+  ],
+  knobs: common,
+  preflight(env) {
+    if (!env.btf) return { ok: false, reason: 'the kernel has no BTF (/sys/kernel/btf/vmlinux): the skb fields cannot be relocated' };
+    if (!env.ovs.module) {
+      return { ok: false, reason: 'the openvswitch kernel module is not loaded: no kernel OVS datapath on this node (looked at when the agent starts: a module loaded later needs a restart)' };
+    }
+    if (!env.kprobes) return { ok: false, reason: 'the kernel offers no kprobes (CONFIG_KPROBES): the packet coming back from ovs-vswitchd (ovs_packet_cmd_execute) has no tracepoint' };
+    const missing = OVS_KERNEL_TRACEPOINT_NAMES.filter((n) => !env.ovs.tracepoints.includes(n));
+    if (missing.length === 0) return { ok: true, variant: 'tracepoint', reason: 'openvswitch tracepoints ovs_dp_upcall, ovs_do_execute_action; kprobe on ovs_packet_cmd_execute' };
+    return {
+      ok: true, variant: 'kprobe',
+      reason: `${env.tracefs.accessible ? `this kernel's openvswitch module has no ${missing.join(', ')} tracepoint` : 'tracefs is not readable: the openvswitch tracepoints cannot be listed'}: kprobes on ovs_dp_upcall and ovs_execute_actions instead (and on ovs_packet_cmd_execute)`,
+    };
+  },
+  events: [{ type: EVENT_TYPE.EV_OVS_KUPCALL, name: 'ovs_kupcall', handler: 'onOvsUpcall' }],
+  stats: ['ovsKupcalls', 'ovsKreturns'],
+};
+
 /** the ovs family's tracker of a probe set (tests) */
 export const ovsTracker = (p: ProbeSet): OvsTracker | undefined => ovsTrackers.get(p);
 
 /** In load order: the required family first, so that its failure stops the agent before anything else loads. */
-export const FAMILIES: readonly ProbeFamily[] = [SOCK_SYSCALLS, VETH_TC, NET_DEV, OVS];
+export const FAMILIES: readonly ProbeFamily[] = [SOCK_SYSCALLS, VETH_TC, NET_DEV, OVS, OVS_KERNEL];
 
 /** Objects built from bpf/ that are no agent family: features.bpf.o is `strata check`'s own feature probes. */
 export const NON_AGENT_OBJECTS: readonly string[] = ['features'];
