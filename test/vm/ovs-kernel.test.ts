@@ -28,7 +28,12 @@ const JOB = readFileSync(new URL('ovs-kernel-job.sh', import.meta.url), 'utf8');
 const JOB_TIMEOUT_MS = 720_000;
 /** kernel -> the variant its openvswitch module allows (platform notes: 5.10's has no tracepoints) */
 const KERNELS: Record<string, string> = { '6.1': 'tracepoint', '5.10': 'kprobe' };
-const WANT = (process.env.STRATA_VM_OVS_KERNELS ?? Object.keys(KERNELS).join(',')).split(',').filter(Boolean);
+/**
+ * 6.1 by default (the tracepoint variant, what Debian 12 nodes run): one emulated guest keeps the
+ * CI run short; STRATA_VM_OVS_KERNELS=6.1,5.10 adds the kprobe variant's guest beside it (the
+ * kernel matrix checks on every run that the kprobe variant loads and attaches on 5.10).
+ */
+const WANT = (process.env.STRATA_VM_OVS_KERNELS ?? '6.1').split(',').filter(Boolean);
 const lines = (s: string | undefined) => (s ?? '').split('\n').filter(Boolean);
 
 describe('ovs_kernel: the kernel OVS datapath in the VM', { concurrency: true }, () => {
