@@ -1,5 +1,5 @@
 // Causality under concurrency, end to end (issue 10 item 7's must-show): 50 dispatch requests over
-// 10 keep-alive connections, uninstrumented (no trace header anywhere), through a 3-node cluster
+// 10 keep-alive connections, uninstrumented (no trace header anywhere), through a 4-node cluster
 // lab with one stitching agent per node, once through the event-loop (Node) HotROD and once through
 // the thread-per-request (Python) one, both in the same lab behind one NGINX ingress (by Host).
 // No span of any trace may belong to another request: every request carries its own id (`req=`,
@@ -28,7 +28,8 @@ const FANOUT = 3;
 const CONNS = 10;
 const PER_CONN = 5;
 const RUNTIMES = [{ name: 'node', ns: 'hz-node', host: 'node.hotrod.lab' }, { name: 'python', ns: 'hz-py', host: 'py.hotrod.lab' }] as const;
-// every call crosses nodes: nginx (node-1) -> frontend (node-2) -> customer (node-3), driver (node-1) -> route (node-2)
+// every call crosses nodes: nginx (node-1) -> frontend (node-2) -> customer (node-3), driver (node-1) -> route (node-4)
+const NODE_OF: Record<string, string> = { ingress: 'node-1', frontend: 'node-2', customer: 'node-3', driver: 'node-1', route: 'node-4' };
 const TOPOLOGY = `apiVersion: strata.lab/v1alpha1
 kind: Cluster
 name: concurrency
@@ -36,12 +37,13 @@ nodes:
   - { name: node-1 }
   - { name: node-2 }
   - { name: node-3 }
+  - { name: node-4 }
 ingress: { node: node-1, hostPort: 80, rules: [ ${RUNTIMES.map((r) => `{ host: ${r.host}, service: ${r.ns}/frontend }`).join(', ')} ] }
 pods:
 ${RUNTIMES.map((r) => `  - { namespace: ${r.ns}, app: frontend, node: node-2, runtime: ${r.name} }
   - { namespace: ${r.ns}, app: customer, node: node-3, runtime: ${r.name} }
   - { namespace: ${r.ns}, app: driver, node: node-1, runtime: ${r.name}, fanout: ${FANOUT} }
-  - { namespace: ${r.ns}, app: route, node: node-2, runtime: ${r.name} }`).join('\n')}
+  - { namespace: ${r.ns}, app: route, node: node-4, runtime: ${r.name} }`).join('\n')}
 telemetry: { otlpEndpoint: "" }
 faults: []
 `;
@@ -72,6 +74,8 @@ interface Row {
   span: DecodedSpan;
   service: string;
   ns: string;
+  /** the exporting agent's node (resource k8s.node.name) */
+  node: string;
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'strata-scz-'));
@@ -85,7 +89,7 @@ describe('cluster concurrency: 50 requests over 10 keep-alive connections, no sp
   const secretFile = join(dir, 'secret');
 
   const rows = (): Row[] => receiver.requests.flatMap((r) => flattenSpans(r.decoded))
-    .map((x) => ({ span: x.span, service: String(x.resource['service.name']), ns: String(x.resource['k8s.namespace.name'] ?? '') }));
+    .map((x) => ({ span: x.span, service: String(x.resource['service.name']), ns: String(x.resource['k8s.namespace.name'] ?? ''), node: String(x.resource['k8s.node.name'] ?? '') }));
   const attr = (r: Row, k: string) => String(r.span.attributes[k] ?? '');
   const query = (r: Row) => new URLSearchParams(attr(r, 'url.query'));
   const metrics = async () => {
@@ -233,6 +237,11 @@ describe('cluster concurrency: 50 requests over 10 keep-alive connections, no sp
         under(driver, 'frontend', front);
         for (const r of routes) under(r, 'driver', driver);
         if (front && query(front).get('req') !== id) why.push('frontend SERVER of another request');
+        // each node's spans come from that node's agent
+        for (const r of t) {
+          const app = Object.keys(NODE_OF).find((a) => r.service.includes(a));
+          if (app && (r.span.kind === KIND_SERVER || r.span.kind === KIND_CLIENT) && r.node !== NODE_OF[app]) why.push(`${r.service} exported from ${r.node}, not ${NODE_OF[app]}`);
+        }
         if (why.length) broken.push(`${id}: ${why.join('; ')}`);
         else whole++;
       }
