@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SpanKind } from '@opentelemetry/api';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
-import { EVENT_TYPE } from '../../agent/src/events/layout.generated.ts';
+import { EVENT_TYPE, FLAGS } from '../../agent/src/events/layout.generated.ts';
 import { runRecords } from '../helpers/conversation.ts';
 import { type Endpoint, sockRecord } from '../helpers/synth.ts';
 
@@ -38,12 +38,12 @@ class Script {
     this.socks.set(sk, { local: { ip: SELF, port }, remote: BACKEND, in: 0x3000 * sk, out: 0x4000 * sk });
   }
 
-  private ev(type: number, sk: number, tid: number, dir = 0, data?: Buffer): void {
+  private ev(type: number, sk: number, tid: number, dir = 0, data?: Buffer, flags = 0): void {
     const s = this.socks.get(sk);
     assert.ok(s, `socket ${sk}`);
     const ts = (this.t += 1000);
     const seq = dir === 1 ? s.in : s.out;
-    this.recs.push(sockRecord({ type, ts, enterTs: ts - 200, sk, pid: this.pid, tid, netns: NETNS, local: s.local, remote: s.remote, comm: this.comm, dir, seq: data ? seq : undefined, payload: data }));
+    this.recs.push(sockRecord({ type, ts, enterTs: ts - 200, sk, pid: this.pid, tid, netns: NETNS, local: s.local, remote: s.remote, comm: this.comm, dir, seq: data ? seq : undefined, payload: data, flags }));
     if (data && dir === 1) s.in = (s.in + data.length) >>> 0;
     if (data && dir === 2) s.out = (s.out + data.length) >>> 0;
   }
@@ -62,6 +62,19 @@ class Script {
 
   write(sk: number, data: Buffer, tid = this.pid): void {
     this.ev(EVENT_TYPE.EV_SOCK_DATA, sk, tid, 2, data);
+  }
+
+  /** bytes the kernel moved but did not report (a message shed by load shedding): the stream's seq advances */
+  shed(sk: number, dir: 1 | 2, bytes: number): void {
+    const s = this.socks.get(sk);
+    assert.ok(s, `socket ${sk}`);
+    if (dir === 1) s.in = (s.in + bytes) >>> 0;
+    else s.out = (s.out + bytes) >>> 0;
+  }
+
+  /** the first kept write after shed ones (the kernel flags it) */
+  writeAfterShed(sk: number, data: Buffer, tid = this.pid): void {
+    this.ev(EVENT_TYPE.EV_SOCK_DATA, sk, tid, 2, data, FLAGS.F_AFTER_SHED);
   }
 
   close(sk: number, tid = this.pid): void {
@@ -145,6 +158,43 @@ describe('causality: outbound calls linked to the inbound request by evidence', 
     assert.equal(st.causesLinkedConnect, 2);
     assert.equal(st.causesLinkedEventLoop, 4);
     assert.equal(st.causesAmbiguous, 0);
+  });
+
+  test('load shedding: the first request the kernel reports on a connection is not its first when shed ones went before (the connect spoke of those)', () => {
+    const s = new Script(310, 'nginx');
+    s.inbound(1, 50011);
+    s.inbound(2, 50012);
+    s.inbound(3, 50013);
+    s.outbound(11, 41011);
+    s.outbound(12, 41012);
+    s.accept(1);
+    s.accept(2);
+    s.accept(3);
+    // a kept request on a fresh upstream connection, answered
+    s.read(1, get('/a'));
+    s.connect(11);
+    s.write(11, get('/a'));
+    s.read(11, OK);
+    s.write(1, OK);
+    // a shed request (none of its syscalls reported) needs another upstream connection: at its
+    // connect the thread's last known read is /a's answer, so the connect contradicts every request
+    s.shed(2, 1, get('/shed').length);
+    s.connect(12);
+    s.shed(12, 2, get('/shed').length);
+    s.shed(12, 1, OK.length);
+    s.shed(2, 2, OK.length);
+    // the next kept request goes out on that connection, in its read's callback
+    s.read(3, get('/k'));
+    s.writeAfterShed(12, get('/k'));
+    s.read(12, OK);
+    s.write(3, OK);
+    const r = run(s);
+    assert.equal(r.parentOf(r.client('/a?')), '/a?');
+    assert.equal(r.client('/a?').attributes['strata.cause'], 'connect');
+    const k = r.client('/k?');
+    assert.equal(r.parentOf(k), '/k?', 'linked by the event loop, not left ambiguous by a connect made for a shed request');
+    assert.equal(k.attributes['strata.cause'], 'event_loop');
+    assert.equal(r.correlator.stats.causesAmbiguous, 0);
   });
 
   test('a call after its request was answered (a timer), or after a read of nothing known: unlinked, counted, marked', () => {

@@ -238,6 +238,9 @@ export class Exchanges {
       if (isRequest) c.reqNextSeq = (e.seq + e.ret) >>> 0;
       else c.respNextSeq = (e.seq + e.ret) >>> 0;
     }
+    // the kernel shed the messages sent before this one (load shedding): the connection's first
+    // request was one of them, so what its connect() said is not about this request
+    if (isRequest && c.role === ROLE_CLIENT && e.flags & FLAGS.F_AFTER_SHED) c.connectCause = undefined;
     const open = isRequest ? c.reqOpen : c.respOpen;
     this.touched = open ? [open] : [];
     stream?.feed(e.buf, e.payloadOff, Math.min(e.payloadLen, e.ret), e.ret, e);
