@@ -197,6 +197,28 @@ describe('causality: outbound calls linked to the inbound request by evidence', 
     assert.equal(r.correlator.stats.causesAmbiguous, 0);
   });
 
+  test('a kept-alive connection the agent joined mid-response: once a request shows it is HTTP, its responses count as reads of the call (transitive links resume)', () => {
+    const s = new Script(320);
+    s.inbound(1, 50021);
+    s.outbound(11, 41021); // older than the agent: no connect seen
+    // the tail of a response in flight when the agent attached: not a request, the role unknown yet
+    s.read(11, B('{"tail":"of an earlier answer"}'));
+    s.accept(1);
+    s.read(1, get('/d'));
+    s.write(11, get('/r1'));
+    s.read(11, OK);
+    // the second call from the first one's response callback
+    s.write(11, get('/r2'));
+    s.read(11, OK);
+    s.write(1, OK);
+    const r = run(s);
+    assert.equal(r.parentOf(r.client('/r1?')), '/d?');
+    const r2 = r.client('/r2?');
+    assert.equal(r.parentOf(r2), '/d?', 'linked through the response of /r1');
+    assert.equal(r2.attributes['strata.cause'], 'event_loop');
+    assert.equal(r.correlator.stats.causesAmbiguous, 0);
+  });
+
   test('a call after its request was answered (a timer), or after a read of nothing known: unlinked, counted, marked', () => {
     const s = new Script(301);
     s.inbound(1, 50001);

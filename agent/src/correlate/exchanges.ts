@@ -212,6 +212,9 @@ export class Exchanges {
         return;
       }
       this.setRole(c, e.dir === DIR.DIR_IN ? ROLE_SERVER : ROLE_CLIENT);
+      // what came before (the rest of a message in flight when the agent attached) was counted as
+      // non-HTTP; from here the connection is HTTP, and its reads tell causality what they moved
+      c.nonHttpCounted = false;
     }
     const isRequest = e.dir === (c.role === ROLE_SERVER ? DIR.DIR_IN : DIR.DIR_OUT);
     c.lastTs = e.tsNs;
