@@ -9,7 +9,6 @@
 // Needs root, nginx, nftables, node, python3, curl; under CI=true their absence fails the test, elsewhere it skips.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -21,6 +20,7 @@ import { KIND_CLIENT, KIND_SERVER } from '../helpers/lab-tracing.ts';
 import { type DecodedSpan, flattenSpans } from '../helpers/otlp-decode.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
 import { OtlpReceiver } from '../helpers/otlp-receiver.ts';
+import { freePort } from '../helpers/ports.ts';
 
 const ci = process.env.CI === 'true';
 const PREFIX = 'scz';
@@ -61,14 +61,6 @@ function missingPrerequisite(dir: string): string | undefined {
   return missing.length ? missing.join('; ') : undefined;
 }
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const a = s.address();
-  const port = typeof a === 'object' && a ? a.port : 0;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 interface Row {
   span: DecodedSpan;

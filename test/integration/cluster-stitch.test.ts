@@ -7,7 +7,6 @@
 // Needs root, nginx, nftables, node; under CI=true their absence fails the test, elsewhere it skips.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +18,7 @@ import { KIND_CLIENT, KIND_SERVER, type Row } from '../helpers/lab-tracing.ts';
 import { flattenSpans } from '../helpers/otlp-decode.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
 import { OtlpReceiver } from '../helpers/otlp-receiver.ts';
+import { freePort } from '../helpers/ports.ts';
 
 const ci = process.env.CI === 'true';
 const PREFIX = 'spr';
@@ -52,14 +52,6 @@ function missingPrerequisite(dir: string): string | undefined {
   return missing.length ? missing.join('; ') : undefined;
 }
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const a = s.address();
-  const port = typeof a === 'object' && a ? a.port : 0;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'strata-stitch-'));
 const missing = missingPrerequisite(dir);

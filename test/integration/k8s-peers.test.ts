@@ -6,7 +6,6 @@
 // failures are counted; back, it follows again.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +14,7 @@ import { type ApiCluster, missingForCluster, serviceAccountIdentity, startApiSer
 import { type AgentProc, metricValue, startAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { missingPrerequisites } from '../helpers/kernel.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
+import { freePort } from '../helpers/ports.ts';
 
 const why = missingPrerequisites() ?? missingForCluster('apiserver');
 if (why && process.env.CI === 'true') throw new Error(`prerequisite missing under CI: ${why}`);
@@ -24,14 +24,6 @@ const MANIFESTS = fileURLToPath(new URL('../../manifests/base/', import.meta.url
 const AGENT = 'strata-agent';
 const prefix = `skp${Math.random().toString(36).slice(2, 6)}`;
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const a = s.address();
-  const port = typeof a === 'object' && a ? a.port : 0;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 const node = (name: string, podCIDR: string | undefined) => ({
   apiVersion: 'v1', kind: 'Node', metadata: { name },
