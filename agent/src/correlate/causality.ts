@@ -48,7 +48,7 @@ export class Causality {
   /** CLIENT exchanges by the key of their request message (for the server side to find its parent) */
   private readonly clientByReqKey: LRUCache<string, Exchange>;
   /** per thread ("pid/tid"): the exchanges its last socket read moved bytes of (none: nothing known) */
-  private readonly lastRead: LRUCache<string, readonly Exchange[]>;
+  private readonly lastRead: LRUCache<number, readonly Exchange[]>;
 
   constructor(maxMessages: number, maxThreads: number = maxMessages) {
     this.clientByReqKey = new LRUCache<string, Exchange>({
@@ -57,7 +57,7 @@ export class Causality {
         if (reason === 'evict') this.stats.clientEvictions++;
       },
     });
-    this.lastRead = new LRUCache<string, readonly Exchange[]>({
+    this.lastRead = new LRUCache<number, readonly Exchange[]>({
       max: Math.max(1, maxThreads),
       disposeAfter: (_e, _k, reason) => {
         if (reason === 'evict') this.stats.threadEvictions++;
@@ -71,7 +71,7 @@ export class Causality {
 
   /** a socket read of `tid` moved bytes of `exs` (requests read by a server, responses read by a client), or of nothing known */
   read(pid: number, tid: number, exs: readonly Exchange[]): void {
-    this.lastRead.set(`${pid}/${tid}`, exs);
+    this.lastRead.set(threadKey(pid, tid), exs);
   }
 
   /** `tid` connected `c`: what its order says now decides the cause of the first request on it */
@@ -138,8 +138,8 @@ export class Causality {
     }
     for (const k of old) this.clientByReqKey.delete(k);
     // a last read of exchanges long finished says what an unknown read says (contradicts): drop them
-    const quiet: string[] = [];
-    for (const [k, exs] of this.lastRead.entries() as Generator<[string, readonly Exchange[]]>) {
+    const quiet: number[] = [];
+    for (const [k, exs] of this.lastRead.entries() as Generator<[number, readonly Exchange[]]>) {
       if (exs.length && exs.every((ex) => ex.done && (ex.respEnd || ex.reqEnd) < before)) quiet.push(k);
     }
     for (const k of quiet) this.lastRead.set(k, [], { noDisposeOnSet: true });
@@ -200,7 +200,7 @@ export class Causality {
    * or to nothing known.
    */
   private threadEvidence(pid: number, tid: number): Evidence {
-    const last = this.lastRead.get(`${pid}/${tid}`);
+    const last = this.lastRead.get(threadKey(pid, tid));
     if (last === undefined) return 'unknown';
     const out: Exchange[] = [];
     for (const x of last) {
@@ -221,6 +221,11 @@ function pick(cands: readonly Exchange[], active: readonly Exchange[], ex: Excha
   const live = cands.filter((s) => inProgress(s) && active.includes(s));
   if (live.length <= 1) return live[0];
   return unique(live, (s) => s.method === ex.method && s.target === ex.target);
+}
+
+/** one number per thread (pid and tid are below 2^22, PID_MAX_LIMIT): no string per read */
+function threadKey(pid: number, tid: number): number {
+  return pid * 0x400000 + tid;
 }
 
 /** an inbound request that has not begun its answer */
