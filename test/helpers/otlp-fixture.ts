@@ -112,7 +112,7 @@ export function hrToNanos(t: readonly [number, number]): bigint {
 /** Polls `check` until it returns a truthy value or the deadline passes. */
 export async function waitFor<T>(
   check: () => T | Promise<T>,
-  what: string,
+  what: string | (() => string),
   timeoutMillis = 10_000,
   everyMillis = 20,
 ): Promise<Exclude<T, undefined | null | false | 0 | ''>> {
@@ -126,7 +126,7 @@ export async function waitFor<T>(
       last = err;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMillis} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+      throw new Error(`timed out after ${timeoutMillis} ms waiting for ${typeof what === 'function' ? what() : what}${last ? `: ${String(last)}` : ''}`);
     }
     await new Promise((r) => setTimeout(r, everyMillis));
   }

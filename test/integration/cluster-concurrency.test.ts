@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { type Cluster, clientOf, clusterDown, clusterPrerequisites, clusterUp } from '../../lab/cluster/cluster.ts';
 import { loadTopology } from '../../lab/cluster/topology.ts';
 import { inNetns } from '../../lab/exec.ts';
-import { type AgentProc, agentCommand, metricValue, spawnAgent, stopAgent } from '../helpers/agent-proc.ts';
+import { type AgentProc, testAgentCommand, metricValue, spawnAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { KIND_CLIENT, KIND_SERVER } from '../helpers/lab-tracing.ts';
 import { type DecodedSpan, flattenSpans } from '../helpers/otlp-decode.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
@@ -113,7 +113,7 @@ describe('cluster concurrency: 50 requests over 10 keep-alive connections, no sp
         '--otlp-endpoint', receiver.url, '--metrics-port', '0', '--metrics-host', '127.0.0.1',
         '--set', `stitch.peersFile=${peersFile}`, '--set', `stitch.secretFile=${secretFile}`, '--set', `stitch.port=${ports.get(n.name)}`,
         '--set', 'stitch.host=127.0.0.1', '--set', `stitch.holdMs=${HOLD_MS}`, '--set', 'export.queue.delayMs=100'];
-      agents.set(n.name, await spawnAgent(agentCommand(args), 90_000, 64 * 1024));
+      agents.set(n.name, await spawnAgent(testAgentCommand(args), 90_000, 64 * 1024));
     }
   });
 

@@ -26,7 +26,7 @@ import { AGENT_NODE_FLAGS } from '../../agent/src/runtime-flags.ts';
 import { applyFault, clearFaults, type Cluster, type ClusterPod, clientOf, clusterDown, clusterPrerequisites, clusterUp } from '../../lab/cluster/cluster.ts';
 import { loadTopology } from '../../lab/cluster/topology.ts';
 import { curlFromClient } from '../../lab/lab.ts';
-import { type AgentProc, agentCommand, spawnAgent, stopAgent } from '../helpers/agent-proc.ts';
+import { type AgentProc, testAgentCommand, spawnAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
 import { freePort } from '../helpers/ports.ts';
 import { PrometheusServer, missingPrometheus } from '../helpers/prometheus.ts';
@@ -131,7 +131,7 @@ describe('cluster faults: one hop slowed by D is where the time went, in traces,
         '--metrics-port', '0', '--metrics-host', '127.0.0.1',
         '--set', `stitch.peersFile=${peersFile}`, '--set', `stitch.secretFile=${secretFile}`, '--set', `stitch.port=${ports.get(n.name)}`,
         '--set', 'stitch.host=127.0.0.1', '--set', `stitch.holdMs=${HOLD_MS}`, '--set', 'export.queue.delayMs=100'];
-      agents.set(n.name, await spawnAgent(agentCommand(args), 90_000, 64 * 1024));
+      agents.set(n.name, await spawnAgent(testAgentCommand(args), 90_000, 64 * 1024));
     }
     await prom.start([...agents.values()].map((a) => `127.0.0.1:${a.metricsPort}`), 1, { metricsPath: '/metrics/layers', features: ['exemplar-storage'] });
   });

@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { type Cluster, clientOf, clusterDown, clusterPrerequisites, clusterUp } from '../../lab/cluster/cluster.ts';
 import { loadTopology } from '../../lab/cluster/topology.ts';
 import { curlFromClient } from '../../lab/lab.ts';
-import { type AgentProc, agentCommand, metricValue, spawnAgent, stopAgent } from '../helpers/agent-proc.ts';
+import { type AgentProc, testAgentCommand, metricValue, spawnAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { KIND_CLIENT, KIND_SERVER, type Row } from '../helpers/lab-tracing.ts';
 import { flattenSpans } from '../helpers/otlp-decode.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
@@ -79,7 +79,7 @@ describe('cluster peer loss: a peer agent killed mid-run and brought back', { sk
       '--set', `stitch.peersFile=${peersFile}`, '--set', `stitch.secretFile=${secretFile}`, '--set', `stitch.port=${ports.get(node)}`,
       '--set', 'stitch.host=127.0.0.1', '--set', `stitch.holdMs=${HOLD_MS}`, '--set', `stitch.maxHeldTraces=${MAX_HELD_TRACES}`,
       '--set', `stitch.maxPending=${MAX_PENDING}`, '--set', 'export.queue.delayMs=100'];
-    const a = await spawnAgent(agentCommand(args), 90_000, 64 * 1024);
+    const a = await spawnAgent(testAgentCommand(args), 90_000, 64 * 1024);
     agents.set(node, a);
     return a;
   }

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { type Lab, type LabPod, addLabPod, curlFromClient, labDown, labUp, removeLabPod } from '../../lab/lab.ts';
-import { type AgentProc, agentCommand, metricValue, spawnAgent, startAgent, stopAgent } from '../helpers/agent-proc.ts';
+import { type AgentProc, testAgentCommand, metricValue, spawnAgent, startAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { missingPrerequisites, tcFilters } from '../helpers/kernel.ts';
 import { type DecodedSpan, flattenSpans, type AnyValue } from '../helpers/otlp-decode.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
@@ -224,7 +224,7 @@ test('without iproute2 (a minimal image): no link events, the interfaces polled;
   const bin = join(dir, 'bin');
   mkdirSync(bin);
   symlinkSync('/usr/bin/nsenter', join(bin, 'nsenter'));
-  agent = await spawnAgent(['/usr/bin/env', `PATH=${bin}`, ...agentCommand(['--pods-file', podsFile, '--node-name', lab.nodeName,
+  agent = await spawnAgent(['/usr/bin/env', `PATH=${bin}`, ...testAgentCommand(['--pods-file', podsFile, '--node-name', lab.nodeName,
     '--node-netns', `/run/netns/${lab.nodeNetns}`, '--iface', lab.clientVeth, '--otlp-endpoint', receiver.url,
     '--metrics-port', '0', '--metrics-host', '127.0.0.1'])]);
   await waitFor(() => /no rtnetlink events .*polling the node's interfaces every 100 ms/.test(agent?.stderr() ?? ''), 'the warning about polling', 10_000);

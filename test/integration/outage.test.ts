@@ -39,7 +39,8 @@ class OtlpOnly extends LabTracing {
     const args = super.agentArgs();
     const i = args.indexOf('--traces-dir');
     if (i >= 0) args.splice(i, 2);
-    return args;
+    // the default CPU budget: the controller's answer to the overflowing queue is part of the test
+    return [...args, '--set', 'shedding.cpuBudget=0.5'];
   }
 }
 

@@ -15,7 +15,7 @@ import { ovsMissing } from '../../lab/cluster/ovs.ts';
 import { loadTopology } from '../../lab/cluster/topology.ts';
 import { readPodsFile } from '../../agent/src/k8s/pods-file.ts';
 import { curlFromClient } from '../../lab/lab.ts';
-import { type AgentProc, agentCommand, metricValue, spawnAgent, stopAgent } from '../helpers/agent-proc.ts';
+import { type AgentProc, testAgentCommand, metricValue, spawnAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { KIND_INTERNAL, KIND_SERVER, type Row } from '../helpers/lab-tracing.ts';
 import { flattenSpans } from '../helpers/otlp-decode.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
@@ -62,7 +62,7 @@ describe('ovs in the cluster lab: the OVS node puts an ovs hop into the request 
     c = await clusterUp({ prefix: PREFIX, topology: join(dir, 'topology.yaml') });
     const n = c.nodes.find((x) => x.name === 'node-2');
     assert.ok(n && n.bridge.kind === 'ovs', `node-2 on OVS: ${n?.bridge.note ?? ''}`);
-    agent = await spawnAgent(agentCommand(['--pods-file', n.podsFile, '--node-name', n.name, '--node-netns', n.netnsPath,
+    agent = await spawnAgent(testAgentCommand(['--pods-file', n.podsFile, '--node-name', n.name, '--node-netns', n.netnsPath,
       '--iface', n.uplink, '--iface', n.bridge.name, '--otlp-endpoint', receiver.url, '--metrics-port', '0', '--metrics-host', '127.0.0.1',
       '--set', 'export.queue.delayMs=100']), 90_000, 64 * 1024);
     await waitFor(async () => metricValue(await (await fetch(`http://127.0.0.1:${agent?.metricsPort}/metrics`)).text(), 'strata_probe_attached', 'probe="ovs"') === 1,

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { readOvsUserspace } from '../../agent/src/probes/ovs.ts';
 import type { CheckReport } from '../../agent/src/check.ts';
 import { runClient } from '../../lab/lab.ts';
-import { type AgentProc, agentCommand, metricValue, spawnAgent, startAgent, stopAgent } from '../helpers/agent-proc.ts';
+import { type AgentProc, testAgentCommand, metricValue, spawnAgent, startAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { missingPrerequisites } from '../helpers/kernel.ts';
 import { LabTracing, type Row, assertNested, chain } from '../helpers/lab-tracing.ts';
 
@@ -35,7 +35,7 @@ function shape(t: Row[], path: string): string[] {
 function startWithoutTracefs(args: string[], timeoutMs = 20_000): Promise<AgentProc> {
   const script = 'umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; ' +
     'if [ -e /sys/kernel/tracing/events ] || [ -e /sys/kernel/debug/tracing/events ]; then echo "tracefs still visible" >&2; exit 97; fi; exec "$0" "$@"';
-  return spawnAgent(['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, ...agentCommand(args)], timeoutMs);
+  return spawnAgent(['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, ...testAgentCommand(args)], timeoutMs);
 }
 
 describe('socket probes through raw tracepoints', { skip: why }, () => {

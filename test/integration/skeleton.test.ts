@@ -130,12 +130,16 @@ describe('walking skeleton: one request, one cross-layer trace', { skip: why }, 
         await send(Buffer.concat([Buffer.from('GET '), Buffer.from([0, 1, 255, 27, 91, 50, 74]), Buffer.from(' HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')]));
       })();`;
     await inNetns(lab.clientNetns, process.execPath, ['-e', script]);
+    const seen: Record<string, number> = { nonHttp: 0, incomplete: 0, headIncomplete: 0, badRequestLine: 0 };
     await waitFor(async () => {
       const m = await metrics();
-      return metricValue(m, 'strata_correlator_non_http_total') >= 2 && metricValue(m, 'strata_correlator_incomplete_total') >= 1 &&
-        metricValue(m, 'strata_correlator_invalid_requests_total', 'reason="head_incomplete"') >= 1 &&
-        metricValue(m, 'strata_correlator_invalid_requests_total', 'reason="bad_request_line"') >= 1;
-    }, 'non-HTTP, incomplete and invalid-request counters', 15_000);
+      seen.nonHttp = metricValue(m, 'strata_correlator_non_http_total');
+      seen.incomplete = metricValue(m, 'strata_correlator_incomplete_total');
+      seen.headIncomplete = metricValue(m, 'strata_correlator_invalid_requests_total', 'reason="head_incomplete"');
+      seen.badRequestLine = metricValue(m, 'strata_correlator_invalid_requests_total', 'reason="bad_request_line"');
+      Object.assign(seen, { keep: metricValue(m, 'strata_sampling_keep_ratio'), shed: metricValue(m, 'strata_kernel_shed_requests_total') });
+      return seen.nonHttp >= 2 && seen.incomplete >= 1 && seen.headIncomplete >= 1 && seen.badRequestLine >= 1;
+    }, () => `non-HTTP, incomplete and invalid-request counters (last seen ${JSON.stringify(seen)})`, 15_000);
     assert.equal((await fetch(`http://127.0.0.1:${lt.agent?.metricsPort}/healthz`)).status, 200);
     // nesting held without the clamp that guards against clock-offset drift
     assert.equal(metricValue(await metrics(), 'strata_correlator_clock_clamps_total'), 0);
