@@ -265,7 +265,13 @@ export class Agent {
       if (f.required) throw this.probeError(code, `${what} (${f.name}, required)`, e);
       this.log(`strata: warning: optional probe ${f.name} not attached: ${what}: ${(e as Error).message}`);
     };
-    if (!pf.ok) return fail(STRATA_ERR_PROBE_LOAD, `it cannot run here: ${pf.reason}`, new Error(pf.reason));
+    if (!pf.ok) {
+      // what this node lacks (a module, a binary, a kernel feature) is information, not a fault: said once
+      this.attached.set(f.name, false);
+      if (f.required) throw this.probeError(STRATA_ERR_PROBE_LOAD, `it cannot run here: ${pf.reason} (${f.name}, required)`, new Error(pf.reason));
+      this.log(`strata: info: optional probe ${f.name} off: it cannot run here: ${pf.reason}`);
+      return;
+    }
     try {
       p.load(f);
     } catch (e) {

@@ -40,7 +40,7 @@ function noShedding(args: string[]): string[] {
  * taskset) and resolves at its ready line; rejects when it exits first or after timeoutMs.
  * `stderrMax` keeps only the tail of stderr (long runs).
  */
-export async function spawnAgent(cmd: string[], timeoutMs = 20_000, stderrMax = Infinity): Promise<AgentProc> {
+export async function spawnAgent(cmd: string[], timeoutMs = 90_000, stderrMax = Infinity): Promise<AgentProc> {
   const child = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   let out = '';
@@ -72,7 +72,7 @@ export async function spawnAgent(cmd: string[], timeoutMs = 20_000, stderrMax = 
   return { child, metricsPort: Number(ready.metricsPort), stderr: () => err, exited, ready: () => ready };
 }
 
-export function startAgent(args: string[], timeoutMs = 20_000): Promise<AgentProc> {
+export function startAgent(args: string[], timeoutMs = 90_000): Promise<AgentProc> {
   return spawnAgent(testAgentCommand(args), timeoutMs);
 }
 

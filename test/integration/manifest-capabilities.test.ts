@@ -98,8 +98,10 @@ test('the agent runs with exactly the DaemonSet\'s capabilities (no CAP_SYS_RESO
     const ovsKernel = OVS_KERNEL.preflight(readPreflightEnv(), {}).ok;
     assert.deepEqual(Object.keys(probes).sort(), ['net_dev', ...(ovs.binary || ovs.pids.length ? ['ovs'] : []), ...(ovsKernel ? ['ovs_kernel'] : []), 'sock_syscalls', 'veth_tc']);
     // a node without the openvswitch module says so once (ovs_kernel off): about the node, not the capabilities
-    const nodeSays = /^strata: warning: optional probe ovs_kernel not attached: it cannot run here: the openvswitch kernel module is not loaded.*\n/m;
+    const nodeSays = /^strata: info: optional probe ovs_kernel off: it cannot run here: the openvswitch kernel module is not loaded.*\n/m;
     assert.equal(nodeSays.test(full.stderr), !ovsKernel);
+    // the reason once, not repeated
+    assert.equal(full.stderr.split('the openvswitch kernel module is not loaded').length - 1, ovsKernel ? 0 : 1, full.stderr);
     assert.doesNotMatch(full.stderr.replace(nodeSays, ''), /not attached|warning/);
     assert.match(full.filters, /bpf/, `strata's TC filters on ${iface}`);
     assert.equal(full.code, 0, full.stderr);
