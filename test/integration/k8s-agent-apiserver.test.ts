@@ -8,14 +8,14 @@
 //   - API server stopped mid-run: stale 1 while down, spans keep coming with the names last known;
 //     back: stale 0, the informer fresh again.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { type ApiCluster, missingForCluster, serviceAccountIdentity, startApiServer } from '../../lab/k8s/cluster.ts';
+import { labCgroupParent } from '../../lab/cgroups.ts';
 import { type Lab, curlFromClient, labDown, labUp } from '../../lab/lab.ts';
-import { parseProcCgroup } from '../../agent/src/k8s/cgroup.ts';
 import { type AgentProc, metricValue, startAgent, stopAgent } from '../helpers/agent-proc.ts';
 import { missingPrerequisites } from '../helpers/kernel.ts';
 import { type AnyValue, type DecodedSpan, flattenSpans } from '../helpers/otlp-decode.ts';
@@ -35,25 +35,6 @@ const nodeName = `${prefix}-node1`;
 interface Row {
   span: DecodedSpan;
   resource: Record<string, AnyValue>;
-}
-
-/**
- * Pods (uids from kubelet-style cgroups, read with the agent's own parser) that other labs and
- * tests on this machine run: the agent sees every process on the host, as on a real node.
- */
-function podsOtherThan(lab: Lab): Set<string> {
-  const own = new Set(Object.values(lab.pods).map((p) => p.uid));
-  const out = new Set<string>();
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    try {
-      const uid = parseProcCgroup(readFileSync(`/proc/${pid}/cgroup`, 'utf8')).podUid;
-      if (uid && !own.has(uid)) out.add(uid);
-    } catch {
-      // the process ended
-    }
-  }
-  return out;
 }
 
 describe('the agent with the API server as discovery, on the lab', { skip }, () => {
@@ -140,16 +121,13 @@ describe('the agent with the API server as discovery, on the lab', { skip }, () 
     agent = await startAgent(['--node-name', nodeName, '--node-netns', `/run/netns/${lab.nodeNetns}`, '--iface', lab.clientVeth,
       '--otlp-endpoint', receiver.url, '--metrics-port', '0', '--metrics-host', '127.0.0.1', '--set', 'export.queue.delayMs=100',
       '--set', 'discovery.source=kubernetes', '--set', `discovery.kubeconfig=${c.kubeconfigs[AGENT]}`,
-      '--set', 'discovery.startTimeoutMs=1000', '--set', 'discovery.backoff.initialMs=200', '--set', 'discovery.backoff.maxMs=1000']);
+      '--set', `discovery.podCgroupParent=${labCgroupParent(prefix)}/`, '--set', 'discovery.startTimeoutMs=1000', '--set', 'discovery.backoff.initialMs=200', '--set', 'discovery.backoff.maxMs=1000']);
     t.diagnostic(`ready ${Math.round(performance.now() - t0)} ms after start with the API server down`);
     assert.match(agent.stderr(), /has not listed this node's pods yet/);
     assert.equal(await stale(), 1);
-    // the lab's two pods, from their cgroups (at least: other labs and tests on this machine may run
-    // pods too, and the agent sees every process on the host, as on a real node); the requests
-    // below show the lab's own pods traced by uid
-    let unknown = 0;
-    await waitFor(async () => (unknown = metricValue(await metrics(), 'strata_discovery_pods_unknown')) >= 2,
-      () => `the lab's two pods unknown (the agent says ${unknown}; ${podsOtherThan(lab).size} pods of other labs on the machine)`, 30_000);
+    // the lab's two pods, from their cgroups (only the lab's: discovery.podCgroupParent, as a node
+    // sharing its kernel with others would set it; other labs and tests on this machine run pods too)
+    assert.equal(metricValue(await metrics(), 'strata_discovery_pods_unknown'), 2, 'the lab\'s two pods, from their cgroups');
     // traced anyway: the pods by uid, service.name the program
     const dark = await request('/while-down');
     assert.equal(dark.nginx.resource['service.name'], 'nginx');
@@ -169,7 +147,6 @@ describe('the agent with the API server as discovery, on the lab', { skip }, () 
     assert.equal(lit.nginx.resource['k8s.node.name'], nodeName);
     assert.equal(lit.app.resource['service.name'], 'frontend-svc', 'the annotation, on a connection NGINX opened while the API server was down');
     assert.equal(lit.app.resource['k8s.container.name'], 'frontend');
-    // named now; unknown pods (other labs') are no longer traced once the API server answers (unknownPods auto)
     const m = await metrics();
     assert.equal(metricValue(m, 'strata_discovery_pods_unknown'), 0);
     assert.equal(metricValue(m, 'strata_discovery_pods_traced'), 2);

@@ -293,7 +293,7 @@ describe('config: the result', () => {
         // auto: no pods file, no kubeconfig, not in a cluster
         source: 'none', podsFile: null, kubeconfig: null,
         selection: { namespaces: ['shop', 'web'], excludeNamespaces: [], labelSelector: 'tier in (front, back),!canary' },
-        traceProxies: true, unknownPods: 'ignore', procRoot: '/proc', cgroupRoot: '', procScanIntervalMs: 2000,
+        traceProxies: true, unknownPods: 'ignore', procRoot: '/proc', cgroupRoot: '', podCgroupParent: '', procScanIntervalMs: 2000,
         maxProcesses: 65536, maxPods: 1024, maxOwners: 1024, resyncS: 300, startTimeoutMs: 5000,
         backoff: { initialMs: 800, maxMs: 30_000 }, unmappedVethGraceMs: 3000,
       },

@@ -234,6 +234,29 @@ test('unknown pods (in /proc, not in the source): traced without names when unkn
   await s.d.stop();
 });
 
+test('discovery.podCgroupParent: pods of another node sharing the kernel (another kubepods parent) are not this node\'s', async () => {
+  const s = setup({ unknownPods: 'trace', podCgroupParent: '/nodeA/' });
+  s.node.proc1(600, { pod: 7, netns: 4026532007, comm: 'java', path: `/nodeA/kubepods/besteffort/pod${uid(7)}/${cid(1)}` });
+  s.node.podNet(600, 'vethg', 12);
+  s.node.proc1(610, { pod: 8, netns: 4026532008, comm: 'java', path: `/nodeB/kubepods/besteffort/pod${uid(8)}/${cid(1)}` });
+  s.node.podNet(610, 'vethh', 13);
+  s.source.isStale = true;
+  await s.d.start();
+  assert.equal(s.d.stats.unknownPods, 1, 'only the pod under /nodeA/');
+  assert.ok(s.keys().includes('netns:4026532007'));
+  assert.ok(!s.keys().includes('netns:4026532008'), `node B's pod not traced: ${s.keys().join(' ')}`);
+  assert.equal(s.topology.podByNetns(4026532008), undefined);
+  await s.d.stop();
+  // without the setting, both are pods of this node
+  const all = setup({ unknownPods: 'trace' });
+  all.node.proc1(600, { pod: 7, netns: 4026532007, comm: 'java', path: `/nodeA/kubepods/besteffort/pod${uid(7)}/${cid(1)}` });
+  all.node.proc1(610, { pod: 8, netns: 4026532008, comm: 'java', path: `/nodeB/kubepods/besteffort/pod${uid(8)}/${cid(1)}` });
+  all.source.isStale = true;
+  await all.d.start();
+  assert.equal(all.d.stats.unknownPods, 2);
+  await all.d.stop();
+});
+
 test('a new veth is traced at once; detached when an unselected pod turns out behind it, or after the grace without one', async () => {
   const s = setup({ unmappedVethGraceMs: 200, select: podSelector({ namespaces: ['shop'], excludeNamespaces: [], labelSelector: '' }) });
   await s.d.start();

@@ -79,6 +79,7 @@ export function toDiscoveryOptions(c: StrataConfig, env: Record<string, string |
     unknownPods: d.unknownPods === 'auto' ? (source === 'kubernetes' ? 'trace' : 'ignore') : d.unknownPods,
     procRoot: d.procRoot,
     cgroupRoot: d.cgroupRoot,
+    podCgroupParent: d.podCgroupParent,
     procScanIntervalMs: d.procScanIntervalMs,
     maxProcesses: d.maxProcesses,
     maxPods: d.maxPods,

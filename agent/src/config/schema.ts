@@ -8,7 +8,7 @@ export interface ConfigShape {
   discovery: {
     source: DiscoverySource; podsFile: string | null; kubeconfig: string | null;
     namespaces: string[]; excludeNamespaces: string[]; labelSelector: string; traceProxies: boolean; unknownPods: 'auto' | 'trace' | 'ignore';
-    procRoot: string; cgroupRoot: string; procScanIntervalMs: number; maxProcesses: number; maxPods: number; maxOwners: number;
+    procRoot: string; cgroupRoot: string; podCgroupParent: string; procScanIntervalMs: number; maxProcesses: number; maxPods: number; maxOwners: number;
     resyncS: number; startTimeoutMs: number; backoff: { initialMs: number; maxMs: number }; unmappedVethGraceS: number;
   };
   probes: { sockPayloadBytes: number; pktPayloadBytes: number; ringBufferBytes: number; wakeupBytes: number; syscallAttach: 'auto' | 'tracepoint' | 'raw_tp'; idleDetachS: number; disable: string[] };
@@ -57,7 +57,7 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
     discovery: {
       source: 'auto', podsFile: null, kubeconfig: null,
       namespaces: [], excludeNamespaces: [], labelSelector: '', traceProxies: true, unknownPods: 'auto',
-      procRoot: '/proc', cgroupRoot: '', procScanIntervalMs: 2000, maxProcesses: 65536, maxPods: 1024, maxOwners: 1024,
+      procRoot: '/proc', cgroupRoot: '', podCgroupParent: '', procScanIntervalMs: 2000, maxProcesses: 65536, maxPods: 1024, maxOwners: 1024,
       // client-go's reflector backs off 800 ms .. 30 s
       resyncS: 300, startTimeoutMs: 5000, backoff: { initialMs: 800, maxMs: 30_000 }, unmappedVethGraceS: 10,
     },
@@ -301,6 +301,7 @@ export const SCHEMA = {
       'pods found in /proc (kubelet cgroups) that discovery does not know, e.g. while the API server is unreachable: trace them (without names) or ignore them; auto: trace with source kubernetes, ignore with a pods file'),
     procRoot: str('the node\'s procfs (hostPID: /proc)'),
     cgroupRoot: str('the node\'s cgroup v2 mount, for hostNetwork pods\' cgroup ids; "" = the first cgroup2 mount in /proc/self/mounts', { allowEmpty: true }),
+    podCgroupParent: str('only processes whose cgroup v2 path starts with this are this node\'s pods (nodes sharing one kernel: kind-style nodes in containers, labs: the node\'s own kubelet parent, e.g. /system.slice/docker-<id>.scope/kubelet.slice/); "" = every kubelet-style cgroup on the host', { allowEmpty: true }),
     procScanIntervalMs: int(100, 600_000, 'scan /proc for new processes (and pods, proxies) this often; also on every pod or interface change'),
     maxProcesses: int(64, 1 << 22, 'processes remembered by the /proc scan at most (beyond: not read, counted)'),
     maxPods: int(1, 1 << 16, 'pods of this node kept at most (beyond: not traced, counted)'),

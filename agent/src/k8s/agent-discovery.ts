@@ -16,6 +16,7 @@ export interface AgentDiscoveryOptions {
   unknownPods: 'trace' | 'ignore';
   procRoot: string;
   cgroupRoot: string;
+  podCgroupParent: string;
   procScanIntervalMs: number;
   maxProcesses: number;
   maxPods: number;
@@ -59,7 +60,7 @@ export async function createDiscovery(o: AgentDiscoveryOptions, d: DiscoveryDeps
   return new Discovery({
     nodeName: d.nodeName, nodeNetns: d.nodeNetns, nodeNetnsInode: d.nodeNetnsInode, interfaces: d.interfaces,
     select: podSelector(o.selection), traceProxies: o.traceProxies, proxyComms: d.proxyComms, unknownPods: o.unknownPods,
-    procRoot: o.procRoot, cgroupRoot: o.cgroupRoot, procScanIntervalMs: o.procScanIntervalMs, maxProcesses: o.maxProcesses,
+    procRoot: o.procRoot, cgroupRoot: o.cgroupRoot, podCgroupParent: o.podCgroupParent, procScanIntervalMs: o.procScanIntervalMs, maxProcesses: o.maxProcesses,
     maxPods: o.maxPods, unmappedVethGraceMs: o.unmappedVethGraceMs, log: d.log, linkInfo: d.linkInfo,
     listLinks: async () => d.listLinks(d.nodeNetns).map((l) => ({ ifindex: l.ifindex, name: l.name, kind: l.kind, peerIfindex: l.iflink })),
   }, source, d.topology, d.apply);

@@ -31,6 +31,8 @@ export interface DiscoveryOptions {
   unknownPods: 'trace' | 'ignore';
   procRoot: string;
   cgroupRoot: string;
+  /** only cgroups under this v2 path are this node's pods; '' = any */
+  podCgroupParent?: string;
   procScanIntervalMs: number;
   maxProcesses: number;
   maxPods: number;
@@ -132,7 +134,7 @@ export class Discovery {
     this.topology = topology;
     this.apply = apply;
     this.proxies = new Set(o.proxyComms);
-    this.scanner = new ProcScanner({ procRoot: o.procRoot, maxProcesses: o.maxProcesses, cgroupRoot: o.cgroupRoot });
+    this.scanner = new ProcScanner({ procRoot: o.procRoot, maxProcesses: o.maxProcesses, cgroupRoot: o.cgroupRoot, podCgroupParent: o.podCgroupParent });
     this.selfPod = this.scanner.lookup(o.selfPid ?? process.pid)?.cgroup.podUid;
   }
 

@@ -73,10 +73,12 @@ export class ProcScanner {
   private readonly envCache = new Map<number, string | null>();
   private readonly cgroupIds = new Map<string, number | null>();
   private cgroupRootPath: string | undefined;
+  private readonly podParent: string;
   readonly stats: ProcScanStats = { scans: 0, reads: 0, overLimit: 0, processes: 0, scanMsTotal: 0, lastScanMs: 0 };
 
-  constructor(o: { procRoot: string; maxProcesses: number; cgroupRoot?: string }) {
+  constructor(o: { procRoot: string; maxProcesses: number; cgroupRoot?: string; podCgroupParent?: string }) {
     this.procRoot = o.procRoot;
+    this.podParent = o.podCgroupParent ?? '';
     this.max = o.maxProcesses;
     this.cgroupRootPath = o.cgroupRoot || undefined;
   }
@@ -137,7 +139,9 @@ export class ProcScanner {
   private read(pid: number): ProcEntry | undefined {
     this.stats.reads++;
     try {
-      const cgroup = parseProcCgroup(readFileSync(`${this.procRoot}/${pid}/cgroup`, 'latin1'));
+      let cgroup = parseProcCgroup(readFileSync(`${this.procRoot}/${pid}/cgroup`, 'latin1'));
+      // a pod of another node sharing this kernel: a process like any other outside pods
+      if (this.podParent && cgroup.podUid && !(cgroup.v2Path ?? '').startsWith(this.podParent)) cgroup = { v2Path: cgroup.v2Path };
       const comm = readFileSync(`${this.procRoot}/${pid}/comm`, 'latin1').replace(/\n$/, '');
       return { pid, comm, cgroup };
     } catch {
