@@ -181,7 +181,7 @@ export declare function cleanupStale(netns?: string): StaleTcFilter[];
 export declare function clockPair(): { realtimeNs: bigint; monotonicNs: bigint };
 
 /**
- * glibc malloc_trim(0): the free memory of every malloc arena back to the kernel. Returns the
- * microseconds it took, or false where the C library has no malloc_trim.
+ * glibc malloc_trim(0) on a libuv pool thread: the free memory of every malloc arena back to the
+ * kernel. Resolves with the microseconds it took, or false where the C library has no malloc_trim.
  */
-export declare function mallocTrim(): number | false;
+export declare function mallocTrim(): Promise<number | false>;

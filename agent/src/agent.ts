@@ -86,6 +86,7 @@ export class Agent {
   private trimTimer?: NodeJS.Timeout;
   /** malloc_trim calls (MALLOC_TRIM_INTERVAL_MS) and the time they took */
   private readonly trims = { count: 0, seconds: 0 };
+  private trimming = false;
   private shedder?: LoadShedder;
   private server?: Server;
   private ready = false;
@@ -449,10 +450,18 @@ export class Agent {
   }
 
   private trimMalloc(): void {
-    const us = loadNative().mallocTrim();
-    if (us === false) return;
-    this.trims.count++;
-    this.trims.seconds += us / 1e6;
+    // one at a time: a trim still running (a loaded machine) is not queued again
+    if (this.trimming) return;
+    this.trimming = true;
+    loadNative().mallocTrim().then((us) => {
+      this.trimming = false;
+      if (us === false) return;
+      this.trims.count++;
+      this.trims.seconds += us / 1e6;
+    }, (e: unknown) => {
+      this.trimming = false;
+      this.log(`strata: malloc_trim failed: ${(e as Error).message}`);
+    });
   }
 
   /** Stops the pump, emits what is pending, exports, detaches everything. */

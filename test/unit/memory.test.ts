@@ -64,7 +64,7 @@ describe('mallocTrim', () => {
         await new Promise((r) => setTimeout(r, 50));
       }
       const before = rss();
-      const us = native.mallocTrim();
+      const us = await native.mallocTrim();
       const after = rss();
       process.stdout.write(JSON.stringify({ freedBytes, arrayBuffers: process.memoryUsage().arrayBuffers, kept: kept.length, before, after, us }));
     `;
