@@ -14,7 +14,7 @@
 // Needs root, wrk, hey, iperf3 (scripts/setup.sh). Progress on stderr; tables on stdout; results
 // in bench/results/<stamp>.json and .md.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import os from 'node:os';
@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ProbeSet } from '../agent/src/probes/probe-set.ts';
 import { FAMILIES } from '../agent/src/probes/registry.ts';
+import { AGENT_NODE_FLAGS } from '../agent/src/runtime-flags.ts';
 import { inNetns, run, waitFor } from '../lab/exec.ts';
 import { type Lab, labDown, labUp } from '../lab/lab.ts';
 import { buildJs } from '../scripts/build-js.ts';
@@ -67,7 +68,7 @@ const { values: argv } = parseArgs({
   },
 });
 const USAGE = 'usage: node bench/agent.ts [--rounds 5] [--load-s 4] [--connections 16] [--fixed-connections 8] ' +
-  '[--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--fixed-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--agent-set key=value ...] [--variant name:key=value,key=value[,js] ...] [--no-write]\n';
+  '[--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--fixed-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--agent-set key=value ...] [--variant name:key=value,key=value[,js][,nodeflags=--flag --flag] ...] [--no-write]\n';
 if (argv.help) {
   process.stdout.write(USAGE);
   process.exit(0);
@@ -97,18 +98,26 @@ interface AgentVariant {
   sets: string[];
   /** run the stripped JavaScript build (scripts/build-js.ts, dist/src/cli.js) instead of agent/src/cli.ts */
   js: boolean;
+  /** the node/V8 flags the agent runs with (`nodeflags=...`); undefined: AGENT_NODE_FLAGS, the agent's own */
+  nodeFlags?: string[];
 }
 const AGENT_VARIANTS: AgentVariant[] = (argv.variant as string[]).length === 0
   ? [{ name: 'agent', sets: [], js: false }]
-  : (argv.variant as string[]).map((v) => {
-    const m = /^([a-z0-9_-]+):(.*)$/.exec(v);
-    if (!m || m[1] === 'none') throw new Error(`--variant ${v}: expected name:key=value,key=value (name of [a-z0-9_-], not "none")`);
-    // "js" (no "="): this variant runs the agent from the stripped JavaScript build
-    const items = m[2].split(',').filter(Boolean);
-    const sets = items.filter((kv) => kv !== 'js');
-    for (const kv of sets) if (!kv.includes('=')) throw new Error(`--variant ${v}: "${kv}" is not key=value (or "js")`);
-    return { name: m[1], sets, js: items.includes('js') };
-  });
+  : (argv.variant as string[]).map((v) => parseVariant(v));
+function parseVariant(v: string): AgentVariant {
+  const m = /^([a-z0-9_-]+):(.*)$/.exec(v);
+  if (!m || m[1] === 'none') throw new Error(`--variant ${v}: expected name:key=value,key=value (name of [a-z0-9_-], not "none")`);
+  // "js" (no "="): this variant runs the agent from the stripped JavaScript build;
+  // "nodeflags=<flags separated by spaces>" (may be empty): node runs the agent with these instead of AGENT_NODE_FLAGS
+  const items = m[2].split(',').filter(Boolean);
+  const flagItems = items.filter((kv) => kv.startsWith('nodeflags='));
+  if (flagItems.length > 1) throw new Error(`--variant ${v}: nodeflags= given twice`);
+  const sets = items.filter((kv) => kv !== 'js' && !kv.startsWith('nodeflags='));
+  for (const kv of sets) if (!kv.includes('=')) throw new Error(`--variant ${v}: "${kv}" is not key=value (or "js", "nodeflags=...")`);
+  const nodeFlags = flagItems[0]?.slice('nodeflags='.length).split(/\s+/).filter(Boolean);
+  for (const f of nodeFlags ?? []) if (!f.startsWith('--')) throw new Error(`--variant ${v}: nodeflags: "${f}" is not a --flag`);
+  return { name: m[1], sets, js: items.includes('js'), ...(nodeFlags ? { nodeFlags } : {}) };
+}
 if (new Set(AGENT_VARIANTS.map((v) => v.name)).size !== AGENT_VARIANTS.length) throw new Error('--variant: names must differ');
 if (ROUNDS < 5) process.stderr.write(`warning: --rounds ${ROUNDS}: issue 8 asks for at least 5\n`);
 
@@ -258,8 +267,11 @@ function agentCli(v: AgentVariant | undefined): string | undefined {
   return jsCli;
 }
 
-async function startAgent(args: string[], timeoutMs = 30_000, cli?: string): Promise<Agent> {
-  const [cmd, cargs] = pinned(SERVER_CPUS, process.execPath, agentCommand(args, cli).slice(1));
+async function startAgent(args: string[], timeoutMs = 30_000, v?: AgentVariant): Promise<Agent> {
+  // agentCommand: [node, ...AGENT_NODE_FLAGS, cli, 'agent', ...args]; a variant may run other node flags
+  const full = agentCommand([...args, ...(v?.sets ?? []).flatMap((kv) => ['--set', kv])], agentCli(v));
+  const nodeArgs = v?.nodeFlags ? [...v.nodeFlags, ...full.slice(1 + AGENT_NODE_FLAGS.length)] : full.slice(1);
+  const [cmd, cargs] = pinned(SERVER_CPUS, process.execPath, nodeArgs);
   const a = await spawnAgent([cmd, ...cargs], timeoutMs, 20_000);
   liveChildren.add(a.child);
   if (a.child.pid === undefined) throw new Error('agent has no pid');
@@ -429,7 +441,7 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
     for (const variant of roundOrder<Variant>(['none', ...AGENT_VARIANTS.map((v) => v.name)], r)) {
       if (variant === 'none') countForeignTracing();
       const av = AGENT_VARIANTS.find((v) => v.name === variant);
-      const agent = av ? await startAgent([...agentArgs, ...av.sets.flatMap((kv) => ['--set', kv])], undefined, agentCli(av)) : undefined;
+      const agent = av ? await startAgent(agentArgs, undefined, av) : undefined;
       try {
         if (!SKIP.has('http')) {
           for (const b of BODIES) {
@@ -487,6 +499,57 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
   return { http, fixed, rate, calibration };
 }
 
+/** Where an agent's RSS is (/proc/<pid>/smaps by mapping) and what V8 reports, at one moment. */
+interface MemoryParts {
+  rssBytes: number;
+  /** file-backed pages of the node binary (shared with other Node processes) */
+  nodeBinaryBytes: number;
+  /** `anon_inode:bpf-map` mappings: the ring buffer, its data pages mapped twice */
+  bpfMapBytes: number;
+  /** anonymous memory: V8 heap, malloc arenas ([heap] included), thread stacks */
+  anonBytes: number;
+  /** the rest: other files (the addon, libc, ...) */
+  otherBytes: number;
+  /** process.memoryUsage() of the agent, from its /metrics */
+  heapTotalBytes: number;
+  heapUsedBytes: number;
+  externalBytes: number;
+}
+
+async function memoryParts(a: Agent): Promise<MemoryParts> {
+  const parts = { nodeBinaryBytes: 0, bpfMapBytes: 0, anonBytes: 0, otherBytes: 0 };
+  let name = '';
+  for (const line of readFileSync(`/proc/${a.pid}/smaps`, 'utf8').split('\n')) {
+    const m = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (m) {
+      name = m[1];
+      continue;
+    }
+    const r = /^Rss:\s+(\d+) kB/.exec(line);
+    if (!r) continue;
+    const bytes = Number(r[1]) * 1024;
+    if (name === process.execPath || name === realExecPath) parts.nodeBinaryBytes += bytes;
+    else if (name.startsWith('anon_inode:bpf-map')) parts.bpfMapBytes += bytes;
+    else if (name === '' || name.startsWith('[')) parts.anonBytes += bytes;
+    else parts.otherBytes += bytes;
+  }
+  const text = await (await fetch(`http://127.0.0.1:${a.metricsPort}/metrics`)).text();
+  return {
+    rssBytes: statusRssBytes(readFileSync(`/proc/${a.pid}/status`, 'utf8')),
+    ...parts,
+    heapTotalBytes: metricValue(text, 'strata_process_nodejs_heap_size_total_bytes'),
+    heapUsedBytes: metricValue(text, 'strata_process_nodejs_heap_size_used_bytes'),
+    externalBytes: metricValue(text, 'strata_process_nodejs_external_memory_bytes'),
+  };
+}
+const realExecPath = (() => {
+  try {
+    return realpathSync(process.execPath);
+  } catch {
+    return process.execPath;
+  }
+})();
+
 /** One phase of measure 6b: hey at a fixed rate, the agent's RSS sampled every second. */
 interface RssPhase {
   phase: 'exporter up' | 'exporter down';
@@ -502,6 +565,8 @@ interface RssPhase {
   spansExported: number;
   spansDropped: number;
   drops: Snapshot['drops'];
+  /** at the end of the phase */
+  memory: MemoryParts;
 }
 
 async function rssPhase(lab: Lab, agent: Agent, phase: RssPhase['phase'], seconds: number, rate: number): Promise<RssPhase> {
@@ -518,9 +583,12 @@ async function rssPhase(lab: Lab, agent: Agent, phase: RssPhase['phase'], second
   }
   const h = await load;
   const after = await snapshot(agent);
+  const memory = await memoryParts(agent);
   const wallS = (performance.now() - t) / 1000;
   const start = samples[0] ?? before.rssBytes;
-  log(`${phase}: RSS ${fmtSig(start / 1048576)} -> ${fmtSig(after.rssBytes / 1048576)} MiB`);
+  log(`${phase}: RSS ${fmtSig(start / 1048576)} -> ${fmtSig(after.rssBytes / 1048576)} MiB (max ${fmtSig(Math.max(...samples, after.rssBytes) / 1048576)}); ` +
+    `heap ${fmtSig(memory.heapUsedBytes / 1048576)}/${fmtSig(memory.heapTotalBytes / 1048576)} MiB, external ${fmtSig(memory.externalBytes / 1048576)} MiB, ` +
+    `anonymous ${fmtSig(memory.anonBytes / 1048576)} MiB`);
   return {
     phase, seconds, rate, requests: h.responses,
     rssStartBytes: start,
@@ -531,16 +599,32 @@ async function rssPhase(lab: Lab, agent: Agent, phase: RssPhase['phase'], second
     spansExported: after.exported - before.exported,
     spansDropped: after.exportDropped - before.exportDropped,
     drops: delta(before, after),
+    memory,
   };
 }
 
+/** measure 6b for one agent variant */
+interface RssRun {
+  variant: string;
+  /** REST_S after the ready line, before any traffic */
+  atRest: MemoryParts;
+  phases: RssPhase[];
+}
+
+/** how long after its ready line the agent's RSS "at rest" is taken (no traffic yet) */
+const REST_S = 5;
+
 /**
- * Measure 6b, one agent: the fixed rate for --steady-s with the receiver up (steady RSS), then
- * for --exporter-down-s with the receiver stopped (connection refused), then the receiver back.
+ * Measure 6b, one agent: at rest, then the fixed rate for --steady-s with the receiver up (steady
+ * RSS), then for --exporter-down-s with the receiver stopped (connection refused), then the receiver back.
  */
-async function exporterDown(lab: Lab, agentArgs: string[], receiver: CountingReceiver, rate: number, cli?: string): Promise<RssPhase[]> {
-  const agent = await startAgent(agentArgs, undefined, cli);
+async function exporterDown(lab: Lab, agentArgs: string[], receiver: CountingReceiver, rate: number, v: AgentVariant): Promise<RssRun> {
+  const agent = await startAgent(agentArgs, undefined, v);
   try {
+    await sleep(REST_S * 1000); // a measurement interval: the agent idles (no traffic) for it
+    const atRest = await memoryParts(agent);
+    log(`${v.name}: at rest ${fmtSig(atRest.rssBytes / 1048576)} MiB (node binary ${fmtSig(atRest.nodeBinaryBytes / 1048576)}, ` +
+      `bpf maps ${fmtSig(atRest.bpfMapBytes / 1048576)}, anonymous ${fmtSig(atRest.anonBytes / 1048576)})`);
     // some traffic first, so the RSS is the agent's working size, not its start size
     await wrk(lab, lab.nginxUrl + BODIES[0].path, Math.min(LOAD_S, 3));
     await settle(agent);
@@ -548,7 +632,7 @@ async function exporterDown(lab: Lab, agentArgs: string[], receiver: CountingRec
     await receiver.stop();
     const down = await rssPhase(lab, agent, 'exporter down', EXPORTER_DOWN_S, rate);
     await receiver.start(); // same port: the agent's exports succeed again and shutdown flushes fast
-    return [up, down];
+    return { variant: v.name, atRest, phases: [up, down] };
   } finally {
     await stopAgent(agent);
   }
@@ -666,7 +750,7 @@ interface Report {
   summary: Record<string, unknown>;
 }
 
-function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase[], iperf: IperfRun[], m: Record<string, string | number>): Report {
+function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssRun[], iperf: IperfRun[], m: Record<string, string | number>): Report {
   const textParts: string[] = [];
   const mdParts: string[] = [];
   const summary: Record<string, unknown> = {};
@@ -796,12 +880,26 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssPhase
   }
 
   if (down.length) {
-    summary.rss = down.map((d) => ({ ...d, rssSamples: undefined }));
+    summary.rss = down.map((d) => ({ ...d, phases: d.phases.map((x) => ({ ...x, rssSamples: undefined })) }));
+    const p0 = down[0].phases;
     both(
-      `6b. Agent RSS under hey at ${down[0].rate} req/s: ${down[0].seconds} s with the receiver up, then ${down[1]?.seconds ?? 0} s with it stopped (one agent)`,
-      ['phase', 'RSS start', 'RSS max', 'RSS end', 'RSS growth', 'requests', 'spans exported', 'spans dropped at exporter', 'events lost js_queue'],
-      down.map((d) => [d.phase, mib(d.rssStartBytes), mib(d.rssMaxBytes), mib(d.rssEndBytes), `${fmtSig((d.rssGrowthBytesPerS * 60) / 1048576)} MiB/min`,
-        String(d.requests), String(d.spansExported), String(d.spansDropped), String(d.drops.js_queue)]),
+      `6b. Agent RSS at rest (${REST_S} s after ready, no traffic), under hey at ${p0[0]?.rate} req/s: ${p0[0]?.seconds} s with the receiver up, then ${p0[1]?.seconds ?? 0} s with it stopped (one agent per variant, one after the other)`,
+      ['variant', 'RSS at rest', 'exporter up: end (max)', 'exporter down: end (max)', 'growth down', 'spans exported up', 'spans dropped at exporter down', 'events lost js_queue / ringbuf'],
+      down.map((d) => {
+        const [up, dn] = d.phases;
+        const lost = (k: 'js_queue' | 'kernel_ringbuf') => d.phases.reduce((t, x) => t + x.drops[k], 0);
+        return [d.variant, mib(d.atRest.rssBytes), up ? `${mib(up.rssEndBytes)} (${mib(up.rssMaxBytes)})` : '', dn ? `${mib(dn.rssEndBytes)} (${mib(dn.rssMaxBytes)})` : '',
+          dn ? `${fmtSig((dn.rssGrowthBytesPerS * 60) / 1048576)} MiB/min` : '', String(up?.spansExported ?? ''), String(dn?.spansDropped ?? ''),
+          `${lost('js_queue')} / ${lost('kernel_ringbuf')}`];
+      }),
+    );
+    both(
+      '6b. Where the RSS is (/proc/<pid>/smaps by mapping; V8 heap from the agent\'s /metrics), MiB',
+      ['variant', 'moment', 'RSS', 'node binary', 'bpf maps (ring buffer x2)', 'anonymous', 'other files', 'V8 heap used / total', 'external'],
+      down.flatMap((d) => [['at rest', d.atRest] as const, ...d.phases.map((x) => [`${x.phase}, end`, x.memory] as const)].map(([when, mp]) => [
+        d.variant, when, fmtSig(mp.rssBytes / 1048576), fmtSig(mp.nodeBinaryBytes / 1048576), fmtSig(mp.bpfMapBytes / 1048576), fmtSig(mp.anonBytes / 1048576),
+        fmtSig(mp.otherBytes / 1048576), `${fmtSig(mp.heapUsedBytes / 1048576)} / ${fmtSig(mp.heapTotalBytes / 1048576)}`, fmtSig(mp.externalBytes / 1048576),
+      ])),
     );
   }
 
@@ -864,7 +962,7 @@ async function main(): Promise<void> {
   let fixed: FixedRun[] = [];
   let rate = Number.NaN;
   let calibration: WrkResult | undefined;
-  let down: RssPhase[] = [];
+  const down: RssRun[] = [];
   const needLab = !(SKIP.has('http') && SKIP.has('latency') && SKIP.has('exporter-down'));
   if (needLab) {
     const receiver = new CountingReceiver();
@@ -884,7 +982,8 @@ async function main(): Promise<void> {
       if (!SKIP.has('http') || !SKIP.has('latency')) ({ http, fixed, rate, calibration } = await httpRounds(lab, agentArgs));
       if (!SKIP.has('exporter-down')) {
         if (!Number.isFinite(rate)) rate = Math.max(1, Math.round((await wrk(lab, lab.nginxUrl + BODIES[0].path, LOAD_S)).rps / 2));
-        down = await exporterDown(lab, [...agentArgs, ...AGENT_VARIANTS[0].sets.flatMap((kv) => ['--set', kv])], receiver, RSS_RATE ?? rate, agentCli(AGENT_VARIANTS[0])); // the first variant
+        // every variant, one after the other: a fresh agent each
+        for (const v of AGENT_VARIANTS) down.push(await exporterDown(lab, agentArgs, receiver, RSS_RATE ?? rate, v));
       }
     } finally {
       await receiver.stop();

@@ -43,11 +43,12 @@ const { values: argv } = parseArgs({
     'budget-s': { type: 'string', default: '170' },
     'syscall-attach': { type: 'string', default: 'tracepoint' },
     'loss-rates': { type: 'string', default: '20000,60000,120000,0' },
+    'loss-rings': { type: 'string', default: '' },
     help: { type: 'boolean', default: false },
   },
 });
 if (argv.help) {
-  process.stdout.write('usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 300000] [--budget-s 170] [--syscall-attach tracepoint|raw_tp] [--loss-rates 20000,60000,120000,0]\n');
+  process.stdout.write('usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 300000] [--budget-s 170] [--syscall-attach tracepoint|raw_tp] [--loss-rates 20000,60000,120000,0] [--loss-rings 4194304,1048576]\n');
   process.exit(0);
 }
 const ROUNDS = posInt('rounds', argv.rounds);
@@ -61,6 +62,15 @@ const LOSS_RING = 64 * 1024;
 const LOSS_RATES = argv['loss-rates'].split(',').filter(Boolean).map((x) => {
   const n = Number(x);
   if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--loss-rates: ${x} is not a rate (writes/s, 0 = unpaced)`);
+  return n;
+});
+/**
+ * 3. loss accounting, more: loadgen unpaced into a ring buffer of each of these sizes (bytes, a
+ * power of two of at least 512 KiB), the agent's wakeup threshold: what a smaller probes.ringBufferBytes costs
+ */
+const LOSS_RINGS = argv['loss-rings'].split(',').filter(Boolean).map((x) => {
+  const n = Number(x);
+  if (!Number.isSafeInteger(n) || n < 512 * 1024 || (n & (n - 1)) !== 0) throw new Error(`--loss-rings: ${x} is not a power of two >= 524288`);
   return n;
 });
 /** the socket probes' variant (registry: sock_syscalls); raw_tp runs for every syscall of every task */
@@ -508,6 +518,10 @@ async function main(): Promise<void> {
   for (const rate of LOSS_RATES) {
     log(`loss accounting: loadgen at ${rate ? `${rate} writes/s` : 'full speed'} for ${LOAD_MS} ms`);
     loss.push({ rate, ring: undefined, run: await throughputRun(THROUGHPUT_VARIANTS[0], bins, rate) });
+  }
+  for (const ring of LOSS_RINGS) {
+    log(`loss accounting: loadgen at full speed into a ${ring / 1024} KiB ring buffer (wakeup at ${DEFAULT_WAKEUP_BYTES / 1024} KiB)`);
+    loss.push({ rate: 0, ring, run: await throughputRun({ ...THROUGHPUT_VARIANTS[0], wakeupBytes: DEFAULT_WAKEUP_BYTES, ringBytes: ring }, bins, 0) });
   }
   // past what the pipeline holds: a 64 KiB ring buffer at full speed loses events, each counted
   log('loss accounting: loadgen at full speed into a 64 KiB ring buffer');

@@ -179,3 +179,9 @@ export declare function cleanupStale(netns?: string): StaleTcFilter[];
 
 /** CLOCK_REALTIME and CLOCK_MONOTONIC (what BPF timestamps use), read back to back, in ns */
 export declare function clockPair(): { realtimeNs: bigint; monotonicNs: bigint };
+
+/**
+ * glibc malloc_trim(0) on a libuv pool thread: the free memory of every malloc arena back to the
+ * kernel. Resolves with the microseconds it took, or false where the C library has no malloc_trim.
+ */
+export declare function mallocTrim(): Promise<number | false>;

@@ -45,7 +45,7 @@ describe('config: defaults', () => {
     assert.deepEqual(c, defaultConfig({}, 'host-1'));
     assert.equal(c.node.name, 'host-1');
     assert.equal(c.probes.sockPayloadBytes, 256);
-    assert.equal(c.probes.ringBufferBytes, 16777216);
+    assert.equal(c.probes.ringBufferBytes, 4194304);
     assert.equal(c.export.otlp.endpoint, 'http://localhost:4318/v1/traces');
     assert.deepEqual(c.correlator.proxyComms, ['nginx', 'envoy', 'haproxy', 'traefik']);
     assert.equal(load({ env: { NODE_NAME: 'node-7' } }).node.name, 'node-7');
@@ -309,7 +309,7 @@ describe('config: the result', () => {
       shedding: { cpuBudget: 0.5, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250 },
       disableFamilies: [],
       idleDetachS: 30,
-      probes: { sockPayloadCap: 128, pktPayloadCap: 128, ringBytes: 16777216, wakeupBytes: 262144, syscallAttach: 'auto' },
+      probes: { sockPayloadCap: 128, pktPayloadCap: 128, ringBytes: 4194304, wakeupBytes: 262144, syscallAttach: 'auto' },
       correlator: {
         graceNs: 20e6,
         idleNs: 5e9,

@@ -73,6 +73,9 @@ class FakeSource implements StatsSource {
   progStats() {
     return this.progs;
   }
+  memory() {
+    return { mallocTrims: 6, mallocTrimSeconds: 0.012 };
+  }
   probes() {
     return this.probeList;
   }
@@ -99,6 +102,7 @@ function labelValues(fam: Map<string, Family>, name: string, label: string): str
 const OWN = [
   'strata_kernel_events_total', 'strata_kernel_syscalls_filtered_total', 'strata_kernel_syscalls_non_tcp_total', 'strata_kernel_packets_seen_total',
   'strata_kernel_packets_aggregated_total', 'strata_kernel_packets_non_tcp_total', 'strata_pump_batches_total', 'strata_pump_records_total',
+  'strata_malloc_trims_total', 'strata_malloc_trim_seconds_total',
   'strata_decoder_records_total', 'strata_bpf_run_time_seconds_total', 'strata_bpf_runs_total', 'strata_correlator_exchanges_total',
   'strata_correlator_non_http_total', 'strata_correlator_orphan_responses_total', 'strata_correlator_incomplete_total',
   'strata_correlator_malformed_context_total', 'strata_correlator_trace_adopted_total', 'strata_correlator_trace_adopt_conflicts_total',
@@ -184,6 +188,8 @@ describe('createMetrics', () => {
     assert.equal(v('strata_kernel_packets_non_tcp_total'), 1);
     assert.equal(v('strata_pump_batches_total'), 9);
     assert.equal(v('strata_pump_records_total'), 90);
+    assert.equal(v('strata_malloc_trims_total'), 6);
+    assert.equal(v('strata_malloc_trim_seconds_total'), 0.012);
     assert.equal(v('strata_decoder_records_total'), 90);
     assert.equal(v('strata_bpf_run_time_seconds_total', { program: 'enter_read' }), 2);
     assert.equal(v('strata_bpf_run_time_seconds_total', { program: 'tc_ingress' }), 0.0005);

@@ -61,7 +61,7 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
       // client-go's reflector backs off 800 ms .. 30 s
       resyncS: 300, startTimeoutMs: 5000, backoff: { initialMs: 800, maxMs: 30_000 }, unmappedVethGraceS: 10,
     },
-    probes: { sockPayloadBytes: 256, pktPayloadBytes: 128, ringBufferBytes: 16 * 1024 * 1024, wakeupBytes: 256 * 1024, syscallAttach: 'auto', idleDetachS: 30, disable: [] },
+    probes: { sockPayloadBytes: 256, pktPayloadBytes: 128, ringBufferBytes: 4 * 1024 * 1024, wakeupBytes: 256 * 1024, syscallAttach: 'auto', idleDetachS: 30, disable: [] },
     correlator: {
       graceMs: 100, idleTimeoutS: 30, maxConnections: 65536, maxMessages: 65536, proxyComms: ['nginx', 'envoy', 'haproxy', 'traefik'],
       maxReady: 65536, lostQuietMs: 1000, retainS: 10, maxHeldTraces: 4096, routes: [], exportInvalid: false,

@@ -35,6 +35,8 @@ export interface StatsSource {
   progStats(): { name: string; runTimeNs: number; runCnt: number }[];
   /** load shedding (probes/shedding.ts): keep ratio, budget, the agent's CPU over the last interval */
   shedding?(): { keepRatio: number; cpuBudget: number; usageCores: number; adjustments: number } | undefined;
+  /** malloc_trim calls of the agent (MALLOC_TRIM_INTERVAL_MS) and the CPU time they took */
+  memory?(): { mallocTrims: number; mallocTrimSeconds: number };
   /** attachments: one per probe family of the registry (the agent reports each) plus per-interface ones (tc:<ifname>) */
   /** idle: loaded, detached while nothing is traced (probes.idleDetachS) */
   probes(): { name: string; attached: boolean; idle?: boolean }[];
@@ -193,6 +195,9 @@ export function createMetrics(src: StatsSource): Registry {
   gauge('strata_agent_cpu_budget_cores', 'CPU the agent may use before it sheds load (shedding.cpuBudget; 0 = never).', () => shedding()?.cpuBudget);
   gauge('strata_agent_cpu_usage_cores', 'CPU the agent used over the last shedding interval, in cores.', () => shedding()?.usageCores);
   counter('strata_sampling_adjustments_total', 'Changes of the kernel keep ratio made by load shedding.', () => shedding()?.adjustments);
+  const memory = perScrape(() => src.memory?.());
+  counter('strata_malloc_trims_total', 'Times the agent gave the free memory of its malloc arenas back to the kernel (malloc_trim, every 10 s).', () => memory()?.mallocTrims);
+  counter('strata_malloc_trim_seconds_total', 'Wall time spent in malloc_trim.', () => memory()?.mallocTrimSeconds);
   counter('strata_pump_batches_total', 'Batches handed from the ring-buffer thread to JS.', () => pump()?.batches);
   counter('strata_pump_records_total', 'Records handed from the ring-buffer thread to JS.', () => pump()?.records);
   counter('strata_decoder_records_total', 'Records decoded.', () => decoder().records);
