@@ -832,9 +832,10 @@ static __always_inline int on_exit_regs(__u8 op, struct pt_regs *regs, __s64 ret
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                         \
 	int exit_##name(struct trace_event_raw_sys_exit *ctx)                              \
 	{                                                                                  \
+		__s64 ret = ctx->ret; /* one load: the verifier refuses a ctx pointer moved */ \
 		if (exit_has_regs())                                                       \
-			return on_exit_regs(op, NULL, ctx->ret);                           \
-		return on_exit(ctx->ret);                                                  \
+			return on_exit_regs(op, NULL, ret);                                \
+		return on_exit(ret);                                                       \
 	}
 
 /* args: read(fd, buf, count); recvfrom(fd, buf, len, flags, ...); recvmsg(fd, msg, flags) */
