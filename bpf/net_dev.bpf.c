@@ -232,27 +232,32 @@ int nd_queue(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tp/net_dev_xmit")
 int nd_xmit(struct bpf_raw_tracepoint_args *ctx)
 {
+	struct net_device *dev = (struct net_device *)ctx->args[2];
 	__u64 key = ctx->args[0];
 	struct netdev_key wk;
 	struct pending *pd;
 
 	/* rc != 0 (NETDEV_TX_BUSY): the driver did not take it; it is retried, keep it pending */
-	if (ctx->args[1] != 0)
+	if (ctx->args[1] != 0 || !dev)
 		return 0;
 	/*
-	 * The pending entry first: every packet of every device passes here, and only a watched
-	 * device's message starts and send ends are pending, so the others pay this one lookup.
+	 * Every packet of every device passes here. The device comes from the argument (skb->dev
+	 * may already be the veth peer): its ifindex's prefilter slot first (one kernel read, no
+	 * lookup), then the pending entry (only a watched device's message starts and send ends
+	 * are pending), and only then the rest of the device's identity and the exact watch map.
 	 */
+	wk.ifindex = BPF_CORE_READ(dev, ifindex);
+	if (!prefilter_maybe(&netdev_watch_slots, prefilter_slot(wk.ifindex)))
+		return 0;
 	pd = bpf_map_lookup_elem(&nd_pending, &key);
-	if (!pd)
-		return 0; /* unwatched, aggregated at queue, or queued before the watch began */
+	if (!pd || pd->dev.ifindex != wk.ifindex)
+		return 0; /* aggregated at queue, queued before the watch began, or another device's */
 	/*
-	 * The device comes from the argument (skb->dev may already be the veth peer) and must be
-	 * the one that queued it: an skb address is reused, and a stacked device (vlan) sends the
-	 * same skb through its lower device before its own xmit point fires.
+	 * The device that queued it, and still watched: an skb address is reused, and a stacked
+	 * device (vlan) sends the same skb through its lower device before its own xmit fires.
 	 */
-	if (!watched((struct net_device *)ctx->args[2], &wk) || wk.ifindex != pd->dev.ifindex ||
-	    wk.netns != pd->dev.netns)
+	wk.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	if (wk.netns != pd->dev.netns || !bpf_map_lookup_elem(&netdev_watch, &wk))
 		return 0;
 	if (pd->is_tail) {
 		pd->t.point = STRATA_NETDEV_POINT_XMIT;
