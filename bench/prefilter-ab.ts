@@ -4,7 +4,7 @@
 // for the whole run; every round runs each measurement on both sides back to back, the order
 // reversed every other round, next to a no-probes run of the same loop. Figures: median
 // (min..max) over rounds; "added" is the per-round paired difference to the no-probes run.
-// Usage: node bench/prefilter-ab.ts --base /path/to/base/worktree [--rounds 5] [--calls 300000]
+// Usage: node bench/prefilter-ab.ts --base /path/to/base/worktree [--rounds 5] [--calls 300000] [--only id,id]
 // Needs root. Tables, then one JSON line, on stdout; progress on stderr.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -18,7 +18,7 @@ import { fmtSummary, posInt, roundOrder, type Summary, summarize, table } from '
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const { values: argv } = parseArgs({
-  options: { base: { type: 'string' }, rounds: { type: 'string', default: '5' }, calls: { type: 'string', default: '300000' } },
+  options: { base: { type: 'string' }, rounds: { type: 'string', default: '5' }, calls: { type: 'string', default: '300000' }, only: { type: 'string', default: '' } },
 });
 if (!argv.base) throw new Error('--base <worktree of the base commit, built> is required');
 const ROUNDS = posInt('rounds', argv.rounds);
@@ -78,6 +78,10 @@ const MEASURES: Measure[] = [
   { id: 'netdevWatched', label: 'net_dev, loopback watched, run stats', probes: 'netdevWatched', loop: 'write', runStats: true },
 ];
 
+const ONLY = argv.only.split(',').filter(Boolean);
+for (const id of ONLY) if (!MEASURES.some((m) => m.id === id)) throw new Error(`--only: no measure ${id} (${MEASURES.map((m) => m.id).join(', ')})`);
+const SELECTED = ONLY.length ? MEASURES.filter((m) => ONLY.includes(m.id)) : MEASURES;
+
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('needs root');
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'strata-ab-'));
@@ -95,7 +99,7 @@ async function main(): Promise<void> {
           none[loop].push(await ask(sides[0], { probes: 'none', loop, runStats: false, sysloop, calls: CALLS }));
         });
       }
-      for (const m of MEASURES) {
+      for (const m of SELECTED) {
         for (const s of sides) {
           steps.push(async () => {
             log(`round ${r + 1}/${ROUNDS}: ${s.name} ${m.label}`);
@@ -122,7 +126,7 @@ async function main(): Promise<void> {
   out.push('');
   const rows: string[][] = [];
   for (const loop of ['write', 'getppid'] as const) rows.push([`${loop}(), no probes`, f(summarize(none[loop].map((x) => x.nsPerCall))), '', '', '', '', '']);
-  for (const m of MEASURES.filter((x) => !x.runStats)) {
+  for (const m of SELECTED.filter((x) => !x.runStats)) {
     const a = added('base', m);
     const b = added('new', m);
     const own = none[m.loop].map((x) => x.nsPerCall);
@@ -145,7 +149,7 @@ async function main(): Promise<void> {
     ['netdev', 'nd_rx', 'net_dev rx, not watched'], ['netdev', 'nd_queue', 'net_dev queue, not watched'], ['netdev', 'nd_xmit', 'net_dev xmit, not watched'],
     ['netdevWatched', 'nd_rx', 'net_dev rx, watched'], ['netdevWatched', 'nd_queue', 'net_dev queue, watched'], ['netdevWatched', 'nd_xmit', 'net_dev xmit, watched'],
   ];
-  for (const [id, prog, label] of progRows) {
+  for (const [id, prog, label] of progRows.filter(([id]) => SELECTED.some((m) => m.id === id))) {
     const a = progNs('base', id, prog, (p) => p.nsPerRun);
     const b = progNs('new', id, prog, (p) => p.nsPerRun);
     const runsPerCall = progNs('new', id, prog, (p) => p.runs / (CALLS + CALLS / 10));

@@ -238,27 +238,24 @@ int nd_xmit(struct bpf_raw_tracepoint_args *ctx)
 	struct pending *pd;
 
 	/* rc != 0 (NETDEV_TX_BUSY): the driver did not take it; it is retried, keep it pending */
-	if (ctx->args[1] != 0 || !dev)
+	if (ctx->args[1] != 0)
 		return 0;
 	/*
 	 * Every packet of every device passes here. The device comes from the argument (skb->dev
-	 * may already be the veth peer): its ifindex's prefilter slot first (one kernel read, no
-	 * lookup), then the pending entry (only a watched device's message starts and send ends
-	 * are pending), and only then the rest of the device's identity and the exact watch map.
+	 * may already be the veth peer): watched() stops an unwatched one at its ifindex's
+	 * prefilter slot (one kernel read, no lookup). The watch map goes before the pending
+	 * lookup: its buckets are few and hot, where a lookup by skb address lands in a cold
+	 * bucket of a 16384-entry map (measured: bench/README.md, "Prefilters").
 	 */
-	wk.ifindex = BPF_CORE_READ(dev, ifindex);
-	if (!prefilter_maybe(&netdev_watch_slots, prefilter_slot(wk.ifindex)))
+	if (!watched(dev, &wk))
 		return 0;
 	pd = bpf_map_lookup_elem(&nd_pending, &key);
-	if (!pd || pd->dev.ifindex != wk.ifindex)
-		return 0; /* aggregated at queue, queued before the watch began, or another device's */
 	/*
-	 * The device that queued it, and still watched: an skb address is reused, and a stacked
+	 * Reported on the device that queued it only: an skb address is reused, and a stacked
 	 * device (vlan) sends the same skb through its lower device before its own xmit fires.
 	 */
-	wk.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
-	if (wk.netns != pd->dev.netns || !bpf_map_lookup_elem(&netdev_watch, &wk))
-		return 0;
+	if (!pd || pd->dev.ifindex != wk.ifindex || pd->dev.netns != wk.netns)
+		return 0; /* aggregated at queue, queued before the watch began, or another device's */
 	if (pd->is_tail) {
 		pd->t.point = STRATA_NETDEV_POINT_XMIT;
 		tail_submit(&pd->t, wk.ifindex, wk.netns, STRATA_TAIL_NETDEV, bpf_ktime_get_ns(), pd->queue_ns, 0);
