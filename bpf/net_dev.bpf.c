@@ -9,6 +9,7 @@
  * and tail events with where each message's data ends (flow.bpf.h).
  */
 #include "flow.bpf.h"
+#include "prefilter.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -25,6 +26,13 @@ struct {
 	__type(value, __u8);
 } netdev_watch SEC(".maps");
 
+/*
+ * Its prefilter (prefilter.bpf.h), by ifindex alone: the netns costs two more kernel reads, and a
+ * device of another netns that shares a watched device's ifindex (every pod's eth0 may be 2) only
+ * falls through to the exact lookup. Loopbacks and the host ends of untraced pods' veths stop here.
+ */
+STRATA_PREFILTER_MAP(netdev_watch_slots);
+
 STRATA_FLOW_MAP(nd_flows);
 
 /*
@@ -35,6 +43,7 @@ STRATA_FLOW_MAP(nd_flows);
  * message or send, not per packet, so the last packets of a send without PSH have no xmit time.
  */
 struct pending {
+	struct netdev_key dev; /* the device that queued it: xmit reports it on that device only */
 	struct l4 p;
 	__u32 agg_pkts;
 	__u32 agg_bytes;
@@ -147,6 +156,8 @@ static __always_inline bool watched(struct net_device *dev, struct netdev_key *w
 	if (!dev)
 		return false;
 	wk->ifindex = BPF_CORE_READ(dev, ifindex);
+	if (!prefilter_maybe(&netdev_watch_slots, prefilter_slot(wk->ifindex)))
+		return false;
 	wk->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
 	return bpf_map_lookup_elem(&netdev_watch, wk) != NULL;
 }
@@ -189,7 +200,7 @@ static __always_inline int observe(struct sk_buff *skb, __u8 point)
 		 */
 		tail_submit(&t, wk.ifindex, wk.netns, STRATA_TAIL_NETDEV, now, 0, 0);
 		if (point == STRATA_NETDEV_POINT_QUEUE) {
-			struct pending pd = { .is_tail = 1, .queue_ns = now, .t = t };
+			struct pending pd = { .dev = wk, .is_tail = 1, .queue_ns = now, .t = t };
 			bpf_map_update_elem(&nd_pending, &key, &pd, BPF_ANY);
 		}
 		return 0;
@@ -198,7 +209,7 @@ static __always_inline int observe(struct sk_buff *skb, __u8 point)
 		return 0;
 	len = BPF_CORE_READ(skb, len);
 	if (point == STRATA_NETDEV_POINT_QUEUE) {
-		struct pending pd = { .p = p, .agg_pkts = agg_pkts, .agg_bytes = agg_bytes, .skb_len = len };
+		struct pending pd = { .dev = wk, .p = p, .agg_pkts = agg_pkts, .agg_bytes = agg_bytes, .skb_len = len };
 		bpf_map_update_elem(&nd_pending, &key, &pd, BPF_ANY);
 	}
 	emit((__u64)skb, &wk, point, &p, agg_pkts, agg_bytes, len);
@@ -221,6 +232,7 @@ int nd_queue(struct bpf_raw_tracepoint_args *ctx)
 SEC("raw_tp/net_dev_xmit")
 int nd_xmit(struct bpf_raw_tracepoint_args *ctx)
 {
+	struct net_device *dev = (struct net_device *)ctx->args[2];
 	__u64 key = ctx->args[0];
 	struct netdev_key wk;
 	struct pending *pd;
@@ -228,12 +240,22 @@ int nd_xmit(struct bpf_raw_tracepoint_args *ctx)
 	/* rc != 0 (NETDEV_TX_BUSY): the driver did not take it; it is retried, keep it pending */
 	if (ctx->args[1] != 0)
 		return 0;
-	/* the device comes from the argument: skb->dev may already be the veth peer */
-	if (!watched((struct net_device *)ctx->args[2], &wk))
+	/*
+	 * Every packet of every device passes here. The device comes from the argument (skb->dev
+	 * may already be the veth peer): watched() stops an unwatched one at its ifindex's
+	 * prefilter slot (one kernel read, no lookup). The watch map goes before the pending
+	 * lookup: its buckets are few and hot, where a lookup by skb address lands in a cold
+	 * bucket of a 16384-entry map (measured: bench/README.md, "Prefilters").
+	 */
+	if (!watched(dev, &wk))
 		return 0;
 	pd = bpf_map_lookup_elem(&nd_pending, &key);
-	if (!pd)
-		return 0; /* aggregated at queue, or queued before the watch began */
+	/*
+	 * Reported on the device that queued it only: an skb address is reused, and a stacked
+	 * device (vlan) sends the same skb through its lower device before its own xmit fires.
+	 */
+	if (!pd || pd->dev.ifindex != wk.ifindex || pd->dev.netns != wk.netns)
+		return 0; /* aggregated at queue, queued before the watch began, or another device's */
 	if (pd->is_tail) {
 		pd->t.point = STRATA_NETDEV_POINT_XMIT;
 		tail_submit(&pd->t, wk.ifindex, wk.netns, STRATA_TAIL_NETDEV, bpf_ktime_get_ns(), pd->queue_ns, 0);

@@ -5,6 +5,7 @@
  * packet on a veth and the read in another netns without any header (design.md section 3).
  */
 #include "common.bpf.h"
+#include "prefilter.bpf.h"
 #include <bpf/bpf_tracing.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -39,6 +40,10 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } traced_cgroups SEC(".maps");
+
+/* prefilters of the two (prefilter.bpf.h): checked first by every socket syscall of every process */
+STRATA_PREFILTER_MAP(traced_netns_slots);
+STRATA_PREFILTER_MAP(traced_cgroups_slots);
 
 struct inflight {
 	__u64 enter_ts;
@@ -85,6 +90,8 @@ static __always_inline bool netns_traced(__u32 inum)
 {
 	if (!filter_netns)
 		return true;
+	if (!prefilter_maybe(&traced_netns_slots, prefilter_slot(inum)))
+		return false;
 	return bpf_map_lookup_elem(&traced_netns, &inum) != NULL;
 }
 
@@ -98,6 +105,8 @@ static __always_inline bool task_traced(__u32 netns)
 	if (!filter_cgroups) /* load-time constant: the lookup below is gone when off */
 		return false;
 	cg = bpf_get_current_cgroup_id();
+	if (!prefilter_maybe(&traced_cgroups_slots, prefilter_slot64(cg)))
+		return false;
 	return bpf_map_lookup_elem(&traced_cgroups, &cg) != NULL;
 }
 
@@ -738,7 +747,7 @@ static __always_inline int on_exit(__s64 ret)
 /*
  * exit with the task's user registers: the arguments are still in them (x86_64: di, si, dx, r10;
  * arm64: x0..x3 as saved at entry, orig_x0 for the first). The same argument positions as the
- * ENTER() lines below.
+ * ENTER() lines below. regs NULL (tracepoints): found here, once the call passed the filter.
  */
 static __always_inline int on_exit_regs(__u8 op, struct pt_regs *regs, __s64 ret)
 {
@@ -757,6 +766,8 @@ static __always_inline int on_exit_regs(__u8 op, struct pt_regs *regs, __s64 ret
 			stat_inc(STRATA_STAT_FILTERED);
 		return 0;
 	}
+	if (!regs)
+		regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	fd = (int)PT_REGS_PARM1_CORE_SYSCALL(regs);
 	if (op != STRATA_OP_ACCEPT) {
 		sk = fd_tcp_sock(fd);
@@ -821,11 +832,10 @@ static __always_inline int on_exit_regs(__u8 op, struct pt_regs *regs, __s64 ret
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                         \
 	int exit_##name(struct trace_event_raw_sys_exit *ctx)                              \
 	{                                                                                  \
+		__s64 ret = ctx->ret; /* one load: the verifier refuses a ctx pointer moved */ \
 		if (exit_has_regs())                                                       \
-			return on_exit_regs(op, (struct pt_regs *)bpf_task_pt_regs(         \
-						    bpf_get_current_task_btf()),          \
-					    ctx->ret);                                     \
-		return on_exit(ctx->ret);                                                  \
+			return on_exit_regs(op, NULL, ret);                                \
+		return on_exit(ret);                                                       \
 	}
 
 /* args: read(fd, buf, count); recvfrom(fd, buf, len, flags, ...); recvmsg(fd, msg, flags) */
@@ -1013,11 +1023,17 @@ SEC("raw_tp/sys_exit")
 int raw_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	__u8 op = nr_op(REGS_SYSCALL_NR(regs));
+	__s64 ret = (__s64)ctx->args[1];
+	__u8 op;
 
+	/* every op needs ret >= 0 but connect's -EINPROGRESS: a failed call of any syscall
+	 * returns before the syscall number is read (a helper call) */
+	if (ret < 0 && ret != -EINPROGRESS)
+		return 0;
+	op = nr_op(REGS_SYSCALL_NR(regs));
 	if (!op || op == STRATA_OP_CLOSE)
 		return 0;
-	return on_exit_regs(op, regs, (__s64)ctx->args[1]);
+	return on_exit_regs(op, regs, ret);
 }
 
 SEC("raw_tp/inet_sock_set_state")

@@ -45,7 +45,7 @@ export interface AgentOptions {
   /** route patterns for span names (correlator.routes) */
   routes: readonly string[];
   /** kernel-side knobs, set before the programs load (config probes.*); syscallAttach picks the socket probes' variant */
-  probes: Required<Omit<ProbeSettings, 'filterCgroups' | 'filterNetns'>>;
+  probes: Required<Omit<ProbeSettings, 'filterCgroups' | 'filterNetns' | 'prefilterSlots'>> & Pick<ProbeSettings, 'prefilterSlots'>;
   /** optional probe families not to load (probes.disable) */
   disableFamilies?: string[];
   /**

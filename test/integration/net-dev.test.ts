@@ -8,12 +8,12 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { Decoder, type NetDevEvent, type TailEvent, addrString } from '../../agent/src/events/decode.ts';
 import { FLAGS, NETDEV_POINT, TAIL_SRC } from '../../agent/src/events/layout.generated.ts';
 import { loadNative } from '../../agent/src/probes/native.ts';
 import { ProbeSet } from '../../agent/src/probes/probe-set.ts';
-import { netdevUnwatch, netdevWatch } from '../../agent/src/probes/registry.ts';
+import { type ProbeSettings, netdevUnwatch, netdevWatch } from '../../agent/src/probes/registry.ts';
 import { requireKernel } from '../helpers/kernel.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
 
@@ -47,7 +47,7 @@ function inNetns(ns: string, code: string, arg: string, children: ChildProcess[]
   return { out: () => out, exited: new Promise((r) => child.on('exit', (c) => r(c))) };
 }
 
-test('net_dev: packets of a watched pod interface, at rx/queue/xmit, and none from an unwatched one', async (t) => {
+async function watchedAndUnwatched(t: TestContext, settings: ProbeSettings): Promise<void> {
   if (!requireKernel(t)) return;
   const p = `nd${Math.random().toString(36).slice(2, 6)}`;
   const pod = `${p}pod`;
@@ -72,7 +72,7 @@ test('net_dev: packets of a watched pod interface, at rx/queue/xmit, and none fr
     const watched = loadNative().linkInfo(`${p}w1`, `/run/netns/${node}`);
     assert.equal(watched.iflink, Number(ip('netns', 'exec', pod, 'cat', `/sys/class/net/${p}w0/ifindex`).trim()));
 
-    probes = new ProbeSet({ wakeupBytes: 0 }).open('net_dev');
+    probes = new ProbeSet({ wakeupBytes: 0, ...settings }).open('net_dev');
     // what the agent does for a pod: the peer of its host veth, in the pod's netns
     netdevWatch(probes, podInode, watched.iflink);
     const events: Ev[] = [];
@@ -151,7 +151,12 @@ test('net_dev: packets of a watched pod interface, at rx/queue/xmit, and none fr
       }
     }
   }
-});
+}
+
+test('net_dev: packets of a watched pod interface, at rx/queue/xmit, and none from an unwatched one', (t) => watchedAndUnwatched(t, {}));
+
+// every device of the machine in the watched device's prefilter slot: the exact watch map still decides
+test('net_dev: the same with one prefilter slot for every device', (t) => watchedAndUnwatched(t, { prefilterSlots: 1 }));
 
 // A message of many packets: where it ends at each point comes in tail events (PSH at the end of
 // a send, and when the flow turns): out of the pod at queue and, with the queue time, at xmit;

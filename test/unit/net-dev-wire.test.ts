@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { type PodEntry, StaticTopology } from '../../agent/src/k8s/pods-file.ts';
-import type { ProbeSet } from '../../agent/src/probes/probe-set.ts';
+import { PREFILTER_SLOTS, prefilterSlot } from '../../agent/src/probes/prefilter.ts';
+import { ProbeSet } from '../../agent/src/probes/probe-set.ts';
 import { NET_DEV, type WireContext } from '../../agent/src/probes/registry.ts';
 
 const NODE_NS = 4026531840;
@@ -16,10 +17,16 @@ const pods: PodEntry[] = [
 
 test('net_dev wiring: uplinks in the node netns, pod interfaces in their own, named in the topology', () => {
   const updates: { map: string; netns: number; ifindex: number; object?: string }[] = [];
+  const slots: { map: string; slot: number; count: number; object?: string }[] = [];
   const links: Record<string, { ifindex: number; iflink: number }> = { eth9: { ifindex: 20, iflink: 20 }, 'va-lab': { ifindex: 31, iflink: 2 } };
-  const fake = {
+  // the real ProbeSet methods (its prefilter upkeep) over a fake native transport
+  const fake = Object.assign(Object.create(ProbeSet.prototype) as ProbeSet, {
+    settings: {},
     native: {
-      mapUpdate: (map: string, key: Buffer, _v: Buffer, object?: string) => updates.push({ map, netns: key.readUInt32LE(0), ifindex: key.readUInt32LE(4), object }),
+      mapUpdate: (map: string, key: Buffer, v: Buffer, object?: string) => {
+        if (map.endsWith('_slots')) slots.push({ map, slot: key.readUInt32LE(0), count: v.readUInt32LE(0), object });
+        else updates.push({ map, netns: key.readUInt32LE(0), ifindex: key.readUInt32LE(4), object });
+      },
     },
     linkInfo: (ifname: string, netns: string) => {
       assert.equal(netns, '/run/netns/node1', 'interfaces are looked up in the node netns');
@@ -27,7 +34,7 @@ test('net_dev wiring: uplinks in the node netns, pod interfaces in their own, na
       if (!l) throw Object.assign(new Error(`attach ${ifname}: interface: No such device`), { code: 'ENODEV' });
       return l;
     },
-  } as unknown as ProbeSet;
+  });
   const topology = new StaticTopology('n1', pods, NODE_NS);
   const logs: string[] = [];
   const attached: [string, boolean][] = [];
@@ -40,6 +47,11 @@ test('net_dev wiring: uplinks in the node netns, pod interfaces in their own, na
   assert.deepEqual(updates, [
     { map: 'netdev_watch', netns: NODE_NS, ifindex: 20, object: 'net_dev' },
     { map: 'netdev_watch', netns: 4026532300, ifindex: 2, object: 'net_dev' },
+  ]);
+  // each watched device's prefilter slot (by ifindex) is set in the same object, after its exact key
+  assert.deepEqual(slots, [
+    { map: 'netdev_watch_slots', slot: prefilterSlot(20, PREFILTER_SLOTS - 1), count: 1, object: 'net_dev' },
+    { map: 'netdev_watch_slots', slot: prefilterSlot(2, PREFILTER_SLOTS - 1), count: 1, object: 'net_dev' },
   ]);
   assert.deepEqual(attached, [['net_dev:eth9', true], ['net_dev:nosuch0', false]]);
   assert.equal(logs.filter((l) => l.includes('nosuch0')).length, 0, 'the TC probe already warns about a missing uplink');

@@ -3,6 +3,7 @@
 // Native knows objects and maps by name only; what a family is lives in registry.ts.
 import { STAT_NAMES } from '../events/layout.generated.ts';
 import { type Probes, loadNative } from './native.ts';
+import { Prefilter, prefilterMask, prefilterSlot, prefilterSlot64 } from './prefilter.ts';
 import { type PreflightEnv, readPreflightEnv } from './preflight.ts';
 import { FAMILIES, type Preflight, type ProbeFamily, type ProbeSettings, programsOf } from './registry.ts';
 import type { PumpOptions, PumpStats, ProgStat, StaleTcFilter, TcAttachment } from '../../../native/index.d.ts';
@@ -19,7 +20,7 @@ export const u32 = (v: number) => {
   b.writeUInt32LE(v >>> 0);
   return b;
 };
-const u64 = (v: number | bigint) => {
+export const u64 = (v: number | bigint) => {
   const b = Buffer.alloc(8);
   b.writeBigUInt64LE(BigInt(v));
   return b;
@@ -86,22 +87,67 @@ export class ProbeSet {
     this.native.detachTc(ifname, netns);
   }
 
-  // filter maps (bpf/sock.bpf.c traced_netns/traced_cgroups, bpf/net_dev.bpf.c netdev_watch)
+  // filter maps (bpf/sock.bpf.c traced_netns/traced_cgroups, bpf/net_dev.bpf.c netdev_watch),
+  // each with its prefilter `<map>_slots` (bpf/include/prefilter.bpf.h, prefilter.ts) kept in step
   netnsAdd(inode: number): void {
-    this.native.mapUpdate('traced_netns', u32(inode), ONE);
+    this.filterAdd('traced_netns', undefined, u32(inode), String(inode >>> 0), prefilterSlot(inode, this.prefilterMask()));
   }
 
   netnsDelete(inode: number): void {
-    this.native.mapDelete('traced_netns', u32(inode));
+    this.filterDelete('traced_netns', undefined, u32(inode), String(inode >>> 0));
   }
 
   /** a cgroup v2 id (the inode of its directory); needs filterCgroups */
   cgroupAdd(id: number | bigint): void {
-    this.native.mapUpdate('traced_cgroups', u64(id), ONE);
+    this.filterAdd('traced_cgroups', undefined, u64(id), String(id), prefilterSlot64(id, this.prefilterMask()));
   }
 
   cgroupDelete(id: number | bigint): void {
-    this.native.mapDelete('traced_cgroups', u64(id));
+    this.filterDelete('traced_cgroups', undefined, u64(id), String(id));
+  }
+
+  /** net_dev observes the device ifindex of the netns with this inode (its prefilter is by ifindex) */
+  netdevWatch(netns: number, ifindex: number, object = 'net_dev'): void {
+    this.filterAdd('netdev_watch', object, Buffer.concat([u32(netns), u32(ifindex)]), `${netns >>> 0}:${ifindex >>> 0}`, prefilterSlot(ifindex, this.prefilterMask()));
+  }
+
+  netdevUnwatch(netns: number, ifindex: number, object = 'net_dev'): void {
+    this.filterDelete('netdev_watch', object, Buffer.concat([u32(netns), u32(ifindex)]), `${netns >>> 0}:${ifindex >>> 0}`);
+  }
+
+  /** the prefilter of an exact filter map (created on first use; tests read its counts) */
+  prefilter(map: string, object?: string): Prefilter {
+    this.prefilterState ??= new Map();
+    let p = this.prefilterState.get(map);
+    if (!p) {
+      p = new Prefilter((slot, n) => this.native.mapUpdate(`${map}_slots`, u32(slot), u32(n), object));
+      this.prefilterState.set(map, p);
+    }
+    return p;
+  }
+
+  /** lazily made: tests build ProbeSets around a fake native with Object.create */
+  private prefilterState?: Map<string, Prefilter>;
+
+  private prefilterMask(): number {
+    return prefilterMask(this.settings.prefilterSlots);
+  }
+
+  /** exact map first, then the slot; a slot that cannot be written takes the key back out */
+  private filterAdd(map: string, object: string | undefined, key: Buffer, id: string, slot: number): void {
+    this.native.mapUpdate(map, key, ONE, object);
+    try {
+      this.prefilter(map, object).add(id, slot);
+    } catch (e) {
+      this.native.mapDelete(map, key, object);
+      throw e;
+    }
+  }
+
+  /** exact map first: the slot is never 0 while its key is still in the map */
+  private filterDelete(map: string, object: string | undefined, key: Buffer, id: string): void {
+    this.native.mapDelete(map, key, object);
+    this.prefilter(map, object).delete(id);
   }
 
   /**

@@ -8,9 +8,10 @@ import { EVENT_TYPE, type STAT_NAMES } from '../events/layout.generated.ts';
 import type { EventHandler } from '../events/decode.ts';
 import type { PodEntry } from '../k8s/pods-file.ts';
 import type { PodTopology } from '../k8s/topology.ts';
+import { prefilterMask } from './prefilter.ts';
 import type { PreflightEnv } from './preflight.ts';
 import type { Knobs } from '../../../native/index.d.ts';
-import { ONE, type ProbeSet, u32 } from './probe-set.ts';
+import type { ProbeSet } from './probe-set.ts';
 import type { OvsView } from '../correlate/ovs.ts';
 import { OVS_KERNEL_KPROBES, OVS_KERNEL_TRACEPOINTS, OVS_KERNEL_TRACEPOINT_NAMES, OVS_TRACEPOINTS, OVS_UPROBES, OvsTracker } from './ovs.ts';
 
@@ -62,6 +63,11 @@ export interface ProbeSettings {
   filterCgroups?: boolean;
   /** socket syscalls through tracepoints (need tracefs) or raw tracepoints; auto: by tracefs */
   syscallAttach?: SyscallAttach;
+  /**
+   * slots of the filter maps' prefilters (bpf/include/prefilter.bpf.h): a power of two in
+   * 1..4096, 4096 when unset; tests set 1 so that every key shares one slot
+   */
+  prefilterSlots?: number;
 }
 
 export interface Preflight {
@@ -184,6 +190,7 @@ export const SOCK_SYSCALLS: ProbeFamily = {
     // unset knobs keep the value compiled into the object (tests open objects with a few knobs)
     filter_netns: s.filterNetns,
     filter_cgroups: s.filterCgroups,
+    prefilter_mask: s.prefilterSlots === undefined ? undefined : prefilterMask(s.prefilterSlots),
   }),
   preflight(env, s) {
     const mode = s.syscallAttach ?? 'auto';
@@ -289,7 +296,7 @@ export const NET_DEV: ProbeFamily = {
     { name: 'nd_queue', kind: 'raw_tp' },
     { name: 'nd_xmit', kind: 'raw_tp' },
   ],
-  knobs: common,
+  knobs: (s) => ({ ...common(s), prefilter_mask: s.prefilterSlots === undefined ? undefined : prefilterMask(s.prefilterSlots) }),
   preflight: (env) => (env.btf
     ? { ok: true, reason: '' }
     : { ok: false, reason: 'the kernel has no BTF (/sys/kernel/btf/vmlinux): the skb and net_device fields cannot be relocated' }),
@@ -350,11 +357,11 @@ export const NET_DEV: ProbeFamily = {
 
 /** net_dev observes the device ifindex of the netns with this inode (bpf/net_dev.bpf.c netdev_watch) */
 export function netdevWatch(p: ProbeSet, netns: number, ifindex: number): void {
-  p.native.mapUpdate('netdev_watch', Buffer.concat([u32(netns), u32(ifindex)]), ONE, NET_DEV.object);
+  p.netdevWatch(netns, ifindex, NET_DEV.object);
 }
 
 export function netdevUnwatch(p: ProbeSet, netns: number, ifindex: number): void {
-  p.native.mapDelete('netdev_watch', Buffer.concat([u32(netns), u32(ifindex)]), NET_DEV.object);
+  p.netdevUnwatch(netns, ifindex, NET_DEV.object);
 }
 
 const ovsTrackers = new WeakMap<ProbeSet, OvsTracker>();
