@@ -2,7 +2,9 @@
 // kube-apiserver, controller-manager, scheduler and kubelet 1.20 from the `kubernetes` source
 // package, containerd 1.6 + runc, CNI bridge + host-local), with the image scripts/image.sh builds:
 //   kubectl apply -k (manifests/base under a test overlay, below) -> the DaemonSet rolls out, its
-//   pod becomes Ready (/readyz), the agent process holds exactly the manifest's capabilities
+//   pod becomes Ready (/readyz), the agent process runs the image's JavaScript build (its argv is
+//   AGENT_IMAGE_COMMAND, node dist/src/cli.js; its root holds dist/ and no agent/ sources), its RSS
+//   at rest is reported, it holds exactly the manifest's capabilities
 //   (CapEff = CapBnd = the list), its root filesystem is read-only, strata's BPF programs are
 //   loaded and its TC filters are on the node's interface, its discovery fresh from the API server
 //   (strata_discovery_metadata_stale 0);
@@ -24,6 +26,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { parse } from 'yaml';
 import { allProgramNames } from '../../agent/src/probes/registry.ts';
+import { AGENT_IMAGE_COMMAND } from '../../agent/src/runtime-flags.ts';
 import { waitFor } from '../../lab/exec.ts';
 import { loadSnapshot } from '../../lab/k8s/host.ts';
 import { type NodeCluster, logTail, startNode } from '../../lab/k8s/cluster.ts';
@@ -143,6 +146,14 @@ async function runningAgent(c: NodeCluster): Promise<Agent> {
 
 const ms = (t0: number) => Math.round(performance.now() - t0);
 
+/** VmRSS and its anonymous / file-backed / shared-memory (the ring buffer's mapping) parts of a process, MiB (/proc/<pid>/status) */
+function rssMiB(pid: number): { rss: number; anon: number; file: number; shmem: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s*(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  const mib = (k: string) => Math.round((kb(k) / 1024) * 10) / 10;
+  return { rss: mib('VmRSS'), anon: mib('RssAnon'), file: mib('RssFile'), shmem: mib('RssShmem') };
+}
+
 /** what the cluster says when a wait fails: the agent pods' events and logs, the kubelet's last lines */
 async function explain(c: NodeCluster): Promise<string> {
   const parts: string[] = [];
@@ -226,6 +237,7 @@ test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilitie
     t0 = performance.now();
     await waitFresh(c, metricsPort, 'the agent');
     timings.readyToFreshMs = ms(t0);
+    const tFresh = performance.now();
 
     const pc = procCaps(first.pid);
     const want = capMask(caps);
@@ -234,12 +246,28 @@ test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilitie
     assert.equal(pc.prm, want, 'CapPrm');
     assert.ok(rootMountOptions(first.pid).includes('ro'), `read-only root filesystem: ${rootMountOptions(first.pid).join(',')}`);
 
+    // what runs in the pod: the image's JavaScript build, never the .ts sources (they would load
+    // Node's TypeScript stripper, ~33 MiB of RSS): the agent's argv is AGENT_IMAGE_COMMAND, and the
+    // container's root has dist/src/cli.js and no agent/ to run
+    const argv = readFileSync(`/proc/${first.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    assert.deepEqual(argv, [...AGENT_IMAGE_COMMAND], 'the agent process runs node dist/src/cli.js (AGENT_IMAGE_COMMAND)');
+    const app = `/proc/${first.pid}/root/opt/strata`;
+    assert.ok(existsSync(`${app}/dist/src/cli.js`), 'dist/src/cli.js in the container');
+    assert.ok(!existsSync(`${app}/agent`), 'no agent/ sources in the container');
+    // at rest: Ready, discovery fresh, no traced pod on this node, no traffic (as bench/README.md's
+    // "Memory" measures it on the host)
+    const rest = rssMiB(first.pid);
+    assert.ok(rest.rss > 0, 'VmRSS read');
+
     assert.ok(first.progNames.length > 0, 'strata BPF programs loaded by the agent in the pod');
     const families = JSON.parse(readyLine) as { probes?: Record<string, string> };
     t.diagnostic(`agent pid ${first.pid}: ${first.progNames.length} programs (${[...new Set(first.progNames)].join(' ')}), ${first.held.maps.length} maps; probes ${JSON.stringify(families.probes)}`);
     const tc1 = hostTcFilters(c.net.nodeBridge);
     assert.deepEqual(tc1.map((f) => `${f.dir}:${f.name}`).sort(), ['egress:tc_egress', 'ingress:tc_ingress'], `TC filters on ${c.net.nodeBridge}`);
     for (const f of tc1) assert.ok(first.held.progs.includes(f.progId), `TC filter ${f.dir} runs the agent's program ${f.progId}`);
+    const rest2 = rssMiB(first.pid);
+    t.diagnostic(`agent pid ${first.pid} at rest (dist/src/cli.js, discovery from the API server): VmRSS ${rest.rss} MiB (anon ${rest.anon}, file ${rest.file}, shmem ${rest.shmem}) ` +
+      `when fresh, ${rest2.rss} MiB (anon ${rest2.anon}, file ${rest2.file}) ${ms(tFresh)} ms later`);
 
     // ---- rolling update: a new pod template (annotation + configuration) ----
     writeOverlay(overlay, c, metricsPort, exportPort, 2);
@@ -270,12 +298,16 @@ test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilitie
     await waitCluster(c, 'namespace strata gone', async () => (await c.api('GET', '/api/v1/namespaces/strata')).status === 404, DELETE_MS);
     timings.deleteMs = ms(t0);
     assert.ok(!existsSync(`/proc/${second.pid}`), `the agent (pid ${second.pid}) is gone`);
-    const liveAfter = new Set(loadedProgs().map((p) => p.id));
+    assert.deepEqual(hostTcFilters(c.net.nodeBridge), [], `no TC filter on ${c.net.nodeBridge}`);
     const ours = [...first.held.progs, ...second.held.progs];
+    // the kernel frees a program after its last reference (fd, link, filter) went, from deferred
+    // work: seen once still listed just after the agent's exit on a loaded machine, gone a moment
+    // later; polled, then asserted with the ids left
+    await waitFor('the agents\' programs freed', () => !loadedProgs().some((p) => ours.includes(p.id)), { timeoutMs: 20_000, intervalMs: 250 }).catch(() => {});
+    const liveAfter = new Set(loadedProgs().map((p) => p.id));
     assert.deepEqual(ours.filter((id) => liveAfter.has(id)), [], "no program the agents loaded is left");
     const mapsAfter = loadedMapIds();
     assert.deepEqual([...first.held.maps, ...second.held.maps].filter((id) => mapsAfter.has(id)), [], 'no map the agents made is left');
-    assert.deepEqual(hostTcFilters(c.net.nodeBridge), [], `no TC filter on ${c.net.nodeBridge}`);
     const newPins = bpffsEntries().filter((p) => !bpffsBefore.has(p));
     assert.deepEqual(newPins, [], 'nothing new pinned under /sys/fs/bpf');
     t.diagnostic(`other strata programs on this machine now (other users' agents): ${loadedProgs().filter((p) => STRATA_PROGS.has(p.name)).length}`);
