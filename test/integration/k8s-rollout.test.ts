@@ -20,6 +20,7 @@
 // kubernetes Service's ClusterIP the kubelet gives it is not routed).
 // Under CI=true a missing piece (binaries, image tools, kubectl) fails; elsewhere the test skips.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,7 +30,7 @@ import { FAMILIES, allProgramNames } from '../../agent/src/probes/registry.ts';
 import { AGENT_IMAGE_COMMAND } from '../../agent/src/runtime-flags.ts';
 import { waitFor } from '../../lab/exec.ts';
 import { loadSnapshot } from '../../lab/k8s/host.ts';
-import { type NodeCluster, logTail, startNode } from '../../lab/k8s/cluster.ts';
+import { type NodeCluster, debianKubectl, logTail, startNode } from '../../lab/k8s/cluster.ts';
 import {
   MANIFESTS_BASE, agentMetrics, bpfHeldBy, capMask, capNames, containerPid, hostTcFilters, imageArchive, loadedMapIds, loadedProgs, procCaps,
   requireNode, rootMountOptions, writeAgentOverlay,
@@ -299,12 +300,18 @@ test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilitie
     for (const f of tc2) assert.ok(second.held.progs.includes(f.progId), `TC filter ${f.dir} runs the new agent's program`);
 
     // ---- delete -k: nothing of strata left in the kernel ----
+    // the agent's own account of its stop (its log goes with the pod): followed from here
+    const follow = spawn(debianKubectl() as string, ['-n', 'strata', 'logs', '-f', second.pod.name], { env: { ...process.env, KUBECONFIG: c.kubeconfigs.admin }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stopLog = '';
+    follow.stdout.on('data', (d: Buffer) => { stopLog = (stopLog + d.toString()).slice(-4000); });
+    follow.stderr.on('data', (d: Buffer) => { stopLog = (stopLog + d.toString()).slice(-4000); });
+    t.after(() => { follow.kill(); });
     t0 = performance.now();
     await c.kubectl(['delete', '-k', overlay, '--wait=false']);
     await waitCluster(c, 'namespace strata gone', async () => (await c.api('GET', '/api/v1/namespaces/strata')).status === 404, DELETE_MS);
     timings.deleteMs = ms(t0);
     assert.ok(!existsSync(`/proc/${second.pid}`), `the agent (pid ${second.pid}) is gone`);
-    assert.deepEqual(hostTcFilters(c.net.nodeBridge), [], `no TC filter on ${c.net.nodeBridge}`);
+    assert.deepEqual(hostTcFilters(c.net.nodeBridge), [], `no TC filter on ${c.net.nodeBridge}; the agent's log as it stopped:\n${stopLog.slice(-1500)}`);
     const ours = [...first.held.progs, ...second.held.progs];
     // the kernel frees a program after its last reference (fd, link, filter) went, from deferred
     // work: seen once still listed just after the agent's exit on a loaded machine, gone a moment
