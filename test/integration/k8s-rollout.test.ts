@@ -13,7 +13,7 @@
 //   new agent fresh too;
 //   kubectl delete -k -> nothing of strata left in the kernel (programs, maps, pins, TC filters).
 // The test overlay (generated per run, on top of manifests/base unchanged otherwise; see
-// writeAgentOverlay): the base's strata.yaml exporting to loopback (no collector in this cluster),
+// writeAgentOverlay): the base's strata.yaml exporting to an OTLP receiver of the test's on loopback,
 // the metrics port in this test's range (hostNetwork: 9464 may be another agent's on this machine),
 // the node's bridge as an observed interface (so the agent puts TC filters where the test can count
 // them), and the API server's loopback address in the agent's env (no kube-proxy on this node: the
@@ -31,6 +31,7 @@ import { AGENT_IMAGE_COMMAND } from '../../agent/src/runtime-flags.ts';
 import { waitFor } from '../../lab/exec.ts';
 import { loadSnapshot } from '../../lab/k8s/host.ts';
 import { type NodeCluster, debianKubectl, logTail, startNode } from '../../lab/k8s/cluster.ts';
+import { OtlpReceiver } from '../helpers/otlp-receiver.ts';
 import {
   MANIFESTS_BASE, agentMetrics, bpfHeldBy, capMask, capNames, containerPid, hostTcFilters, imageArchive, loadedMapIds, loadedProgs, procCaps,
   requireNode, rootMountOptions, writeAgentOverlay,
@@ -219,14 +220,20 @@ test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilitie
     return problems;
   };
   const snapshot = loadSnapshot(join(c.stateDir, 'host-snapshot.json'));
+  const receiver = new OtlpReceiver();
   try {
     Object.assign(timings, Object.fromEntries(Object.entries(c.timings).map(([k, v]) => [`node.${k}`, v])));
     t0 = performance.now();
     await c.importImage(archive);
     timings.imageImportMs = ms(t0);
     const metricsPort = c.ports.spare[0] as number;
-    // nothing listens there: the agent has no traced pods, and an export would fail on loopback
+    // an OTLP receiver on loopback: the agent, discovering its own hostNetwork pod from the API
+    // server, traces the node's network namespace (the control plane's loopback traffic) and
+    // exports; with nothing listening, its stop spent shutdown.timeoutS (9 s) retrying and exited
+    // 1 without detaching, leaving its TC filters (3 runs of 3)
     const exportPort = c.ports.spare[1] as number;
+    receiver.port = exportPort;
+    await receiver.start();
 
     // ---- apply: rolled out, Ready, exactly the manifest's capabilities, read-only root ----
     writeOverlay(overlay, c, metricsPort, exportPort, 1);
@@ -323,8 +330,10 @@ test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilitie
     assert.deepEqual([...first.held.maps, ...second.held.maps].filter((id) => mapsAfter.has(id)), [], 'no map the agents made is left');
     const newPins = bpffsEntries().filter((p) => !bpffsBefore.has(p));
     assert.deepEqual(newPins, [], 'nothing new pinned under /sys/fs/bpf');
+    t.diagnostic(`OTLP requests received from the agents: ${receiver.requests.length}`);
     t.diagnostic(`other strata programs on this machine now (other users' agents): ${loadedProgs().filter((p) => STRATA_PROGS.has(p.name)).length}`);
   } finally {
+    await receiver.stop();
     const problems = await teardown();
     t.diagnostic(`timings ${JSON.stringify(timings)}`);
     // stop() compares the host with the snapshot taken before the node started (every sysctl and
