@@ -227,10 +227,10 @@ test('the DaemonSet on a real single-node Kubernetes: rollout, exact capabilitie
     await c.importImage(archive);
     timings.imageImportMs = ms(t0);
     const metricsPort = c.ports.spare[0] as number;
-    // an OTLP receiver on loopback: the agent, discovering its own hostNetwork pod from the API
-    // server, traces the node's network namespace (the control plane's loopback traffic) and
-    // exports; with nothing listening, its stop spent shutdown.timeoutS (9 s) retrying and exited
-    // 1 without detaching, leaving its TC filters (3 runs of 3)
+    // an OTLP receiver on loopback: the agent finds a pod to trace on this node (its log says so;
+    // during the rolling update the other agent's hostNetwork pod is one) and exports spans; with
+    // nothing listening, the rolled-out agent's stop spent shutdown.timeoutS (9 s) on the failing
+    // export and exited 1 without detaching, leaving its TC filters (3 runs of 3)
     const exportPort = c.ports.spare[1] as number;
     receiver.port = exportPort;
     await receiver.start();
