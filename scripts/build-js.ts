@@ -5,6 +5,8 @@
 // WebAssembly module that stays resident: ~29 MiB of RSS measured here, bench/README.md).
 // <out> must sit at the repository root's depth + 1 (default `dist`): the modules find
 // package.json and build/Release/strata_native.node at ../../ from src/, as they do from agent/src.
+// Any other <out> must be a directory whose parent already holds a package.json with "type":
+// "module" (scripts/image.sh builds into the image's /opt/strata/dist so).
 //
 //   node scripts/build-js.ts [--out dist]
 import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -48,13 +50,23 @@ export function buildJs(out: string, src = join(ROOT, 'agent', 'src')): string[]
   return written;
 }
 
+/** a directory whose package.json makes .js files ES modules (where dist/src/*.js may go) */
+function isModuleRoot(dir: string): boolean {
+  try {
+    return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { type?: string }).type === 'module';
+  } catch {
+    return false;
+  }
+}
+
 if (import.meta.main) {
   // stripTypeScriptTypes is marked experimental in Node 24: its warning is not this script's output
   process.removeAllListeners('warning');
   const { values } = parseArgs({ options: { out: { type: 'string', default: 'dist' } } });
   const out = resolve(ROOT, values.out);
-  if (resolve(out, '..') !== resolve(ROOT)) {
-    process.stderr.write(`strata build-js: --out must be a directory directly under the repository root (${ROOT}), got ${out}\n`);
+  const parent = resolve(out, '..');
+  if (parent !== resolve(ROOT) && !isModuleRoot(parent)) {
+    process.stderr.write(`strata build-js: --out must be a directory directly under the repository root (${ROOT}) or under a directory holding a package.json with "type": "module", got ${out}\n`);
     process.exit(2);
   }
   const files = buildJs(out);

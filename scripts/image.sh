@@ -2,8 +2,10 @@
 # Container images built here without Docker and without a registry, from a Debian bookworm
 # minbase rootfs (slim-style: no docs, man pages or locales):
 #   agent  strata:dev, the same layout as the Dockerfile's runtime stage (libbpf1 libelf1 zlib1g;
-#          Node 24 at /usr/local/bin/node; the project at /opt/strata with its production
-#          node_modules and build/Release/strata_native.node, which embeds the BPF objects)
+#          Node 24 at /usr/local/bin/node; at /opt/strata: package.json, the agent as JavaScript
+#          (dist/src, scripts/build-js.ts; no .ts sources), the production node_modules pruned by
+#          scripts/prune-node-modules.sh, build/Release/strata_native.node (embeds the BPF objects));
+#          cmd: AGENT_IMAGE_COMMAND from agent/src/runtime-flags.ts (node dist/src/cli.js agent ...)
 #   nginx  strata-lab/nginx:dev, Debian's nginx package (1.22) for the real-cluster tests' proxy
 #          pod; its configuration comes from the pod (a ConfigMap), the image's own is Debian's
 #   rootfs: mmdebstrap (cached apart, keyed by its package list and recipe)
@@ -11,7 +13,8 @@
 #   export: skopeo to a docker-archive with the tag above (containerd: docker.io/library/strata:dev,
 #           docker.io/strata-lab/nginx:dev)
 # Cached outside the checkout, keyed by what goes in (last line on stdout):
-#   /var/cache/strata/image-<hash>/strata.tar           agent: the recipe, the lock file, agent/, the addon
+#   /var/cache/strata/image-<hash>/strata.tar           agent: the recipe, the lock file, agent/, the addon,
+#                                                       scripts/build-js.ts, scripts/prune-node-modules.sh
 #   /var/cache/strata/image-nginx-<hash>/nginx.tar      nginx: the recipe (Debian's package decides the rest)
 # Node 24 is the binary npm already installed for the `node` devDependency (package-lock.json
 # pins it), stripped of its debug info; nothing is downloaded for it here.
@@ -95,9 +98,17 @@ oci_end() {
 
 # --- agent -------------------------------------------------------------------------------------
 AGENT_PKGS=(libbpf1 libelf1 zlib1g libstdc++6)
-# files of the project that go in (besides node_modules, which package-lock.json decides); not
-# lab/: `strata demo` builds namespaces and runs NGINX, which a pod does not do
-APP_DIRS=(agent)
+# what the image's JavaScript is built from (agent/src, by scripts/build-js.ts) and trimmed by; the
+# .ts sources do not go in. Not lab/: `strata demo` builds namespaces and runs NGINX, which a pod
+# does not do (and it loads lab/*.ts).
+APP_SOURCES=(agent scripts/build-js.ts scripts/prune-node-modules.sh)
+# the image's cmd, one word a line: AGENT_IMAGE_COMMAND (agent/src/runtime-flags.ts), the one list
+# the DaemonSet's command and the Dockerfile's CMD are checked against
+agent_cmd() {
+  "$NODE_BIN" --input-type=module -e \
+    'const m = await import(process.argv[1]); for (const w of m.AGENT_IMAGE_COMMAND) console.log(w);' \
+    "$PWD/agent/src/runtime-flags.ts"
+}
 build_agent() {
   local rootfs=$1 out=$2
   oci_begin "$rootfs" "mmdebstrap bookworm minbase + ${AGENT_PKGS[*]}"
@@ -105,17 +116,29 @@ build_agent() {
   mkdir -p "$app/build/Release" "$tmp/bundle/rootfs/usr/local/bin"
   strip -o "$tmp/bundle/rootfs/usr/local/bin/node" "$NODE_BIN"
   cp package.json package-lock.json "$app/"
-  cp -r "${APP_DIRS[@]}" "$app/"
   install -m 0755 "$ADDON" "$app/$ADDON"
-  # production dependencies only: a copy of node_modules pruned by the lock file (no network)
+  # the agent as JavaScript, types stripped ahead: /opt/strata/dist/src/*.js
+  "$NODE_BIN" scripts/build-js.ts --out "$app/dist" >&2
+  # production dependencies only: a copy of node_modules pruned by the lock file (no network),
+  # then what Node never loads (source maps, .d.ts, @types, docs)
   cp -a node_modules "$app/node_modules"
   (cd "$app" && npm prune --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
+  bash scripts/prune-node-modules.sh "$app/node_modules"
   rm -f "$app/package-lock.json"
-  umoci repack --image "$L" --history.created_by "strata: Node 24 + /opt/strata" "$tmp/bundle" >&2
-  # as manifests/base/daemonset.yaml runs it (and the Dockerfile's CMD)
-  oci_end "$out" strata:dev --config.workingdir /opt/strata \
-    --config.cmd node --config.cmd --max-semi-space-size=1 --config.cmd --heap-growing-percent=20 --config.cmd agent/src/cli.ts --config.cmd agent \
-    --config.cmd --config --config.cmd /etc/strata/strata.yaml \
+  # every module of the agent loads from this tree with type stripping off (the demo excepted: it
+  # loads lab/*.ts, not in the image), and the CLI runs: a pruned dependency or a .ts import left
+  # fails the build here rather than in a pod
+  (cd "$app" && "$tmp/bundle/rootfs/usr/local/bin/node" --no-experimental-strip-types --input-type=module -e '
+    const { readdirSync } = await import("node:fs");
+    const mods = readdirSync("dist/src", { recursive: true }).filter((f) => f.endsWith(".js") && f !== "cli.js" && !/^demo(\.js|\/)/.test(f));
+    for (const f of mods) await import(`${process.cwd()}/dist/src/${f}`);
+    if (mods.length < 50) throw new Error(`only ${mods.length} modules in dist/src`);' >&2 &&
+    "$tmp/bundle/rootfs/usr/local/bin/node" --no-experimental-strip-types dist/src/cli.js --version >&2)
+  umoci repack --image "$L" --history.created_by "strata: Node 24 + /opt/strata (dist/src, node_modules, the addon)" "$tmp/bundle" >&2
+  local cmd=() w
+  while IFS= read -r w; do cmd+=(--config.cmd "$w"); done < <(agent_cmd)
+  [ ${#cmd[@]} -ge 6 ] || die "no command from agent/src/runtime-flags.ts (AGENT_IMAGE_COMMAND)"
+  oci_end "$out" strata:dev --config.workingdir /opt/strata "${cmd[@]}" \
     --config.label org.opencontainers.image.title=strata
 }
 
@@ -139,11 +162,11 @@ case $target in
     [ -f "$ADDON" ] || die "$ADDON missing: run scripts/setup.sh"
     pkgs=("${AGENT_PKGS[@]}") base_prefix=image-base out_prefix=image out_name=strata.tar
     # inputs: the recipe, the lock file (decides Node 24 and node_modules), package.json, the
-    # addon, every file under agent/
+    # addon, every file under agent/, the JS build and the pruning scripts
     inputs() {
-      declare -f build_agent; echo "$packing"
+      declare -f build_agent agent_cmd; echo "$packing"
       sha256sum package.json package-lock.json "$ADDON"
-      find "${APP_DIRS[@]}" -type f -print0 | sort -z | xargs -0 sha256sum
+      find "${APP_SOURCES[@]}" -type f -print0 | sort -z | xargs -0 sha256sum
     } ;;
   nginx)
     pkgs=("${NGINX_PKGS[@]}") base_prefix=image-nginx-base out_prefix=image-nginx out_name=nginx.tar

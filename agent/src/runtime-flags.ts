@@ -10,3 +10,11 @@
 // instead of 370-380 MiB, for ~10 % more agent CPU, with no hard cap (--max-old-space-size would
 // crash the agent when a legitimately large working set crossed it). README "Limits", memory.
 export const AGENT_NODE_FLAGS: readonly string[] = Object.freeze(['--max-semi-space-size=1', '--heap-growing-percent=20']);
+
+// What the image runs (working directory /opt/strata): the JavaScript build (scripts/build-js.ts,
+// dist/src/cli.js), never the .ts sources, so Node's TypeScript stripper (amaro, ~33 MiB RSS) is
+// never loaded; the configuration from the ConfigMap the DaemonSet mounts at /etc/strata.
+// scripts/image.sh writes it into the image's config; manifests/base/daemonset.yaml's command and
+// the Dockerfile's CMD must equal it (test/unit/manifests.test.ts), and the agent in the real
+// cluster's pod must run it (test/integration/k8s-rollout.test.ts).
+export const AGENT_IMAGE_COMMAND: readonly string[] = Object.freeze(['node', ...AGENT_NODE_FLAGS, 'dist/src/cli.js', 'agent', '--config', '/etc/strata/strata.yaml']);

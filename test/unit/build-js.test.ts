@@ -1,7 +1,7 @@
 // scripts/build-js.ts: the agent as plain JavaScript, run without Node's TypeScript stripper
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { test } from 'node:test';
@@ -54,4 +54,20 @@ test('the built agent loads every module and runs its CLI with type stripping tu
   assert.equal(out.trim(), `loaded ${mods.length}`);
   const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
   assert.equal(node([join(root, 'dist', 'src', 'cli.js'), '--version']).trim(), `strata ${version}`);
+});
+
+test('build-js --out: outside the repository only under a directory whose package.json says "type": "module" (scripts/image.sh builds into the image\'s /opt/strata/dist)', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'strata-build-js-out-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const run = (out: string) => spawnSync(process.execPath, [join(ROOT, 'scripts/build-js.ts'), '--out', out], { encoding: 'utf8', timeout: 60_000 });
+  const refused = run(join(dir, 'dist'));
+  assert.equal(refused.status, 2, refused.stderr);
+  assert.match(refused.stderr, /--out must be a directory directly under the repository root .* or under a directory holding a package\.json with "type": "module"/);
+  assert.equal(existsSync(join(dir, 'dist')), false, 'nothing written');
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'commonjs' }));
+  assert.equal(run(join(dir, 'dist')).status, 2, 'a CommonJS package.json is refused too (dist/src/*.js are ES modules)');
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'module' }));
+  const built = run(join(dir, 'dist'));
+  assert.equal(built.status, 0, built.stderr);
+  assert.ok(existsSync(join(dir, 'dist/src/cli.js')), 'dist/src/cli.js written');
 });

@@ -24,7 +24,7 @@ import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import type { IContainer } from 'kubernetes-models/v1/Container';
 import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { SCHEMA, envName, leafPaths, loadConfig, parseAgentArgs } from '../../agent/src/config/index.ts';
-import { AGENT_NODE_FLAGS } from '../../agent/src/runtime-flags.ts';
+import { AGENT_IMAGE_COMMAND, AGENT_NODE_FLAGS } from '../../agent/src/runtime-flags.ts';
 
 const MANIFESTS = join(import.meta.dirname, '../../manifests');
 // where scripts/setup.sh unpacks Debian's kubernetes-client when another package owns /usr/bin/kubectl
@@ -255,8 +255,12 @@ describe('manifests', () => {
         const ds = agentDaemonSet(objs);
         const c = agentContainer(ds);
         const cmd = c.command ?? [];
-        const head = ['node', ...AGENT_NODE_FLAGS, 'agent/src/cli.ts', 'agent'];
-        assert.deepEqual(cmd.slice(0, head.length), head, 'node, the agent\'s V8 flags (agent/src/runtime-flags.ts), the CLI');
+        // the image's command: node, the V8 flags, the JavaScript build (never agent/src/*.ts: the
+        // image holds no TypeScript), `agent --config ...`
+        assert.deepEqual(cmd, AGENT_IMAGE_COMMAND, 'the command is AGENT_IMAGE_COMMAND (agent/src/runtime-flags.ts)');
+        assert.equal(c.workingDir, '/opt/strata', 'run where the image holds the agent');
+        const head = ['node', ...AGENT_NODE_FLAGS, 'dist/src/cli.js', 'agent'];
+        assert.deepEqual(cmd.slice(0, head.length), head, 'node, the agent\'s V8 flags (agent/src/runtime-flags.ts), the JavaScript CLI');
         const args = parseAgentArgs([...cmd.slice(head.length), ...(c.args ?? [])]);
         assert.ok(args.configFile, 'the agent is given --config');
         // the file behind --config: a mounted ConfigMap key
@@ -422,13 +426,24 @@ describe('manifests', () => {
   });
 });
 
-test('the image (Dockerfile CMD, scripts/image.sh) and the strata command start node with the agent\'s V8 flags', () => {
+test('the image (Dockerfile CMD, scripts/image.sh) runs AGENT_IMAGE_COMMAND, the JavaScript build with the agent\'s V8 flags; the strata command starts node with those flags', () => {
   const root = join(import.meta.dirname, '../..');
-  const cmd = /^CMD (\[.*\])$/m.exec(readFileSync(join(root, 'Dockerfile'), 'utf8'))?.[1];
+  assert.deepEqual(AGENT_IMAGE_COMMAND.slice(0, 2 + AGENT_NODE_FLAGS.length), ['node', ...AGENT_NODE_FLAGS, 'dist/src/cli.js']);
+  const dockerfile = readFileSync(join(root, 'Dockerfile'), 'utf8');
+  const cmd = /^CMD (\[.*\])$/m.exec(dockerfile)?.[1];
   assert.ok(cmd, 'the Dockerfile has a CMD in exec form');
-  assert.deepEqual((JSON.parse(cmd) as string[]).slice(0, 2 + AGENT_NODE_FLAGS.length), ['node', ...AGENT_NODE_FLAGS, 'agent/src/cli.ts']);
-  const umoci = [...readFileSync(join(root, 'scripts/image.sh'), 'utf8').matchAll(/--config\.cmd (\S+)/g)].map((m) => m[1]);
-  assert.deepEqual(umoci.slice(0, 2 + AGENT_NODE_FLAGS.length), ['node', ...AGENT_NODE_FLAGS, 'agent/src/cli.ts']);
+  assert.deepEqual(JSON.parse(cmd) as string[], AGENT_IMAGE_COMMAND);
+  // the runtime stage takes dist/ (built by build:js in the builder) and none of agent/'s sources
+  const runtime = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+  assert.match(dockerfile, /npm run build:js/);
+  assert.match(runtime, /^COPY --from=builder \/opt\/strata\/dist dist$/m);
+  assert.doesNotMatch(runtime, /^COPY .*\bagent\//m, 'the runtime stage copies no agent/ sources');
+  // scripts/image.sh takes the cmd from AGENT_IMAGE_COMMAND, no literal of its own (the built
+  // image's config is checked in test/integration/image.test.ts)
+  const imageSh = readFileSync(join(root, 'scripts/image.sh'), 'utf8');
+  const buildAgent = /^build_agent\(\) \{\n[^]*?\n\}$/m.exec(imageSh)?.[0] ?? '';
+  assert.deepEqual([...buildAgent.matchAll(/--config\.cmd ([^\s)]+)/g)].map((m) => m[1]), ['"$w"'], 'build_agent: one --config.cmd, fed by agent_cmd');
+  assert.match(imageSh, /m\.AGENT_IMAGE_COMMAND/);
   const shebang = readFileSync(join(root, 'agent/src/cli.ts'), 'utf8').split('\n')[0];
   assert.equal(shebang, `#!/usr/bin/env -S node ${AGENT_NODE_FLAGS.join(' ')}`);
 });
