@@ -471,6 +471,18 @@ export class Agent {
   }
 
   /** Stops the pump, emits what is pending, exports, detaches everything. */
+  /** Detaches and frees every probe now (the shutdown deadline passed while stop() was still waiting). */
+  detachNow(): void {
+    const p = this.probes;
+    this.probes = undefined;
+    try {
+      p?.stop();
+      p?.close();
+    } catch {
+      // exiting anyway: what is left, the next agent's start removes (TC filters by name)
+    }
+  }
+
   async stop(): Promise<void> {
     this.ready = false;
     if (this.timer) clearInterval(this.timer);
@@ -483,13 +495,15 @@ export class Agent {
     if (p) for (const f of FAMILIES) if (this.loadedFamilies.some((l) => l.name === f.name)) await f.unwire?.(this.trackContext(p)).catch(() => {});
     this.probes?.stop();
     this.correlator.drain();
+    // detached before the export is flushed: a backend that does not answer can hold the flush
+    // past shutdown.timeoutS, and the node must not keep our programs in its paths after we go
+    this.probes?.close();
+    this.probes = undefined;
     await this.nodePeers?.stop();
     this.peers?.flush();
     await this.peers?.close();
     await this.sink.flush().catch(() => {});
     await this.sink.shutdown().catch(() => {});
-    this.probes?.close();
-    this.probes = undefined;
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
 }

@@ -137,7 +137,8 @@ async function runAgent(argv: string[]): Promise<number> {
     process.stderr.write(`strata: ${sig}: flushing and detaching (at most ${limitS} s)\n`);
     // not unref'd: it also keeps the process alive while stop() waits on nothing else
     setTimeout(() => {
-      process.stderr.write(`strata: error [${STRATA_ERR_SHUTDOWN_TIMEOUT}]: flushing and detaching took longer than shutdown.timeoutS = ${limitS} s; exiting\n`);
+      process.stderr.write(`strata: error [${STRATA_ERR_SHUTDOWN_TIMEOUT}]: flushing and detaching took longer than shutdown.timeoutS = ${limitS} s; detaching now and exiting\n`);
+      agent.detachNow();
       process.exit(EXIT_UNEXPECTED);
     }, limitS * 1000);
     try {

@@ -3,6 +3,7 @@
 // 0 in bounded time with nothing left attached.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { type AddressInfo, type Socket, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { runClient } from '../../lab/lab.ts';
@@ -85,6 +86,34 @@ describe('agent lifecycle', { skip: why }, () => {
     for (const v of [lt.lab.pods.app.hostVeth, lt.lab.pods.ingress.hostVeth, lt.lab.clientVeth]) assert.equal(tcFilters(lt.lab.nodeNetns, v), '');
     // this agent's programs (other agents and tests on the machine may hold programs of the same names)
     await waitFor(() => stillLoaded(progs).length === 0, 'BPF programs released', 10_000);
+  });
+
+  test('a backend that never answers past shutdown.timeoutS: exit 1 with the code, and the probes detached all the same', async () => {
+    // accepts, reads, never answers: the export's flush waits out its own timeout (10 s), past the 2 s deadline
+    const sockets = new Set<Socket>();
+    const hole = createServer((sock) => {
+      sockets.add(sock);
+      sock.on('data', () => {});
+      sock.on('error', () => {});
+    });
+    await new Promise<void>((r) => hole.listen(0, '127.0.0.1', () => r()));
+    try {
+      const args = lt.agentArgs();
+      args[args.indexOf('--otlp-endpoint') + 1] = `http://127.0.0.1:${(hole.address() as AddressInfo).port}/v1/traces`;
+      const agent = await startAgent([...args, '--set', 'shutdown.timeoutS=2', '--set', 'export.queue.delayMs=50']);
+      const progs = progIdsOf(agent.child.pid as number);
+      await runClient(lt.lab, { paths: ['/to-nowhere'] });
+      // spans reached the exporter: an export is in flight to the hole
+      await waitFor(() => sockets.size > 0, 'an export to the backend that never answers', 30_000);
+      const { code } = await stopAgent(agent, 'SIGTERM');
+      assert.equal(code, 1, agent.stderr());
+      assert.match(agent.stderr(), /STRATA_ERR_SHUTDOWN_TIMEOUT/);
+      for (const v of [lt.lab.pods.app.hostVeth, lt.lab.pods.ingress.hostVeth, lt.lab.clientVeth]) assert.equal(tcFilters(lt.lab.nodeNetns, v), '', `no filter left on ${v}`);
+      await waitFor(() => stillLoaded(progs).length === 0, 'BPF programs released', 30_000);
+    } finally {
+      for (const x of sockets) x.destroy();
+      await new Promise<void>((r) => hole.close(() => r()));
+    }
   });
 
   test('a required probe that cannot load: exit 4 with code, errno, stage and a hint', async () => {
