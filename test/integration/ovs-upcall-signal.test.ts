@@ -115,9 +115,17 @@ for (const variant of ['tracepoint', 'uprobe']) {
       const second = await connect();
       // a barrier instead of a sleep: flows flushed, a third connection misses again; records come
       // through the ring in order, so once the third's are here the second's would have been too
-      appctl('dpctl/del-flows');
-      const third = await connect();
-      await waitFor(() => seen.some((s) => s.src === third) || undefined, 'the third connection\'s upcall after the flush', 10_000);
+      // the flush races with the datapath's own flow handling now and then (seen once in a CI run:
+      // the connection after it raised no upcall); a later flush and connection close the barrier
+      const after: string[] = [];
+      for (let attempt = 0; attempt < 3 && !after.some((c) => seen.some((s) => s.src === c)); attempt++) {
+        appctl('dpctl/del-flows');
+        after.push(await connect());
+        await waitFor(() => seen.some((s) => s.src === after.at(-1)) || undefined, 'a connection\'s upcall after the flush', 10_000).catch(() => {
+          t.diagnostic(`${variant}: no upcall from ${after.at(-1)} after flush ${attempt + 1}; flows: ${appctl('dpctl/dump-flows').trim().split('\n').length}`);
+        });
+      }
+      assert.ok(after.some((c) => seen.some((s) => s.src === c)), `an upcall from a connection after a flush (${after.join(', ')})`);
       assert.deepEqual(seen.filter((s) => s.src === second || s.dst === second), [], 'the second connection hit the installed megaflows');
     } finally {
       await tracker?.stop();
