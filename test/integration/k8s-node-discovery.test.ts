@@ -408,7 +408,12 @@ describe('the agent in its DaemonSet pod on a real node', { skip: nodeMissing(),
       } catch {
         return false;
       }
-    }, { timeoutMs: POD_MS, intervalMs: 250 });
+    }, { timeoutMs: POD_MS, intervalMs: 250 }).catch(async (e: unknown) => {
+      // seen once in CI: say what the pod did (its port is in the ephemeral range: a bind may fail)
+      const status = await c.kubectl(['get', 'pod', 'hostweb', '-o', 'wide']).catch((x: unknown) => String(x));
+      const logs = await c.kubectl(['logs', 'hostweb', '--all-containers', '--tail=20']).catch((x: unknown) => String(x));
+      throw new Error(`${(e as Error).message}; port ${hostPort}; pod: ${status.trim()}; logs: ${logs.trim()}`);
+    });
     let hostRow: Span | undefined;
     await waitFor('the hostNetwork pod\'s SERVER span', () => {
       hostRow = spans().find((x) => x.span.kind === KIND_SERVER && x.span.attributes['url.path'] === '/host-network');
