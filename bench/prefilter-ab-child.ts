@@ -2,13 +2,13 @@
 // the probes of the tree this file sits in, and answers one JSON line each. The driver copies it
 // into the other tree (a scratch worktree of the base commit), so each side runs its own objects,
 // addon and ProbeSet. It uses only what both trees have (ProbeSet, Decoder, netdevWatch).
-import { spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Decoder } from '../agent/src/events/decode.ts';
 import { ProbeSet } from '../agent/src/probes/probe-set.ts';
 import { netdevWatch } from '../agent/src/probes/registry.ts';
+import { runLoad } from './load-runner.ts';
 import { progDeltas } from './stats.ts';
 
 export interface AbCommand {
@@ -31,33 +31,8 @@ export interface AbResult {
 const emptyHandler = () => ({ onSock() {}, onState() {}, onPkt() {}, onNetDev() {} });
 const NODE_NETNS = statSync('/proc/self/ns/net').ino;
 
-function runSysloop(bin: string, args: string[], onReady: (ino: number) => void): Promise<{ medianChunkNsPerCall: number; cpuNsPerCall: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let result: { medianChunkNsPerCall: number; cpuNsPerCall: number } | undefined;
-    let failure: unknown;
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.stdin.on('error', () => {});
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const ready = /^ready (\d+)$/.exec(line);
-      if (ready) {
-        try {
-          onReady(Number(ready[1]));
-          child.stdin.write('go\n');
-        } catch (e) {
-          failure = e;
-          child.kill('SIGKILL');
-        }
-      } else if (line.startsWith('{')) result = JSON.parse(line);
-    });
-    child.on('close', (code) => {
-      if (failure) reject(failure);
-      else if (code === 0 && result) resolve(result);
-      else reject(new Error(`sysloop exited with ${code}: ${stderr.trim()}`));
-    });
-  });
-}
+type SysloopResult = { medianChunkNsPerCall: number; cpuNsPerCall: number };
+const runSysloop = (bin: string, args: string[], onReady: (ino: number) => void) => runLoad<SysloopResult>(bin, args, onReady);
 
 async function run(c: AbCommand): Promise<AbResult> {
   const args = [String(c.calls), c.loop];

@@ -36,7 +36,8 @@ interface Side {
 
 function startSide(name: Side['name'], tree: string): Promise<Side> {
   const script = path.join(tree, 'bench', 'prefilter-ab-child.ts');
-  if (path.resolve(tree) !== path.resolve(HERE, '..')) copyFileSync(path.join(HERE, 'prefilter-ab-child.ts'), script);
+  // the child and the load protocol it uses (the other tree may predate them)
+  if (path.resolve(tree) !== path.resolve(HERE, '..')) for (const f of ['prefilter-ab-child.ts', 'load-runner.ts']) copyFileSync(path.join(HERE, f), path.join(tree, 'bench', f));
   if (!existsSync(path.join(tree, 'build', 'Release', 'strata_native.node'))) throw new Error(`${tree}: not built (npm run build)`);
   const child = spawn(process.execPath, [script], { cwd: tree, stdio: ['pipe', 'pipe', 'inherit'] });
   const side: Side = { name, child, pending: [] };

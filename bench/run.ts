@@ -5,15 +5,15 @@
 // gcc into a temp dir) inside a private netns, so the probes see only the bench's own traffic.
 // Usage: node bench/run.ts [--rounds 5] [--load-ms 1500] [--calls 300000] [--budget-s 170] [--syscall-attach tracepoint|raw_tp]
 // Needs root. Progress goes to stderr; the tables and, last, one JSON line go to stdout.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Decoder } from '../agent/src/events/decode.ts';
+import { runLoad as runLoadProgram } from './load-runner.ts';
 import { loadNative, type ProgStat } from '../agent/src/probes/native.ts';
 import { ProbeSet } from '../agent/src/probes/probe-set.ts';
 import type { ProbeSettings } from '../agent/src/probes/registry.ts';
@@ -84,6 +84,8 @@ const log = (msg: string) => process.stderr.write(`[bench ${((performance.now() 
 // ---- everything that must not outlive the bench ----
 
 const liveChildren = new Set<ChildProcess>();
+/** a load program (bench/load-runner.ts), killed with the others on the way out */
+const runLoad = <T>(bin: string, args: string[], onReady: (netnsIno: number) => void): Promise<T> => runLoadProgram<T>(bin, args, onReady, liveChildren);
 const liveProbes = new Set<ProbeSet>();
 let tmpDir = '';
 
@@ -132,47 +134,6 @@ function buildLoadPrograms(): Bins {
     }
   }
   return out;
-}
-
-/**
- * Runs a load program: it prints "ready <netns inode>" once its TCP pair is set up, onReady
- * attaches whatever the variant needs (synchronously), then "go" starts the measured part.
- */
-function runLoad<T>(bin: string, args: string[], onReady: (netnsIno: number) => void): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    liveChildren.add(child);
-    let stderr = '';
-    let result: T | undefined;
-    let failure: unknown;
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.stdin.on('error', () => {}); // the child died; 'close' reports it
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const ready = /^ready (\d+)$/.exec(line);
-      if (ready) {
-        try {
-          onReady(Number(ready[1]));
-          child.stdin.write('go\n');
-        } catch (e) {
-          failure = e;
-          child.kill('SIGKILL');
-        }
-      } else if (line.startsWith('{')) {
-        result = JSON.parse(line) as T;
-      }
-    });
-    child.on('error', (e) => {
-      failure ??= e;
-    });
-    child.on('close', (code, signal) => {
-      liveChildren.delete(child);
-      if (failure) reject(failure);
-      else if (code === 0 && result !== undefined) resolve(result);
-      else reject(new Error(`${path.basename(bin)} ${args.join(' ')} exited with ${code ?? signal}: ${stderr.trim() || 'no output'}`));
-    });
-  });
 }
 
 /** Waits until every event the kernel submitted has reached the decoder (or was counted dropped). */
