@@ -272,18 +272,14 @@ export class Agent {
 
   private startFamily(p: ProbeSet, f: ProbeFamily): void {
     const pf = p.preflight(f);
-    const fail = (code: string, what: string, e: unknown) => {
+    /** `line`: what an optional family's failure logs instead of the warning */
+    const fail = (code: string, what: string, e: unknown, line?: string) => {
       this.attached.set(f.name, false);
       if (f.required) throw this.probeError(code, `${what} (${f.name}, required)`, e);
-      this.log(`strata: warning: optional probe ${f.name} not attached: ${what}: ${(e as Error).message}`);
+      this.log(line ?? `strata: warning: optional probe ${f.name} not attached: ${what}: ${(e as Error).message}`);
     };
-    if (!pf.ok) {
-      // what this node lacks (a module, a binary, a kernel feature) is information, not a fault: said once
-      this.attached.set(f.name, false);
-      if (f.required) throw this.probeError(STRATA_ERR_PROBE_LOAD, `it cannot run here: ${pf.reason} (${f.name}, required)`, new Error(pf.reason));
-      this.log(`strata: info: optional probe ${f.name} off: it cannot run here: ${pf.reason}`);
-      return;
-    }
+    // what this node lacks (a module, a binary, a kernel feature) is information, not a fault: said once
+    if (!pf.ok) return fail(STRATA_ERR_PROBE_LOAD, `it cannot run here: ${pf.reason}`, new Error(pf.reason), `strata: info: optional probe ${f.name} off: it cannot run here: ${pf.reason}`);
     try {
       p.load(f);
     } catch (e) {
