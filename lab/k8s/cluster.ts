@@ -5,7 +5,8 @@
 //     keys); kubeconfigs for the admin and for named identities; restart and etcd compaction.
 //   startNode(): the same plus kube-controller-manager, kube-scheduler, containerd (run directly,
 //     the CRI config that works here), kubelet, the CNI bridge + host-local, a node IP on a bridge.
-// Everything machine-global is named sk8*: a slot n (0-9) gives ports 36400+10n.., the bridges
+// Everything machine-global is named sk8*: a slot n (0-9) gives ports 27400+10n.. (below the ephemeral range
+// 32768-60999, so that no outgoing connection holds one), the bridges
 // sk8n<n> (node IP) and sk8c<n> (CNI), the cgroup root /sk8-<n>, the state dir /var/lib/sk8/slot<n>.
 // stop() (or `node lab/k8s/cli.ts down`, or the next start after a crash) kills every process,
 // removes containers through containerd, unmounts, deletes links, cgroups and the state, and puts
@@ -29,7 +30,7 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const STATE_ROOT = '/var/lib/sk8';
 const LOCK_DIR = '/run/sk8';
 export const SLOTS = 10;
-const PORT_BASE = 36400;
+const PORT_BASE = 27400;
 const ENV_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** the sandbox image k8s-build.sh makes (docker-archive images/pause.tar in its cache dir) */
 export const PAUSE_IMAGE = 'sk8.local/pause:3.4.1';
