@@ -469,7 +469,10 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
               row.spansShed = after.exportShed - before.exportShed;
               row.shedRequests = after.shedRequests - before.shedRequests;
               row.keepRatioAtEnd = loadEnd.keepRatio;
-              row.bpfPerReq = bpfDelta(before.bpf, after.bpf, w.requests);
+              // the kernel keeps run times only while statistics are on (metrics.bpfRunStats):
+              // without them every program reads 0, which is no measurement
+              const bpf = bpfDelta(before.bpf, after.bpf, w.requests);
+              if (Object.values(bpf).some((c) => c.ns > 0)) row.bpfPerReq = bpf;
             }
             http.push(row);
             log(`round ${r + 1}/${ROUNDS} ${variant.padEnd(5)} ${b.key.padEnd(5)} ${fmtSI(w.rps)} req/s p99 ${fmtSig(row.p99Us)} us, server CPU ${fmtSig(row.serverCpuNsPerReq / 1000)} us/req` +
@@ -836,6 +839,10 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssRun[]
         ['response body', 'program', 'BPF time/request', 'runs/request'],
         bpfRows,
       );
+    } else {
+      const note = '1c. BPF run time per proxied request: not measured (the kernel times BPF runs only with statistics on: add a variant such as `--variant stats:metrics.bpfRunStats=true`)';
+      textParts.push(note);
+      mdParts.push(`**${note}**`);
     }
     const cpuRows: string[][] = [];
     for (const b of BODIES) for (const { name: vname } of AGENT_VARIANTS) {
