@@ -175,6 +175,8 @@ describe('cluster faults: one hop slowed by D is where the time went, in traces,
    * the qdisc held), plus its qdisc span when the device has an xmit point.
    */
   const isLimited = (name: string) => name.startsWith(`response ${route.name} `) && name.includes(`${route.name} eth0`);
+  /** the route's local root: its own (app) time, ms */
+  const routeAppMs = (t: S[]) => Number(t.find((s) => s.service.includes('route') && s.attrs['strata.time.app_us'] !== undefined)?.attrs['strata.time.app_us'] ?? Number.NaN) / 1e3;
   function routeHops(t: S[]): { hops: Map<string, number>; limited: number; bytes: number } {
     const rs = t.find((s) => s.kind === SpanKind.SERVER && s.service.includes('route')) as S;
     const hops = new Map<string, number>();
@@ -245,12 +247,26 @@ describe('cluster faults: one hop slowed by D is where the time went, in traces,
         `${rs.attrs['strata.hops.incomplete'] ? ` incomplete: ${String(rs.attrs['strata.hops.incomplete_reason'])}` : ''}; local roots: ` +
         tr.filter((s) => s.attrs['strata.time.app_us'] !== undefined).map((s) => `${s.service}/${s.name} ${s.ms.toFixed(0)}ms app=${Number(s.attrs['strata.time.app_us']) / 1e3} net=${Number(s.attrs['strata.time.network_us']) / 1e3} other=${Number(s.attrs['strata.time.other_us']) / 1e3}`).join(', '));
     }
+    // A route whose socket buffer filled hands the rest of its answer to the socket as the limited
+    // device drains it, in more writes: the time until its last write is its SERVER span's own
+    // (README "Limits": strata cannot tell a write held by back-pressure from a slow handler). Seen
+    // in 1 of 10 slowed traces once; each trace holds ~D in the two together, most in the hops.
+    const baseRouteApp = median([...base.traces.values()].map(routeAppMs));
+    let heldBySender = 0;
     for (const [id, tr] of slow.traces) {
       const h = routeHops(tr);
       const grown = h.limited - baseLimited;
-      assert.ok(grown >= floor - tol && grown <= D + tol, `trace ${id}: the hops into and out of ${route.name} eth0 grew ${grown.toFixed(1)} ms (${[...h.hops].map(([n, d]) => `${n}=${d.toFixed(1)}`).join('; ')}); ${ctx}`);
+      const appGrown = Math.max(0, routeAppMs(tr) - baseRouteApp);
+      const what = `trace ${id}: the hops into and out of ${route.name} eth0 grew ${grown.toFixed(1)} ms, the route's own time ${appGrown.toFixed(1)} ms ` +
+        `(${[...h.hops].map(([n, d]) => `${n}=${d.toFixed(1)}`).join('; ')}); ${ctx}`;
+      assert.ok(grown + appGrown >= floor - tol && grown + appGrown <= D + tol, what);
+      if (grown < floor - tol) {
+        heldBySender++;
+        t.diagnostic(`held by the sender's socket buffer: ${what}`);
+      }
       for (const [n, d] of h.hops) if (!isLimited(n)) assert.ok(d <= 5 * baseHopMax + 0.05 * D, `${n} stays short: ${d.toFixed(2)} ms; ${ctx}`);
     }
+    assert.ok(heldBySender <= N / 2, `most slowed traces hold the time in the limited device's hops (${heldBySender} of ${N} in the route's own time); ${ctx}`);
 
     await scrapedSince(slow.toS + 2);
     // 2. Prometheus (while the agents run: their series go stale when they stop): node-2's network histogram moved above LE by the slowed requests (one route local root each); nothing else did
