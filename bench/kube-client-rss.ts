@@ -6,8 +6,9 @@
 // owned by a ReplicaSet, so the owner lookup runs too); no pod of this machine matches
 // (discovery.podCgroupParent points nowhere), no traffic, OTLP to a refused port. VmRSS, RssAnon and
 // RssFile of /proc/<pid>/status when discovery turns fresh and again 15 s later (after a malloc_trim,
-// every 10 s), then SIGTERM.
-//   node bench/kube-client-rss.ts --base /path/to/other/tree [--rounds 4] [--settle-s 15]
+// every 10 s), then SIGTERM. `--none`: a third side, this tree with discovery.source=none (no API
+// client at all: the floor the Kubernetes client is measured against).
+//   node bench/kube-client-rss.ts --base /path/to/other/tree [--rounds 4] [--settle-s 15] [--none]
 import { readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -17,9 +18,10 @@ import { serviceAccountIdentity, startApiServer } from '../lab/k8s/cluster.ts';
 import { agentCommand, metricValue, spawnAgent, stopAgent } from '../test/helpers/agent-proc.ts';
 
 const HERE = fileURLToPath(new URL('..', import.meta.url));
-const { values } = parseArgs({ options: { base: { type: 'string' }, rounds: { type: 'string', default: '4' }, 'settle-s': { type: 'string', default: '15' }, out: { type: 'string' } } });
+const { values } = parseArgs({ options: { base: { type: 'string' }, rounds: { type: 'string', default: '4' }, 'settle-s': { type: 'string', default: '15' }, out: { type: 'string' }, none: { type: 'boolean', default: false } } });
 if (!values.base) throw new Error('--base <built tree> is required');
-const trees: Record<string, string> = { base: values.base.replace(/\/$/, ''), this: HERE.replace(/\/$/, '') };
+const trees: Record<string, string> = { base: values.base.replace(/\/$/, ''), this: HERE.replace(/\/$/, ''), none: HERE.replace(/\/$/, '') };
+const sides = values.none ? ['base', 'this', 'none'] : ['base', 'this'];
 const rounds = Number(values.rounds);
 const settleMs = Number(values['settle-s']) * 1000;
 const NODE = 'kclrss-node';
@@ -62,18 +64,18 @@ try {
       spec: { nodeName: NODE, containers: [{ name: 'c', image: 'kcl.local/x:1' }] },
     });
   }
-  log(`# kube-client-rss ${new Date().toISOString()}: base=${trees.base} this=${trees.this}; ${rounds} rounds, order alternating; settle ${settleMs} ms`);
+  log(`# kube-client-rss ${new Date().toISOString()}: base=${trees.base} this=${trees.this}; sides ${sides.join(' ')}; ${rounds} rounds, order reversed every other round; settle ${settleMs} ms`);
   for (let r = 0; r < rounds; r++) {
-    for (const side of r % 2 === 0 ? ['base', 'this'] : ['this', 'base']) {
+    for (const side of r % 2 === 0 ? sides : [...sides].reverse()) {
       const tree = trees[side] as string;
       const args = ['--node-name', NODE, '--metrics-port', '0', '--metrics-host', '127.0.0.1', '--otlp-endpoint', 'http://127.0.0.1:27949/v1/traces',
-        '--set', 'discovery.source=kubernetes', '--set', `discovery.kubeconfig=${c.kubeconfigs[AGENT]}`, '--set', 'discovery.podCgroupParent=/kclrss-none/'];
+        '--set', `discovery.source=${side === 'none' ? 'none' : 'kubernetes'}`, '--set', `discovery.kubeconfig=${c.kubeconfigs[AGENT]}`, '--set', 'discovery.podCgroupParent=/kclrss-none/'];
       const cmd = agentCommand(args, join(tree, 'dist/src/cli.js'));
       const t0 = performance.now();
       const a = await spawnAgent(cmd, 90_000);
       const metrics = async () => (await fetch(`http://127.0.0.1:${a.metricsPort}/metrics`)).text();
       const deadline = Date.now() + 30_000;
-      while ((await metrics().then((m) => metricValue(m, 'strata_discovery_metadata_stale')).catch(() => 1)) !== 0) {
+      while (side !== 'none' && (await metrics().then((m) => metricValue(m, 'strata_discovery_metadata_stale')).catch(() => 1)) !== 0) {
         if (Date.now() > deadline) throw new Error(`${side}: discovery not fresh after 30 s: ${a.stderr()}`);
         await sleep(50);
       }
