@@ -94,7 +94,6 @@ export interface KubeClientOptions {
 }
 
 export interface KubeClientStats {
-  requests: number;
   /** watch lines over maxLineBytes, or not a watch event (each ended its watch with an error) */
   badLines: number;
 }
@@ -120,7 +119,7 @@ const DEFAULTS = { maxSockets: 4, timeoutMs: 30_000, maxBodyBytes: 128 * 1024 * 
 const MAX_ERROR_BODY = 64 * 1024;
 
 export class KubeClient {
-  readonly stats: KubeClientStats = { requests: 0, badLines: 0 };
+  readonly stats: KubeClientStats = { badLines: 0 };
   private readonly conn: KubeConnection;
   private readonly o: Required<KubeClientOptions>;
   private readonly agent: http.Agent;
@@ -137,10 +136,6 @@ export class KubeClient {
       : new http.Agent(common);
   }
 
-  get server(): string {
-    return this.conn.server.href;
-  }
-
   private url(path: string, query: Record<string, string | undefined> = {}): URL {
     const u = new URL(this.conn.server.href);
     u.pathname = u.pathname.replace(/\/$/, '') + path;
@@ -150,7 +145,6 @@ export class KubeClient {
 
   private request(url: URL): http.ClientRequest {
     const token = this.conn.token();
-    this.stats.requests++;
     return this.mod.request(url, {
       agent: this.agent, method: 'GET',
       headers: { accept: 'application/json', 'user-agent': 'strata-agent', ...(token ? { authorization: `Bearer ${token}` } : {}) },
