@@ -147,7 +147,7 @@ export class Agent {
       const k = st.fromKubernetes;
       if (k) {
         const peers = this.peers;
-        // imported only here: @kubernetes/client-node costs ~57 MiB of RSS (README "Limits", memory)
+        // imported only here: only stitch.peersFrom=kubernetes needs the API client
         const { KubeNodePeers } = await import('./k8s/node-peers.ts');
         this.nodePeers = new KubeNodePeers({ kubeconfig: k.kubeconfig, port: st.port, backoff: k.backoff, log: this.log });
         this.nodePeers.start((list) => peers.setPeers(list));

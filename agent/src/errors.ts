@@ -5,6 +5,12 @@ export const STRATA_ERR_PODS_FILE = 'STRATA_ERR_PODS_FILE';
 export const STRATA_ERR_PROBE_LOAD = 'STRATA_ERR_PROBE_LOAD';
 export const STRATA_ERR_PROBE_ATTACH = 'STRATA_ERR_PROBE_ATTACH';
 export const STRATA_ERR_NOT_PERMITTED = 'STRATA_ERR_NOT_PERMITTED';
+/** discovery.kubeconfig or the in-cluster service account: unreadable, malformed, or an authentication strata does not support (exec, auth-provider, basic) */
+export const STRATA_ERR_KUBECONFIG = 'STRATA_ERR_KUBECONFIG';
+/** a request to the Kubernetes API server failed: HTTP status, network, timeout, a body over its bound */
+export const STRATA_ERR_KUBE_API = 'STRATA_ERR_KUBE_API';
+/** a Kubernetes watch stream was unusable: a line over the bound or not an event, an ERROR event other than 410 Gone */
+export const STRATA_ERR_KUBE_WATCH = 'STRATA_ERR_KUBE_WATCH';
 /** a peer agent's stitch batch had a bad or missing HMAC signature (stitch.secret differs) */
 export const STRATA_ERR_PEER_AUTH = 'STRATA_ERR_PEER_AUTH';
 /** a peer agent's stitch batch was signed but malformed or too large */

@@ -120,7 +120,7 @@ const OWN = [
   'strata_discovery_metadata_stale', 'strata_discovery_pods', 'strata_discovery_pods_traced', 'strata_discovery_pods_pending',
   'strata_discovery_pods_unknown', 'strata_discovery_pods_over_limit', 'strata_discovery_targets', 'strata_discovery_reconciles_total',
   'strata_discovery_apply_errors_total', 'strata_discovery_link_events_total', 'strata_discovery_lists_total', 'strata_discovery_relists_total',
-  'strata_discovery_list_errors_total', 'strata_discovery_watch_errors_total', 'strata_discovery_proc_scans_total',
+  'strata_discovery_list_errors_total', 'strata_discovery_watch_errors_total', 'strata_discovery_watch_bad_lines_total', 'strata_discovery_proc_scans_total',
   'strata_discovery_proc_scan_seconds_total', 'strata_discovery_proc_reads_total', 'strata_discovery_processes', 'strata_discovery_tc_attach_seconds',
   'strata_peer_mappings_sent_total', 'strata_peer_mappings_received_total', 'strata_peer_mappings_published_total', 'strata_peer_rejected_auth_total',
   'strata_peer_rejected_batches_total', 'strata_peer_timeouts_total', 'strata_peer_mappings_dropped_total', 'strata_peer_pending_mappings',

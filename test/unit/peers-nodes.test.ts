@@ -5,14 +5,14 @@ import { describe, test } from 'node:test';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { V1Node } from '@kubernetes/client-node';
+import type { KubeNode } from '../../agent/src/k8s/api-client.ts';
 import { parseAgentArgs } from '../../agent/src/config/flags.ts';
 import { loadConfig, toAgentOptions } from '../../agent/src/config/index.ts';
 import { peerOfNode } from '../../agent/src/k8s/node-peers.ts';
 import { type PeerOptions, Peers } from '../../agent/src/peers/peers.ts';
 import type { PeerMapping } from '../../agent/src/peers/protocol.ts';
 
-const n = (name: string, spec: V1Node['spec'], addresses: { type: string; address: string }[]): V1Node => ({ metadata: { name }, spec, status: { addresses } });
+const n = (name: string, spec: KubeNode['spec'], addresses: { type: string; address: string }[]): KubeNode => ({ metadata: { name }, spec, status: { addresses } });
 const mapping = (i: number): PeerMapping => ({ key: `10.244.1.5:${40000 + i}/${1000 + i}/q`, traceId: i.toString(16).padStart(32, '0'), parentSpanId: (i + 1).toString(16).padStart(16, '0'), flags: 1 });
 const options = (over: Partial<PeerOptions>): PeerOptions => ({
   nodeName: 'node-1', peers: [], secret: Buffer.from('0123456789abcdef-shared'), flushMs: 60_000, batchMax: 1000, maxBatchBytes: 64 * 1024, maxPending: 1000, timeoutMs: 2000, ...over,

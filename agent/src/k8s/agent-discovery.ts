@@ -46,7 +46,7 @@ export interface DiscoveryDeps {
 export async function createDiscovery(o: AgentDiscoveryOptions, d: DiscoveryDeps): Promise<Discovery> {
   let source: PodSource;
   if (o.source === 'kubernetes') {
-    // imported only here: client-node is a large module tree
+    // imported only here: only this source needs the API client
     const { KubePodSource } = await import('./kube.ts');
     source = new KubePodSource({
       nodeName: d.nodeName, kubeconfig: o.kubeconfig, resyncS: o.resyncS, startTimeoutMs: o.startTimeoutMs,

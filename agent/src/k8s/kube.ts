@@ -1,4 +1,4 @@
-// The Kubernetes API server as a discovery source: an informer (client-node's ListWatch) on the
+// The Kubernetes API server as a discovery source: an informer (k8s/informer.ts) on the
 // pods of this node (fieldSelector spec.nodeName), their ReplicaSets looked up on demand (owner ->
 // Deployment, cached and bounded) and this Node once (that it exists). What strata's ClusterRole
 // allows and no more: get/list/watch on pods, replicasets, nodes.
@@ -7,8 +7,10 @@
 // metadata_stale), and the informer restarts with exponential backoff (client-go's reflector
 // policy: 800 ms doubling to 30 s, with jitter). A watch that resumes from an expired
 // resourceVersion gets 410 Gone and the informer lists again; so does every resyncS.
-import { AppsV1Api, CoreV1Api, KubeConfig, ListWatch, type V1Pod, type V1PodList, Watch } from '@kubernetes/client-node';
 import { LRUCache } from 'lru-cache';
+import { KubeApiError, KubeClient, type KubeList, type KubePod, type KubeReplicaSet } from './api-client.ts';
+import { loadConnection } from './api-config.ts';
+import { Informer } from './informer.ts';
 import { containerIdFromStatus } from './cgroup.ts';
 import type { PodMeta } from './enrich.ts';
 import type { PodSource, SourceStats } from './source.ts';
@@ -30,6 +32,8 @@ export interface KubeSourceStats extends SourceStats {
   ownerLookupErrors: number;
   /** informer restarts after an error */
   restarts: number;
+  /** watch lines over the bound or not an event (each also a watch error) */
+  watchBadLines: number;
 }
 
 /** a watch ends at the server before the client's 30 s inactivity timeout would cut it */
@@ -37,33 +41,8 @@ const WATCH_TIMEOUT_S = 25;
 const OWNER_TTL_MS = 10 * 60_000;
 const OWNER_RETRY_MS = 30_000;
 
-/** client-node's Watch, telling whether each watch request got through (200) or failed. */
-class TrackingWatch extends Watch {
-  private readonly onResult: (ok: boolean, err?: unknown) => void;
-
-  constructor(kc: KubeConfig, onResult: (ok: boolean, err?: unknown) => void) {
-    super(kc);
-    this.onResult = onResult;
-  }
-
-  override async watch(
-    path: string,
-    params: Record<string, string | number | boolean | undefined>,
-    cb: (phase: string, obj: unknown, watchObj?: unknown) => void,
-    done: (err: unknown) => void,
-  ): Promise<AbortController> {
-    let failed: unknown;
-    const c = await super.watch(path, { ...params, allowWatchBookmarks: true, timeoutSeconds: WATCH_TIMEOUT_S }, cb, (err) => {
-      if (err && failed === undefined) failed = err;
-      done(err);
-    });
-    this.onResult(failed === undefined, failed);
-    return c;
-  }
-}
-
-interface Informer {
-  lw: ListWatch<V1Pod>;
+interface PodInformer {
+  lw: Informer<KubePod>;
   listed: boolean;
   stopped: boolean;
 }
@@ -72,11 +51,9 @@ export class KubePodSource implements PodSource {
   readonly kind = 'kubernetes';
   readonly authoritative = false;
   private readonly o: KubeSourceOptions;
-  private kc?: KubeConfig;
-  private core?: CoreV1Api;
-  private apps?: AppsV1Api;
-  private current?: Informer;
-  private next?: Informer;
+  private client?: KubeClient;
+  private current?: PodInformer;
+  private next?: PodInformer;
   private metas: PodMeta[] = [];
   private dirty = true;
   private staleFlag = true;
@@ -88,7 +65,7 @@ export class KubePodSource implements PodSource {
   private lastError = '';
   private readonly owners: LRUCache<string, { kind: string; name: string } | 'none' | 'failed'>;
   private readonly lookups = new Set<string>();
-  readonly st: KubeSourceStats = { lists: 0, listErrors: 0, watchErrors: 0, relists: 0, ownerLookups: 0, ownerLookupErrors: 0, restarts: 0 };
+  readonly st: KubeSourceStats = { lists: 0, listErrors: 0, watchErrors: 0, relists: 0, ownerLookups: 0, ownerLookupErrors: 0, restarts: 0, watchBadLines: 0 };
 
   constructor(o: KubeSourceOptions) {
     this.o = o;
@@ -97,12 +74,8 @@ export class KubePodSource implements PodSource {
 
   async start(onChange: () => void): Promise<void> {
     this.onChange = onChange;
-    const kc = new KubeConfig();
-    if (this.o.kubeconfig) kc.loadFromFile(this.o.kubeconfig);
-    else kc.loadFromCluster();
-    this.kc = kc;
-    this.core = kc.makeApiClient(CoreV1Api);
-    this.apps = kc.makeApiClient(AppsV1Api);
+    // a kubeconfig strata cannot use stops the agent here (STRATA_ERR_KUBECONFIG, exit 3)
+    this.client = new KubeClient(loadConnection(this.o.kubeconfig));
     this.current = this.open();
     void this.checkNode();
     if (this.o.resyncS > 0) {
@@ -117,49 +90,45 @@ export class KubePodSource implements PodSource {
   }
 
   /** A new informer on this node's pods. */
-  private open(): Informer {
-    const kc = this.kc as KubeConfig;
-    const core = this.core as CoreV1Api;
+  private open(): PodInformer {
+    const client = this.client as KubeClient;
     const fieldSelector = `spec.nodeName=${this.o.nodeName}`;
-    const inf: Informer = { lw: undefined as unknown as ListWatch<V1Pod>, listed: false, stopped: false };
-    const list = async (): Promise<V1PodList> => {
-      try {
-        const l = await core.listPodForAllNamespaces({ fieldSelector });
-        if (this.st.lists > 0) this.st.relists++;
-        this.st.lists++;
-        inf.listed = true;
-        return l;
-      } catch (e) {
-        this.st.listErrors++;
-        throw e;
-      }
-    };
-    const watch = new TrackingWatch(kc, (ok, err) => {
-      if (inf.stopped) return;
-      if (ok) this.fresh(inf);
-      else this.lastError = describeError(err);
-    });
-    inf.lw = new ListWatch<V1Pod>('/api/v1/pods', watch, list, false, undefined, fieldSelector);
     const changed = () => {
       if (inf === this.current) this.changed();
     };
-    inf.lw.on('add', changed);
-    inf.lw.on('update', changed);
-    inf.lw.on('delete', changed);
-    inf.lw.on('error', (err: unknown) => this.failed(inf, err));
+    const inf: PodInformer = {
+      listed: false,
+      stopped: false,
+      lw: new Informer<KubePod>({
+        client, path: '/api/v1/pods', fieldSelector, watchTimeoutS: WATCH_TIMEOUT_S,
+        list: async (signal): Promise<KubeList<KubePod>> => {
+          try {
+            const l = await client.get<KubeList<KubePod>>('/api/v1/pods', { fieldSelector }, signal);
+            if (this.st.lists > 0) this.st.relists++;
+            this.st.lists++;
+            inf.listed = true;
+            return l;
+          } catch (e) {
+            this.st.listErrors++;
+            throw e;
+          }
+        },
+        onChange: changed,
+        onWatching: () => {
+          if (!inf.stopped) this.fresh(inf);
+        },
+        onError: (err) => this.failed(inf, err),
+      }),
+    };
     return inf;
   }
 
-  private async run(inf: Informer): Promise<void> {
-    try {
-      await inf.lw.start();
-    } catch (e) {
-      this.failed(inf, e);
-    }
+  private async run(inf: PodInformer): Promise<void> {
+    await inf.lw.start();
   }
 
   /** The watch is up (after a list, or resumed from the last resourceVersion). */
-  private fresh(inf: Informer): void {
+  private fresh(inf: PodInformer): void {
     if (inf === this.next) {
       // a resync's list is complete: it replaces the running informer
       const old = this.current;
@@ -176,8 +145,8 @@ export class KubePodSource implements PodSource {
     this.changed();
   }
 
-  /** ListWatch stops at a list or watch error (other than 410 Gone, which it handles): retry later. */
-  private failed(inf: Informer, err: unknown): void {
+  /** The informer stops at a list or watch error (other than 410 Gone, which it handles): retry later. */
+  private failed(inf: PodInformer, err: unknown): void {
     if (this.stopped || inf.stopped) return;
     if (inf === this.next) {
       // the resync failed: the running informer carries on
@@ -199,7 +168,7 @@ export class KubePodSource implements PodSource {
       if (this.stopped || inf !== this.current) return;
       this.st.restarts++;
       // resumes from the last resourceVersion; the API server answers 410 Gone if it has expired,
-      // and ListWatch lists again
+      // and the informer lists again
       void this.run(inf);
     }, delay);
     this.retryTimer.unref();
@@ -212,9 +181,9 @@ export class KubePodSource implements PodSource {
     void this.run(this.next);
   }
 
-  private close(inf: Informer): void {
+  private close(inf: PodInformer): void {
     inf.stopped = true;
-    void inf.lw.stop();
+    inf.lw.stop();
   }
 
   private changed(): void {
@@ -239,15 +208,16 @@ export class KubePodSource implements PodSource {
   }
 
   stats(): KubeSourceStats {
+    this.st.watchBadLines = this.client?.stats.badLines ?? 0;
     return this.st;
   }
 
   /** resourceVersion the informer holds (tests) */
   resourceVersion(): string {
-    return this.current?.lw.latestResourceVersion() ?? '';
+    return this.current?.lw.resourceVersion() ?? '';
   }
 
-  private meta(p: V1Pod): PodMeta {
+  private meta(p: KubePod): PodMeta {
     const md = p.metadata ?? {};
     const statuses = new Map((p.status?.containerStatuses ?? []).map((s) => [s.name, s]));
     const refs = md.ownerReferences ?? [];
@@ -283,9 +253,9 @@ export class KubePodSource implements PodSource {
     const hit = this.owners.get(key);
     if (hit === 'none') return null;
     if (hit && hit !== 'failed') return hit;
-    if (hit === undefined && !this.lookups.has(key) && this.apps) {
+    if (hit === undefined && !this.lookups.has(key) && this.client) {
       this.lookups.add(key);
-      this.apps.readNamespacedReplicaSet({ name, namespace }).then(
+      this.client.get<KubeReplicaSet>(`/apis/apps/v1/namespaces/${encodeURIComponent(namespace)}/replicasets/${encodeURIComponent(name)}`).then(
         (rs) => {
           this.st.ownerLookups++;
           const refs = rs.metadata?.ownerReferences ?? [];
@@ -307,10 +277,9 @@ export class KubePodSource implements PodSource {
   /** A NODE_NAME the API server does not know finds no pods: say so once. */
   private async checkNode(): Promise<void> {
     try {
-      await this.core?.readNode({ name: this.o.nodeName });
+      await this.client?.get(`/api/v1/nodes/${encodeURIComponent(this.o.nodeName)}`);
     } catch (e) {
-      const code = (e as { code?: number }).code;
-      if (code === 404) this.o.log(`strata: warning: the API server knows no node "${this.o.nodeName}" (node.name, NODE_NAME): no pods will be found for it`);
+      if (e instanceof KubeApiError && e.statusCode === 404) this.o.log(`strata: warning: the API server knows no node "${this.o.nodeName}" (node.name, NODE_NAME): no pods will be found for it`);
     }
   }
 
@@ -319,14 +288,14 @@ export class KubePodSource implements PodSource {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     for (const inf of [this.current, this.next]) if (inf) this.close(inf);
+    this.client?.close();
   }
 }
 
 function describeError(e: unknown): string {
   if (!e) return 'unknown error';
-  const err = e as { code?: number | string; statusCode?: number; message?: string; cause?: { code?: string; message?: string } };
-  const status = err.statusCode ?? (typeof err.code === 'number' ? err.code : undefined);
-  const cause = err.cause?.code ?? err.cause?.message;
+  const err = e as { message?: string; cause?: { code?: string } };
   const msg = (err.message ?? String(e)).split('\n')[0];
-  return [status ? `HTTP ${status}` : '', msg, cause ? `(${cause})` : ''].filter(Boolean).join(' ');
+  const cause = err.cause?.code;
+  return cause && !msg.includes(cause) ? `${msg} (${cause})` : msg;
 }

@@ -4,7 +4,9 @@
 // stitch.port (the DaemonSet runs on the host network). Nodes joining, leaving or changing
 // address reach the peer channel as they happen. The ClusterRole already allows list/watch on
 // nodes. An API server that fails keeps the last list and retries with backoff.
-import { CoreV1Api, KubeConfig, ListWatch, type V1Node, type V1NodeList, Watch } from '@kubernetes/client-node';
+import { KubeClient, type KubeList, type KubeNode } from './api-client.ts';
+import { loadConnection } from './api-config.ts';
+import { Informer } from './informer.ts';
 import type { PeerNode } from '../peers/peers.ts';
 
 export interface NodePeersOptions {
@@ -20,15 +22,18 @@ export interface NodePeersStats {
   /** Nodes listed, and of those without an IPv4 pod CIDR or InternalIP (not peers) */
   nodes: number;
   unusable: number;
-  /** list/watch failures, each followed by a retry */
+  /** list/watch failures (a watch line over the bound or not an event too), each followed by a retry */
   errors: number;
 }
+
+/** the server ends each watch after this, before the client's 30 s inactivity timeout */
+const WATCH_TIMEOUT_S = 25;
 
 const isIpv4 = (s: string | undefined): s is string => !!s && /^\d{1,3}(\.\d{1,3}){3}$/.test(s);
 const isIpv4Cidr = (s: string | undefined): s is string => !!s && /^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/.test(s);
 
 /** The peer a Node describes; undefined when it has no IPv4 pod CIDR or no IPv4 InternalIP. */
-export function peerOfNode(n: V1Node, port: number): PeerNode | undefined {
+export function peerOfNode(n: KubeNode, port: number): PeerNode | undefined {
   const name = n.metadata?.name;
   const podCidr = (n.spec?.podCIDRs ?? []).find(isIpv4Cidr) ?? (isIpv4Cidr(n.spec?.podCIDR) ? n.spec?.podCIDR : undefined);
   const ip = (n.status?.addresses ?? []).find((a) => a.type === 'InternalIP' && isIpv4(a.address))?.address;
@@ -39,7 +44,8 @@ export function peerOfNode(n: V1Node, port: number): PeerNode | undefined {
 export class KubeNodePeers {
   readonly stats: NodePeersStats = { nodes: 0, unusable: 0, errors: 0 };
   private readonly o: NodePeersOptions;
-  private lw?: ListWatch<V1Node>;
+  private lw?: Informer<KubeNode>;
+  private client?: KubeClient;
   private stopped = false;
   private failures = 0;
   private retry?: NodeJS.Timeout;
@@ -54,12 +60,9 @@ export class KubeNodePeers {
   /** Starts the informer; `onPeers` gets the whole list after every change. Does not wait for the API server. */
   start(onPeers: (peers: PeerNode[]) => void): void {
     this.onPeers = onPeers;
-    const kc = new KubeConfig();
-    if (this.o.kubeconfig) kc.loadFromFile(this.o.kubeconfig);
-    else kc.loadFromCluster();
-    const core = kc.makeApiClient(CoreV1Api);
-    const list = async (): Promise<V1NodeList> => core.listNode();
-    const lw = new ListWatch<V1Node>('/api/v1/nodes', new Watch(kc), list, false);
+    // a kubeconfig strata cannot use stops the agent here (STRATA_ERR_KUBECONFIG, exit 3)
+    const client = new KubeClient(loadConnection(this.o.kubeconfig));
+    this.client = client;
     // a list adds its Nodes one by one in one turn: publish once, after it
     const changed = () => {
       if (this.pending) return;
@@ -69,24 +72,23 @@ export class KubeNodePeers {
         if (!this.stopped) this.publish();
       });
     };
-    lw.on('add', changed);
-    lw.on('update', changed);
-    lw.on('delete', changed);
-    lw.on('connect', () => {
-      this.failures = 0;
-      changed();
+    const lw = new Informer<KubeNode>({
+      client, path: '/api/v1/nodes', watchTimeoutS: WATCH_TIMEOUT_S,
+      list: (signal) => client.get<KubeList<KubeNode>>('/api/v1/nodes', {}, signal),
+      onChange: changed,
+      // the list is done and the watch up: the backoff starts again from its first step
+      onWatching: () => {
+        this.failures = 0;
+        changed();
+      },
+      onError: (e) => this.failed(e),
     });
-    lw.on('error', (e: unknown) => this.failed(e));
     this.lw = lw;
     void this.run();
   }
 
   private async run(): Promise<void> {
-    try {
-      await this.lw?.start();
-    } catch (e) {
-      this.failed(e);
-    }
+    await this.lw?.start();
   }
 
   private publish(): void {
@@ -118,6 +120,7 @@ export class KubeNodePeers {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.retry) clearTimeout(this.retry);
-    await this.lw?.stop();
+    this.lw?.stop();
+    this.client?.close();
   }
 }

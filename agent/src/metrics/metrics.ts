@@ -17,7 +17,7 @@ export interface DiscoverySnapshot {
   stale: boolean;
   source: string;
   stats: DiscoveryStats;
-  sourceStats: SourceStats & { restarts?: number; ownerLookupErrors?: number };
+  sourceStats: SourceStats & { restarts?: number; ownerLookupErrors?: number; watchBadLines?: number };
   proc: ProcScanStats;
 }
 
@@ -486,6 +486,7 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_discovery_relists_total', 'Lists after the first: resync, 410 Gone (expired resourceVersion), reconnect without a resumable resourceVersion.', () => disc()?.sourceStats.relists);
   counter('strata_discovery_list_errors_total', 'Failed lists (API server unreachable or refusing, pods file unreadable).', () => disc()?.sourceStats.listErrors);
   counter('strata_discovery_watch_errors_total', 'Watches that ended with an error (not the server\'s normal close).', () => disc()?.sourceStats.watchErrors);
+  counter('strata_discovery_watch_bad_lines_total', 'Watch stream lines longer than the bound (16 MiB) or not a watch event; each ends its watch with an error (STRATA_ERR_KUBE_WATCH), resumed with backoff.', () => disc()?.sourceStats.watchBadLines);
   counter('strata_discovery_proc_scans_total', 'Scans of /proc for processes of pods and proxies.', () => disc()?.proc.scans);
   counter('strata_discovery_proc_scan_seconds_total', 'Wall time spent in /proc scans.', () => (disc()?.proc.scanMsTotal ?? 0) / 1000);
   counter('strata_discovery_proc_reads_total', 'New processes read by /proc scans (cgroup and comm of each).', () => disc()?.proc.reads);
