@@ -3,7 +3,7 @@
 // points. A message is keyed by (client endpoint, TCP seq of its first byte) and its direction:
 // the client endpoint is the same for every observer, and DNAT rewrites only the server side.
 import { LRUCache } from 'lru-cache';
-import { endpointString, type NetDevEvent, type PktEvent, type TailEvent, type Tuple } from '../events/decode.ts';
+import { endpointKeyPrefix, type NetDevEvent, type PktEvent, type TailEvent, type Tuple } from '../events/decode.ts';
 import { FLAGS, NETDEV_POINT, TAIL_SRC } from '../events/layout.generated.ts';
 import type { Topology } from '../k8s/topology.ts';
 import type { WallClock } from './clock.ts';
@@ -203,8 +203,8 @@ export class Hops {
   onTail(e: TailEvent): void {
     if (!(e.flags & FLAGS.F_SEQ_VALID)) return;
     const t = e.tuple;
-    const src = endpointString(e.buf, t.saddrOff, t.family, t.sport);
-    const m = this.msgs.get(reqMsgKey(src, e.seq)) ?? this.msgs.get(respMsgKey(endpointString(e.buf, t.daddrOff, t.family, t.dport), e.seq));
+    const m = this.msgs.get(endpointKeyPrefix(e.buf, t.saddrOff, t.family, t.sport, true) + e.seq) ??
+      this.msgs.get(endpointKeyPrefix(e.buf, t.daddrOff, t.family, t.dport, false) + e.seq);
     const tc = e.src === TAIL_SRC.TAIL_TC;
     let hit = false;
     for (const q of m?.points ?? []) {
@@ -222,10 +222,9 @@ export class Hops {
    * the client: a request; receiver as the client: a response); the reading nobody claims expires.
    */
   private fileBoth(buf: Buffer, t: Tuple, seq: number, pt: ObservationPoint): void {
-    const src = endpointString(buf, t.saddrOff, t.family, t.sport);
-    const dst = endpointString(buf, t.daddrOff, t.family, t.dport);
-    this.file(reqMsgKey(src, seq), pt);
-    this.file(respMsgKey(dst, seq), pt);
+    // reqMsgKey(sender, seq) and respMsgKey(receiver, seq), their prefixes memoised with the endpoints
+    this.file(endpointKeyPrefix(buf, t.saddrOff, t.family, t.sport, true) + seq, pt);
+    this.file(endpointKeyPrefix(buf, t.daddrOff, t.family, t.dport, false) + seq, pt);
   }
 
   /**
