@@ -5,6 +5,7 @@
 import { LRUCache } from 'lru-cache';
 import { endpointKeyPrefix, type NetDevEvent, type PktEvent, type TailEvent, type Tuple } from '../events/decode.ts';
 import { FLAGS, NETDEV_POINT, TAIL_SRC } from '../events/layout.generated.ts';
+import { LRU_OPTS } from '../lru.ts';
 import type { Topology } from '../k8s/topology.ts';
 import type { WallClock } from './clock.ts';
 import { hopBaseId, nthSpanId } from './ids.ts';
@@ -14,6 +15,7 @@ export type { NetDevEvent };
 
 /** observation points kept per message: socket write + a few interfaces + socket read */
 export const MAX_POINTS = 16;
+
 
 /** a request: sent by the client endpoint, its first byte at seq (client's sequence space) */
 export function reqMsgKey(clientEp: string, seq: number): string {
@@ -69,6 +71,14 @@ export function layerBetween(a: ObservationPoint, b: ObservationPoint): Layer {
 }
 
 const byTs = (a: ObservationPoint, b: ObservationPoint) => a.tsNs - b.tsNs;
+
+const NO_POINTS: readonly ObservationPoint[] = [];
+
+/** sorted by byTs already (what the stable sort would return unchanged) */
+function inOrder(pts: readonly ObservationPoint[]): boolean {
+  for (let i = 1; i < pts.length; i++) if ((pts[i] as ObservationPoint).tsNs < (pts[i - 1] as ObservationPoint).tsNs) return false;
+  return true;
+}
 
 /** which device a point is on ("" never: sockets are undefined, each its own place) */
 function deviceOf(p: ObservationPoint): string | undefined {
@@ -138,7 +148,12 @@ export class Hops {
         if (reason === 'evict') this.stats.messageEvictions++;
         // each packet is filed under a request and a response reading: count it once, from the
         // request reading, when no socket on this node claimed either
-        if (k.charCodeAt(0) === 0x3e) for (const q of m.points) if (q.claim && !q.claim.claimed) this.stats.packetsWithoutConnection++;
+        if (k.charCodeAt(0) === 0x3e) {
+          for (let i = 0; i < m.points.length; i++) {
+            const c = (m.points[i] as ObservationPoint).claim;
+            if (c && !c.claimed) this.stats.packetsWithoutConnection++;
+          }
+        }
       },
     });
   }
@@ -149,10 +164,10 @@ export class Hops {
 
   /** adds an observation point; a message seen more often than MAX_POINTS (retransmissions, loops) keeps its first ones */
   file(key: string, p: ObservationPoint): void {
-    let m = this.msgs.get(key);
+    let m = this.msgs.get(key, LRU_OPTS);
     if (!m) {
       m = { key, points: [], lastTs: p.tsNs };
-      this.msgs.set(key, m);
+      this.msgs.set(key, m, LRU_OPTS);
     }
     m.lastTs = p.tsNs;
     const pts = m.points;
@@ -203,11 +218,13 @@ export class Hops {
   onTail(e: TailEvent): void {
     if (!(e.flags & FLAGS.F_SEQ_VALID)) return;
     const t = e.tuple;
-    const m = this.msgs.get(endpointKeyPrefix(e.buf, t.saddrOff, t.family, t.sport, true) + e.seq) ??
-      this.msgs.get(endpointKeyPrefix(e.buf, t.daddrOff, t.family, t.dport, false) + e.seq);
+    const m = this.msgs.get(endpointKeyPrefix(e.buf, t.saddrOff, t.family, t.sport, true) + e.seq, LRU_OPTS) ??
+      this.msgs.get(endpointKeyPrefix(e.buf, t.daddrOff, t.family, t.dport, false) + e.seq, LRU_OPTS);
     const tc = e.src === TAIL_SRC.TAIL_TC;
     let hit = false;
-    for (const q of m?.points ?? []) {
+    const pts = m ? m.points : NO_POINTS;
+    for (let i = 0; i < pts.length; i++) {
+      const q = pts[i] as ObservationPoint;
       if (q.ifindex !== e.ifindex || q.kind !== (tc ? 'tc' : 'netdev') || (!tc && q.netns !== e.netns)) continue;
       if (q.dir === e.point) hit = moveEnd(q, e.tsNs, e.endSeq) || hit;
       else if (!tc && e.point === NETDEV_POINT.XMIT && q.dir === NETDEV_POINT.QUEUE && e.queueTsNs) moveEnd(q, e.queueTsNs, e.endSeq);
@@ -234,16 +251,17 @@ export class Hops {
    * the points filed one sequence number lower (the writer's, the packets') are the same message.
    */
   points(key: string, finKey?: string): ObservationPoint[] {
-    const m = this.msgs.get(key);
+    const m = this.msgs.get(key, LRU_OPTS);
     const pts = m ? m.points : [];
     if (finKey && pts.length < 2) {
-      const alt = this.msgs.get(finKey);
+      const alt = this.msgs.get(finKey, LRU_OPTS);
       if (alt && alt.points.length > 0) {
         for (const q of alt.points) if (q.claim) q.claim.claimed = true;
         return [...pts, ...alt.points].sort(byTs);
       }
     }
-    return pts.length > 1 ? [...pts].sort(byTs) : pts;
+    // points mostly arrive in time order: then the message's own array (callers only read it)
+    return inOrder(pts) ? pts : [...pts].sort(byTs);
   }
 
   /**

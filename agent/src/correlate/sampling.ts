@@ -9,6 +9,7 @@ import type { Exchange } from './exchanges.ts';
 import type { SamplingOptions } from './options.ts';
 import { type LayerSplit, splitByLayer, type TimedSpan } from './layer-time.ts';
 import type { ExchangeRecord, ExchangeSink, WallTime } from './records.ts';
+import { LRU_OPTS } from '../lru.ts';
 
 export interface SamplingStats {
   /** spans (exchanges and their hops) and local traces not exported by the sampling decision */
@@ -49,12 +50,12 @@ export class TailSampling {
   route(ex: Exchange, root: Exchange, rec: ExchangeRecord): void {
     if (root.keep !== undefined) return this.release([rec], root.keep);
     if (root !== ex) {
-      const h = this.held.get(root);
+      const h = this.held.get(root, LRU_OPTS);
       if (h) h.push(rec);
-      else this.held.set(root, [rec]);
+      else this.held.set(root, [rec], LRU_OPTS);
       return;
     }
-    const all = this.held.get(root);
+    const all = this.held.get(root, LRU_OPTS);
     this.held.delete(root);
     if (all) all.push(rec);
     const set = all ?? [rec];

@@ -12,6 +12,7 @@ import { LRUCache } from 'lru-cache';
 import { defaultWarn, errorMessage, type LogFn, rateLimitedLog } from './log.ts';
 import { RecordSpan } from './readable-span.ts';
 import type { SpanRecord, SpanResource, SpanSink } from './types.ts';
+import { LRU_OPTS } from '../lru.ts';
 
 export interface BatchOptions {
   /** spans held per exporter before new ones are dropped (counted in stats().spansDroppedQueueFull) */
@@ -397,7 +398,7 @@ export class SdkSpanSink implements SpanSink {
       key = computeResourceKey(resource);
       this.resourceKeys.set(resource, key);
     }
-    const hit = this.resources.get(key);
+    const hit = this.resources.get(key, LRU_OPTS);
     if (hit) return hit;
     const built = resourceFromAttributes({ ...resource.attributes, 'service.name': resource.serviceName });
     this.resources.set(key, built);

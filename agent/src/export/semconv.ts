@@ -16,6 +16,7 @@ import { splitTarget } from '../correlate/http.ts';
 import { Routes } from './route.ts';
 import { MAX_NAME, MAX_VALUE, clean } from './sanitize.ts';
 import type { SpanEvent, SpanRecord, SpanResource } from './types.ts';
+import { LRU_OPTS } from '../lru.ts';
 
 export interface SpanMapperOptions {
   /** route patterns for span names (correlator.routes) */
@@ -45,7 +46,7 @@ export class SpanMapper {
   }
 
   private route(path: string): string {
-    let r = this.routeOf.get(path);
+    let r = this.routeOf.get(path, LRU_OPTS);
     if (r === undefined) {
       r = this.routes.route(path);
       this.routeOf.set(path, r);
