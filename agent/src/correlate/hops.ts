@@ -8,7 +8,7 @@ import { FLAGS, NETDEV_POINT, TAIL_SRC } from '../events/layout.generated.ts';
 import { LRU_OPTS } from '../lru.ts';
 import type { Topology } from '../k8s/topology.ts';
 import type { WallClock } from './clock.ts';
-import { hopBaseId, nthSpanId } from './ids.ts';
+import { hopBaseId, nthSpanIdOf } from './ids.ts';
 import type { HopRecord, Layer, ObservationPoint } from './records.ts';
 
 export type { NetDevEvent };
@@ -280,6 +280,8 @@ export class Hops {
   build(pts: ObservationPoint[], key: string, direction: HopRecord['direction'], wall: WallClock, out: HopRecord[], msgEnd?: number): void {
     if (pts.length < 2) return;
     const base = hopBaseId(this.topo.nodeName, key);
+    const head = base.slice(0, 8);
+    const low = Number.parseInt(base.slice(8), 16);
     let n = 0;
     const push = (a: ObservationPoint, b: ObservationPoint, layer: Layer, qdisc: boolean) => {
       const held = Math.max(0, heldNs(a, b, msgEnd));
@@ -288,7 +290,7 @@ export class Hops {
       // two such stretches in a row (a socket kept back by TCP, then a qdisc) would overlap, and
       // the later one's time would lie under no hop on the timeline (layer-time.ts: app, not network)
       const startNs = held > b.tsNs - a.tsNs && endKnown(a, msgEnd) && endKnown(b, msgEnd) ? Math.max(a.tsNs, lastOf(b) - held) : a.tsNs;
-      const h: HopRecord = { spanId: nthSpanId(base, n++), direction, layer, from: a, to: b, start: wall(startNs), end: wall(startNs + held), messageKey: key };
+      const h: HopRecord = { spanId: nthSpanIdOf(head, low, n++), direction, layer, from: a, to: b, start: wall(startNs), end: wall(startNs + held), messageKey: key };
       if (qdisc) h.qdisc = true;
       out.push(h);
     };
