@@ -72,6 +72,16 @@ export function layerBetween(a: ObservationPoint, b: ObservationPoint): Layer {
 
 const byTs = (a: ObservationPoint, b: ObservationPoint) => a.tsNs - b.tsNs;
 
+/** in place, stable (equal times keep their order, as Array#sort(byTs) does), without sort's work array: at most MAX_POINTS */
+function sortByTs(pts: ObservationPoint[]): void {
+  for (let i = 1; i < pts.length; i++) {
+    const x = pts[i] as ObservationPoint;
+    let j = i - 1;
+    for (; j >= 0 && (pts[j] as ObservationPoint).tsNs > x.tsNs; j--) pts[j + 1] = pts[j] as ObservationPoint;
+    pts[j + 1] = x;
+  }
+}
+
 const NO_POINTS: readonly ObservationPoint[] = [];
 
 /** sorted by byTs already (what the stable sort would return unchanged) */
@@ -260,8 +270,10 @@ export class Hops {
         return [...pts, ...alt.points].sort(byTs);
       }
     }
-    // points mostly arrive in time order: then the message's own array (callers only read it)
-    return inOrder(pts) ? pts : [...pts].sort(byTs);
+    // the message's own array, put in time order where it is not (callers only read it; every
+    // other user of a message's points is indifferent to their order)
+    if (!inOrder(pts)) sortByTs(pts);
+    return pts;
   }
 
   /**
