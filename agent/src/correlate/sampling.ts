@@ -8,7 +8,7 @@ import { nest, wallLess } from './clock.ts';
 import type { Exchange } from './exchanges.ts';
 import type { SamplingOptions } from './options.ts';
 import { type LayerSplit, splitByLayer, type TimedSpan } from './layer-time.ts';
-import type { ExchangeRecord, ExchangeSink, WallTime } from './records.ts';
+import type { ExchangeRecord, ExchangeSink, HopRecord, WallTime } from './records.ts';
 import { LRU_OPTS } from '../lru.ts';
 
 export interface SamplingStats {
@@ -142,9 +142,13 @@ function wallNs(t: WallTime, base: WallTime): number {
 export function recordsSplit(records: readonly ExchangeRecord[], root: ExchangeRecord): LayerSplit {
   const base = root.start;
   const spans: TimedSpan[] = [];
-  for (const r of records) {
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i] as ExchangeRecord;
     spans.push({ id: r.spanId, parent: r.parentSpanId, start: wallNs(r.start, base), end: wallNs(r.end, base), layer: r.layer, client: r.role === 'client' });
-    for (const h of r.hops) spans.push({ id: h.spanId, parent: r.spanId, start: wallNs(h.start, base), end: wallNs(h.end, base), layer: 'network' });
+    for (let j = 0; j < r.hops.length; j++) {
+      const h = r.hops[j] as HopRecord;
+      spans.push({ id: h.spanId, parent: r.spanId, start: wallNs(h.start, base), end: wallNs(h.end, base), layer: 'network' });
+    }
   }
   const ns = splitByLayer(spans, root.spanId);
   return { app: Math.round(ns.app / 1000), proxy: Math.round(ns.proxy / 1000), network: Math.round(ns.network / 1000), other: Math.round(ns.other / 1000) };

@@ -188,7 +188,7 @@ class ExportPipeline implements SpanProcessor {
       // leaves the queue now (the batch processor's, then ours); its bytes are held until the end
       stats.queued -= spans.length;
       let bytes = 0;
-      for (const s of spans) bytes += (s as RecordSpan).heapBytes ?? 0;
+      for (let i = 0; i < spans.length; i++) bytes += (spans[i] as RecordSpan).heapBytes ?? 0;
       const started = performance.now();
       let done = false;
       let settle!: () => void;

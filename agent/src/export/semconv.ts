@@ -131,7 +131,12 @@ export class SpanMapper {
       a['strata.to'] = 'socket read';
     }
     // only allow-listed headers reach the record, secrets already redacted
-    for (const [h, v] of r.headers) a[h === 'user-agent' ? 'user_agent.original' : `http.request.header.${h}`] = clean(v, MAX_VALUE);
+    for (let i = 0; i < r.headers.length; i++) {
+      const hv = r.headers[i] as [string, string];
+      const h = hv[0];
+      const v = hv[1];
+      a[h === 'user-agent' ? 'user_agent.original' : `http.request.header.${h}`] = clean(v, MAX_VALUE);
+    }
     const events: SpanEvent[] = [];
     // the first and last bytes of each message, where they are not the span's own edges
     if (r.requestFirst[0] !== r.start[0] || r.requestFirst[1] !== r.start[1]) events.push({ name: 'request first byte', time: r.requestFirst });
