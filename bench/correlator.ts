@@ -4,9 +4,9 @@
 // NGINX to the app; root) or the small test/fixtures/skeleton capture, replayed `replays` times.
 //
 //   node bench/correlator.ts [--base 801d2e1] [--capture [--prefix capfx]] [--capture-dir DIR] [--requests 400] [--rounds 5] [--replays 20]
-//                            [--base-node-flags "..."] [--node-flags "..."] [--write-set DIR]
-// Node flags apply to the timed runs of that side: `--base HEAD --node-flags --max-semi-space-size=1`
-// compares a V8 setting on one tree.
+//                            [--base-node-flags=...] [--node-flags=...] [--write-set DIR]
+// Node flags apply to the timed runs of that side: `--base HEAD "--node-flags=--max-semi-space-size=1"`
+// compares a V8 setting on one tree (with `=`: parseArgs refuses a separate value that starts with a dash).
 //
 // The baseline is checked out into a temporary git worktree (node_modules linked from this tree;
 // --build-base also builds the native addon there), removed at the end, on failure and on
