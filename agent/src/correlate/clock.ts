@@ -43,7 +43,8 @@ export function nest(records: ExchangeRecord[]): number {
     if (wallLess(x.end, x.start)) x.end = x.start;
   };
   if (records.length > 1) {
-    const byId = new Map(records.map((x) => [x.spanId, x]));
+    const byId = new Map<string, ExchangeRecord>();
+    for (let i = 0; i < records.length; i++) byId.set((records[i] as ExchangeRecord).spanId, records[i] as ExchangeRecord);
     for (let i = 0; i < records.length; i++) {
       const x = records[i] as ExchangeRecord;
       const p = x.parentSpanId ? byId.get(x.parentSpanId) : undefined;

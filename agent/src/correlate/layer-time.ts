@@ -35,11 +35,14 @@ export const emptySplit = (): LayerSplit => ({ app: 0, proxy: 0, network: 0, oth
  */
 export function splitByLayer(spans: readonly TimedSpan[], rootId: string): LayerSplit {
   const out = emptySplit();
-  const byId = new Map(spans.map((s) => [s.id, s]));
+  // (loops rather than map/for-of: no pair array per span, no iterators; a repeated id: the last wins, as before)
+  const byId = new Map<string, TimedSpan>();
+  for (let i = 0; i < spans.length; i++) byId.set((spans[i] as TimedSpan).id, spans[i] as TimedSpan);
   const root = byId.get(rootId);
   if (!root || !(root.end > root.start)) return out;
   const children = new Map<string, TimedSpan[]>();
-  for (const s of spans) {
+  for (let i = 0; i < spans.length; i++) {
+    const s = spans[i] as TimedSpan;
     if (s.parent === undefined || s.id === rootId || !byId.has(s.parent)) continue;
     const list = children.get(s.parent);
     if (list) list.push(s);
@@ -53,7 +56,9 @@ export function splitByLayer(spans: readonly TimedSpan[], rootId: string): Layer
     sub.push({ s, start: Math.max(lo, s.start), end: Math.min(hi, s.end), kids: [] });
     seen.add(s.id);
     const me = sub[idx];
-    for (const c of children.get(s.id) ?? []) {
+    const cs = children.get(s.id);
+    for (let i = 0; cs !== undefined && i < cs.length; i++) {
+      const c = cs[i] as TimedSpan;
       if (seen.has(c.id)) continue;
       if (!(Math.min(me.end, c.end) > Math.max(me.start, c.start))) continue;
       me.kids.push(visit(c, me.start, me.end));

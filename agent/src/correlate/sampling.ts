@@ -124,9 +124,11 @@ export class TailSampling {
 
 /** the record of a local trace whose parent is none of the others' (the earliest if several) */
 export function localRoot(records: readonly ExchangeRecord[]): ExchangeRecord | undefined {
-  const ids = new Set(records.map((r) => r.spanId));
+  const ids = new Set<string>();
+  for (let i = 0; i < records.length; i++) ids.add((records[i] as ExchangeRecord).spanId);
   let root: ExchangeRecord | undefined;
-  for (const r of records) {
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i] as ExchangeRecord;
     if (r.parentSpanId !== undefined && ids.has(r.parentSpanId)) continue;
     if (!root || wallLess(r.start, root.start)) root = r;
   }
