@@ -3,11 +3,14 @@
 // a prepared set of ring-buffer batches through it, and exports every span the real way: serialized
 // to OTLP protobuf (the SDK's ProtobufTraceSerializer), bytes counted, nothing sent.
 //   --mode time:  events/s and CPU per event over the set (after a warm-up on the warm-up set)
+//   --mode digest: the sha256 of every OTLP request body, in order (two trees export the same bytes)
 //   --mode alloc: heap bytes allocated per event (run with --expose-gc and a young generation big
 //                 enough that no GC runs; gcDuring > 0 makes the figure a lower bound)
 // Prints one JSON line.
+import { createHash, type Hash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { setImmediate as yieldTurn } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
@@ -21,11 +24,14 @@ export class ProtobufCountingExporter implements SpanExporter {
   spans = 0;
   bytes = 0;
   requests = 0;
+  /** --mode digest: every request body hashed, to show that two trees export the same bytes */
+  hash?: Hash;
   export(spans: ReadableSpan[], cb: (r: ExportResult) => void): void {
     const body = ProtobufTraceSerializer.serializeRequest(spans);
     this.requests++;
     this.spans += spans.length;
     this.bytes += body?.byteLength ?? 0;
+    if (body) this.hash?.update(body);
     cb({ code: ExportResultCode.SUCCESS });
   }
   async shutdown(): Promise<void> {}
@@ -73,15 +79,16 @@ export function decodeSet(raw: Buffer): ReplaySetFile {
 export async function loadMakePipeline(root: string): Promise<{ make: MakePipeline; adapter: 'tree' | 'fallback' }> {
   const file = join(root, 'bench', 'pipeline-adapter.ts');
   if (existsSync(file)) {
-    const mod = (await import(`file://${file}`)) as { makePipeline?: MakePipeline };
+    const mod = (await import(pathToFileURL(resolve(file)).href)) as { makePipeline?: MakePipeline };
     if (typeof mod.makePipeline !== 'function') throw new Error(`${file} does not export makePipeline`);
     return { make: mod.makePipeline, adapter: 'tree' };
   }
   return { make: legacyMakePipeline(await loadLegacyModules(root)), adapter: 'fallback' };
 }
 
-async function replay(make: MakePipeline, set: ReplaySetFile, opts: Omit<PipelineOptions, 'exporter'>) {
+async function replay(make: MakePipeline, set: ReplaySetFile, opts: Omit<PipelineOptions, 'exporter'>, hash?: Hash) {
   const exporter = new ProtobufCountingExporter();
+  exporter.hash = hash;
   const p = await make({ ...opts, exporter });
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -109,7 +116,7 @@ if (import.meta.main) {
       meta: { type: 'string' },
     },
   });
-  if (!values.root || !values.set || !values.meta) throw new Error('usage: correlator-worker.ts --root DIR --set FILE --meta FILE [--warmup FILE] [--mode time|alloc]');
+  if (!values.root || !values.set || !values.meta) throw new Error('usage: correlator-worker.ts --root DIR --set FILE --meta FILE [--warmup FILE] [--mode time|alloc|digest]');
   const meta = JSON.parse(readFileSync(values.meta, 'utf8')) as PipelineOptions['meta'] & { nodeName: string };
   const { make, adapter } = await loadMakePipeline(values.root);
   const set = decodeSet(readFileSync(values.set));
@@ -132,6 +139,9 @@ if (import.meta.main) {
     await new Promise((r) => setTimeout(r, 50)); // GC entries of the run are delivered
     obs.disconnect();
     out = { bytesPerEvent: (h1 - h0) / set.records, gcDuring: gcs, spans: r.exporter.spans };
+  } else if (values.mode === 'digest') {
+    const r = await replay(make, set, opts, createHash('sha256'));
+    out = { spans: r.exporter.spans, otlpBytes: r.exporter.bytes, requests: r.exporter.requests, sha256: r.exporter.hash?.digest('hex') };
   } else {
     const r = await replay(make, set, opts);
     out = {

@@ -4,9 +4,9 @@
 // NGINX to the app; root) or the small test/fixtures/skeleton capture, replayed `replays` times.
 //
 //   node bench/correlator.ts [--base 801d2e1] [--capture [--prefix capfx]] [--capture-dir DIR] [--requests 400] [--rounds 5] [--replays 20]
-//                            [--base-node-flags "..."] [--node-flags "..."]
-// Node flags apply to the timed runs of that side: `--base HEAD --node-flags --max-semi-space-size=1`
-// compares a V8 setting on one tree.
+//                            [--base-node-flags=...] [--node-flags=...] [--write-set DIR]
+// Node flags apply to the timed runs of that side: `--base HEAD "--node-flags=--max-semi-space-size=1"`
+// compares a V8 setting on one tree (with `=`: parseArgs refuses a separate value that starts with a dash).
 //
 // The baseline is checked out into a temporary git worktree (node_modules linked from this tree;
 // --build-base also builds the native addon there), removed at the end, on failure and on
@@ -42,6 +42,9 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: String(MIN_ROUNDS) },
     replays: { type: 'string', default: '20' },
     'build-base': { type: 'boolean', default: false },
+    // write the replay sets (set.bin, warm.bin, alloc.bin, meta.json) into DIR and stop: the input of
+    // `node --cpu-prof bench/correlator-worker.ts --root . --set DIR/set.bin --warmup DIR/warm.bin --meta DIR/meta.json`
+    'write-set': { type: 'string' },
   },
 });
 const rounds = Math.max(MIN_ROUNDS, Number(values.rounds));
@@ -157,6 +160,21 @@ try {
     process.stderr.write(`captured ${c.records} records in ${c.batches} batches (${c.spans} exchange spans) from the lab\n`);
     dir = keep ?? tmp;
   }
+  const set = replaySet(dir, replays);
+  const allocSet = replaySet(dir, Math.min(replays, 2));
+  const warm = replaySet(dir, 2);
+  const out = values['write-set'] ?? tmp;
+  if (values['write-set']) mkdirSync(out, { recursive: true });
+  const files = { set: join(out, 'set.bin'), alloc: join(out, 'alloc.bin'), warm: join(out, 'warm.bin'), meta: join(out, 'meta.json') };
+  writeFileSync(files.set, encodeSet(set.batches, set.ticks, set.records));
+  writeFileSync(files.alloc, encodeSet(allocSet.batches, allocSet.ticks, allocSet.records));
+  writeFileSync(files.warm, encodeSet(warm.batches, warm.ticks, warm.records));
+  writeFileSync(files.meta, JSON.stringify(set.meta));
+  if (values['write-set']) {
+    process.stderr.write(`wrote ${set.records} records (${replays} shifted copies) to ${out}\n`);
+    cleanup();
+    process.exit(0);
+  }
   const baseRev = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', `${values.base}^{commit}`], { encoding: 'utf8' }).trim();
   const headRev = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
   const dirty = execFileSync('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim() !== '';
@@ -165,14 +183,6 @@ try {
   symlinkSync(join(ROOT, 'node_modules'), join(baseTree, 'node_modules'));
   if (values['build-base']) execFileSync('npm', ['run', '--silent', 'build'], { cwd: baseTree, stdio: 'ignore' });
 
-  const set = replaySet(dir, replays);
-  const allocSet = replaySet(dir, Math.min(replays, 2));
-  const warm = replaySet(dir, 2);
-  const files = { set: join(tmp, 'set.bin'), alloc: join(tmp, 'alloc.bin'), warm: join(tmp, 'warm.bin'), meta: join(tmp, 'meta.json') };
-  writeFileSync(files.set, encodeSet(set.batches, set.ticks, set.records));
-  writeFileSync(files.alloc, encodeSet(allocSet.batches, allocSet.ticks, allocSet.records));
-  writeFileSync(files.warm, encodeSet(warm.batches, warm.ticks, warm.records));
-  writeFileSync(files.meta, JSON.stringify(set.meta));
   process.stderr.write(`replaying ${set.records} records (${replays} shifted copies of the ${dir ? 'capture' : 'skeleton fixture'}); base ${baseRev} vs working tree (${headRev}${dirty ? ' + changes' : ''}), ${rounds} rounds\n`);
 
   const flagsOf = (v: string | undefined) => (v ?? '').split(/\s+/).filter(Boolean);

@@ -10,6 +10,7 @@ import { SdkSpanSink } from '../../agent/src/export/sdk-sink.ts';
 import { MAX_NAME, MAX_VALUE, clean } from '../../agent/src/export/sanitize.ts';
 import { Routes, idLike } from '../../agent/src/export/route.ts';
 import { INVALID_REQUEST_NAME, SpanMapper } from '../../agent/src/export/semconv.ts';
+import type { ExchangeRecord, HopRecord } from '../../agent/src/correlate/records.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
 import { procExecutables } from '../../agent/src/k8s/proc.ts';
 import { EVENT_TYPE } from '../../agent/src/events/layout.generated.ts';
@@ -162,5 +163,59 @@ describe('resources and spans handed to the SDK', () => {
     assert.deepEqual(s?.events.map((e) => [e.name, e.time]), [['response first byte', [r.start[0], r.start[1] + 5]]]);
     assert.deepEqual(s?.duration, [1, 864_197_532]);
     await sink.shutdown();
+  });
+});
+
+describe('hop span names and labels (memoised per pod, device and node)', () => {
+  const pod = { name: 'web-1', namespace: 'default', uid: 'u1', node: 'node-a', workload: 'web', rev: 0 };
+  const sock = { kind: 'write' as const, tsNs: 1, name: 'client' };
+  const veth = { kind: 'tc' as const, tsNs: 2, name: 'vethweb', side: 'node' as const, pod };
+  const eth0 = { kind: 'netdev' as const, tsNs: 3, name: 'eth0', side: 'pod' as const, pod };
+  const uplink = { kind: 'netdev' as const, tsNs: 4, name: 'ens3', side: 'node' as const };
+  const hop = (direction: 'request' | 'response', from: object, to: object, qdisc?: true) =>
+    ({ spanId: '00000000000000a1', direction, layer: 'veth', from, to, start: [1, 0], end: [1, 5], messageKey: '>1.2.3.4:5/6', ...(qdisc ? { qdisc } : {}) }) as HopRecord;
+  const record = (node: string, hops: HopRecord[]) =>
+    ({
+      role: 'client', layer: 'app', traceId: '0af7651916cd43dd8448eb211c80319c', spanId: '00000000000000b1', parentIsRemote: false, traceFlags: 1,
+      start: [1, 0], end: [1, 9], method: 'GET', target: '/', version: '1.1', status: 200, requestBytes: 1, responseBytes: 1, incomplete: false,
+      headTruncated: false, upgraded: false, headers: [], process: { pid: 1, tid: 1, comm: 'client', executable: 'client', netns: 1 }, node,
+      local: { ip: '1.2.3.4', port: 5 }, remote: { ip: '5.6.7.8', port: 80 }, requestFirst: [1, 0], requestLast: [1, 1], hops,
+    }) as unknown as ExchangeRecord;
+  const hopNames = (m: SpanMapper, r: ExchangeRecord) => {
+    const out: SpanRecord[] = [];
+    m.map(r, (s) => out.push(s));
+    return out.filter((s) => s.kind === SpanKind.INTERNAL).map((s) => [s.name, s.attributes['strata.from'], s.attributes['strata.to']]);
+  };
+
+  test('names follow a pod whose workload discovery learnt later, the node the record names, and the direction', () => {
+    const m = new SpanMapper(mapperOptions());
+    const hops = [hop('request', sock, veth), hop('request', veth, eth0), hop('response', eth0, eth0, true), hop('response', eth0, uplink)];
+    const before = hopNames(m, record('node-a', hops));
+    assert.deepEqual(before, [
+      ['request client -> web veth', 'client', 'web veth'],
+      ['request web veth -> web eth0', 'web veth', 'web eth0'],
+      ['response web eth0 qdisc', 'web eth0', 'web eth0'],
+      ['response web eth0 -> node-a ens3', 'web eth0', 'node-a ens3'],
+    ]);
+    // the same again: the same names (from the memo)
+    assert.deepEqual(hopNames(m, record('node-a', hops)), before);
+    pod.workload = 'frontend';
+    pod.rev = 1;
+    assert.deepEqual(hopNames(m, record('node-b', hops)), [
+      ['request client -> frontend veth', 'client', 'frontend veth'],
+      ['request frontend veth -> frontend eth0', 'frontend veth', 'frontend eth0'],
+      ['response frontend eth0 qdisc', 'frontend eth0', 'frontend eth0'],
+      ['response frontend eth0 -> node-b ens3', 'frontend eth0', 'node-b ens3'],
+    ]);
+  });
+
+  test('more distinct devices than a memo table holds: every name is still right', () => {
+    const m = new SpanMapper(mapperOptions());
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 700; i++) {
+        const dev = { kind: 'netdev' as const, tsNs: 4, name: `dev${i}`, side: 'node' as const };
+        assert.deepEqual(hopNames(m, record('node-a', [hop('request', sock, dev)])), [[`request client -> node-a dev${i}`, 'client', `node-a dev${i}`]]);
+      }
+    }
   });
 });

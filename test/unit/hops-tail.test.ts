@@ -14,6 +14,7 @@ import { Decoder, type TailEvent } from '../../agent/src/events/decode.ts';
 import { DIR, EVENT_TYPE, NETDEV_EVENT, NETDEV_POINT, TAIL_EVENT, TAIL_SRC } from '../../agent/src/events/layout.generated.ts';
 import type { SpanRecord } from '../../agent/src/export/types.ts';
 import type { IfaceInfo, PodInfo, Topology } from '../../agent/src/k8s/topology.ts';
+import { StaticTopology } from '../../agent/src/k8s/pods-file.ts';
 import { correlatorOptions } from '../helpers/options.ts';
 import { MemorySink } from '../helpers/replay.ts';
 import { type Endpoint, pktRecord, sockRecord, tailRecord } from '../helpers/synth.ts';
@@ -248,5 +249,24 @@ describe('hop span ids per observing node', () => {
     assert.equal(a.length, 9, "3 request hops, 6 response hops (one of them the qdisc)");
     assert.equal(new Set([...a, ...b]).size, a.length + b.length, 'no hop span id shared between the nodes');
     assert.deepEqual(ids('node-1'), a, 'deterministic on one node');
+  });
+});
+
+describe('a message\'s points in time order', () => {
+  test('filed out of order (a socket write reported after its packets): time order, ties in filing order, again after more points', () => {
+    const hops = new Hops(64, new StaticTopology('node-a'));
+    const pt = (kind: ObservationPoint['kind'], tsNs: number, name: string): ObservationPoint => ({ kind, tsNs, name, side: 'node' });
+    const key = '>10.0.0.1:40000/100';
+    // the packets first, then the write that sent them (earlier time); two points at one time
+    const filed = [pt('tc', 30, 'veth-a'), pt('netdev', 20, 'eth0'), pt('tc', 20, 'veth-b'), pt('write', 10, 'client')];
+    for (const p of filed) hops.file(key, p);
+    assert.deepEqual(hops.points(key).map((p) => p.name), ['client', 'eth0', 'veth-b', 'veth-a']);
+    hops.file(key, pt('read', 25, 'server'));
+    hops.file(key, pt('netdev', 5, 'early'));
+    assert.deepEqual(hops.points(key).map((p) => [p.name, p.tsNs]), [['early', 5], ['client', 10], ['eth0', 20], ['veth-b', 20], ['server', 25], ['veth-a', 30]]);
+    // the same as a stable sort of everything filed, in filing order
+    const all = [...filed, pt('read', 25, 'server'), pt('netdev', 5, 'early')].sort((a, b) => a.tsNs - b.tsNs);
+    assert.deepEqual(hops.points(key).map((p) => p.name), all.map((p) => p.name));
+    assert.deepEqual(hops.points('>10.0.0.9:1/1'), []);
   });
 });

@@ -17,6 +17,7 @@
 import { LRUCache } from 'lru-cache';
 import { claimedTraceId } from './context.ts';
 import { type Conn, type Exchange, ROLE_SERVER } from './exchanges.ts';
+import { LRU_OPTS } from '../lru.ts';
 
 /** the evidence a CLIENT exchange was linked by (strata.cause), or why it was not */
 export type CauseRule = 'context' | 'request_id' | 'connect' | 'event_loop' | 'thread';
@@ -71,7 +72,7 @@ export class Causality {
 
   /** a socket read of `tid` moved bytes of `exs` (requests read by a server, responses read by a client), or of nothing known */
   read(pid: number, tid: number, exs: readonly Exchange[]): void {
-    this.lastRead.set(threadKey(pid, tid), exs);
+    this.lastRead.set(threadKey(pid, tid), exs, LRU_OPTS);
   }
 
   /** `tid` connected `c`: what its order says now decides the cause of the first request on it */
@@ -92,7 +93,7 @@ export class Causality {
     else if (ex.causeRule === 'none') this.stats.none++;
     else if (ex.causeRule) this.stats.linked[ex.causeRule]++;
     if (ex.cause) ex.cause.children++;
-    this.clientByReqKey.set(ex.reqKey, ex);
+    this.clientByReqKey.set(ex.reqKey, ex, LRU_OPTS);
   }
 
   finished(ex: Exchange): void {
@@ -111,8 +112,8 @@ export class Causality {
   parentOf(ex: Exchange): Exchange | undefined {
     if (ex.role !== ROLE_SERVER) return ex.cause;
     if (ex.parent !== undefined) return ex.parent ?? undefined;
-    let p = this.clientByReqKey.get(ex.reqKey);
-    if (!p && ex.reqSeq >= 0) p = this.clientByReqKey.get(finKey(ex.reqKey, ex.reqSeq));
+    let p = this.clientByReqKey.get(ex.reqKey, LRU_OPTS);
+    if (!p && ex.reqSeq >= 0) p = this.clientByReqKey.get(finKey(ex.reqKey, ex.reqSeq), LRU_OPTS);
     // looked up once, when the exchange is emitted (or a child resolves its ids): fixed from then on
     ex.parent = p ?? null;
     return p;
@@ -200,7 +201,7 @@ export class Causality {
    * or to nothing known.
    */
   private threadEvidence(pid: number, tid: number): Evidence {
-    const last = this.lastRead.get(threadKey(pid, tid));
+    const last = this.lastRead.get(threadKey(pid, tid), LRU_OPTS);
     if (last === undefined) return 'unknown';
     const out: Exchange[] = [];
     for (const x of last) {

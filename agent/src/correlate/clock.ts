@@ -1,7 +1,7 @@
 // Time: BPF timestamps are CLOCK_MONOTONIC; spans need wall-clock time. The offset is measured once
 // per batch (the agent reads both clocks back to back in the addon), so the spans of one local
 // trace may be converted with slightly different offsets: nest() keeps children inside parents.
-import type { ExchangeRecord, WallTime } from './records.ts';
+import type { ExchangeRecord, HopRecord, WallTime } from './records.ts';
 
 export type WallClock = (monoNs: number) => WallTime;
 
@@ -43,12 +43,17 @@ export function nest(records: ExchangeRecord[]): number {
     if (wallLess(x.end, x.start)) x.end = x.start;
   };
   if (records.length > 1) {
-    const byId = new Map(records.map((x) => [x.spanId, x]));
-    for (const x of records) {
+    const byId = new Map<string, ExchangeRecord>();
+    for (let i = 0; i < records.length; i++) byId.set((records[i] as ExchangeRecord).spanId, records[i] as ExchangeRecord);
+    for (let i = 0; i < records.length; i++) {
+      const x = records[i] as ExchangeRecord;
       const p = x.parentSpanId ? byId.get(x.parentSpanId) : undefined;
       if (p && p !== x) clamp(x, p);
     }
   }
-  for (const x of records) for (const h of x.hops) clamp(h, x);
+  for (let i = 0; i < records.length; i++) {
+    const x = records[i] as ExchangeRecord;
+    for (let j = 0; j < x.hops.length; j++) clamp(x.hops[j] as HopRecord, x);
+  }
   return clamps;
 }

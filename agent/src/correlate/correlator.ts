@@ -336,11 +336,10 @@ export class Correlator implements EventHandler {
       const reqPts = this.hops.points(ex.reqKey, server && ex.reqSeq >= 0 ? finKey(ex.reqKey, ex.reqSeq) : undefined);
       const respPts = ex.respKey ? this.hops.points(ex.respKey, !server && ex.respSeq >= 0 ? finKey(ex.respKey, ex.respSeq) : undefined) : [];
       // a SERVER span that owns its inbound hops starts where they start, so they nest inside it
-      for (const pts of [reqPts, respPts]) {
-        for (const p of pts) {
-          if (p.tsNs < start) start = p.tsNs;
-          if (lastOf(p) > end) end = lastOf(p);
-        }
+      for (let k = 0; k < reqPts.length + respPts.length; k++) {
+        const p = (k < reqPts.length ? reqPts[k] : respPts[k - reqPts.length]) as ObservationPoint;
+        if (p.tsNs < start) start = p.tsNs;
+        if (lastOf(p) > end) end = lastOf(p);
       }
       if (endUnknown(reqPts, ex.reqSeq, ex.reqBytes)) this.counts.hopEndsUnknown++;
       if (ex.respKey && endUnknown(respPts, ex.respSeq, ex.respBytes)) this.counts.hopEndsUnknown++;

@@ -12,6 +12,7 @@ import type { ExchangeIds, TraceContext } from './ids.ts';
 import { reqMsgKey, respMsgKey } from './hops.ts';
 import type { Endpoint, InvalidReason, ObservationPoint, ProcessInfo } from './records.ts';
 import { type Framing, type HeadCut, HttpStream } from './stream.ts';
+import { LRU_OPTS } from '../lru.ts';
 
 export const ROLE_UNKNOWN = 0;
 export const ROLE_SERVER = 1;
@@ -188,7 +189,7 @@ export class Exchanges {
 
   onSock(e: SockEvent): void {
     if (e.type === EVENT_TYPE.EV_SOCK_CLOSE) {
-      const c = this.conns.get(e.sk);
+      const c = this.conns.get(e.sk, LRU_OPTS);
       if (c) this.closeConn(c, e.tsNs);
       return;
     }
@@ -438,7 +439,7 @@ export class Exchanges {
   }
 
   private conn(e: SockEvent): Conn {
-    let c = this.conns.get(e.sk); // get() refreshes the LRU position
+    let c = this.conns.get(e.sk, LRU_OPTS); // get() refreshes the LRU position
     if (c) return c;
     const comm = e.buf.toString('latin1', e.commOff, e.commOff + 16).replace(/\0.*$/s, '');
     const pod = this.topo.podByNetns(e.netns) ?? this.topo.podByCgroup?.(e.cgroupId);

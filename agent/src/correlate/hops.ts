@@ -3,17 +3,19 @@
 // points. A message is keyed by (client endpoint, TCP seq of its first byte) and its direction:
 // the client endpoint is the same for every observer, and DNAT rewrites only the server side.
 import { LRUCache } from 'lru-cache';
-import { endpointString, type NetDevEvent, type PktEvent, type TailEvent, type Tuple } from '../events/decode.ts';
+import { endpointKeyPrefix, type NetDevEvent, type PktEvent, type TailEvent, type Tuple } from '../events/decode.ts';
 import { FLAGS, NETDEV_POINT, TAIL_SRC } from '../events/layout.generated.ts';
+import { LRU_OPTS } from '../lru.ts';
 import type { Topology } from '../k8s/topology.ts';
 import type { WallClock } from './clock.ts';
-import { hopBaseId, nthSpanId } from './ids.ts';
+import { hopBaseId, nthSpanIdOf } from './ids.ts';
 import type { HopRecord, Layer, ObservationPoint } from './records.ts';
 
 export type { NetDevEvent };
 
 /** observation points kept per message: socket write + a few interfaces + socket read */
 export const MAX_POINTS = 16;
+
 
 /** a request: sent by the client endpoint, its first byte at seq (client's sequence space) */
 export function reqMsgKey(clientEp: string, seq: number): string {
@@ -69,6 +71,24 @@ export function layerBetween(a: ObservationPoint, b: ObservationPoint): Layer {
 }
 
 const byTs = (a: ObservationPoint, b: ObservationPoint) => a.tsNs - b.tsNs;
+
+/** in place, stable (equal times keep their order, as Array#sort(byTs) does), without sort's work array: at most MAX_POINTS */
+function sortByTs(pts: ObservationPoint[]): void {
+  for (let i = 1; i < pts.length; i++) {
+    const x = pts[i] as ObservationPoint;
+    let j = i - 1;
+    for (; j >= 0 && (pts[j] as ObservationPoint).tsNs > x.tsNs; j--) pts[j + 1] = pts[j] as ObservationPoint;
+    pts[j + 1] = x;
+  }
+}
+
+const NO_POINTS: readonly ObservationPoint[] = [];
+
+/** sorted by byTs already (what the stable sort would return unchanged) */
+function inOrder(pts: readonly ObservationPoint[]): boolean {
+  for (let i = 1; i < pts.length; i++) if ((pts[i] as ObservationPoint).tsNs < (pts[i - 1] as ObservationPoint).tsNs) return false;
+  return true;
+}
 
 /** which device a point is on ("" never: sockets are undefined, each its own place) */
 function deviceOf(p: ObservationPoint): string | undefined {
@@ -138,7 +158,12 @@ export class Hops {
         if (reason === 'evict') this.stats.messageEvictions++;
         // each packet is filed under a request and a response reading: count it once, from the
         // request reading, when no socket on this node claimed either
-        if (k.charCodeAt(0) === 0x3e) for (const q of m.points) if (q.claim && !q.claim.claimed) this.stats.packetsWithoutConnection++;
+        if (k.charCodeAt(0) === 0x3e) {
+          for (let i = 0; i < m.points.length; i++) {
+            const c = (m.points[i] as ObservationPoint).claim;
+            if (c && !c.claimed) this.stats.packetsWithoutConnection++;
+          }
+        }
       },
     });
   }
@@ -149,10 +174,10 @@ export class Hops {
 
   /** adds an observation point; a message seen more often than MAX_POINTS (retransmissions, loops) keeps its first ones */
   file(key: string, p: ObservationPoint): void {
-    let m = this.msgs.get(key);
+    let m = this.msgs.get(key, LRU_OPTS);
     if (!m) {
       m = { key, points: [], lastTs: p.tsNs };
-      this.msgs.set(key, m);
+      this.msgs.set(key, m, LRU_OPTS);
     }
     m.lastTs = p.tsNs;
     const pts = m.points;
@@ -203,11 +228,13 @@ export class Hops {
   onTail(e: TailEvent): void {
     if (!(e.flags & FLAGS.F_SEQ_VALID)) return;
     const t = e.tuple;
-    const src = endpointString(e.buf, t.saddrOff, t.family, t.sport);
-    const m = this.msgs.get(reqMsgKey(src, e.seq)) ?? this.msgs.get(respMsgKey(endpointString(e.buf, t.daddrOff, t.family, t.dport), e.seq));
+    const m = this.msgs.get(endpointKeyPrefix(e.buf, t.saddrOff, t.family, t.sport, true) + e.seq, LRU_OPTS) ??
+      this.msgs.get(endpointKeyPrefix(e.buf, t.daddrOff, t.family, t.dport, false) + e.seq, LRU_OPTS);
     const tc = e.src === TAIL_SRC.TAIL_TC;
     let hit = false;
-    for (const q of m?.points ?? []) {
+    const pts = m ? m.points : NO_POINTS;
+    for (let i = 0; i < pts.length; i++) {
+      const q = pts[i] as ObservationPoint;
       if (q.ifindex !== e.ifindex || q.kind !== (tc ? 'tc' : 'netdev') || (!tc && q.netns !== e.netns)) continue;
       if (q.dir === e.point) hit = moveEnd(q, e.tsNs, e.endSeq) || hit;
       else if (!tc && e.point === NETDEV_POINT.XMIT && q.dir === NETDEV_POINT.QUEUE && e.queueTsNs) moveEnd(q, e.queueTsNs, e.endSeq);
@@ -222,10 +249,9 @@ export class Hops {
    * the client: a request; receiver as the client: a response); the reading nobody claims expires.
    */
   private fileBoth(buf: Buffer, t: Tuple, seq: number, pt: ObservationPoint): void {
-    const src = endpointString(buf, t.saddrOff, t.family, t.sport);
-    const dst = endpointString(buf, t.daddrOff, t.family, t.dport);
-    this.file(reqMsgKey(src, seq), pt);
-    this.file(respMsgKey(dst, seq), pt);
+    // reqMsgKey(sender, seq) and respMsgKey(receiver, seq), their prefixes memoised with the endpoints
+    this.file(endpointKeyPrefix(buf, t.saddrOff, t.family, t.sport, true) + seq, pt);
+    this.file(endpointKeyPrefix(buf, t.daddrOff, t.family, t.dport, false) + seq, pt);
   }
 
   /**
@@ -235,16 +261,19 @@ export class Hops {
    * the points filed one sequence number lower (the writer's, the packets') are the same message.
    */
   points(key: string, finKey?: string): ObservationPoint[] {
-    const m = this.msgs.get(key);
+    const m = this.msgs.get(key, LRU_OPTS);
     const pts = m ? m.points : [];
     if (finKey && pts.length < 2) {
-      const alt = this.msgs.get(finKey);
+      const alt = this.msgs.get(finKey, LRU_OPTS);
       if (alt && alt.points.length > 0) {
         for (const q of alt.points) if (q.claim) q.claim.claimed = true;
         return [...pts, ...alt.points].sort(byTs);
       }
     }
-    return pts.length > 1 ? [...pts].sort(byTs) : pts;
+    // the message's own array, put in time order where it is not (callers only read it; every
+    // other user of a message's points is indifferent to their order)
+    if (!inOrder(pts)) sortByTs(pts);
+    return pts;
   }
 
   /**
@@ -263,6 +292,8 @@ export class Hops {
   build(pts: ObservationPoint[], key: string, direction: HopRecord['direction'], wall: WallClock, out: HopRecord[], msgEnd?: number): void {
     if (pts.length < 2) return;
     const base = hopBaseId(this.topo.nodeName, key);
+    const head = base.slice(0, 8);
+    const low = Number.parseInt(base.slice(8), 16);
     let n = 0;
     const push = (a: ObservationPoint, b: ObservationPoint, layer: Layer, qdisc: boolean) => {
       const held = Math.max(0, heldNs(a, b, msgEnd));
@@ -271,7 +302,7 @@ export class Hops {
       // two such stretches in a row (a socket kept back by TCP, then a qdisc) would overlap, and
       // the later one's time would lie under no hop on the timeline (layer-time.ts: app, not network)
       const startNs = held > b.tsNs - a.tsNs && endKnown(a, msgEnd) && endKnown(b, msgEnd) ? Math.max(a.tsNs, lastOf(b) - held) : a.tsNs;
-      const h: HopRecord = { spanId: nthSpanId(base, n++), direction, layer, from: a, to: b, start: wall(startNs), end: wall(startNs + held), messageKey: key };
+      const h: HopRecord = { spanId: nthSpanIdOf(head, low, n++), direction, layer, from: a, to: b, start: wall(startNs), end: wall(startNs + held), messageKey: key };
       if (qdisc) h.qdisc = true;
       out.push(h);
     };

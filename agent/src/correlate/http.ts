@@ -37,9 +37,12 @@ export function looksLikeResponse(b: Buffer, off: number, len: number): boolean 
 export function parseHead(b: Buffer, off: number, len: number, isRequest: boolean): HttpHead | null {
   const text = b.toString('latin1', off, off + len);
   const end = text.indexOf('\r\n\r\n');
-  const headText = end >= 0 ? text.slice(0, end) : text;
-  const lines = headText.split('\r\n');
-  const first = lines[0] ?? '';
+  // the head's lines are what lies before the blank line (all of it when the capture ended first),
+  // split at CRLF; walked in place rather than split into an array
+  const limit = end >= 0 ? end : text.length;
+  let eol = text.indexOf('\r\n');
+  if (eol < 0 || eol > limit) eol = limit;
+  const first = text.slice(0, eol);
   const head: HttpHead = { method: '', target: '', status: 0, version: '', headers: new Map(), headLen: end >= 0 ? end + 4 : -1, complete: end >= 0, contentLength: -1, chunked: false };
   const p1 = first.indexOf(' ');
   if (p1 < 0) return null;
@@ -60,14 +63,19 @@ export function parseHead(b: Buffer, off: number, len: number, isRequest: boolea
     if (!(code >= 100 && code <= 999)) return null;
     head.status = code;
   }
-  // the last line may be cut mid-header when the head was not complete: drop it
-  const n = Math.min(lines.length - (head.complete ? 0 : 1), MAX_HEADERS + 1);
-  for (let i = 1; i < n; i++) {
-    const line = lines[i] as string;
-    const c = line.indexOf(':');
-    if (c <= 0) continue;
-    const name = line.slice(0, c).trim().toLowerCase();
-    if (!head.headers.has(name)) head.headers.set(name, line.slice(c + 1).trim());
+  // header lines 1..MAX_HEADERS; the last line may be cut mid-header when the head was not
+  // complete: dropped
+  for (let i = 1, pos = eol + 2; i <= MAX_HEADERS && pos <= limit; i++) {
+    let next = text.indexOf('\r\n', pos);
+    const last = next < 0 || next >= limit;
+    if (last) next = limit;
+    if (last && !head.complete) break;
+    const c = text.indexOf(':', pos);
+    if (c > pos && c < next) {
+      const name = text.slice(pos, c).trim().toLowerCase();
+      if (!head.headers.has(name)) head.headers.set(name, text.slice(c + 1, next).trim());
+    }
+    pos = next + 2;
   }
   const cl = head.headers.get('content-length');
   if (cl !== undefined && /^\d+$/.test(cl)) head.contentLength = Number(cl);

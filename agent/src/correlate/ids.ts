@@ -3,20 +3,23 @@
 // The hash is cyrb-style 4x32-bit mixing: not cryptographic (ids need spread, not secrecy), and
 // ~20x cheaper than sha256 per span, which the hot path pays for every span it emits.
 
-function hash128(role: string, key: string): [number, number, number, number] {
+// the last hash128's four words: no array, no closure per hash (every emitted span pays several)
+const H = new Uint32Array(4);
+
+function hash128(role: string, key: string): void {
   let h1 = 0x9e3779b1 ^ role.length;
   let h2 = 0x85ebca6b;
   let h3 = 0xc2b2ae35;
   let h4 = 0x27d4eb2f;
-  const mix = (c: number) => {
+  // one mixing step per char of role, a '/', then key
+  const n = role.length + 1 + key.length;
+  for (let i = 0; i < n; i++) {
+    const c = i < role.length ? role.charCodeAt(i) : i === role.length ? 0x2f : key.charCodeAt(i - role.length - 1);
     h1 = h2 ^ Math.imul(h1 ^ c, 597399067);
     h2 = h3 ^ Math.imul(h2 ^ c, 2869860233);
     h3 = h4 ^ Math.imul(h3 ^ c, 951274213);
     h4 = h1 ^ Math.imul(h4 ^ c, 2716044179);
-  };
-  for (let i = 0; i < role.length; i++) mix(role.charCodeAt(i));
-  mix(0x2f);
-  for (let i = 0; i < key.length; i++) mix(key.charCodeAt(i));
+  }
   h1 = Math.imul(h3 ^ (h1 >>> 18), 597399067);
   h2 = Math.imul(h4 ^ (h2 >>> 22), 2869860233);
   h3 = Math.imul(h1 ^ (h3 >>> 17), 951274213);
@@ -25,7 +28,10 @@ function hash128(role: string, key: string): [number, number, number, number] {
   h2 ^= h1;
   h3 ^= h1;
   h4 ^= h1;
-  return [h1 >>> 0, h2 >>> 0, h3 >>> 0, h4 >>> 0];
+  H[0] = h1;
+  H[1] = h2;
+  H[2] = h3;
+  H[3] = h4;
 }
 
 const BYTE_HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
@@ -33,14 +39,14 @@ const BYTE_HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2
 const hex8 = (n: number) => BYTE_HEX[n >>> 24]! + BYTE_HEX[(n >>> 16) & 0xff]! + BYTE_HEX[(n >>> 8) & 0xff]! + BYTE_HEX[n & 0xff]!;
 
 export function deriveTraceId(key: string): string {
-  const [a, b, c, d] = hash128('trace', key);
-  const id = hex8(a) + hex8(b) + hex8(c) + hex8(d);
+  hash128('trace', key);
+  const id = hex8(H[0] as number) + hex8(H[1] as number) + hex8(H[2] as number) + hex8(H[3] as number);
   return id === '00000000000000000000000000000000' ? '00000000000000000000000000000001' : id;
 }
 
 export function deriveSpanId(role: string, key: string): string {
-  const [a, b] = hash128(role, key);
-  const id = hex8(a) + hex8(b);
+  hash128(role, key);
+  const id = hex8(H[0] as number) + hex8(H[1] as number);
   // all-zero is invalid in W3C; never emit it
   return id === '0000000000000000' ? '0000000000000001' : id;
 }
@@ -51,13 +57,25 @@ export function deriveSpanId(role: string, key: string): string {
  * the derivation; one node names a message's hops alike on every emission.
  */
 export function hopBaseId(node: string, messageKey: string): string {
-  return deriveSpanId(`hops@${node}`, messageKey);
+  if (node !== hopNode) {
+    hopNode = node;
+    hopRole = `hops@${node}`;
+  }
+  return deriveSpanId(hopRole, messageKey);
 }
+// the role string of the last node asked for (an agent has one)
+let hopNode = '';
+let hopRole = 'hops@';
 
 /** the i-th id of a family derived from one base id (hop spans of one message): one hash per message */
 export function nthSpanId(base: string, i: number): string {
-  const tail = (Number.parseInt(base.slice(8), 16) ^ Math.imul(i, 0x9e3779b1)) >>> 0;
-  const id = base.slice(0, 8) + hex8(tail);
+  return nthSpanIdOf(base.slice(0, 8), Number.parseInt(base.slice(8), 16), i);
+}
+
+/** nthSpanId with the base already split (its first 8 hex digits, its last 8 as a number): once per message, not per span */
+export function nthSpanIdOf(head: string, low: number, i: number): string {
+  const tail = (low ^ Math.imul(i, 0x9e3779b1)) >>> 0;
+  const id = head + hex8(tail);
   return id === '0000000000000000' ? '0000000000000001' : id;
 }
 

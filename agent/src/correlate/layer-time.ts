@@ -35,11 +35,14 @@ export const emptySplit = (): LayerSplit => ({ app: 0, proxy: 0, network: 0, oth
  */
 export function splitByLayer(spans: readonly TimedSpan[], rootId: string): LayerSplit {
   const out = emptySplit();
-  const byId = new Map(spans.map((s) => [s.id, s]));
+  // (loops rather than map/for-of: no pair array per span, no iterators; a repeated id: the last wins, as before)
+  const byId = new Map<string, TimedSpan>();
+  for (let i = 0; i < spans.length; i++) byId.set((spans[i] as TimedSpan).id, spans[i] as TimedSpan);
   const root = byId.get(rootId);
   if (!root || !(root.end > root.start)) return out;
   const children = new Map<string, TimedSpan[]>();
-  for (const s of spans) {
+  for (let i = 0; i < spans.length; i++) {
+    const s = spans[i] as TimedSpan;
     if (s.parent === undefined || s.id === rootId || !byId.has(s.parent)) continue;
     const list = children.get(s.parent);
     if (list) list.push(s);
@@ -53,7 +56,9 @@ export function splitByLayer(spans: readonly TimedSpan[], rootId: string): Layer
     sub.push({ s, start: Math.max(lo, s.start), end: Math.min(hi, s.end), kids: [] });
     seen.add(s.id);
     const me = sub[idx];
-    for (const c of children.get(s.id) ?? []) {
+    const cs = children.get(s.id);
+    for (let i = 0; cs !== undefined && i < cs.length; i++) {
+      const c = cs[i] as TimedSpan;
       if (seen.has(c.id)) continue;
       if (!(Math.min(me.end, c.end) > Math.max(me.start, c.start))) continue;
       me.kids.push(visit(c, me.start, me.end));
@@ -72,25 +77,31 @@ export function splitByLayer(spans: readonly TimedSpan[], rootId: string): Layer
     edges[2 * i + 1] = x.end;
   }
   edges.sort();
-  const isLeaf = (x: (typeof sub)[number], a: number, b: number): boolean => {
-    if (!(x.start <= a && x.end >= b)) return false;
-    for (const k of x.kids) {
-      const c = sub[k] as (typeof sub)[number];
-      if (c.start <= a && c.end >= b) return false;
-    }
-    return true;
-  };
+  // per interval: which spans are active (cover it), then the leaves (active, no active child),
+  // in subtree order, each adding its share in the same order as before (same sums)
+  const active = new Uint8Array(n);
+  const leaf = new Int32Array(n);
   for (let i = 0; i + 1 < edges.length; i++) {
     const a = edges[i] as number;
     const b = edges[i + 1] as number;
     if (b === a) continue; // a repeated edge: an empty interval
-    let leaves = 0;
-    for (let j = 0; j < n; j++) if (isLeaf(sub[j] as (typeof sub)[number], a, b)) leaves++;
-    if (leaves === 0) continue;
-    const share = (b - a) / leaves;
     for (let j = 0; j < n; j++) {
       const x = sub[j] as (typeof sub)[number];
-      if (isLeaf(x, a, b)) out[x.s.client && x.s.layer !== 'network' ? 'other' : x.s.layer] += share;
+      active[j] = x.start <= a && x.end >= b ? 1 : 0;
+    }
+    let leaves = 0;
+    for (let j = 0; j < n; j++) {
+      if (active[j] === 0) continue;
+      const kids = (sub[j] as (typeof sub)[number]).kids;
+      let inner = false;
+      for (let k = 0; k < kids.length && !inner; k++) inner = active[kids[k] as number] === 1;
+      if (!inner) leaf[leaves++] = j;
+    }
+    if (leaves === 0) continue;
+    const share = (b - a) / leaves;
+    for (let l = 0; l < leaves; l++) {
+      const x = (sub[leaf[l] as number] as (typeof sub)[number]).s;
+      out[x.client && x.layer !== 'network' ? 'other' : x.layer] += share;
     }
   }
   return out;

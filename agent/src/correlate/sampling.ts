@@ -8,7 +8,8 @@ import { nest, wallLess } from './clock.ts';
 import type { Exchange } from './exchanges.ts';
 import type { SamplingOptions } from './options.ts';
 import { type LayerSplit, splitByLayer, type TimedSpan } from './layer-time.ts';
-import type { ExchangeRecord, ExchangeSink, WallTime } from './records.ts';
+import type { ExchangeRecord, ExchangeSink, HopRecord, WallTime } from './records.ts';
+import { LRU_OPTS } from '../lru.ts';
 
 export interface SamplingStats {
   /** spans (exchanges and their hops) and local traces not exported by the sampling decision */
@@ -49,12 +50,12 @@ export class TailSampling {
   route(ex: Exchange, root: Exchange, rec: ExchangeRecord): void {
     if (root.keep !== undefined) return this.release([rec], root.keep);
     if (root !== ex) {
-      const h = this.held.get(root);
+      const h = this.held.get(root, LRU_OPTS);
       if (h) h.push(rec);
-      else this.held.set(root, [rec]);
+      else this.held.set(root, [rec], LRU_OPTS);
       return;
     }
-    const all = this.held.get(root);
+    const all = this.held.get(root, LRU_OPTS);
     this.held.delete(root);
     if (all) all.push(rec);
     const set = all ?? [rec];
@@ -123,9 +124,11 @@ export class TailSampling {
 
 /** the record of a local trace whose parent is none of the others' (the earliest if several) */
 export function localRoot(records: readonly ExchangeRecord[]): ExchangeRecord | undefined {
-  const ids = new Set(records.map((r) => r.spanId));
+  const ids = new Set<string>();
+  for (let i = 0; i < records.length; i++) ids.add((records[i] as ExchangeRecord).spanId);
   let root: ExchangeRecord | undefined;
-  for (const r of records) {
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i] as ExchangeRecord;
     if (r.parentSpanId !== undefined && ids.has(r.parentSpanId)) continue;
     if (!root || wallLess(r.start, root.start)) root = r;
   }
@@ -141,9 +144,13 @@ function wallNs(t: WallTime, base: WallTime): number {
 export function recordsSplit(records: readonly ExchangeRecord[], root: ExchangeRecord): LayerSplit {
   const base = root.start;
   const spans: TimedSpan[] = [];
-  for (const r of records) {
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i] as ExchangeRecord;
     spans.push({ id: r.spanId, parent: r.parentSpanId, start: wallNs(r.start, base), end: wallNs(r.end, base), layer: r.layer, client: r.role === 'client' });
-    for (const h of r.hops) spans.push({ id: h.spanId, parent: r.spanId, start: wallNs(h.start, base), end: wallNs(h.end, base), layer: 'network' });
+    for (let j = 0; j < r.hops.length; j++) {
+      const h = r.hops[j] as HopRecord;
+      spans.push({ id: h.spanId, parent: r.spanId, start: wallNs(h.start, base), end: wallNs(h.end, base), layer: 'network' });
+    }
   }
   const ns = splitByLayer(spans, root.spanId);
   return { app: Math.round(ns.app / 1000), proxy: Math.round(ns.proxy / 1000), network: Math.round(ns.network / 1000), other: Math.round(ns.other / 1000) };

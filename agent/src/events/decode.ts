@@ -379,17 +379,36 @@ const EP_SLOTS = 4096;
 const epKeys = new Float64Array(EP_SLOTS).fill(-1);
 const epStrs: string[] = new Array<string>(EP_SLOTS).fill('');
 
-/** `addr:port` of one end of a tuple (the address as addrString writes it) */
-export function endpointString(b: Buffer, off: number, family: number, port: number): string {
-  if (family !== 2) return `${addrString(b, off, family)}:${port}`;
+// with each: the endpoint's message key prefixes (correlate/hops.ts: ">ep/" and "<ep/"), so a
+// packet's two keys are one concatenation each
+const epReq: string[] = new Array<string>(EP_SLOTS).fill('');
+const epResp: string[] = new Array<string>(EP_SLOTS).fill('');
+
+function epSlot(b: Buffer, off: number, port: number): number {
   const a = b.readUInt32BE(off);
   const k = a * 65536 + port;
   const slot = (Math.imul(a ^ (port << 16) ^ port, 0x9e3779b1) >>> 20) & (EP_SLOTS - 1);
-  if (epKeys[slot] === k) return epStrs[slot] as string;
-  const str = `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}:${port}`;
-  epKeys[slot] = k;
-  epStrs[slot] = str;
-  return str;
+  if (epKeys[slot] !== k) {
+    const str = `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}:${port}`;
+    epKeys[slot] = k;
+    epStrs[slot] = str;
+    epReq[slot] = `>${str}/`;
+    epResp[slot] = `<${str}/`;
+  }
+  return slot;
+}
+
+/** `addr:port` of one end of a tuple (the address as addrString writes it) */
+export function endpointString(b: Buffer, off: number, family: number, port: number): string {
+  if (family !== 2) return `${addrString(b, off, family)}:${port}`;
+  return epStrs[epSlot(b, off, port)] as string;
+}
+
+/** `${marker}${endpointString(...)}/`: the start of a message key (marker '>' a request, '<' a response) */
+export function endpointKeyPrefix(b: Buffer, off: number, family: number, port: number, request: boolean): string {
+  if (family !== 2) return `${request ? '>' : '<'}${addrString(b, off, family)}:${port}/`;
+  const slot = epSlot(b, off, port);
+  return (request ? epReq[slot] : epResp[slot]) as string;
 }
 
 /** ::ffff:0:0/96 (RFC 4291 2.5.5.2) */

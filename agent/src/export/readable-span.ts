@@ -39,8 +39,10 @@ export class RecordSpan implements ReadableSpan {
     }
     this.name = r.name;
     this.kind = r.kind;
-    this.startTime = [r.start[0], r.start[1]];
-    this.endTime = [r.end[0], r.end[1]];
+    // the record's own arrays: the correlator never changes a time in place (correlate/clock.ts
+    // replaces them), and nothing downstream writes them
+    this.startTime = r.start;
+    this.endTime = r.end;
     this.status = r.status ?? UNSET;
     this.attributes = r.attributes;
     this.events = r.events ?? NO_EVENTS;

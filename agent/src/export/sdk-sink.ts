@@ -12,6 +12,7 @@ import { LRUCache } from 'lru-cache';
 import { defaultWarn, errorMessage, type LogFn, rateLimitedLog } from './log.ts';
 import { RecordSpan } from './readable-span.ts';
 import type { SpanRecord, SpanResource, SpanSink } from './types.ts';
+import { LRU_OPTS } from '../lru.ts';
 
 export interface BatchOptions {
   /** spans held per exporter before new ones are dropped (counted in stats().spansDroppedQueueFull) */
@@ -187,7 +188,7 @@ class ExportPipeline implements SpanProcessor {
       // leaves the queue now (the batch processor's, then ours); its bytes are held until the end
       stats.queued -= spans.length;
       let bytes = 0;
-      for (const s of spans) bytes += (s as RecordSpan).heapBytes ?? 0;
+      for (let i = 0; i < spans.length; i++) bytes += (spans[i] as RecordSpan).heapBytes ?? 0;
       const started = performance.now();
       let done = false;
       let settle!: () => void;
@@ -397,7 +398,7 @@ export class SdkSpanSink implements SpanSink {
       key = computeResourceKey(resource);
       this.resourceKeys.set(resource, key);
     }
-    const hit = this.resources.get(key);
+    const hit = this.resources.get(key, LRU_OPTS);
     if (hit) return hit;
     const built = resourceFromAttributes({ ...resource.attributes, 'service.name': resource.serviceName });
     this.resources.set(key, built);

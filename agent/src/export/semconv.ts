@@ -12,10 +12,12 @@ import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { Attributes } from '@opentelemetry/api';
 import { LRUCache } from 'lru-cache';
 import type { ExchangeRecord, HopRecord, Layer, ObservationPoint, ProcessInfo } from '../correlate/records.ts';
+import type { PodInfo } from '../k8s/topology.ts';
 import { splitTarget } from '../correlate/http.ts';
 import { Routes } from './route.ts';
 import { MAX_NAME, MAX_VALUE, clean } from './sanitize.ts';
 import type { SpanEvent, SpanRecord, SpanResource } from './types.ts';
+import { LRU_OPTS } from '../lru.ts';
 
 export interface SpanMapperOptions {
   /** route patterns for span names (correlator.routes) */
@@ -34,6 +36,12 @@ export class SpanMapper {
   private readonly byProcess = new WeakMap<ProcessInfo, { res: SpanResource; rev: number }>();
   private readonly net = new Map<string, Partial<Record<Layer, SpanResource>>>();
   private readonly maxResources: number;
+  /** labels of interfaces (pointLabel) by pod, and of the node's own devices: hop spans name them over and over */
+  private readonly podLabels = new WeakMap<PodInfo, { workload: string; veth: string | undefined; byDev: Map<string, string> }>();
+  private readonly nodeLabels = new Map<string, string>();
+  private labelNode = '';
+  /** hop span names by their from and to labels (QDISC for a qdisc span), per direction */
+  private readonly hopNames = new Map<string, Map<string | symbol, { request: string; response: string }>>();
   /** route of each recent path (paths repeat: the pattern match or id heuristic runs once per path) */
   private readonly routeOf: LRUCache<string, string>;
 
@@ -45,7 +53,7 @@ export class SpanMapper {
   }
 
   private route(path: string): string {
-    let r = this.routeOf.get(path);
+    let r = this.routeOf.get(path, LRU_OPTS);
     if (r === undefined) {
       r = this.routes.route(path);
       this.routeOf.set(path, r);
@@ -123,7 +131,12 @@ export class SpanMapper {
       a['strata.to'] = 'socket read';
     }
     // only allow-listed headers reach the record, secrets already redacted
-    for (const [h, v] of r.headers) a[h === 'user-agent' ? 'user_agent.original' : `http.request.header.${h}`] = clean(v, MAX_VALUE);
+    for (let i = 0; i < r.headers.length; i++) {
+      const hv = r.headers[i] as [string, string];
+      const h = hv[0];
+      const v = hv[1];
+      a[h === 'user-agent' ? 'user_agent.original' : `http.request.header.${h}`] = clean(v, MAX_VALUE);
+    }
     const events: SpanEvent[] = [];
     // the first and last bytes of each message, where they are not the span's own edges
     if (r.requestFirst[0] !== r.start[0] || r.requestFirst[1] !== r.start[1]) events.push({ name: 'request first byte', time: r.requestFirst });
@@ -150,10 +163,11 @@ export class SpanMapper {
     // consecutive hops share a point: label each point once
     let prev: ObservationPoint | undefined;
     let prevLabel = '';
-    for (const h of r.hops) {
-      const from = h.from === prev ? prevLabel : pointLabel(h.from, r.node);
+    for (let i = 0; i < r.hops.length; i++) {
+      const h = r.hops[i] as HopRecord;
+      const from = h.from === prev ? prevLabel : this.label(h.from, r.node);
       prev = h.to;
-      prevLabel = pointLabel(h.to, r.node);
+      prevLabel = this.label(h.to, r.node);
       out(this.hop(r, h, from, prevLabel, cleanPath, method));
     }
   }
@@ -196,13 +210,59 @@ export class SpanMapper {
       traceFlags: r.traceFlags,
       // the pods/nodes joined, in the direction the bytes went: "request ingress-nginx -> frontend veth";
       // time on one device: "response ingress-nginx eth0 qdisc"
-      name: clean(h.qdisc ? `${h.direction} ${from} qdisc` : `${h.direction} ${from} -> ${to}`, MAX_NAME),
+      name: this.hopName(h.direction, from, h.qdisc ? undefined : to),
       kind: SpanKind.INTERNAL,
       start: h.start,
       end: h.end,
       attributes: a,
       resource: this.netResource(h.layer, r.node),
     };
+  }
+
+  /** pointLabel, memoised for interfaces (a pure function of the pod's workload, the device and the node) */
+  private label(p: ObservationPoint, node: string): string {
+    if (p.kind === 'write' || p.kind === 'read') return pointLabel(p, node);
+    let byDev: Map<string, string>;
+    if (p.pod) {
+      let e = this.podLabels.get(p.pod);
+      if (!e || e.workload !== p.pod.workload) {
+        e = { workload: p.pod.workload, veth: undefined, byDev: new Map() };
+        this.podLabels.set(p.pod, e);
+      }
+      if (p.kind === 'tc' || p.side !== 'pod') return (e.veth ??= pointLabel(p, node));
+      byDev = e.byDev;
+    } else {
+      if (node !== this.labelNode) {
+        this.labelNode = node;
+        this.nodeLabels.clear();
+      }
+      byDev = this.nodeLabels;
+    }
+    let l = byDev.get(p.name);
+    if (l === undefined) {
+      if (byDev.size >= MEMO_INNER) byDev.clear();
+      l = pointLabel(p, node);
+      byDev.set(p.name, l);
+    }
+    return l;
+  }
+
+  /** a hop span's name (to undefined: time in a device's qdisc), memoised by its labels */
+  private hopName(direction: HopRecord['direction'], from: string, to: string | undefined): string {
+    let byTo = this.hopNames.get(from);
+    if (!byTo) {
+      if (this.hopNames.size >= MEMO_OUTER) this.hopNames.clear();
+      byTo = new Map();
+      this.hopNames.set(from, byTo);
+    }
+    const k = to ?? QDISC;
+    let names = byTo.get(k);
+    if (!names) {
+      if (byTo.size >= MEMO_INNER) byTo.clear();
+      names = { request: '', response: '' };
+      byTo.set(k, names);
+    }
+    return names[direction] || (names[direction] = clean(to === undefined ? `${direction} ${from} qdisc` : `${direction} ${from} -> ${to}`, MAX_NAME));
   }
 
   private processResource(r: ExchangeRecord): SpanResource {
@@ -265,6 +325,12 @@ export function pointLabel(p: ObservationPoint, node: string): string {
 }
 
 const MAX_LABEL = 60;
+
+// the memos above hold what pure functions return: a table at its bound is emptied and refilled,
+// nothing is lost (so nothing is counted)
+const MEMO_OUTER = 1024;
+const MEMO_INNER = 256;
+const QDISC = Symbol('qdisc');
 
 function hostPort(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
