@@ -45,4 +45,4 @@ COPY package.json ./
 # the JavaScript build only: no .ts sources, so Node's TypeScript stripper is never loaded
 COPY --from=builder /opt/strata/dist dist
 # AGENT_IMAGE_COMMAND (agent/src/runtime-flags.ts), as manifests/base/daemonset.yaml runs it
-CMD ["node", "--max-semi-space-size=1", "--heap-growing-percent=20", "dist/src/cli.js", "agent", "--config", "/etc/strata/strata.yaml"]
+CMD ["node", "--max-semi-space-size=4", "--heap-growing-percent=20", "dist/src/cli.js", "agent", "--config", "/etc/strata/strata.yaml"]

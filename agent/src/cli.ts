@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1 --heap-growing-percent=20
+#!/usr/bin/env -S node --max-semi-space-size=4 --heap-growing-percent=20
 // `strata` command line: agent | demo | check | version. Exit codes: README "Exit codes".
 // Each command imports what it needs when it runs: `check` and `version` start without the
 // configuration schema, YAML and pods-file modules (seconds under emulation, see scripts/vm.sh).
