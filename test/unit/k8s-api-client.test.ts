@@ -44,6 +44,12 @@ class FakeApi {
     return { server: new URL(this.url), insecure: false, token: () => token, origin: 'test' };
   }
 
+  /** forgets the requests and watches of earlier tests */
+  reset(): void {
+    this.requests.length = 0;
+    this.watches.length = 0;
+  }
+
   watchRequests(): URL[] {
     return this.requests.filter((r) => r.url.searchParams.get('watch') === '1').map((r) => r.url);
   }
@@ -153,8 +159,7 @@ describe('KubeClient and Informer against a local API server', () => {
   });
 
   test('informer: list, then a watch from its resourceVersion cut mid-line and mid-UTF-8; ADDED/MODIFIED/DELETED; BOOKMARK; the server closing -> watched again from there', async () => {
-    api.requests.length = 0;
-    api.watches.length = 0;
+    api.reset();
     api.handler = (_req, res, url) => {
       if (url.searchParams.get('watch') !== '1') {
         res.writeHead(200).end(JSON.stringify(listOf('10', [pod('a', '9'), pod('b', '10')])));
@@ -204,8 +209,7 @@ describe('KubeClient and Informer against a local API server', () => {
   });
 
   test('informer: 410 Gone, as an ERROR event and as the watch\'s HTTP answer, lists again (what the new list lacks is deleted)', async () => {
-    api.requests.length = 0;
-    api.watches.length = 0;
+    api.reset();
     let lists = 0;
     let watches = 0;
     api.handler = (_req, res, url) => {
@@ -242,8 +246,7 @@ describe('KubeClient and Informer against a local API server', () => {
   });
 
   test('informer: an ERROR event (not 410), a line over the bound, a line not JSON: the informer stops with a coded error; start() resumes from its resourceVersion', async () => {
-    api.requests.length = 0;
-    api.watches.length = 0;
+    api.reset();
     const bodies = [
       ev('ERROR', { kind: 'Status', code: 500, reason: 'InternalError', message: 'etcd is sad' }),
       `{"type":"ADDED","object":{"metadata":{"name":"x","annotations":{"a":"${'z'.repeat(3000)}`,
@@ -291,8 +294,7 @@ describe('KubeClient and Informer against a local API server', () => {
   });
 
   test('a watch with no byte for the client\'s timeout is watched again; a watch the server closes at once waits before the next', async () => {
-    api.requests.length = 0;
-    api.watches.length = 0;
+    api.reset();
     let mode: 'silent' | 'close' = 'silent';
     api.handler = (_req, res, url) => {
       if (url.searchParams.get('watch') !== '1') {
@@ -324,8 +326,7 @@ describe('KubeClient and Informer against a local API server', () => {
   });
 
   test('KubePodSource: a bad watch line is counted (watch errors, bad lines) and the watch resumed; stop() ends it', async () => {
-    api.requests.length = 0;
-    api.watches.length = 0;
+    api.reset();
     let watches = 0;
     api.handler = (_req, res, url) => {
       if (url.pathname.startsWith('/api/v1/nodes/')) {
@@ -359,9 +360,9 @@ describe('KubeClient and Informer against a local API server', () => {
       await s.stop();
       rmSync(dir, { recursive: true, force: true });
     }
-    // stopped: its watch socket is closed, nothing watches any more
+    // stopped: its watch socket is closed, and nothing watches any more
     const n = api.watchRequests().length;
-    await new Promise((r) => setTimeout(r, 100));
+    await waitFor(() => api.watches.every((w) => w.closed || w.destroyed) || undefined, 'every watch connection closed by stop()');
     assert.equal(api.watchRequests().length, n);
   });
 });
