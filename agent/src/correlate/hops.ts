@@ -3,7 +3,7 @@
 // points. A message is keyed by (client endpoint, TCP seq of its first byte) and its direction:
 // the client endpoint is the same for every observer, and DNAT rewrites only the server side.
 import { LRUCache } from 'lru-cache';
-import { endpointKeyPrefix, type NetDevEvent, type PktEvent, type TailEvent, type Tuple } from '../events/decode.ts';
+import { endpointKeyPrefix, msgKeyPrefix, type NetDevEvent, type PktEvent, type TailEvent, type Tuple } from '../events/decode.ts';
 import { FLAGS, NETDEV_POINT, TAIL_SRC } from '../events/layout.generated.ts';
 import { LRU_OPTS } from '../lru.ts';
 import type { Topology } from '../k8s/topology.ts';
@@ -16,15 +16,14 @@ export type { NetDevEvent };
 /** observation points kept per message: socket write + a few interfaces + socket read */
 export const MAX_POINTS = 16;
 
-
 /** a request: sent by the client endpoint, its first byte at seq (client's sequence space) */
 export function reqMsgKey(clientEp: string, seq: number): string {
-  return `>${clientEp}/${seq}`;
+  return msgKeyPrefix(clientEp, true) + seq;
 }
 
 /** a response: sent to the client endpoint, its first byte at seq (server's sequence space) */
 export function respMsgKey(clientEp: string, seq: number): string {
-  return `<${clientEp}/${seq}`;
+  return msgKeyPrefix(clientEp, false) + seq;
 }
 
 interface Msg {

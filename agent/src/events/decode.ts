@@ -379,8 +379,13 @@ const EP_SLOTS = 4096;
 const epKeys = new Float64Array(EP_SLOTS).fill(-1);
 const epStrs: string[] = new Array<string>(EP_SLOTS).fill('');
 
-// with each: the endpoint's message key prefixes (correlate/hops.ts: ">ep/" and "<ep/"), so a
-// packet's two keys are one concatenation each
+/**
+ * The start of a message key (correlate/hops.ts reqMsgKey/respMsgKey: the key is this + the seq):
+ * '>' a request sent by the client endpoint ep, '<' a response sent to it. Memoised below with each
+ * endpoint, so a packet's two keys are one concatenation each.
+ */
+export const msgKeyPrefix = (ep: string, request: boolean): string => `${request ? '>' : '<'}${ep}/`;
+
 const epReq: string[] = new Array<string>(EP_SLOTS).fill('');
 const epResp: string[] = new Array<string>(EP_SLOTS).fill('');
 
@@ -392,8 +397,8 @@ function epSlot(b: Buffer, off: number, port: number): number {
     const str = `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}:${port}`;
     epKeys[slot] = k;
     epStrs[slot] = str;
-    epReq[slot] = `>${str}/`;
-    epResp[slot] = `<${str}/`;
+    epReq[slot] = msgKeyPrefix(str, true);
+    epResp[slot] = msgKeyPrefix(str, false);
   }
   return slot;
 }
@@ -404,9 +409,9 @@ export function endpointString(b: Buffer, off: number, family: number, port: num
   return epStrs[epSlot(b, off, port)] as string;
 }
 
-/** `${marker}${endpointString(...)}/`: the start of a message key (marker '>' a request, '<' a response) */
+/** msgKeyPrefix(endpointString(...), request) */
 export function endpointKeyPrefix(b: Buffer, off: number, family: number, port: number, request: boolean): string {
-  if (family !== 2) return `${request ? '>' : '<'}${addrString(b, off, family)}:${port}/`;
+  if (family !== 2) return msgKeyPrefix(`${addrString(b, off, family)}:${port}`, request);
   const slot = epSlot(b, off, port);
   return (request ? epReq[slot] : epResp[slot]) as string;
 }
