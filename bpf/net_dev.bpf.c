@@ -174,7 +174,7 @@ static __always_inline int observe(struct sk_buff *skb, __u8 point)
 	__u64 key = (__u64)skb;
 	int v;
 
-	if (!watched(BPF_CORE_READ(skb, dev), &wk))
+	if (!watched(BPF_CORE_READ(skb, dev), &wk) || sampling_paused())
 		return 0;
 	stat_inc(STRATA_STAT_NETDEV_SEEN);
 	if (parse(skb, point, &p))

@@ -238,7 +238,8 @@ struct sk_meta {
 	__u8 gap_in;   /* messages were shed in this direction since the last one reported */
 	__u8 gap_out;
 	__u8 out_after_shed; /* exit from registers: the send being made starts the first kept message after shed ones */
-	__u8 _pad[5];
+	__u8 _pad[1];
+	__u32 window;  /* strata_sampling.window when last seen: an older one missed what happened between */
 	__u64 out_enter_ts;  /* exit from registers: when the send being made entered the kernel */
 };
 
@@ -346,9 +347,26 @@ static __always_inline struct sk_meta *sk_meta_of(struct sock *sk, __u8 refresh_
 	__u64 k = (__u64)sk;
 	struct sk_meta *m = refresh_role ? NULL : bpf_map_lookup_elem(&sk_cache, &k);
 	struct sk_meta fresh = {};
+	__u32 zero = 0;
+	struct strata_sampling *cfg = bpf_map_lookup_elem(&sampling, &zero);
+	__u32 window = cfg ? cfg->window : 0;
 
-	if (m)
+	if (m) {
+		/*
+		 * Seen last in an earlier observation window: the programs were detached since, and
+		 * what the socket moved then was not seen. Its next bytes start a message, marked as
+		 * the first after shed ones (a gap on purpose, not a loss); a message that answers
+		 * one not seen (a response) is shed with it.
+		 */
+		if (m->window != window) {
+			m->window = window;
+			m->last_dir = 0;
+			m->keep_in = m->keep_out = STRATA_DROP;
+			m->gap_in = m->gap_out = 1;
+		}
 		return m;
+	}
+	fresh.window = window;
 	fill_tuple(&fresh.tuple, sk);
 	fresh.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	/* a connection older than the agent: the side on the lower port is usually the server */

@@ -102,6 +102,8 @@ static __always_inline void observe(struct __sk_buff *skb, __u8 dir)
 	__u32 agg_pkts, agg_bytes, n;
 	int v;
 
+	if (sampling_paused())
+		return;
 	stat_inc(STRATA_STAT_PKT_SEEN);
 	if (parse(skb, &p)) {
 		stat_inc(STRATA_STAT_PKT_NOT_TCP);

@@ -107,6 +107,13 @@ export declare class Probes {
   /** destroys one program's links (the program stays loaded, attach() again later); not attached: nothing to do */
   detach(object: string, program: string): void;
   /**
+   * detach() of several programs whose links are destroyed on a libuv pool thread (a tracepoint's
+   * detach waits for RCU grace periods: ~0.1 s per program on a VM); resolves with the ms it took.
+   * The links leave the object at once: wait for the promise before attaching them again, else the
+   * old and the new links both run for a while.
+   */
+  detachAsync(object: string, programs: string[]): Promise<number>;
+  /**
    * clsact ingress+egress on ifname inside netns (a /run/netns path; "" = ours) with two programs of
    * a loaded object (default tc_ingress/tc_egress); returns the ifindex
    */

@@ -25,6 +25,8 @@ import { isNativeError, loadNative } from './probes/native.ts';
 import { ProbeSet } from './probes/probe-set.ts';
 import { FAMILIES, NET_DEV, VETH_TC, type ProbeFamily, type ProbeSettings, type TraceTarget, type TrackContext } from './probes/registry.ts';
 import { LoadShedder, RATE_CHECK_MS, type SheddingOptions } from './probes/shedding.ts';
+import { ProbeWindows } from './probes/windows.ts';
+import { SAMPLING_FLAGS } from './events/layout.generated.ts';
 
 export interface AgentOptions {
   nodeName: string;
@@ -55,7 +57,7 @@ export interface AgentOptions {
    */
   idleDetachS?: number;
   /** load shedding in the kernel when the agent exceeds its CPU budget (config shedding.*); undefined = never */
-  shedding?: SheddingOptions;
+  shedding?: SheddingOptions & { windowCpu?: number; windowPeriodMs?: number; windowDrainMs?: number; minOpenShare?: number };
   /** port for /metrics, /healthz, /readyz; undefined = no server; 0 = any */
   metricsPort?: number;
   metricsHost: string;
@@ -88,6 +90,10 @@ export class Agent {
   private readonly trims = { count: 0, seconds: 0 };
   private trimming = false;
   private shedder?: LoadShedder;
+  /** observation windows (shedding.windowCpu above cpuBudget) */
+  private windows?: ProbeWindows;
+  /** added to the shedder's generation in the kernel: bumped when windows begin (their decisions are recorded anew) */
+  private windowEpoch = 0;
   private server?: Server;
   private ready = false;
   /** strata_probe_attached{probe}: per family, and per interface (tc:<ifname>, net_dev:<ifname>) while it exists */
@@ -131,6 +137,10 @@ export class Agent {
       peers: () => this.peers && { stats: this.peers.stats, pending: this.peers.pending, skewMs: this.peers.skewMs, links: this.peers.linkStats(), nodes: this.peers.peerCount, nodesUnusable: this.nodePeers?.stats.unusable, apiErrors: this.nodePeers?.stats.errors },
       memory: () => ({ mallocTrims: this.trims.count, mallocTrimSeconds: this.trims.seconds }),
       shedding: () => this.shedder && { ...this.shedder.state, cpuBudget: this.opts.shedding?.cpuBudget ?? 0 },
+      windows: () => this.windows && {
+        phase: this.windows.state.phase, observing: this.windows.observing, openShare: this.windows.state.openShare, windows: this.windows.state.windows,
+        closedSeconds: this.windows.closedMsNow() / 1000, offeredPerS: this.windows.state.offeredPerS, detachErrors: this.windows.state.detachErrors,
+      },
     });
   }
 
@@ -183,7 +193,7 @@ export class Agent {
     const sh = this.opts.shedding;
     if (sh) {
       const shedder = new LoadShedder(sh, {
-        write: (shed, gen) => p.setSampling(shed, gen),
+        write: () => this.writeSampling(),
         // events lost before the correlator, and spans the export queues had no room for: either
         // way the agent is making more than it can hand on, and shedding in the kernel is cheaper
         losses: () => {
@@ -201,6 +211,7 @@ export class Agent {
         this.shedTimer = setInterval(() => shedder.maybeTick(), Math.min(sh.intervalMs, RATE_CHECK_MS));
         this.shedTimer.unref();
       }
+      if (sh.cpuBudget > 0 && (sh.windowCpu ?? 0) > sh.cpuBudget) this.startWindows(p, shedder, sh);
     }
     // pods, their netns/cgroups/veths and the uplinks: applied through the families' track()
     this.discovery = await createDiscovery(this.opts.discovery, {
@@ -220,6 +231,58 @@ export class Agent {
     this.trimTimer = setInterval(() => this.trimMalloc(), MALLOC_TRIM_INTERVAL_MS);
     this.trimTimer.unref();
     this.ready = true;
+  }
+
+  /**
+   * The kernel's sampling state: the shedder's threshold, except with observation windows on:
+   * then a decision is always recorded (shed >= 1, so that a window can close on whole requests),
+   * no new request is kept while a window settles or drains, and the packet families pause while
+   * it is closed.
+   */
+  private writeSampling(): void {
+    const p = this.probes;
+    const st = this.shedder?.state;
+    if (!p || !st) return;
+    const w = this.windows;
+    let shed = st.shed;
+    // settling: the first drainMs of a window keep no new request either, since a message whose
+    // cause was sent or read just before the programs attached would be the root of a partial trace
+    if (w?.active) shed = w.observing && !w.settling ? Math.max(1, shed) : 0xffffffff;
+    const flags = w?.detached ? SAMPLING_FLAGS.SAMPLING_PAUSED : 0;
+    // every window's decisions anew, and none once it closes (its kept requests have ended by
+    // then): a thread's last decision is what a request it read unseen would inherit
+    const windowGen = w ? 2 * w.state.windows + (w.detached ? 1 : 0) : 0;
+    p.setSampling(shed, (st.gen + this.windowEpoch + windowGen) >>> 0, flags, w?.state.windows ?? 0);
+  }
+
+  private startWindows(p: ProbeSet, shedder: LoadShedder, sh: NonNullable<AgentOptions['shedding']>): void {
+    const windowed = () => FAMILIES.filter((f) => f.windowed && this.loadedFamilies.some((l) => l.name === f.name) && this.attached.get(f.name) !== false && !this.idle.get(f.name));
+    const w = new ProbeWindows({
+      cpuBudget: sh.cpuBudget, windowCpu: sh.windowCpu ?? 0, periodMs: sh.windowPeriodMs ?? 10_000, drainMs: sh.windowDrainMs ?? 300, minOpenShare: sh.minOpenShare ?? 0.05,
+    }, {
+      open: () => {
+        for (const f of windowed()) p.attach(f);
+        shedder.resume();
+        this.writeSampling();
+      },
+      drain: () => this.writeSampling(),
+      settled: () => this.writeSampling(),
+      close: () => {
+        shedder.suspend();
+        this.writeSampling();
+        return Promise.all(windowed().map((f) => p.detachWindowed(f)));
+      },
+      active: (on) => {
+        shedder.setBudget(on ? (sh.windowCpu ?? 0) : sh.cpuBudget);
+        if (on) this.windowEpoch++;
+        this.writeSampling();
+      },
+      requests: () => p.stats().requests ?? 0,
+      costUs: () => shedder.state.costUs,
+      log: this.log,
+    });
+    this.windows = w;
+    w.start();
   }
 
   /**
@@ -245,8 +308,9 @@ export class Agent {
       clearTimeout(this.idleTimers.get(f.name));
       this.idleTimers.delete(f.name);
       if (this.idle.get(f.name)) {
-        // throws to track(): discovery warns and retries at its next reconcile
-        p.attach(f);
+        // throws to track(): discovery warns and retries at its next reconcile; between two
+        // observation windows only what stays attached then (the next window attaches the rest)
+        p.attach(f, f.windowed && this.windows?.detached ? 'betweenWindows' : 'all');
         this.idle.set(f.name, false);
         this.log(`strata: ${f.name} attached: a pod to trace (${describeTarget(t)})`);
       }
@@ -483,6 +547,7 @@ export class Agent {
     this.ready = false;
     if (this.timer) clearInterval(this.timer);
     if (this.shedTimer) clearInterval(this.shedTimer);
+    this.windows?.stop();
     if (this.trimTimer) clearInterval(this.trimTimer);
     await this.discovery?.stop();
     for (const timer of this.idleTimers.values()) clearTimeout(timer);

@@ -100,6 +100,25 @@ static __always_inline __u32 sampling_shed(void)
 	return s ? s->shed : 0;
 }
 
+/* the observation window's number (0 without windows): flow and socket state from an earlier one is stale */
+static __always_inline __u32 sampling_window(void)
+{
+	__u32 zero = 0;
+	struct strata_sampling *s = bpf_map_lookup_elem(&sampling, &zero);
+	return s ? s->window : 0;
+}
+
+/* between observation windows (user space sets it): the packet families do nothing */
+static __always_inline bool sampling_paused(void)
+{
+	__u32 zero = 0;
+	struct strata_sampling *s = bpf_map_lookup_elem(&sampling, &zero);
+	if (!s || !(s->flags & STRATA_SAMPLING_PAUSED))
+		return false;
+	stat_inc(STRATA_STAT_PAUSED);
+	return true;
+}
+
 static __always_inline __u32 rd32(const __u8 *p)
 {
 	__u32 v;

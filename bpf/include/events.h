@@ -97,9 +97,18 @@ enum strata_keep {
 	STRATA_DROP = 2,
 };
 
+enum strata_sampling_flags {
+	/* between observation windows: the packet families return at once, counting
+	 * STRATA_STAT_PAUSED (the socket family is detached then) */
+	STRATA_SAMPLING_PAUSED = 1,
+};
+
 struct strata_sampling {
 	__u32 shed;  /* root messages hashing below this are dropped: 0 keeps all */
 	__u32 gen;   /* bumped by user space when shedding starts: older per-thread decisions are void */
+	enum strata_sampling_flags flags; /* a set of STRATA_SAMPLING_*: observation windows (shedding by time) */
+	__u32 window; /* bumped by user space as every observation window opens: a socket last seen in
+		       * an earlier one starts afresh (its next bytes start a message, after a gap) */
 };
 
 struct strata_msg_key {
@@ -264,7 +273,8 @@ enum strata_stat {
 	STRATA_STAT_OVS_UPCALLS = 14,  /* ovs: flow installs seen in ovs-vswitchd after a port read */
 	STRATA_STAT_OVS_KUPCALLS = 15, /* ovs_kernel: packets the kernel datapath sent to userspace (flow misses) */
 	STRATA_STAT_OVS_KRETURNS = 16, /* ovs_kernel: upcalled packets seen coming back (OVS_PACKET_CMD_EXECUTE) */
-	STRATA_STAT_MAX = 17,
+	STRATA_STAT_PAUSED = 17,       /* packets TC and net_dev passed over between observation windows */
+	STRATA_STAT_MAX = 18,
 };
 
 /* after the structs, in every language this header is compiled as */
@@ -282,7 +292,7 @@ STRATA_STATIC_ASSERT(sizeof(struct strata_netdev_event) == 96, "netdev event lay
 STRATA_STATIC_ASSERT(sizeof(struct strata_tail_event) == 88, "tail event layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_msg_key) == 24, "msg key layout");
 STRATA_STATIC_ASSERT(sizeof(struct strata_ovs_upcall_event) == 88, "ovs upcall event layout");
-STRATA_STATIC_ASSERT(sizeof(struct strata_sampling) == 8, "sampling layout");
+STRATA_STATIC_ASSERT(sizeof(struct strata_sampling) == 16, "sampling layout");
 #undef STRATA_STATIC_ASSERT
 
 #endif

@@ -44,7 +44,7 @@ struct flow_state {
 	__u32 bytes; /* and their bytes */
 	__u32 seq;     /* the current message's first byte */
 	__u32 end_seq; /* just past its last byte seen */
-	__u32 _pad1;
+	__u32 window;  /* strata_sampling.window when last seen: an older one missed packets between windows */
 	__u64 last_ns; /* when its last data packet was seen */
 };
 
@@ -206,6 +206,7 @@ static __always_inline int flow_update(void *flows, struct flow_key *k, const st
 				       __u32 *agg_bytes, struct tail_info *t)
 {
 	struct flow_state *st, init = {};
+	__u32 window;
 
 	*agg_pkts = 0;
 	*agg_bytes = 0;
@@ -217,14 +218,22 @@ static __always_inline int flow_update(void *flows, struct flow_key *k, const st
 	 */
 	if (p->data_len == 0 && !(p->flags & (TCP_SYN | TCP_FIN | TCP_RST)))
 		return FLOW_QUIET;
+	window = sampling_window();
 	st = bpf_map_lookup_elem(flows, k);
 	if (!st) {
 		if (p->data_len > 0 && !(p->flags & TCP_SYN))
 			stat_inc(STRATA_STAT_FLOW_MISSES);
+		init.window = window;
 		bpf_map_update_elem(flows, k, &init, BPF_NOEXIST);
 		st = bpf_map_lookup_elem(flows, k);
 		if (!st)
 			return FLOW_QUIET;
+	}
+	if (st->window != window) {
+		/* last seen before the pause between observation windows: its next data starts a message */
+		st->window = window;
+		st->last_sender = 0;
+		st->tail_open = 0;
 	}
 	if (p->data_len > 0) {
 		__u32 end = p->seq + p->data_len;

@@ -170,6 +170,7 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
                            InstanceMethod<&ProbesWrap::AttachTc>("attachTc"),
                            InstanceMethod<&ProbesWrap::DetachTc>("detachTc"),
                            InstanceMethod<&ProbesWrap::Detach>("detach"),
+                           InstanceMethod<&ProbesWrap::DetachAsync>("detachAsync"),
                            InstanceMethod<&ProbesWrap::AttachUprobe>("attachUprobe"),
                            InstanceMethod<&ProbesWrap::DetachUprobe>("detachUprobe"),
                            InstanceMethod<&ProbesWrap::MapUpdate>("mapUpdate"),
@@ -260,6 +261,11 @@ class ProbesWrap : public Napi::ObjectWrap<ProbesWrap> {
     if (!probes_.Detach(object, program, &err)) return Throw(info.Env(), err);
     return info.Env().Undefined();
   }
+
+  // detachAsync(object, programs[]) -> Promise<ms>: the links leave the object's list now (attach()
+  // may run again at once; the caller waits for the promise first, or both run for a while) and
+  // are destroyed on a libuv pool thread, so the event loop does not wait out the RCU grace periods
+  Napi::Value DetachAsync(const Napi::CallbackInfo& info);
 
   // attachUprobe(object, program, binary, func, pid, retprobe) -> id
   Napi::Value AttachUprobe(const Napi::CallbackInfo& info) {
@@ -483,6 +489,51 @@ class TrimWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   double us_ = 0;
 };
+
+// Destroys bpf links on a libuv pool thread; resolves with the milliseconds that took.
+class DetachWorker : public Napi::AsyncWorker {
+ public:
+  DetachWorker(Napi::Env env, std::vector<bpf_link*> links)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), links_(std::move(links)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    Probes::DestroyLinks(&links_);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms_ = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), ms_)); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::vector<bpf_link*> links_;
+  double ms_ = 0;
+};
+
+Napi::Value ProbesWrap::DetachAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string object = Str(info, 0);
+  if (env.IsExceptionPending()) return env.Undefined();
+  if (info.Length() < 2 || !info[1].IsArray()) {
+    Napi::TypeError::New(env, "detachAsync(object, programs): programs must be an array of names").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array a = info[1].As<Napi::Array>();
+  std::vector<bpf_link*> taken;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    NativeError err{};
+    if (!probes_.TakeLinks(object, a.Get(i).As<Napi::String>().Utf8Value(), &taken, &err)) {
+      Probes::DestroyLinks(&taken);
+      return Throw(env, err);
+    }
+  }
+  auto* w = new DetachWorker(env, std::move(taken));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
 
 static Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
   auto* w = new TrimWorker(info.Env());

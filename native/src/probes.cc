@@ -278,6 +278,19 @@ bool Probes::Attach(const std::string& object, const std::string& program, Nativ
 }
 
 bool Probes::Detach(const std::string& object, const std::string& program, NativeError* err) {
+  std::vector<bpf_link*> taken;
+  if (!TakeLinks(object, program, &taken, err)) return false;
+  DestroyLinks(&taken);
+  return true;
+}
+
+void Probes::DestroyLinks(std::vector<bpf_link*>* links) {
+  for (bpf_link* l : *links) bpf_link__destroy(l);
+  links->clear();
+}
+
+bool Probes::TakeLinks(const std::string& object, const std::string& program, std::vector<bpf_link*>* out,
+                       NativeError* err) {
   bpf_object* obj = Find(object);
   if (!obj) return Fail(err, ENOENT, "detach", object + ".bpf.o", "object not loaded");
   bpf_program* prog = bpf_object__find_program_by_name(obj, program.c_str());
@@ -289,7 +302,7 @@ bool Probes::Detach(const std::string& object, const std::string& program, Nativ
     bpf_link_info linfo = {};
     uint32_t llen = sizeof(linfo);
     if (!bpf_obj_get_info_by_fd(bpf_link__fd(*it), &linfo, &llen) && linfo.prog_id == pinfo.id) {
-      bpf_link__destroy(*it);
+      out->push_back(*it);
       it = links_.erase(it);
     } else {
       ++it;

@@ -109,6 +109,13 @@ class Probes {
   // destroys the links of one program (found by its kernel id); the program stays loaded, ready
   // to attach again. Not attached: ok, nothing to do.
   bool Detach(const std::string& object, const std::string& program, NativeError* err);
+  // the same, except that the links are only taken out of this object's list, into `out`, for the
+  // caller to destroy elsewhere (a pool thread: a tracepoint's detach waits for RCU grace periods,
+  // ~0.1 s per program on a VM, while the program stops running at the first of them)
+  bool TakeLinks(const std::string& object, const std::string& program, std::vector<bpf_link*>* out,
+                 NativeError* err);
+  // destroys links TakeLinks gave out (any thread: it touches nothing of this object)
+  static void DestroyLinks(std::vector<bpf_link*>* links);
   bool AttachTc(const std::string& object, const std::string& ifname, const std::string& netns,
                 const std::string& ingress, const std::string& egress, int* ifindex,
                 NativeError* err);

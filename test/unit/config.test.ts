@@ -306,7 +306,7 @@ describe('config: the result', () => {
       exportQueue: { maxQueueSize: 8192, maxQueueBytes: 8 * 1024 * 1024, shedFromFill: 0.5, maxExportBatchSize: 512, scheduledDelayMillis: 500, exportTimeoutMillis: 30_000, maxConcurrentExports: 4 },
       maxResources: 256,
       routes: [],
-      shedding: { cpuBudget: 0.5, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250 },
+      shedding: { cpuBudget: 0.5, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250, windowCpu: 0, windowPeriodMs: 10_000, windowDrainMs: 300, minOpenShare: 0.05 },
       disableFamilies: [],
       idleDetachS: 30,
       probes: { sockPayloadCap: 128, pktPayloadCap: 128, ringBytes: 4194304, wakeupBytes: 262144, syscallAttach: 'auto' },

@@ -130,6 +130,9 @@ const OWN = [
   'strata_peer_clock_skew_seconds', 'strata_peer_link_mappings_total', 'strata_peer_up', 'strata_peer_link_pending_mappings',
   'strata_kernel_ovs_upcalls_total', 'strata_ovs_upcalls_total', 'strata_ovs_upcalls_not_tcp_total', 'strata_ovs_upcalls_charged_total',
   'strata_ovs_upcall_evictions_total', 'strata_ovs_hops_total', 'strata_kernel_ovs_kernel_upcalls_total', 'strata_kernel_ovs_kernel_returns_total',
+  'strata_kernel_paused_packets_total', 'strata_observation_window_open', 'strata_observation_window_share', 'strata_observation_windows_total',
+  'strata_observation_window_closed_seconds_total', 'strata_observation_offered_requests_per_second', 'strata_observation_window_detach_errors_total',
+  'strata_observation_window_phase',
 ];
 
 describe('createMetrics', () => {
@@ -160,6 +163,29 @@ describe('createMetrics', () => {
     assert.deepEqual(doubled, [], 'no strata_process_process_*');
     const outside = [...fam.keys()].filter((n) => /^(process|nodejs)_/.test(n));
     assert.deepEqual(outside, [], 'every default metric under strata_');
+  });
+
+  it('observation windows: off, the probes always observe; on, the phase, the share and the keep ratio times the share', async () => {
+    const off = (await scrape(new FakeSource())).fam;
+    assert.equal(value(off, 'strata_observation_window_open'), 1);
+    assert.equal(value(off, 'strata_observation_window_share'), 1);
+    assert.equal(value(off, 'strata_observation_window_phase', { phase: 'steady' }), 1);
+    const src = new FakeSource();
+    Object.assign(src, {
+      shedding: () => ({ keepRatio: 0.5, cpuBudget: 0.1, usageCores: 0.2, adjustments: 3 }),
+      windows: () => ({ phase: 'closed', observing: false, openShare: 0.25, windows: 7, closedSeconds: 12.5, offeredPerS: 900, detachErrors: 0 }),
+    });
+    src.k = { ...src.k, paused: 33 };
+    const { fam } = await scrape(src);
+    assert.equal(value(fam, 'strata_sampling_keep_ratio'), 0.125);
+    assert.equal(value(fam, 'strata_observation_window_open'), 0);
+    assert.equal(value(fam, 'strata_observation_window_share'), 0.25);
+    assert.equal(value(fam, 'strata_observation_windows_total'), 7);
+    assert.equal(value(fam, 'strata_observation_window_closed_seconds_total'), 12.5);
+    assert.equal(value(fam, 'strata_observation_offered_requests_per_second'), 900);
+    assert.equal(value(fam, 'strata_kernel_paused_packets_total'), 33);
+    assert.equal(value(fam, 'strata_observation_window_phase', { phase: 'closed' }), 1);
+    assert.equal(value(fam, 'strata_observation_window_phase', { phase: 'steady' }), 0);
   });
 
   it('labels: drop stages, eviction tables, span kinds, programs, probes, exporters', async () => {

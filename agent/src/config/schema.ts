@@ -18,7 +18,7 @@ export interface ConfigShape {
   };
   privacy: { headerAllowList: string[]; redactHeaders: string[] };
   sampling: { ratio: number; slowThresholdMs: number; keepErrors: boolean; respectParentSampled: boolean };
-  shedding: { cpuBudget: number; keepRatio: number; minKeepRatio: number; intervalMs: number };
+  shedding: { cpuBudget: number; keepRatio: number; minKeepRatio: number; intervalMs: number; windowCpu: number; windowPeriodMs: number; windowDrainMs: number; minOpenShare: number };
   export: {
     otlp: { endpoint: string; protocol: OtlpProtocol; headers: Record<string, string>; timeoutMs: number };
     jaeger: { endpoint: string | null; timeoutMs: number };
@@ -71,7 +71,7 @@ export function defaultConfig(env: Record<string, string | undefined> = process.
       redactHeaders: ['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key'],
     },
     sampling: { ratio: 1.0, slowThresholdMs: 500, keepErrors: true, respectParentSampled: true },
-    shedding: { cpuBudget: 0.5, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250 },
+    shedding: { cpuBudget: 0.5, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250, windowCpu: 0, windowPeriodMs: 10_000, windowDrainMs: 300, minOpenShare: 0.05 },
     export: {
       otlp: { endpoint: DEFAULT_OTLP_HTTP_ENDPOINT, protocol: 'http/protobuf', headers: {}, timeoutMs: 10000 },
       jaeger: { endpoint: null, timeoutMs: 10000 },
@@ -359,6 +359,10 @@ export const SCHEMA = {
     keepRatio: num(0, 1, 'share of requests the kernel reports from the start (whole requests, by a hash of their first bytes\' TCP endpoint and seq); with cpuBudget 0 it stays fixed'),
     minKeepRatio: num(0, 1, 'the share of requests kept never goes below this'),
     intervalMs: int(50, 60_000, 'how often the agent measures its CPU and adjusts the share kept'),
+    windowCpu: num(0, 64, 'observation windows: when keeping every request would cost more than cpuBudget, the socket and net_dev probes are attached only part of the time (nothing on the node pays for them in between) and the agent may use this many cores while they are; open cpuBudget / min(demand, windowCpu) of every windowPeriodMs. 0 (or not above cpuBudget): never'),
+    windowPeriodMs: int(2000, 600_000, 'observation windows: one window and the pause after it'),
+    windowDrainMs: int(0, 60_000, 'observation windows: for this long before a window closes no new request is kept, so those kept end inside it'),
+    minOpenShare: num(0.001, 1, 'observation windows: a window is open at least this share of windowPeriodMs'),
   },
   export: {
     otlp: {

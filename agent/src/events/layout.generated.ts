@@ -25,8 +25,8 @@ export const NETDEV_EVENT_SIZES = { hdr: 16, skb: 8, ifindex: 4, netns: 4, seq: 
 export const OVS_UPCALL_EVENT = { SIZE: 88, hdr: 0, rx_ts_ns: 16, pid: 24, tid: 28, seq: 32, ack: 36, batch: 40, tcp_flags: 42, nth: 43, data_len: 44, _pad0: 46, tuple: 48 } as const;
 export const OVS_UPCALL_EVENT_SIZES = { hdr: 16, rx_ts_ns: 8, pid: 4, tid: 4, seq: 4, ack: 4, batch: 2, tcp_flags: 1, nth: 1, data_len: 2, _pad0: 2, tuple: 40 } as const;
 
-export const SAMPLING = { SIZE: 8, shed: 0, gen: 4 } as const;
-export const SAMPLING_SIZES = { shed: 4, gen: 4 } as const;
+export const SAMPLING = { SIZE: 16, shed: 0, gen: 4, flags: 8, window: 12 } as const;
+export const SAMPLING_SIZES = { shed: 4, gen: 4, flags: 4, window: 4 } as const;
 
 export const TAIL_EVENT = { SIZE: 88, hdr: 0, queue_ts_ns: 16, ifindex: 24, netns: 28, seq: 32, end_seq: 36, pkts: 40, src: 44, point: 45, final: 46, _pad0: 47, tuple: 48 } as const;
 export const TAIL_EVENT_SIZES = { hdr: 16, queue_ts_ns: 8, ifindex: 4, netns: 4, seq: 4, end_seq: 4, pkts: 4, src: 1, point: 1, final: 1, _pad0: 1, tuple: 40 } as const;
@@ -37,8 +37,9 @@ export const SOCK_OP = { OP_READ: 1, OP_RECVFROM: 2, OP_RECVMSG: 3, OP_READV: 4,
 export const DIR = { DIR_NONE: 0, DIR_IN: 1, DIR_OUT: 2 } as const;
 export const FLAGS = { F_TRUNCATED: 1, F_SEQ_VALID: 2, F_PEEK: 4, F_AFTER_SHED: 8 } as const;
 export const NETDEV_POINT = { RX: 1, QUEUE: 2, XMIT: 3 } as const;
-export const STAT = { EVENTS: 0, RB_DROPS: 1, FILTERED: 2, NOT_TCP: 3, PKT_SEEN: 4, PKT_AGGREGATED: 5, PKT_NOT_TCP: 6, READ_ERRORS: 7, NETDEV_SEEN: 8, NETDEV_AGGREGATED: 9, SHED_EVENTS: 10, SHED_ROOTS: 11, REQUESTS: 12, FLOW_MISSES: 13, OVS_UPCALLS: 14, OVS_KUPCALLS: 15, OVS_KRETURNS: 16, MAX: 17 } as const;
-export const STAT_NAMES = ['events', 'rbDrops', 'filtered', 'notTcp', 'pktSeen', 'pktAggregated', 'pktNotTcp', 'readErrors', 'netdevSeen', 'netdevAggregated', 'shedEvents', 'shedRoots', 'requests', 'flowMisses', 'ovsUpcalls', 'ovsKupcalls', 'ovsKreturns'] as const;
+export const SAMPLING_FLAGS = { SAMPLING_PAUSED: 1 } as const;
+export const STAT = { EVENTS: 0, RB_DROPS: 1, FILTERED: 2, NOT_TCP: 3, PKT_SEEN: 4, PKT_AGGREGATED: 5, PKT_NOT_TCP: 6, READ_ERRORS: 7, NETDEV_SEEN: 8, NETDEV_AGGREGATED: 9, SHED_EVENTS: 10, SHED_ROOTS: 11, REQUESTS: 12, FLOW_MISSES: 13, OVS_UPCALLS: 14, OVS_KUPCALLS: 15, OVS_KRETURNS: 16, PAUSED: 17, MAX: 18 } as const;
+export const STAT_NAMES = ['events', 'rbDrops', 'filtered', 'notTcp', 'pktSeen', 'pktAggregated', 'pktNotTcp', 'readErrors', 'netdevSeen', 'netdevAggregated', 'shedEvents', 'shedRoots', 'requests', 'flowMisses', 'ovsUpcalls', 'ovsKupcalls', 'ovsKreturns', 'paused'] as const;
 export const TAIL_SRC = { TAIL_TC: 1, TAIL_NETDEV: 2 } as const;
 
 // the BPF objects built from bpf/*.bpf.c (native listObjects() opens the same set)

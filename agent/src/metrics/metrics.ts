@@ -35,6 +35,8 @@ export interface StatsSource {
   progStats(): { name: string; runTimeNs: number; runCnt: number }[];
   /** load shedding (probes/shedding.ts): keep ratio, budget, the agent's CPU over the last interval */
   shedding?(): { keepRatio: number; cpuBudget: number; usageCores: number; adjustments: number } | undefined;
+  /** observation windows (probes/windows.ts), when shedding.windowCpu allows them */
+  windows?(): { phase: string; observing: boolean; openShare: number; windows: number; closedSeconds: number; offeredPerS: number; detachErrors: number } | undefined;
   /** malloc_trim calls of the agent (MALLOC_TRIM_INTERVAL_MS) and the CPU time they took */
   memory?(): { mallocTrims: number; mallocTrimSeconds: number };
   /** attachments: one per probe family of the registry (the agent reports each) plus per-interface ones (tc:<ifname>) */
@@ -191,7 +193,23 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_kernel_requests_total', 'Requests read by traced servers as the kernel saw them, kept or shed: the offered load load shedding works against.', () => kernel()?.requests);
   counter('strata_kernel_shed_requests_total', 'Requests (root messages) shed by load shedding in the kernel: these traces are not exported, on purpose.', () => kernel()?.shedRoots);
   const shedding = perScrape(() => src.shedding?.());
-  gauge('strata_sampling_keep_ratio', 'Share of requests the kernel reports (load shedding; 1 = all). Traces of the others are shed whole.', () => shedding()?.keepRatio ?? 1);
+  const windows = perScrape(() => src.windows?.());
+  gauge('strata_sampling_keep_ratio', 'Share of requests the agent traces (load shedding; 1 = all): the kernel\'s keep ratio times the share of time observation windows are open. Traces of the others are shed whole.', () => (shedding()?.keepRatio ?? 1) * (windows()?.openShare ?? 1));
+  gauge('strata_observation_window_open', '1 while the socket and net_dev probes are attached and new requests are kept (always, unless observation windows are on: shedding.windowCpu).', () => (windows() ? (windows()?.observing ? 1 : 0) : 1));
+  gauge('strata_observation_window_share', 'Share of every shedding.windowPeriodMs the observation windows are open (1: no windows, the probes stay attached).', () => windows()?.openShare ?? 1);
+  counter('strata_observation_windows_total', 'Observation windows opened (shedding by time: the probes attached for a share of each period).', () => windows()?.windows);
+  counter('strata_observation_window_closed_seconds_total', 'Time the socket and net_dev probes were detached between observation windows: requests then are not seen (about strata_observation_offered_requests_per_second times this many).', () => windows()?.closedSeconds);
+  gauge('strata_observation_offered_requests_per_second', 'Requests per second traced servers read while the probes were attached, over the last window period: the load the windows were sized for.', () => windows()?.offeredPerS);
+  counter('strata_observation_window_detach_errors_total', 'Detaches of the windowed probes that failed between observation windows.', () => windows()?.detachErrors);
+  new Gauge({
+    name: 'strata_observation_window_phase', help: '1 for the phase observation windows are in: steady (no windows, the probes stay attached), open, draining (no new request kept), closing (the probes being detached), closed.',
+    labelNames: ['phase'], registers: [registry],
+    collect() {
+      const w = windows();
+      for (const p of ['steady', 'open', 'draining', 'closing', 'closed']) this.labels(p).set(w ? (w.phase === p ? 1 : 0) : p === 'steady' ? 1 : 0);
+    },
+  });
+  counter('strata_kernel_paused_packets_total', 'Packets the TC and net_dev programs passed over between observation windows (one map lookup each).', () => kernel()?.paused);
   gauge('strata_agent_cpu_budget_cores', 'CPU the agent may use before it sheds load (shedding.cpuBudget; 0 = never).', () => shedding()?.cpuBudget);
   gauge('strata_agent_cpu_usage_cores', 'CPU the agent used over the last shedding interval, in cores.', () => shedding()?.usageCores);
   counter('strata_sampling_adjustments_total', 'Changes of the kernel keep ratio made by load shedding.', () => shedding()?.adjustments);

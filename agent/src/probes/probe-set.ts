@@ -1,7 +1,7 @@
 // The probe families of one agent over the native transport: loads each family's object with
 // its knobs and variant, attaches its programs, and turns the filter maps into typed calls.
 // Native knows objects and maps by name only; what a family is lives in registry.ts.
-import { STAT_NAMES } from '../events/layout.generated.ts';
+import { SAMPLING, STAT_NAMES } from '../events/layout.generated.ts';
 import { type Probes, loadNative } from './native.ts';
 import { Prefilter, prefilterMask, prefilterSlot, prefilterSlot64 } from './prefilter.ts';
 import { type PreflightEnv, readPreflightEnv } from './preflight.ts';
@@ -53,16 +53,43 @@ export class ProbeSet {
     return pf;
   }
 
-  /** Attaches a loaded family's programs that attach at start (not TC: per interface). */
-  attach(f: ProbeFamily): void {
+  /** programs attached now, per family (attach and detach skip what is already so) */
+  private readonly attachedProgs = new Map<string, Set<string>>();
+
+  /**
+   * Attaches a loaded family's programs that attach at start (not TC: per interface), those not
+   * attached yet; `which` limits it (default: all).
+   */
+  attach(f: ProbeFamily, which: 'all' | 'betweenWindows' = 'all'): void {
     if (f.attach !== 'programs') return;
-    for (const p of programsOf(f, this.preflights.get(f.name)?.variant, this.env)) this.native.attach(f.object, p.name);
+    const on = this.attachedProgs.get(f.name) ?? new Set<string>();
+    this.attachedProgs.set(f.name, on);
+    for (const p of programsOf(f, this.preflights.get(f.name)?.variant, this.env)) {
+      if (on.has(p.name) || (which === 'betweenWindows' && !p.betweenWindows)) continue;
+      this.native.attach(f.object, p.name);
+      on.add(p.name);
+    }
   }
 
   /** Detaches a family's start-time programs (they stay loaded, maps and all: attach() again later). */
   detach(f: ProbeFamily): void {
     if (f.attach !== 'programs') return;
     for (const p of programsOf(f, this.preflights.get(f.name)?.variant, this.env)) this.native.detach(f.object, p.name);
+    this.attachedProgs.get(f.name)?.clear();
+  }
+
+  /**
+   * Detaches a windowed family's programs for the time between observation windows (all but those
+   * marked betweenWindows). They stop at once; their links are destroyed on a pool thread (a
+   * tracepoint waits out RCU grace periods, ~0.1 s each on a VM): attach again only once the
+   * promise resolved (to the ms it took).
+   */
+  detachWindowed(f: ProbeFamily): Promise<number> {
+    const on = this.attachedProgs.get(f.name);
+    if (f.attach !== 'programs' || !on) return Promise.resolve(0);
+    const names = programsOf(f, this.preflights.get(f.name)?.variant, this.env).filter((p) => !p.betweenWindows && on.has(p.name)).map((p) => p.name);
+    for (const n of names) on.delete(n);
+    return names.length ? this.native.detachAsync(f.object, names) : Promise.resolve(0);
   }
 
   /** load + attach by family name (tests, bench) */
@@ -153,12 +180,16 @@ export class ProbeSet {
   /**
    * In-kernel sampling (bpf/include/common.bpf.h, events.h strata_sampling): root messages whose
    * hash is below `shed` (0..2^32-1) are not reported by any family; 0 keeps everything. `gen`
-   * voids the per-thread decisions made before it (bump it when shedding starts).
+   * voids the per-thread decisions made before it (bump it when shedding starts). `flags`:
+   * SAMPLING_FLAG (events.h strata_sampling_flags: observation windows); `window`: bumped as each
+   * window opens, so socket and flow state from before the pause starts afresh.
    */
-  setSampling(shed: number, gen: number): void {
-    const v = Buffer.alloc(8);
-    v.writeUInt32LE(shed >>> 0, 0);
-    v.writeUInt32LE(gen >>> 0, 4);
+  setSampling(shed: number, gen: number, flags = 0, window = 0): void {
+    const v = Buffer.alloc(SAMPLING.SIZE);
+    v.writeUInt32LE(shed >>> 0, SAMPLING.shed);
+    v.writeUInt32LE(gen >>> 0, SAMPLING.gen);
+    v.writeUInt32LE(flags >>> 0, SAMPLING.flags);
+    v.writeUInt32LE(window >>> 0, SAMPLING.window);
     this.native.mapUpdate('sampling', u32(0), v);
   }
 

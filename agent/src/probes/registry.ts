@@ -33,6 +33,11 @@ export interface ProgramDesc {
    * them in the inflight map (bpf/sock.bpf.c, exit_has_regs)
    */
   entryMapOnly?: true;
+  /**
+   * of a windowed family: stays attached between observation windows (a TCP state change, which
+   * keeps the socket cache right while the syscall programs are off, and costs nothing per syscall)
+   */
+  betweenWindows?: true;
 }
 
 export interface EventDesc {
@@ -129,6 +134,11 @@ export interface ProbeFamily {
    * family every process on the node pays for, traced or not.
    */
   whileTraced?: TraceTarget['kind'][];
+  /**
+   * shedding by time (probes/windows.ts): between observation windows its programs are detached
+   * (but those marked betweenWindows), so nothing on the node pays for them then
+   */
+  windowed?: true;
   /** how its programs attach: all at start ('programs'), per interface ('tc'), or per process its wire() follows ('process') */
   attach: 'programs' | 'tc' | 'process';
   knobs(s: ProbeSettings): Knobs;
@@ -173,16 +183,17 @@ export const SOCK_SYSCALLS: ProbeFamily = {
   required: true,
   attach: 'programs',
   whileTraced: ['netns', 'cgroup'],
+  windowed: true,
   programs: [
     ...SYSCALLS.flatMap((n): ProgramDesc[] => [
       { name: `enter_${n}`, kind: 'tracepoint', variant: 'tracepoint', ...(SENDS.has(n) ? {} : { entryMapOnly: true as const }) },
       { name: `exit_${n}`, kind: 'tracepoint', variant: 'tracepoint' },
     ]),
     { name: 'enter_close', kind: 'tracepoint', variant: 'tracepoint' },
-    { name: 'sock_state', kind: 'tracepoint', variant: 'tracepoint' },
+    { name: 'sock_state', kind: 'tracepoint', variant: 'tracepoint', betweenWindows: true },
     { name: 'raw_sys_enter', kind: 'raw_tp', variant: 'raw_tp' },
     { name: 'raw_sys_exit', kind: 'raw_tp', variant: 'raw_tp' },
-    { name: 'raw_sock_state', kind: 'raw_tp', variant: 'raw_tp' },
+    { name: 'raw_sock_state', kind: 'raw_tp', variant: 'raw_tp', betweenWindows: true },
   ],
   knobs: (s) => ({
     ...common(s),
@@ -291,6 +302,7 @@ export const NET_DEV: ProbeFamily = {
   summary: "packets at the receive/queue/xmit points of the node's uplinks and each traced pod's own interface",
   required: false,
   attach: 'programs',
+  windowed: true,
   programs: [
     { name: 'nd_rx', kind: 'raw_tp' },
     { name: 'nd_queue', kind: 'raw_tp' },

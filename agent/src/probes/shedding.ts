@@ -124,6 +124,7 @@ export class LoadShedder {
 
   constructor(opts: SheddingOptions, io: SheddingIo) {
     this.opts = opts;
+    this.budgetCores = opts.cpuBudget;
     this.write = io.write;
     this.losses = io.losses;
     this.requests = io.requests;
@@ -146,6 +147,7 @@ export class LoadShedder {
    * backlog of batches runs in one turn of the event loop, and timers wait behind it.
    */
   maybeTick(): void {
+    if (this.suspended) return;
     const now = this.nowMs();
     if (this.requests && now - this.rateMs >= RATE_WINDOW_MS) this.brake(now);
     if (now - this.lastMs >= this.opts.intervalMs) this.tick();
@@ -167,7 +169,7 @@ export class LoadShedder {
     this.rateReq = req;
     this.rateMs = now;
     this.state.offeredPerS = perS;
-    const budgetUs = this.opts.cpuBudget * 1e6; // µs of CPU per second
+    const budgetUs = this.budgetCores * 1e6; // µs of CPU per second
     if (budgetUs <= 0) return;
     const keep = this.state.keepRatio;
     const predictedUs = perS * keep * this.state.costUs;
@@ -177,6 +179,34 @@ export class LoadShedder {
     this.debtUs = 0;
     this.state.brakes++;
     this.set(Math.max(this.opts.minKeepRatio, Math.min(keep, budgetUs / (perS * this.state.costUs))));
+  }
+
+  private suspended = false;
+  /** the budget in force (cpuBudget, or shedding.windowCpu while observation windows are on) */
+  private budgetCores: number;
+
+  /** the budget the controller works to from now on (observation windows: windows.ts) */
+  setBudget(cores: number): void {
+    this.budgetCores = cores;
+  }
+
+  /** no measuring and no adjusting (between observation windows: the kernel sees nothing then) */
+  suspend(): void {
+    this.suspended = true;
+  }
+
+  /** measuring again from now: what happened while suspended is not an interval */
+  resume(): void {
+    if (!this.suspended) return;
+    this.suspended = false;
+    const now = this.nowMs();
+    this.lastCpuUs = this.cpuUs();
+    this.lastMs = now;
+    this.lastLosses = this.losses();
+    this.debtUs = 0;
+    this.kept = 0;
+    if (this.requests) this.accReq = this.rateReq = this.requests();
+    this.rateMs = now;
   }
 
   /** Measures the last interval and moves the keep ratio; call every opts.intervalMs. */
@@ -201,7 +231,7 @@ export class LoadShedder {
     const a = this.opts.smoothing ?? DEFAULT_SMOOTHING;
     const avg = this.smoothed === undefined ? usage : a * usage + (1 - a) * this.smoothed;
     this.smoothed = avg;
-    const budget = this.opts.cpuBudget;
+    const budget = this.budgetCores;
     if (budget <= 0) return;
     const warm = now - this.startMs >= (this.opts.warmupMs ?? DEFAULT_WARMUP_MS);
     let keep = this.state.keepRatio;
