@@ -53,6 +53,7 @@ const { values: argv } = parseArgs({
   options: {
     rounds: { type: 'string', default: '5' },
     'load-s': { type: 'string', default: '4' },
+    'agent-warm-s': { type: 'string', default: '0' },
     connections: { type: 'string', default: '16' },
     'fixed-connections': { type: 'string', default: '8' },
     'exporter-down-s': { type: 'string', default: '60' },
@@ -67,7 +68,7 @@ const { values: argv } = parseArgs({
     help: { type: 'boolean', default: false },
   },
 });
-const USAGE = 'usage: node bench/agent.ts [--rounds 5] [--load-s 4] [--connections 16] [--fixed-connections 8] ' +
+const USAGE = 'usage: node bench/agent.ts [--rounds 5] [--load-s 4] [--agent-warm-s 0] [--connections 16] [--fixed-connections 8] ' +
   '[--exporter-down-s 60] [--steady-s 20] [--rss-rate N] [--fixed-rate N] [--iperf-s 3] [--skip http,latency,exporter-down,iperf] [--agent-set key=value ...] [--variant name:key=value,key=value[,js][,nodeflags=--flag --flag] ...] [--no-write]\n';
 if (argv.help) {
   process.stdout.write(USAGE);
@@ -75,6 +76,13 @@ if (argv.help) {
 }
 const ROUNDS = posInt('rounds', argv.rounds);
 const LOAD_S = posInt('load-s', argv['load-s']);
+/**
+ * wrk this long (small body, not measured) at the start of every variant of every round, after
+ * its agent is ready: the agent's load-dependent state (shedding, observation windows) is then in
+ * its steady state when the measured runs begin; "no agent" gets the same run
+ */
+const AGENT_WARM_S = Number(argv['agent-warm-s']);
+if (!Number.isInteger(AGENT_WARM_S) || AGENT_WARM_S < 0) throw new Error(`--agent-warm-s must be a whole number >= 0 (got ${argv['agent-warm-s']})`);
 const CONNS = posInt('connections', argv.connections);
 const FIXED_CONNS = posInt('fixed-connections', argv['fixed-connections']);
 const EXPORTER_DOWN_S = posInt('exporter-down-s', argv['exporter-down-s']);
@@ -443,6 +451,7 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
       const av = AGENT_VARIANTS.find((v) => v.name === variant);
       const agent = av ? await startAgent(agentArgs, undefined, av) : undefined;
       try {
+        if (AGENT_WARM_S > 0) await wrk(lab, lab.nginxUrl + BODIES[0].path, AGENT_WARM_S);
         if (!SKIP.has('http')) {
           for (const b of BODIES) {
             const before = agent && (await snapshot(agent));

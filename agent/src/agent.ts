@@ -138,7 +138,7 @@ export class Agent {
       memory: () => ({ mallocTrims: this.trims.count, mallocTrimSeconds: this.trims.seconds }),
       shedding: () => this.shedder && { ...this.shedder.state, cpuBudget: this.opts.shedding?.cpuBudget ?? 0 },
       windows: () => this.windows && {
-        phase: this.windows.state.phase, observing: this.windows.observing, openShare: this.windows.state.openShare, windows: this.windows.state.windows,
+        phase: this.windows.state.phase, observing: this.windows.observing, openShare: this.windows.state.openShare, keptShare: this.windows.state.keptShare, windows: this.windows.state.windows,
         closedSeconds: this.windows.closedMsNow() / 1000, offeredPerS: this.windows.state.offeredPerS, detachErrors: this.windows.state.detachErrors,
       },
     });
@@ -260,9 +260,11 @@ export class Agent {
     const w = new ProbeWindows({
       cpuBudget: sh.cpuBudget, windowCpu: sh.windowCpu ?? 0, periodMs: sh.windowPeriodMs ?? 10_000, drainMs: sh.windowDrainMs ?? 300, minOpenShare: sh.minOpenShare ?? 0.05,
     }, {
-      open: () => {
+      open: (keep) => {
         for (const f of windowed()) p.attach(f);
         shedder.resume();
+        // where the measured demand says the window budget lands; the controller goes on from there
+        shedder.set(Math.max(sh.minKeepRatio, keep));
         this.writeSampling();
       },
       drain: () => this.writeSampling(),
@@ -272,9 +274,12 @@ export class Agent {
         this.writeSampling();
         return Promise.all(windowed().map((f) => p.detachWindowed(f)));
       },
-      active: (on) => {
+      active: (on, keep) => {
         shedder.setBudget(on ? (sh.windowCpu ?? 0) : sh.cpuBudget);
-        if (on) this.windowEpoch++;
+        if (on) {
+          this.windowEpoch++;
+          shedder.set(Math.max(sh.minKeepRatio, keep));
+        }
         this.writeSampling();
       },
       requests: () => p.stats().requests ?? 0,

@@ -173,11 +173,11 @@ describe('createMetrics', () => {
     const src = new FakeSource();
     Object.assign(src, {
       shedding: () => ({ keepRatio: 0.5, cpuBudget: 0.1, usageCores: 0.2, adjustments: 3 }),
-      windows: () => ({ phase: 'closed', observing: false, openShare: 0.25, windows: 7, closedSeconds: 12.5, offeredPerS: 900, detachErrors: 0 }),
+      windows: () => ({ phase: 'closed', observing: false, openShare: 0.25, keptShare: 0.2, windows: 7, closedSeconds: 12.5, offeredPerS: 900, detachErrors: 0 }),
     });
     src.k = { ...src.k, paused: 33 };
     const { fam } = await scrape(src);
-    assert.equal(value(fam, 'strata_sampling_keep_ratio'), 0.125);
+    assert.equal(value(fam, 'strata_sampling_keep_ratio'), 0.1);
     assert.equal(value(fam, 'strata_observation_window_open'), 0);
     assert.equal(value(fam, 'strata_observation_window_share'), 0.25);
     assert.equal(value(fam, 'strata_observation_windows_total'), 7);

@@ -26,7 +26,9 @@ describe('ProbeWindows', () => {
   let rate = 1000; // requests per second the kernel counts while attached
   let req = 0;
   let calls: string[] = [];
+  let keeps: number[] = [];
   let detachMs = 1000;
+  let cost = 500;
   let w: ProbeWindows | undefined;
   const opts: WindowOptions = { cpuBudget: 0.1, windowCpu: 1, periodMs: 10_000, drainMs: 300, minOpenShare: 0.05, warmupMs: 3000 };
 
@@ -44,8 +46,9 @@ describe('ProbeWindows', () => {
 
   function make(o: Partial<WindowOptions> = {}): ProbeWindows {
     const x = new ProbeWindows({ ...opts, ...o }, {
-      open: () => {
+      open: (keep) => {
         calls.push(`open@${now}`);
+        keeps.push(keep);
         attached = true;
       },
       drain: () => calls.push(`drain@${now}`),
@@ -55,9 +58,12 @@ describe('ProbeWindows', () => {
         attached = false;
         return new Promise((r) => setTimeout(() => r(undefined), detachMs));
       },
-      active: (on) => calls.push(`active:${on}@${now}`),
+      active: (on, keep) => {
+        calls.push(`active:${on}@${now}`);
+        keeps.push(keep);
+      },
       requests: () => req,
-      costUs: () => 500, // 1000 req/s x 500 us = 0.5 cores: share 0.1 / 0.5 = 0.2
+      costUs: () => cost, // 1000 req/s x 500 us = 0.5 cores: share 0.1 / 0.5 = 0.2
       nowMs: () => now,
     });
     x.start();
@@ -71,7 +77,9 @@ describe('ProbeWindows', () => {
     rate = 1000;
     req = 0;
     calls = [];
+    keeps = [];
     detachMs = 1000;
+    cost = 500;
   });
   afterEach(() => {
     w?.stop();
@@ -100,8 +108,19 @@ describe('ProbeWindows', () => {
     assert.deepEqual(calls.slice(4), ['settled@20300']);
     assert.equal(w.state.windows, 2);
     assert.equal(w.state.closedMs, 8000);
+    // inside a window the agent may keep what windowCpu affords: 1 core / 0.5 cores demanded, i.e. all
+    assert.deepEqual(keeps, [1, 1]);
     // the offered rate was measured over the attached time only
     assert.equal(Math.round(w.state.offeredPerS), 1000);
+  });
+
+  it('a demand beyond windowCpu: open budget / windowCpu of the time, keeping windowCpu / demand inside', async () => {
+    cost = 5000; // 5 cores
+    w = make();
+    await advance(10_000);
+    assert.equal(w.state.openShare, 0.1);
+    assert.equal(w.state.windowKeep, 0.2);
+    assert.deepEqual(keeps, [0.2]);
   });
 
   it('the load gone: the next decision ends the windows and leaves the probes attached', async () => {
@@ -130,20 +149,27 @@ describe('ProbeWindows', () => {
 
   it('the pause must hold the detach: a longer detach cuts the share, too long ends the windows', async () => {
     detachMs = 5000;
-    w = make();
+    w = make({ drainMs: 100 });
     await advance(20_000);
-    // max share = 1 - (1.5 x 5000 + 300) / 10000 = 0.22: the 0.2 wanted still fits
+    // max share = 1 - (1.5 x 5000 + 100) / 10000 = 0.24: the 0.2 wanted still fits
     assert.equal(w.state.openShare, 0.2);
     detachMs = 6000;
     await advance(10_000);
     await advance(10_000);
-    // 1 - (9000 + 300) / 10000 = 0.07
-    assert.ok(Math.abs(w.state.openShare - 0.07) < 1e-9, String(w.state.openShare));
+    // 1 - (9000 + 100) / 10000 = 0.09
+    assert.ok(Math.abs(w.state.openShare - 0.09) < 1e-9, String(w.state.openShare));
     detachMs = 7000;
     for (let i = 0; i < 3; i++) {
       await advance(10_000);
     }
     assert.equal(w.state.openShare, 1, 'a pause of 10.8 s would not hold it');
+  });
+
+  it('a window keeps requests at least as long as it settles and drains: the share is raised to 3 x drainMs', async () => {
+    w = make({ drainMs: 1000 });
+    await advance(10_000);
+    assert.equal(w.state.openShare, 0.3);
+    assert.ok(Math.abs(w.state.keptShare - 0.1) < 1e-9);
   });
 
   it('no windows before the warm-up ends, nor when the share would be near 1', async () => {

@@ -36,7 +36,7 @@ export interface StatsSource {
   /** load shedding (probes/shedding.ts): keep ratio, budget, the agent's CPU over the last interval */
   shedding?(): { keepRatio: number; cpuBudget: number; usageCores: number; adjustments: number } | undefined;
   /** observation windows (probes/windows.ts), when shedding.windowCpu allows them */
-  windows?(): { phase: string; observing: boolean; openShare: number; windows: number; closedSeconds: number; offeredPerS: number; detachErrors: number } | undefined;
+  windows?(): { phase: string; observing: boolean; openShare: number; keptShare: number; windows: number; closedSeconds: number; offeredPerS: number; detachErrors: number } | undefined;
   /** malloc_trim calls of the agent (MALLOC_TRIM_INTERVAL_MS) and the CPU time they took */
   memory?(): { mallocTrims: number; mallocTrimSeconds: number };
   /** attachments: one per probe family of the registry (the agent reports each) plus per-interface ones (tc:<ifname>) */
@@ -194,7 +194,7 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_kernel_shed_requests_total', 'Requests (root messages) shed by load shedding in the kernel: these traces are not exported, on purpose.', () => kernel()?.shedRoots);
   const shedding = perScrape(() => src.shedding?.());
   const windows = perScrape(() => src.windows?.());
-  gauge('strata_sampling_keep_ratio', 'Share of requests the agent traces (load shedding; 1 = all): the kernel\'s keep ratio times the share of time observation windows are open. Traces of the others are shed whole.', () => (shedding()?.keepRatio ?? 1) * (windows()?.openShare ?? 1));
+  gauge('strata_sampling_keep_ratio', 'Share of requests the agent traces (load shedding; 1 = all): the kernel\'s keep ratio times the share of time observation windows keep new requests (open, less settling and draining). Traces of the others are shed whole.', () => (shedding()?.keepRatio ?? 1) * (windows()?.keptShare ?? 1));
   gauge('strata_observation_window_open', '1 while the socket and net_dev probes are attached and new requests are kept (always, unless observation windows are on: shedding.windowCpu).', () => (windows() ? (windows()?.observing ? 1 : 0) : 1));
   gauge('strata_observation_window_share', 'Share of every shedding.windowPeriodMs the observation windows are open (1: no windows, the probes stay attached).', () => windows()?.openShare ?? 1);
   counter('strata_observation_windows_total', 'Observation windows opened (shedding by time: the probes attached for a share of each period).', () => windows()?.windows);

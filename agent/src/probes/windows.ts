@@ -39,16 +39,20 @@ export interface WindowOptions {
 }
 
 export interface WindowIo {
-  /** attaches the windowed programs (synchronously) and lifts the packet families' pause */
-  open: () => void;
+  /**
+   * attaches the windowed programs (synchronously) and lifts the packet families' pause; `keep`:
+   * the share of requests the agent can keep within windowCpu while it is open (windowCpu / D),
+   * where the inner controller starts from
+   */
+  open: (keep: number) => void;
   /** the kernel keeps no new request from now on; those it kept go on */
   drain: () => void;
   /** drainMs after a window opened: what began before it is no longer in flight (settling ends) */
   settled: () => void;
   /** pauses the packet families and detaches the windowed programs; resolves once detached */
   close: () => Promise<unknown>;
-  /** windows start (true: the inner controller works to windowCpu) or stop (false: to cpuBudget) */
-  active: (on: boolean) => void;
+  /** windows start (true: the inner controller works to windowCpu, from `keep`) or stop (false: to cpuBudget) */
+  active: (on: boolean, keep: number) => void;
   /** requests the kernel saw so far, kept or shed (it counts only while the programs are attached) */
   requests: () => number;
   /** the learned CPU µs per kept request (LoadShedder) */
@@ -63,6 +67,8 @@ export interface WindowState {
   phase: WindowPhase;
   /** share of the period a window is open (1: no windows) */
   openShare: number;
+  /** share of the period new requests are kept: open, less settling and draining */
+  keptShare: number;
   /** windows opened */
   windows: number;
   /** ms the windowed programs were detached (closing and closed) */
@@ -71,6 +77,8 @@ export interface WindowState {
   offeredPerS: number;
   /** the demand D of the last decision, cores */
   demandCores: number;
+  /** the share of requests kept while a window is open: windowCpu / D, at most 1 */
+  windowKeep: number;
   /** how long the last detach took, ms */
   lastDetachMs: number;
   /** detaches that failed (the programs may still run: the next window attaches what is missing) */
@@ -89,7 +97,7 @@ export function openShare(demand: number, opts: Pick<WindowOptions, 'cpuBudget' 
 }
 
 export class ProbeWindows {
-  readonly state: WindowState = { phase: 'steady', openShare: 1, windows: 0, closedMs: 0, offeredPerS: 0, demandCores: 0, lastDetachMs: 0, detachErrors: 0 };
+  readonly state: WindowState = { phase: 'steady', openShare: 1, keptShare: 1, windows: 0, closedMs: 0, offeredPerS: 0, demandCores: 0, windowKeep: 1, lastDetachMs: 0, detachErrors: 0 };
   private readonly opts: WindowOptions;
   private readonly io: WindowIo;
   private readonly now: () => number;
@@ -181,26 +189,30 @@ export class ProbeWindows {
     const demand = (this.state.offeredPerS * this.io.costUs()) / 1e6;
     this.state.demandCores = demand;
     const warm = now - this.startMs >= (this.opts.warmupMs ?? DEFAULT_WARMUP_MS);
-    let share = warm ? openShare(demand, this.opts) : 1;
+    // a window settles and drains for drainMs each: it keeps requests for at least as long again
+    const P = this.opts.periodMs;
+    const minShare = Math.max(this.opts.minOpenShare, (3 * this.opts.drainMs) / P);
+    let share = warm ? openShare(demand, { ...this.opts, minOpenShare: minShare }) : 1;
     // the pause must hold the detach (as long as the last one took, and half again) and the drain:
     // a share above that is cut to it, unless it is so near 1 that windows are not worth it
-    const P = this.opts.periodMs;
     const maxShare = 1 - (1.5 * this.state.lastDetachMs + this.opts.drainMs) / P;
-    if (share >= 1 || (!this.active && share > ENTER_SHARE) || (share > maxShare && maxShare < this.opts.minOpenShare)) share = 1;
+    if (share >= 1 || (!this.active && share > ENTER_SHARE) || (share > maxShare && maxShare < minShare)) share = 1;
     else if (share > maxShare) share = maxShare;
     this.state.openShare = share;
+    this.state.keptShare = share >= 1 ? 1 : share - (2 * this.opts.drainMs) / P;
     if (share >= 1) {
       if (this.active) {
         if (this.state.phase === 'closed') this.openNow();
         this.state.phase = 'steady';
-        this.io.active(false);
+        this.io.active(false, 1);
         this.io.log?.(`strata: observation windows end: keeping everything would cost ${demand.toFixed(2)} cores (budget ${this.opts.cpuBudget})`);
       }
       this.schedule(() => this.decide(), P);
       return;
     }
+    this.state.windowKeep = Math.min(1, this.opts.windowCpu / demand);
     if (!this.active) {
-      this.io.active(true);
+      this.io.active(true, this.state.windowKeep);
       this.io.log?.(`strata: observation windows begin: keeping everything would cost ${demand.toFixed(2)} cores at ${Math.round(this.state.offeredPerS)} requests/s (budget ${this.opts.cpuBudget}): open ${(share * 100).toFixed(1)} % of every ${P} ms (shedding.windowCpu ${this.opts.windowCpu})`);
     }
     if (this.state.phase === 'closed') this.openNow();
@@ -217,7 +229,7 @@ export class ProbeWindows {
     // counted first: the kernel takes the new window's number as the programs attach
     this.state.windows++;
     this.settlingNow = true;
-    this.io.open();
+    this.io.open(this.state.windowKeep);
     this.schedule(() => {
       this.settlingNow = false;
       this.io.settled();
