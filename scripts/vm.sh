@@ -256,7 +256,8 @@ initrd_path() { echo "$(kernel_dir "$1")/initrd-$INITRD_KEY.img"; }
 
 # keep the newest few of each kind: older ones are other checkouts' recipes or stale
 prune() {
-  ls -1dt "$CACHE_ROOT"/$1 2>/dev/null | tail -n +$(($2 + 1)) | xargs -r rm -rf
+  # none yet (a fresh machine): ls fails, which pipefail and set -e would make the build's failure
+  { ls -1dt "$CACHE_ROOT"/$1 2>/dev/null || true; } | tail -n +$(($2 + 1)) | xargs -r rm -rf
 }
 
 # --- build ---------------------------------------------------------------------------------------
