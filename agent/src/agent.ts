@@ -261,6 +261,9 @@ export class Agent {
       cpuBudget: sh.cpuBudget, windowCpu: sh.windowCpu ?? 0, periodMs: sh.windowPeriodMs ?? 10_000, drainMs: sh.windowDrainMs ?? 300, minOpenShare: sh.minOpenShare ?? 0.05,
     }, {
       open: (keep) => {
+        // the new window's number (and its settling) reach the kernel before the programs run:
+        // a socket's state from before the pause must not serve a single event
+        this.writeSampling();
         for (const f of windowed()) p.attach(f);
         shedder.resume();
         // where the measured demand says the window budget lands; the controller goes on from there
