@@ -347,9 +347,7 @@ static __always_inline struct sk_meta *sk_meta_of(struct sock *sk, __u8 refresh_
 	__u64 k = (__u64)sk;
 	struct sk_meta *m = refresh_role ? NULL : bpf_map_lookup_elem(&sk_cache, &k);
 	struct sk_meta fresh = {};
-	__u32 zero = 0;
-	struct strata_sampling *cfg = bpf_map_lookup_elem(&sampling, &zero);
-	__u32 window = cfg ? cfg->window : 0;
+	__u32 window = sampling_window();
 
 	if (m) {
 		/*
@@ -374,12 +372,6 @@ static __always_inline struct sk_meta *sk_meta_of(struct sock *sk, __u8 refresh_
 				  : (fresh.tuple.sport < fresh.tuple.dport ? ROLE_SERVER : ROLE_CLIENT);
 	bpf_map_update_elem(&sk_cache, &k, &fresh, BPF_ANY);
 	return bpf_map_lookup_elem(&sk_cache, &k);
-}
-
-static __always_inline struct strata_sampling *sampling_cfg(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&sampling, &zero);
 }
 
 /* a shed message opens a gap in its direction; the next kept one closes it and is marked */

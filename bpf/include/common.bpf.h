@@ -92,27 +92,31 @@ struct {
 	__type(value, __u8);
 } msg_keep SEC(".maps");
 
+/* what user space wrote into the `sampling` map (NULL only if the map is broken) */
+static __always_inline struct strata_sampling *sampling_cfg(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&sampling, &zero);
+}
+
 /* 0 while everything is kept: the only sampling cost then is this lookup */
 static __always_inline __u32 sampling_shed(void)
 {
-	__u32 zero = 0;
-	struct strata_sampling *s = bpf_map_lookup_elem(&sampling, &zero);
+	struct strata_sampling *s = sampling_cfg();
 	return s ? s->shed : 0;
 }
 
 /* the observation window's number (0 without windows): flow and socket state from an earlier one is stale */
 static __always_inline __u32 sampling_window(void)
 {
-	__u32 zero = 0;
-	struct strata_sampling *s = bpf_map_lookup_elem(&sampling, &zero);
+	struct strata_sampling *s = sampling_cfg();
 	return s ? s->window : 0;
 }
 
 /* between observation windows (user space sets it): the packet families do nothing */
 static __always_inline bool sampling_paused(void)
 {
-	__u32 zero = 0;
-	struct strata_sampling *s = bpf_map_lookup_elem(&sampling, &zero);
+	struct strata_sampling *s = sampling_cfg();
 	if (!s || !(s->flags & STRATA_SAMPLING_PAUSED))
 		return false;
 	stat_inc(STRATA_STAT_PAUSED);

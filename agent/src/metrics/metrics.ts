@@ -3,6 +3,7 @@
 // mirror totals kept elsewhere: each scrape resets them and adds the current total, so a
 // component's reset shows as a counter reset, which rate() handles.
 import type { PeerLinkStats, PeerStats } from '../peers/peers.ts';
+import { WINDOW_PHASES } from '../probes/windows.ts';
 import type { CorrelatorStats } from '../correlate/correlator.ts';
 import { Counter, Gauge, Histogram, type Metric, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ExportLatencyStats, ExporterStats, SdkSinkStats } from '../export/sdk-sink.ts';
@@ -206,7 +207,7 @@ export function createMetrics(src: StatsSource): Registry {
     labelNames: ['phase'], registers: [registry],
     collect() {
       const w = windows();
-      for (const p of ['steady', 'open', 'draining', 'closing', 'closed']) this.labels(p).set(w ? (w.phase === p ? 1 : 0) : p === 'steady' ? 1 : 0);
+      for (const p of WINDOW_PHASES) this.labels(p).set(w ? (w.phase === p ? 1 : 0) : p === 'steady' ? 1 : 0);
     },
   });
   counter('strata_kernel_paused_packets_total', 'Packets the TC and net_dev programs passed over between observation windows (one map lookup each).', () => kernel()?.paused);

@@ -121,6 +121,10 @@ export class LoadShedder {
   /** requests kept since the last tick (each counted at the ratio in force when the kernel saw it), up to accReq */
   private kept = 0;
   private accReq: number;
+  /** between observation windows: no measuring, no adjusting */
+  private suspended = false;
+  /** the budget in force (cpuBudget, or shedding.windowCpu while observation windows are on) */
+  private budgetCores: number;
 
   constructor(opts: SheddingOptions, io: SheddingIo) {
     this.opts = opts;
@@ -180,10 +184,6 @@ export class LoadShedder {
     this.state.brakes++;
     this.set(Math.max(this.opts.minKeepRatio, Math.min(keep, budgetUs / (perS * this.state.costUs))));
   }
-
-  private suspended = false;
-  /** the budget in force (cpuBudget, or shedding.windowCpu while observation windows are on) */
-  private budgetCores: number;
 
   /** the budget the controller works to from now on (observation windows: windows.ts) */
   setBudget(cores: number): void {

@@ -61,7 +61,9 @@ export interface WindowIo {
   log?: (msg: string) => void;
 }
 
-export type WindowPhase = 'steady' | 'open' | 'draining' | 'closing' | 'closed';
+/** the phases in order (strata_observation_window_phase{phase}) */
+export const WINDOW_PHASES = ['steady', 'open', 'draining', 'closing', 'closed'] as const;
+export type WindowPhase = (typeof WINDOW_PHASES)[number];
 
 export interface WindowState {
   phase: WindowPhase;
