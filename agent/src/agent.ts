@@ -92,8 +92,6 @@ export class Agent {
   private shedder?: LoadShedder;
   /** observation windows (shedding.windowCpu above cpuBudget) */
   private windows?: ProbeWindows;
-  /** added to the shedder's generation in the kernel: bumped when windows begin (their decisions are recorded anew) */
-  private windowEpoch = 0;
   private server?: Server;
   private ready = false;
   /** strata_probe_attached{probe}: per family, and per interface (tc:<ifname>, net_dev:<ifname>) while it exists */
@@ -251,16 +249,21 @@ export class Agent {
     const flags = w?.detached ? SAMPLING_FLAGS.SAMPLING_PAUSED : 0;
     // every window's decisions anew, and none once it closes (its kept requests have ended by
     // then): a thread's last decision is what a request it read unseen would inherit
-    const windowGen = w ? 2 * w.state.windows + (w.detached ? 1 : 0) : 0;
-    p.setSampling(shed, (st.gen + this.windowEpoch + windowGen) >>> 0, flags, w?.state.windows ?? 0);
+    // (not as the first window begins: the programs stay attached, and the decisions of the
+    // requests then in flight hold)
+    const windowGen = w ? 2 * w.state.attaches + (w.detached ? 1 : 0) : 0;
+    p.setSampling(shed, (st.gen + windowGen) >>> 0, flags, w?.state.attaches ?? 0);
   }
 
   private startWindows(p: ProbeSet, shedder: LoadShedder, sh: NonNullable<AgentOptions['shedding']>): void {
     const windowed = () => FAMILIES.filter((f) => f.windowed && this.loadedFamilies.some((l) => l.name === f.name) && this.attached.get(f.name) !== false && !this.idle.get(f.name));
+    // STRATA_DEBUG=windows: every edge of every window, wall-clock ms (to lay spans against)
+    const dbg = (process.env.STRATA_DEBUG ?? '').split(',').includes('windows') ? (m: string) => this.log(`strata: debug: windows ${Date.now()} ${m}`) : undefined;
     const w = new ProbeWindows({
       cpuBudget: sh.cpuBudget, windowCpu: sh.windowCpu ?? 0, periodMs: sh.windowPeriodMs ?? 10_000, drainMs: sh.windowDrainMs ?? 300, minOpenShare: sh.minOpenShare ?? 0.05,
     }, {
       open: (keep) => {
+        dbg?.(`open ${w.state.windows}`);
         // the new window's number (and its settling) reach the kernel before the programs run:
         // a socket's state from before the pause must not serve a single event
         this.writeSampling();
@@ -270,19 +273,24 @@ export class Agent {
         shedder.set(Math.max(sh.minKeepRatio, keep));
         this.writeSampling();
       },
-      drain: () => this.writeSampling(),
-      settled: () => this.writeSampling(),
+      drain: () => {
+        dbg?.('drain');
+        this.writeSampling();
+      },
+      settled: () => {
+        dbg?.('settled');
+        this.writeSampling();
+      },
       close: () => {
+        dbg?.('close');
         shedder.suspend();
         this.writeSampling();
-        return Promise.all(windowed().map((f) => p.detachWindowed(f)));
+        return Promise.all(windowed().map((f) => p.detachWindowed(f))).finally(() => dbg?.('closed'));
       },
       active: (on, keep) => {
+        dbg?.(on ? 'begin' : 'end');
         shedder.setBudget(on ? (sh.windowCpu ?? 0) : sh.cpuBudget);
-        if (on) {
-          this.windowEpoch++;
-          shedder.set(Math.max(sh.minKeepRatio, keep));
-        }
+        if (on) shedder.set(Math.max(sh.minKeepRatio, keep));
         this.writeSampling();
       },
       requests: () => p.stats().requests ?? 0,

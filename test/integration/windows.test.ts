@@ -14,6 +14,8 @@ import { missingPrerequisites } from '../helpers/kernel.ts';
 import { KIND_CLIENT, KIND_SERVER, LabTracing, type Row, assertNested, chain } from '../helpers/lab-tracing.ts';
 import { waitFor } from '../helpers/otlp-fixture.ts';
 
+// every window's edges in the agent's log, for explain() below
+process.env.STRATA_DEBUG = 'windows';
 const why = missingPrerequisites({ nginx: true });
 if (why && process.env.CI === 'true') throw new Error(`prerequisite missing under CI: ${why}`);
 
@@ -60,6 +62,22 @@ describe('observation windows: the probes attached a share of the time, whole tr
     let n = 0;
     for (const name of allProgramNames()) if (SOCK_PROGRAMS.has(name)) n += metricValue(m, 'strata_bpf_runs_total', `program="${name}"`) || 0;
     return n;
+  }
+
+  /** on a failure: the spans of the first requests concerned, the windows' edges and the counters */
+  async function explain(rows: Row[], problems: string[]): Promise<void> {
+    const ms = (ns: bigint) => Number(ns / 1_000_000n);
+    const lines: string[] = [`${problems.length} requests not whole; the first ones:`];
+    for (const path of [...new Set(problems)].slice(0, 6)) {
+      const traces = new Set(rows.filter((x) => x.span.attributes['url.path'] === path).map((x) => x.span.traceId));
+      for (const r of rows.filter((x) => traces.has(x.span.traceId) && x.span.kind !== 1)) {
+        const a = r.span.attributes;
+        lines.push(`  ${path}: ${r.span.attributes['url.path']} ${r.span.spanId.slice(0, 6)}<${r.span.parentSpanId.slice(0, 6)} ${r.service} kind ${r.span.kind} trace ${r.span.traceId.slice(0, 8)} ${ms(r.span.startTimeUnixNano)}..${ms(r.span.endTimeUnixNano)} status ${r.span.status.code} ${r.span.status.message} ${JSON.stringify(Object.fromEntries(Object.entries(a).filter(([k]) => k.startsWith('strata.') || k.startsWith('http.') || k.startsWith('client.'))))}`);
+      }
+    }
+    lines.push(...(lt.agent?.stderr() ?? '').split('\n').filter((l) => l.includes('windows')));
+    lines.push(...(await lt.metrics()).split('\n').filter((l) => /^strata_(correlator|drops|sampling|observation|kernel|exchanges|spans|export|process_nodejs_eventloop_lag_(max|p99)|process_nodejs_gc_duration_seconds_(sum|count))/.test(l)));
+    console.log(lines.join('\n'));
   }
 
   test('under load: windows open and close; closed, no socket program runs and TC passes over the packets', async () => {
@@ -120,6 +138,9 @@ describe('observation windows: the probes attached a share of the time, whole tr
     assert.ok(roots.size > 0 && roots.size < sent, `some of the ${sent} requests traced (${roots.size}), not all: the windows were closed part of the time`);
     // no part of a request without its root: nothing cut at a window's edge was exported
     const without = (a: Set<string>, b: Set<string>) => [...a].filter((x) => !b.has(x)).sort();
+    const problems: string[] = [];
+    for (const set of [paths(rows, 'frontend', KIND_SERVER), paths(rows, 'ingress-nginx', KIND_CLIENT)]) problems.push(...without(set, roots), ...without(roots, set));
+    if (problems.length) await explain(rows, problems);
     for (const [what, set] of [['app SERVER', paths(rows, 'frontend', KIND_SERVER)], ['NGINX upstream CLIENT', paths(rows, 'ingress-nginx', KIND_CLIENT)]] as const) {
       assert.deepEqual(without(set, roots), [], `${what} spans whose request has no NGINX SERVER span`);
       assert.deepEqual(without(roots, set), [], `NGINX SERVER spans without their ${what} span`);

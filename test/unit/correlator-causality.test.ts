@@ -77,6 +77,11 @@ class Script {
     this.ev(EVENT_TYPE.EV_SOCK_DATA, sk, tid, 2, data, FLAGS.F_AFTER_SHED);
   }
 
+  /** the first kept read after shed ones (the kernel flags it) */
+  readAfterShed(sk: number, data: Buffer, tid = this.pid): void {
+    this.ev(EVENT_TYPE.EV_SOCK_DATA, sk, tid, 1, data, FLAGS.F_AFTER_SHED);
+  }
+
   close(sk: number, tid = this.pid): void {
     this.ev(EVENT_TYPE.EV_SOCK_CLOSE, sk, tid);
   }
@@ -195,6 +200,47 @@ describe('causality: outbound calls linked to the inbound request by evidence', 
     assert.equal(r.parentOf(k), '/k?', 'linked by the event loop, not left ambiguous by a connect made for a shed request');
     assert.equal(k.attributes['strata.cause'], 'event_loop');
     assert.equal(r.correlator.stats.causesAmbiguous, 0);
+  });
+
+  test('a request whose answer was shed (in flight as a window closed): cut, with its whole local trace; the next exchanges keep their own answers', () => {
+    const s = new Script(330);
+    const ok = (body: string) => B(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    s.inbound(1, 50031);
+    s.outbound(11, 41031);
+    s.accept(1);
+    s.connect(11);
+    // /a: read, proxied and answered upstream; the programs detach before the proxy answers it
+    s.read(1, get('/a'));
+    s.write(11, get('/a'));
+    s.read(11, ok('a'));
+    s.shed(1, 2, ok('a').length);
+    // unseen while the programs were detached: another request on both connections
+    s.shed(1, 1, get('/u').length);
+    s.shed(11, 2, get('/u').length);
+    s.shed(11, 1, ok('u').length);
+    s.shed(1, 2, ok('u').length);
+    // the next window: the first messages each way after the pause are flagged
+    s.readAfterShed(1, get('/b'));
+    s.writeAfterShed(11, get('/b'));
+    s.readAfterShed(11, ok('bb'));
+    s.writeAfterShed(1, ok('bb'));
+    s.read(1, get('/c'));
+    s.write(11, get('/c'));
+    s.read(11, ok('ccc'));
+    s.write(1, ok('ccc'));
+    const r = run(s);
+    const served = (t: string) => r.servers.filter((x) => x.attributes['url.path'] === t);
+    assert.deepEqual(served('/a'), [], '/a: its answer was not seen');
+    assert.equal(r.clients.filter((x) => x.attributes['url.path'] === '/a').length, 0, 'nor its upstream call (its local trace)');
+    // each later exchange with its own answer, not the one before's
+    for (const [t, bytes] of [['/b', ok('bb').length], ['/c', ok('ccc').length]] as const) {
+      assert.equal(served(t).length, 1, t);
+      assert.equal(served(t)[0]?.attributes['strata.response.bytes'], bytes, `${t}: its own response`);
+      assert.equal(r.parentOf(r.client(`${t}?`)), `${t}?`);
+      assert.equal(r.client(`${t}?`).attributes['strata.response.bytes'], bytes);
+    }
+    assert.equal(r.correlator.stats.cutExchanges, 1, "the proxy's SERVER exchange of /a (its CLIENT one was whole, and goes with its root)");
+    assert.equal(r.correlator.stats.incomplete, 0);
   });
 
   test('a kept-alive connection the agent joined mid-response: once a request shows it is HTTP, its responses count as reads of the call (transitive links resume)', () => {

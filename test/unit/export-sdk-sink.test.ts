@@ -421,9 +421,12 @@ describe('SdkSpanSink', () => {
     for (let i = 0; i < 20; i++) sink.emit(span(trace(0.99, i)));
     assert.equal(sink.stats().spansShed, 0);
     assert.equal(sink.backlog(), 0.5);
-    // 3/4 full: ids below (1 - 0.75) / 0.5 = 0.5 are kept
+    // the bound is taken once per turn of the event loop
+    await Promise.resolve();
     for (let i = 0; i < 10; i++) sink.emit(span(trace(0.01, 100 + i)));
     assert.equal(sink.backlog(), 0.75);
+    await Promise.resolve();
+    // 3/4 full: ids below (1 - 0.75) / 0.5 = 0.5 are kept
     const high = trace(0.9, 200);
     const low = trace(0.3, 201);
     for (let i = 0; i < 3; i++) {
@@ -435,6 +438,52 @@ describe('SdkSpanSink', () => {
     assert.equal(st.spansDropped, 0, 'nothing lost at random');
     assert.equal(st.spansEmitted, 36);
     assert.equal(st.exporters[0]?.queued, 33);
+    await sink.shutdown();
+  });
+
+  it('sheds a trace whole: its spans of one turn share one bound while the fill moves, and a shed trace stays shed', async () => {
+    const pending: ((r: ExportResult) => void)[] = [];
+    const slow: SpanExporter = {
+      export(_spans: ReadableSpan[], cb: (r: ExportResult) => void) {
+        pending.push(cb);
+      },
+      shutdown: async () => {},
+    };
+    const base = spanTree()[3] as SpanRecord;
+    const sink = new SdkSpanSink(sinkOptions({
+      exporters: [slow],
+      batch: { maxQueueSize: 100, maxExportBatchSize: 100, scheduledDelayMillis: 60_000, exportTimeoutMillis: 60_000, maxConcurrentExports: 1 },
+      log: () => {},
+    }));
+    const trace = (at: number, n: number) => `${n.toString(16).padStart(24, '0')}${Math.floor(at * 2 ** 32).toString(16).padStart(8, '0')}`;
+    let n = 0;
+    const span = (traceId: string): SpanRecord => ({ ...base, traceId, spanId: (0x1000 + ++n).toString(16).padStart(16, '0') });
+    for (let i = 0; i < 50; i++) sink.emit(span(trace(0.01, i)));
+    await Promise.resolve();
+    // one local trace released in one turn: 30 spans take the fill from 0.5 to 0.8, past the bound
+    // of its id (0.7 is kept below a fill of 0.65): none is shed, as none was when it began
+    const whole = trace(0.7, 100);
+    for (let i = 0; i < 30; i++) sink.emit(span(whole));
+    assert.equal(sink.backlog(), 0.8);
+    assert.equal(sink.stats().spansShed, 0, 'a trace is not cut by the fill it made itself');
+    await Promise.resolve();
+    // the next turn: 0.8 full keeps ids below 0.4
+    const later = trace(0.6, 101);
+    sink.emit(span(later));
+    sink.emit(span(whole));
+    assert.equal(sink.stats().spansShed, 2);
+    // the queue drains; the shed trace's late span is shed still, a new trace of the same id range is kept
+    const flushed = sink.flush();
+    await waitFor(() => pending.length > 0, 'the export');
+    (pending.shift() as (r: ExportResult) => void)({ code: ExportResultCode.SUCCESS });
+    await flushed;
+    assert.equal(sink.backlog(), 0);
+    sink.emit(span(later));
+    sink.emit(span(trace(0.6, 102)));
+    const st = sink.stats();
+    assert.equal(st.spansShed, 3, 'the late span of a shed trace');
+    assert.equal(st.spansExported, 80);
+    assert.equal(st.exporters[0]?.queued, 1);
     await sink.shutdown();
   });
 });

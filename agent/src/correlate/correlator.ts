@@ -85,6 +85,8 @@ export interface CorrelatorStats {
   seqGapBytes: number;
   /** seq gaps that were requests shed on purpose by the kernel (load shedding), not losses */
   shedGaps: number;
+  /** exchanges whose request was kept and response shed (cut by an observation window's edge): not exported, nor their local trace */
+  cutExchanges: number;
   /** CLIENT exchanges linked to their in-process cause, by evidence (causality.ts); left unlinked as ambiguous; in a process serving nothing */
   causesLinkedContext: number;
   causesLinkedRequestId: number;
@@ -198,7 +200,7 @@ export class Correlator implements EventHandler {
       clockClamps: s.clockClamps,
       invalidBadRequestLine: x.invalidRequests.bad_request_line, invalidHeadIncomplete: x.invalidRequests.head_incomplete,
       invalidHeadTooLong: x.invalidRequests.head_too_long, hopsIncomplete: this.counts.hopsIncomplete,
-      seqGaps: x.seqGaps, seqGapBytes: x.seqGapBytes, shedGaps: x.shedGaps,
+      seqGaps: x.seqGaps, seqGapBytes: x.seqGapBytes, shedGaps: x.shedGaps, cutExchanges: x.cut,
       ...stitchStats(this.stitch?.stats), stitchPublished: this.published,
       traceAdopted: this.counts.adopted, traceAdoptConflicts: this.counts.adoptConflicts,
       ovsUpcalls: o.upcalls, ovsUpcallsNotTcp: o.upcallsNotTcp, ovsUpcallsCharged: o.upcallsCharged, ovsUpcallEvictions: o.upcallEvictions, ovsHops: o.ovsHops,
@@ -310,12 +312,20 @@ export class Correlator implements EventHandler {
   }
 
   private emit(ex: Exchange, nowNs: number): void {
-    if (this.stitch && !(ex.invalid && !this.opts.exportInvalid) && this.stitch.hold(ex, this.causality.localRoot(ex), nowNs)) return;
+    if (this.stitch && !ex.cut && !(ex.invalid && !this.opts.exportInvalid) && this.stitch.hold(ex, this.causality.localRoot(ex), nowNs)) return;
     this.emitNow(ex, nowNs);
   }
 
   private emitNow(ex: Exchange, nowNs: number): void {
     ex.emittedAt = nowNs;
+    if (ex.cut) {
+      // half of it seen: nothing of its local trace is exported (the root is dropped when it ends)
+      const root = this.causality.localRoot(ex);
+      if (root !== ex && root.keep === undefined) root.cut = true;
+      ex.keep = false;
+      this.sampling.discard(ex);
+      return;
+    }
     if (ex.invalid && !this.opts.exportInvalid) {
       // counted by reason; nothing of it is exported, nor of a local trace it would have rooted
       ex.keep = false;

@@ -73,6 +73,8 @@ export interface Conn {
    * inbound requests the connecting thread may have been handling, null when its order said none
    */
   connectCause?: Exchange[] | null;
+  /** requests that followed messages the kernel shed (F_AFTER_SHED), so far: what Exchange.shedEpoch counts */
+  shedEpoch: number;
 }
 
 export interface Exchange {
@@ -101,6 +103,13 @@ export interface Exchange {
   invalid?: InvalidReason;
   /** the request started before the previous response on its connection ended */
   pipelined: boolean;
+  /** Conn.shedEpoch when its request came: a response after shed ones answers no request of an older epoch */
+  shedEpoch: number;
+  /**
+   * its response was shed while its request was kept (the request was in flight across an
+   * observation window's edge): neither it nor its local trace is exported
+   */
+  cut?: boolean;
   /** this socket's observation points of the request and response (their last byte is set when the exchange finishes) */
   reqPt?: ObservationPoint;
   respPt?: ObservationPoint;
@@ -143,6 +152,8 @@ export interface ExchangeStats {
   seqGapBytes: number;
   /** seq gaps that are messages shed by load shedding (F_AFTER_SHED), not losses */
   shedGaps: number;
+  /** exchanges cut: their request seen, their response shed (Exchange.cut) */
+  cut: number;
 }
 
 /** What the exchange table tells the rest of the correlator. */
@@ -162,7 +173,7 @@ export interface ExchangeEvents {
 export class Exchanges {
   readonly stats: ExchangeStats = {
     connEvictions: 0, exchanges: 0, nonHttp: 0, orphanResponses: 0, incomplete: 0, truncatedHeads: 0, pending: 0,
-    invalidRequests: { bad_request_line: 0, head_incomplete: 0, head_too_long: 0 }, seqGaps: 0, seqGapBytes: 0, shedGaps: 0,
+    invalidRequests: { bad_request_line: 0, head_incomplete: 0, head_too_long: 0 }, seqGaps: 0, seqGapBytes: 0, shedGaps: 0, cut: 0,
   };
   readonly conns: LRUCache<number, Conn>;
   /** connections whose response framing is lost: they end after a quiet period */
@@ -245,6 +256,15 @@ export class Exchanges {
     // the kernel shed the messages sent before this one (load shedding): the connection's first
     // request was one of them, so what its connect() said is not about this request
     if (isRequest && c.role === ROLE_CLIENT && e.flags & FLAGS.F_AFTER_SHED) c.connectCause = undefined;
+    if (e.flags & FLAGS.F_AFTER_SHED && stream && !stream.inMessage) {
+      // A request after shed ones starts a new epoch. A response after shed ones answers a request
+      // of the newest epoch: requests of older ones still waiting had their responses among those
+      // shed (the programs were detached, or their socket's state started afresh, as a window
+      // closed and the next opened). Paired with this response, each would take the next one's
+      // answer for the rest of the connection.
+      if (isRequest) c.shedEpoch++;
+      else for (const ex of [...c.awaiting]) if (ex.shedEpoch < c.shedEpoch) this.cut(c, ex);
+    }
     const open = isRequest ? c.reqOpen : c.respOpen;
     this.touched = open ? [open] : [];
     stream?.feed(e.buf, e.payloadOff, Math.min(e.payloadLen, e.ret), e.ret, e);
@@ -329,7 +349,7 @@ export class Exchanges {
       conn: c, role: c.role, method: head?.method || '_OTHER', target: head?.target ?? '', version: head?.version ?? '',
       headers: head?.headers ?? new Map(), reqKey, reqSeq: seq, reqStart: c.reqStartTs, reqEnd: ts, reqBytes: 0,
       reqTruncated: truncated && !invalid, tid: e?.tid ?? c.tid, respSeq: -1, respStart: 0, respEnd: 0, respBytes: 0, status: 0, done: false,
-      incomplete: false, upgraded: false, invalid, pipelined: c.awaiting.length > 0 || c.reqStartTs < c.prevRespEnd,
+      incomplete: false, upgraded: false, invalid, pipelined: c.awaiting.length > 0 || c.reqStartTs < c.prevRespEnd, shedEpoch: c.shedEpoch,
       children: 0, emittedAt: 0,
     };
     if (truncated && !invalid) this.stats.truncatedHeads++;
@@ -424,6 +444,13 @@ export class Exchanges {
     this.out.finished(ex);
   }
 
+  /** an exchange whose response the kernel shed: finished, not to be exported (Exchange.cut) */
+  private cut(c: Conn, ex: Exchange): void {
+    ex.cut = true;
+    this.stats.cut++;
+    this.finish(c, ex, false);
+  }
+
   private closeConn(c: Conn, ts: number): void {
     // close-delimited (or lost-framing) responses end at their last byte
     c.resp?.close();
@@ -451,7 +478,7 @@ export class Exchanges {
       localIp, localPort: e.tuple.sport, remoteIp, remotePort: e.tuple.dport,
       clientEp: '', pod, owner: pod?.workload ?? executable, process: { pid: e.pid, tid: e.tid, comm, executable, netns: e.netns },
       local: { ip: localIp, port: e.tuple.sport }, remote: { ip: remoteIp, port: e.tuple.dport }, awaiting: [], reqStartTs: e.tsNs, reqStartSeq: -1, respStartTs: 0, respStartSeq: -1,
-      lastReqTs: e.tsNs, lastRespTs: e.tsNs, lastTs: e.tsNs, nonHttpCounted: false, maxReqPlaces: 0, maxRespPlaces: 0, prevRespEnd: 0, reqNextSeq: -1, respNextSeq: -1,
+      lastReqTs: e.tsNs, lastRespTs: e.tsNs, lastTs: e.tsNs, nonHttpCounted: false, maxReqPlaces: 0, maxRespPlaces: 0, prevRespEnd: 0, reqNextSeq: -1, respNextSeq: -1, shedEpoch: 0,
     };
     this.conns.set(e.sk, c); // may evict (and close) the least recently used connection
     return c;

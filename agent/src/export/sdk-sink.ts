@@ -138,6 +138,9 @@ function traceHash(traceId: string): number {
   return Number.parseInt(traceId.slice(24), 16) / 2 ** 32;
 }
 
+/** trace ids of shed traces remembered (SdkSpanSink.shed): a trace's late spans follow its first */
+const SHED_TRACES_REMEMBERED = 4096;
+
 /** the BatchSpanProcessor's own export timeout is this much later than the pipeline's */
 const BSP_TIMEOUT_MARGIN_MS = 1000;
 
@@ -320,6 +323,17 @@ export class SdkSpanSink implements SpanSink {
   private readonly warn: LogFn;
   private readonly flushTimeoutMillis: number;
   private readonly shedFrom: number;
+  /**
+   * the keep bound on trace hashes (1: keep all), taken once per turn of the event loop: every
+   * span a turn emits is decided against the same bound, so the spans of a local trace (released
+   * together) share one fate while the queue's fill moves under them
+   */
+  private keepBelow: number | undefined;
+  private readonly clearKeepBelow = () => {
+    this.keepBelow = undefined;
+  };
+  /** traces shed lately: a span of one of them emitted in a later turn is shed too */
+  private readonly shedTraces = new LRUCache<string, true>({ max: SHED_TRACES_REMEMBERED });
   private shutDown = false;
   private readonly counters = {
     spansEmitted: 0,
@@ -372,8 +386,7 @@ export class SdkSpanSink implements SpanSink {
     }
     // past half full: whole traces are shed, by trace id, rather than spans lost at random at
     // the bound (the ratio falls from 1 at half full to 0 at full)
-    const fill = this.shedFrom < 1 ? this.backlog() : 0;
-    if (fill > this.shedFrom && traceHash(r.traceId) >= (1 - fill) / (1 - this.shedFrom)) {
+    if (this.shedFrom < 1 && this.shed(r.traceId)) {
       this.counters.spansShed++;
       this.counters.spansEmitted++;
       for (const p of this.pipelines) p.stats.spansShed++;
@@ -407,6 +420,18 @@ export class SdkSpanSink implements SpanSink {
   }
 
   /** how full the fullest exporter's queue is, 0..1 (spans or estimated bytes) */
+  /** whether the export queues are too full for this trace (the same answer for all its spans) */
+  private shed(traceId: string): boolean {
+    if (this.keepBelow === undefined) {
+      const fill = this.backlog();
+      this.keepBelow = fill > this.shedFrom ? (1 - fill) / (1 - this.shedFrom) : 1;
+      queueMicrotask(this.clearKeepBelow);
+    }
+    if (traceHash(traceId) < this.keepBelow) return this.shedTraces.size > 0 && this.shedTraces.has(traceId);
+    this.shedTraces.set(traceId, true);
+    return true;
+  }
+
   backlog(): number {
     let f = 0;
     for (const p of this.pipelines) f = Math.max(f, p.fill);

@@ -265,6 +265,7 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_correlator_trace_adopted_total', 'SERVER exchanges without an incoming trace context that took the trace id their outbound calls carried (the app\'s SDK started that trace).', () => correlator().traceAdopted ?? 0);
   counter('strata_correlator_trace_adopt_conflicts_total', 'Outbound calls of such an exchange that carried another trace id than the one it adopted.', () => correlator().traceAdoptConflicts ?? 0);
   counter('strata_correlator_truncated_heads_total', 'HTTP heads cut by the capture (kept as far as seen).', () => correlator().truncatedHeads);
+  counter('strata_correlator_cut_exchanges_total', 'Exchanges whose request was seen and whose response the kernel shed (in flight across an observation window\'s edge): neither they nor their local traces are exported.', () => correlator().cutExchanges);
   counter('strata_correlator_shed_gaps_total', 'Socket events after requests the kernel shed on purpose (load shedding): a seq gap that is not a loss.', () => correlator().shedGaps);
   counter('strata_correlator_seq_gaps_total', 'Socket events whose TCP seq skipped bytes the correlator never saw (events lost upstream): the parser resynchronised.', () => correlator().seqGaps);
   counter('strata_correlator_seq_gap_bytes_total', 'Bytes of those gaps.', () => correlator().seqGapBytes);

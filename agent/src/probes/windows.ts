@@ -73,6 +73,12 @@ export interface WindowState {
   keptShare: number;
   /** windows opened */
   windows: number;
+  /**
+   * times the windowed programs attached again after a pause: the kernel's window number
+   * (strata_sampling.window). A socket last seen under an older one missed what it moved
+   * meanwhile; the first window, begun with the programs attached, keeps the number.
+   */
+  attaches: number;
   /** ms the windowed programs were detached (closing and closed) */
   closedMs: number;
   /** offered requests per second while the programs were attached, over the last period */
@@ -99,7 +105,7 @@ export function openShare(demand: number, opts: Pick<WindowOptions, 'cpuBudget' 
 }
 
 export class ProbeWindows {
-  readonly state: WindowState = { phase: 'steady', openShare: 1, keptShare: 1, windows: 0, closedMs: 0, offeredPerS: 0, demandCores: 0, windowKeep: 1, lastDetachMs: 0, detachErrors: 0 };
+  readonly state: WindowState = { phase: 'steady', openShare: 1, keptShare: 1, windows: 0, attaches: 0, closedMs: 0, offeredPerS: 0, demandCores: 0, windowKeep: 1, lastDetachMs: 0, detachErrors: 0 };
   private readonly opts: WindowOptions;
   private readonly io: WindowIo;
   private readonly now: () => number;
@@ -220,9 +226,9 @@ export class ProbeWindows {
     if (this.state.phase === 'closed') this.openNow();
     else this.state.windows++;
     this.state.phase = 'open';
-    const openMs = share * P;
-    this.schedule(() => this.drain(), openMs - this.opts.drainMs);
-    this.schedule(() => this.close(), openMs);
+    // the close is timed from the drain as it happened: a late timer (the agent's thread busy
+    // or starved) must shorten the drain of no request in flight
+    this.schedule(() => this.drain(), share * P - this.opts.drainMs);
     this.schedule(() => this.decide(), P);
   }
 
@@ -230,6 +236,7 @@ export class ProbeWindows {
     this.state.phase = 'open';
     // counted first: the kernel takes the new window's number as the programs attach
     this.state.windows++;
+    this.state.attaches++;
     this.settlingNow = true;
     this.io.open(this.state.windowKeep);
     this.schedule(() => {
@@ -244,6 +251,7 @@ export class ProbeWindows {
     if (this.state.phase !== 'open') return;
     this.state.phase = 'draining';
     this.io.drain();
+    this.schedule(() => this.close(), this.opts.drainMs);
   }
 
   private close(): void {
