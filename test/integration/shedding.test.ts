@@ -69,6 +69,23 @@ describe('load shedding in the kernel keeps whole requests and counts the rest',
     assert.equal(metricValue(m, 'strata_drops_total', 'stage="kernel_ringbuf"'), 0);
   });
 
+  test("a budget below the agent's own floor still traces a quiet node: the floor is learned, and a request above it is kept whole", async () => {
+    if (lt.agent) await stopAgent(lt.agent);
+    const budget = 0.002;
+    lt.agent = await startAgent([...lt.agentArgs(), '--set', 'shedding.keepRatio=1', '--set', `shedding.cpuBudget=${budget}`, '--set', 'shedding.minKeepRatio=0.001']);
+    // ring polling, timers and metrics alone cost the agent more than the budget
+    const floor = await waitFor(async () => {
+      const f = metricValue(await lt.metrics(), 'strata_agent_cpu_floor_cores');
+      return f > budget ? f : undefined;
+    }, 'the floor learned from request-free intervals', 30_000);
+    // the controller works to the usage above it: idle, nothing was ever shed
+    const m = await lt.metrics();
+    assert.equal(metricValue(m, 'strata_sampling_adjustments_total'), 0, `idle at a floor of ${floor} cores against a budget of ${budget}: never shed`);
+    assert.equal(metricValue(m, 'strata_sampling_keep_ratio'), 1);
+    assert.equal((await runClient(lt.lab, { paths: ['/quiet'] }))[0]?.status, 200);
+    assert.equal(chain(await lt.tree('/quiet')).app.span.attributes['url.path'], '/quiet');
+  });
+
   test('probes.disable leaves an optional family unloaded, and says so', async () => {
     if (lt.agent) await stopAgent(lt.agent);
     lt.agent = await startAgent([...lt.agentArgs(), '--set', 'probes.disable=net_dev']);

@@ -116,7 +116,7 @@ const OWN = [
   'strata_spans_total', 'strata_drops_total', 'strata_export_spans_rejected_total', 'strata_export_spans_total', 'strata_export_requests_total',
   'strata_export_queue_spans', 'strata_export_held_bytes', 'strata_export_duration_seconds', 'strata_probe_attached', 'strata_probe_idle',
   'strata_kernel_shed_events_total', 'strata_kernel_shed_requests_total', 'strata_kernel_requests_total', 'strata_sampling_keep_ratio', 'strata_agent_cpu_budget_cores',
-  'strata_agent_cpu_usage_cores', 'strata_sampling_adjustments_total', 'strata_correlator_shed_gaps_total', 'strata_correlator_cut_exchanges_total',
+  'strata_agent_cpu_usage_cores', 'strata_agent_cpu_floor_cores', 'strata_sampling_adjustments_total', 'strata_correlator_shed_gaps_total', 'strata_correlator_cut_exchanges_total',
   'strata_discovery_metadata_stale', 'strata_discovery_pods', 'strata_discovery_pods_traced', 'strata_discovery_pods_pending',
   'strata_discovery_pods_unknown', 'strata_discovery_pods_over_limit', 'strata_discovery_targets', 'strata_discovery_reconciles_total',
   'strata_discovery_apply_errors_total', 'strata_discovery_link_events_total', 'strata_discovery_lists_total', 'strata_discovery_relists_total',

@@ -201,4 +201,52 @@ describe('load shedding controller', () => {
     interval(0.01);
     assert.ok(s.state.keepRatio > k);
   });
+
+  describe("the agent's floor: the budget is for what requests cost", () => {
+    /** intervals of 250 ms with `perS` requests (all kept while the ratio is 1) and `cores` of CPU */
+    function floored(opts: Partial<SheddingOptions> = {}) {
+      const o: SheddingOptions = { cpuBudget: 0.02, keepRatio: 1, minKeepRatio: 0.001, intervalMs: 250, warmupMs: 1000, smoothing: 1, ...opts };
+      let cpuUs = 0;
+      let ms = 0;
+      let req = 0;
+      const s = new LoadShedder(o, { write: () => {}, losses: () => 0, requests: () => req, cpuUs: () => cpuUs, nowMs: () => ms });
+      const interval = (perS: number, cores: number) => {
+        req += perS / 4;
+        cpuUs += cores * 250_000;
+        ms += 250;
+        s.tick();
+      };
+      return { s, interval };
+    }
+
+    test('learned from request-free intervals after the warm-up; a trickle of requests on a quiet node is kept whole under a budget below the floor', () => {
+      const { s, interval } = floored();
+      for (let i = 0; i < 3; i++) interval(0, 0.3); // loading (the first second): not the floor
+      assert.equal(s.state.floorCores, 0);
+      for (let i = 0; i < 20; i++) interval(0, 0.06);
+      assert.ok(Math.abs(s.state.floorCores - 0.06) < 0.005, String(s.state.floorCores));
+      // a few requests at 1 ms each above the floor: 0.004 cores, within 0.02
+      for (let i = 0; i < 40; i++) interval(4, 0.064);
+      assert.equal(s.state.keepRatio, 1, 'the floor (0.06) is three times the budget, and nothing is shed');
+      assert.ok(s.state.floorCores < 0.065, 'intervals with requests are not floor samples');
+    });
+
+    test('above the floor the budget holds, and the cost of a request is learned above it', () => {
+      const { s, interval } = floored({ cpuBudget: 0.1 });
+      for (let i = 0; i < 20; i++) interval(0, 0.06);
+      // 300/s at 0.36 cores: 0.3 above the floor, 1000 µs per request; 3x the budget
+      interval(300, 0.36);
+      assert.ok(Math.abs(s.state.costUs - 1000) < 1, String(s.state.costUs));
+      assert.ok(Math.abs(s.state.keepRatio - 0.3) < 1e-9, `keep 0.9 x 0.1 / 0.3, got ${s.state.keepRatio}`);
+    });
+
+    test('a node never free of requests keeps a floor of 0: the whole usage counts', () => {
+      const { s, interval } = floored({ cpuBudget: 0.1 });
+      for (let i = 0; i < 20; i++) interval(100, 0.08);
+      assert.equal(s.state.floorCores, 0);
+      assert.equal(s.state.keepRatio, 1);
+      interval(100, 0.2);
+      assert.ok(Math.abs(s.state.keepRatio - 0.45) < 1e-9, String(s.state.keepRatio));
+    });
+  });
 });

@@ -355,7 +355,7 @@ export const SCHEMA = {
     respectParentSampled: bool('follow the caller\'s sampled flag (traceparent) when there is one'),
   },
   shedding: {
-    cpuBudget: num(0, 64, 'CPU the agent may use, in cores; above it the kernel stops reporting a share of the requests, whole (0 = never shed)'),
+    cpuBudget: num(0, 64, 'CPU the agent may use above its own floor (what it costs with no request: strata_agent_cpu_floor_cores), in cores; above it the kernel stops reporting a share of the requests, whole (0 = never shed)'),
     keepRatio: num(0, 1, 'share of requests the kernel reports from the start (whole requests, by a hash of their first bytes\' TCP endpoint and seq); with cpuBudget 0 it stays fixed'),
     minKeepRatio: num(0, 1, 'the share of requests kept never goes below this'),
     intervalMs: int(50, 60_000, 'how often the agent measures its CPU and adjusts the share kept'),

@@ -35,7 +35,7 @@ export interface StatsSource {
   /** kernel BPF run-time statistics per program (run_time_ns, run_cnt), when enabled */
   progStats(): { name: string; runTimeNs: number; runCnt: number }[];
   /** load shedding (probes/shedding.ts): keep ratio, budget, the agent's CPU over the last interval */
-  shedding?(): { keepRatio: number; cpuBudget: number; usageCores: number; adjustments: number } | undefined;
+  shedding?(): { keepRatio: number; cpuBudget: number; usageCores: number; adjustments: number; floorCores?: number } | undefined;
   /** observation windows (probes/windows.ts), when shedding.windowCpu allows them */
   windows?(): { phase: string; observing: boolean; openShare: number; keptShare: number; windows: number; closedSeconds: number; offeredPerS: number; detachErrors: number } | undefined;
   /** malloc_trim calls of the agent (MALLOC_TRIM_INTERVAL_MS) and the CPU time they took */
@@ -213,6 +213,7 @@ export function createMetrics(src: StatsSource): Registry {
   counter('strata_kernel_paused_packets_total', 'Packets the TC and net_dev programs passed over between observation windows (one map lookup each).', () => kernel()?.paused);
   gauge('strata_agent_cpu_budget_cores', 'CPU the agent may use before it sheds load (shedding.cpuBudget; 0 = never).', () => shedding()?.cpuBudget);
   gauge('strata_agent_cpu_usage_cores', 'CPU the agent used over the last shedding interval, in cores.', () => shedding()?.usageCores);
+  gauge('strata_agent_cpu_floor_cores', 'CPU the agent uses with no request at all (learned from request-free intervals; 0 until one is seen), in cores: shedding.cpuBudget is for the usage above it.', () => shedding()?.floorCores);
   counter('strata_sampling_adjustments_total', 'Changes of the kernel keep ratio made by load shedding.', () => shedding()?.adjustments);
   const memory = perScrape(() => src.memory?.());
   counter('strata_malloc_trims_total', 'Times the agent gave the free memory of its malloc arenas back to the kernel (malloc_trim, every 10 s).', () => memory()?.mallocTrims);

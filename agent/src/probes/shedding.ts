@@ -17,6 +17,13 @@
 // of a few dozen requests is absorbed), the ratio drops at once to what the budget affords. Only
 // the CPU loop raises it again, and not for a while after a loss nor while an export queue is
 // past half full.
+//
+// The budget is for what requests cost, not for the agent's floor: ring polling, timers,
+// discovery and metrics cost the same with no request at all (4-7 % of a core on the lab). The
+// floor is learned from the intervals in which the kernel saw no request, and the controller
+// works to usage above it (and learns the cost of a request above it), so a budget smaller than
+// the floor still traces a quiet node. A node that never has a request-free interval keeps the
+// floor it had (0 at start): the whole usage counts, as it did before.
 
 export interface SheddingOptions {
   /** CPU the agent may use, in cores (user + system of the whole process); 0 = never shed */
@@ -58,6 +65,8 @@ const BRAKE_DEBT_US = 250_000;
 const HOLD_AFTER_LOSS_MS = 2000;
 /** queues fuller than this hold the ratio */
 const BACKLOG_HOLD = 0.5;
+/** weight of the newest request-free interval in the learned floor */
+const FLOOR_WEIGHT = 0.2;
 
 /** where the controller reads and writes */
 export interface SheddingIo {
@@ -92,12 +101,14 @@ export interface SheddingState {
   costUs: number;
   /** times the brake cut the ratio ahead of the CPU measurement */
   brakes: number;
+  /** the agent's CPU with no request, cores (learned from request-free intervals): the budget is for usage above it */
+  floorCores: number;
 }
 
 const TWO32 = 2 ** 32;
 
 export class LoadShedder {
-  readonly state: SheddingState = { keepRatio: 1, shed: 0, gen: 0, usageCores: 0, adjustments: 0, offeredPerS: 0, costUs: INITIAL_COST_US, brakes: 0 };
+  readonly state: SheddingState = { keepRatio: 1, shed: 0, gen: 0, usageCores: 0, adjustments: 0, offeredPerS: 0, costUs: INITIAL_COST_US, brakes: 0, floorCores: 0 };
   private lastCpuUs: number;
   private lastMs: number;
   private lastLosses: number;
@@ -118,6 +129,9 @@ export class LoadShedder {
   /** the rate window: requests counted and when */
   private rateReq: number;
   private rateMs: number;
+  /** the kernel's request count at the last tick (a request-free interval is a sample of the floor) */
+  private tickReq: number;
+  private floorSeen = false;
   /** requests kept since the last tick (each counted at the ratio in force when the kernel saw it), up to accReq */
   private kept = 0;
   private accReq: number;
@@ -142,7 +156,7 @@ export class LoadShedder {
     this.lastMs = this.nowMs();
     this.lastLosses = this.losses();
     this.startMs = this.lastMs;
-    this.accReq = this.rateReq = this.requests?.() ?? 0;
+    this.tickReq = this.accReq = this.rateReq = this.requests?.() ?? 0;
     this.rateMs = this.lastMs;
   }
 
@@ -205,7 +219,7 @@ export class LoadShedder {
     this.lastLosses = this.losses();
     this.debtUs = 0;
     this.kept = 0;
-    if (this.requests) this.accReq = this.rateReq = this.requests();
+    if (this.requests) this.tickReq = this.accReq = this.rateReq = this.requests();
     this.rateMs = now;
   }
 
@@ -218,10 +232,18 @@ export class LoadShedder {
     if (wallMs <= 0) return;
     const usage = (cpu - this.lastCpuUs) / 1000 / wallMs;
     const lost = losses > this.lastLosses;
+    const warm = now - this.startMs >= (this.opts.warmupMs ?? DEFAULT_WARMUP_MS);
     if (this.requests) {
-      // CPU per kept request, learned over intervals with enough of them
-      this.account();
-      if (this.kept >= MIN_COST_SAMPLE) this.state.costUs = 0.7 * this.state.costUs + 0.3 * ((cpu - this.lastCpuUs) / this.kept);
+      const req = this.account();
+      // no request at all this interval (after the warm-up's loading): what the agent costs by itself
+      if (req === this.tickReq && warm && !lost) {
+        this.state.floorCores = this.floorSeen ? FLOOR_WEIGHT * usage + (1 - FLOOR_WEIGHT) * this.state.floorCores : usage;
+        this.floorSeen = true;
+      }
+      this.tickReq = req;
+      // CPU per kept request above the floor, learned over intervals with enough of them
+      const workUs = cpu - this.lastCpuUs - this.state.floorCores * wallMs * 1000;
+      if (this.kept >= MIN_COST_SAMPLE) this.state.costUs = 0.7 * this.state.costUs + 0.3 * Math.max(1, workUs / this.kept);
       this.kept = 0;
     }
     this.lastCpuUs = cpu;
@@ -229,11 +251,13 @@ export class LoadShedder {
     this.lastLosses = losses;
     this.state.usageCores = usage;
     const a = this.opts.smoothing ?? DEFAULT_SMOOTHING;
-    const avg = this.smoothed === undefined ? usage : a * usage + (1 - a) * this.smoothed;
-    this.smoothed = avg;
+    const smoothed = this.smoothed === undefined ? usage : a * usage + (1 - a) * this.smoothed;
+    // the warm-up's loading is not a trend: the average starts when it ends
+    this.smoothed = warm ? smoothed : undefined;
     const budget = this.budgetCores;
     if (budget <= 0) return;
-    const warm = now - this.startMs >= (this.opts.warmupMs ?? DEFAULT_WARMUP_MS);
+    // what the requests cost: the usage above the agent's floor
+    const avg = Math.max(0, smoothed - this.state.floorCores);
     let keep = this.state.keepRatio;
     if (lost) {
       keep *= 0.5;
