@@ -311,6 +311,8 @@ interface Snapshot {
   /** requests the kernel shed on purpose (load shedding), and the keep ratio at the snapshot */
   shedRequests: number;
   keepRatio: number;
+  /** exchanges cut at an observation window's edge (request seen, response shed): not exported */
+  cut: number;
   /** per BPF program: runs and kernel run time (ns) so far */
   bpf: Record<string, BpfProgCost>;
 }
@@ -327,6 +329,7 @@ async function snapshot(a: Agent): Promise<Snapshot> {
     exportShed: metricValue(text, 'strata_export_spans_total', 'result="shed"'),
     shedRequests: metricValue(text, 'strata_kernel_shed_requests_total'),
     keepRatio: metricValue(text, 'strata_sampling_keep_ratio'),
+    cut: metricValue(text, 'strata_correlator_cut_exchanges_total') || 0,
     bpf: parseBpfPrograms(text),
   };
 }
@@ -403,6 +406,8 @@ interface HttpRun {
   /** requests shed whole by the kernel (load shedding), and the keep ratio when the load ended */
   shedRequests?: number;
   keepRatioAtEnd?: number;
+  /** exchanges cut at observation windows' edges */
+  cut?: number;
   /** per BPF program, its runs and kernel run time (ns) per request (agent only) */
   bpfPerReq?: Record<string, BpfProgCost>;
 }
@@ -478,6 +483,7 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
               row.spansShed = after.exportShed - before.exportShed;
               row.shedRequests = after.shedRequests - before.shedRequests;
               row.keepRatioAtEnd = loadEnd.keepRatio;
+              row.cut = after.cut - before.cut;
               // the kernel keeps run times only while statistics are on (metrics.bpfRunStats):
               // without them every program reads 0, which is no measurement
               const bpf = bpfDelta(before.bpf, after.bpf, w.requests);
@@ -485,7 +491,7 @@ async function httpRounds(lab: Lab, agentArgs: string[]): Promise<{ http: HttpRu
             }
             http.push(row);
             log(`round ${r + 1}/${ROUNDS} ${variant.padEnd(5)} ${b.key.padEnd(5)} ${fmtSI(w.rps)} req/s p99 ${fmtSig(row.p99Us)} us, server CPU ${fmtSig(row.serverCpuNsPerReq / 1000)} us/req` +
-              (row.spansExported !== undefined ? `, ${row.spansExported} spans exported, ${row.spansDropped} dropped, ${row.spansShed} shed in whole traces, js_queue drops ${row.drops?.js_queue}, ${row.shedRequests} requests shed (keep ratio ${fmtSig(row.keepRatioAtEnd ?? 1)})` : ''));
+              (row.spansExported !== undefined ? `, ${row.spansExported} spans exported, ${row.spansDropped} dropped, ${row.spansShed} shed in whole traces, js_queue drops ${row.drops?.js_queue}, ${row.shedRequests} requests shed (keep ratio ${fmtSig(row.keepRatioAtEnd ?? 1)}), ${row.cut} exchanges cut by windows` : ''));
           }
         }
         if (!SKIP.has('latency')) {
@@ -793,7 +799,7 @@ function report(http: HttpRun[], fixed: FixedRun[], rate: number, down: RssRun[]
       const shed = total(ag, (x) => x.shedRequests);
       const requests = total(ag, (x) => x.requests);
       const keepEnd = s(ag.map((x) => x.keepRatioAtEnd ?? Number.NaN));
-      summary[key(`shed_${b.key}`, vname)] = { requestsShed: shed, requests, keepRatioAtLoadEnd: keepEnd };
+      summary[key(`shed_${b.key}`, vname)] = { requestsShed: shed, requests, keepRatioAtLoadEnd: keepEnd, exchangesCut: total(ag, (x) => x.cut) };
       summary[key(`rps_${b.key}`, vname)] = { none: s(none.map((x) => x.rps)), agent: s(ag.map((x) => x.rps)), ratio: r, goal: 0.97, met: goalMet(r.median, 0.97) };
       summary[key(`lost_${b.key}`, vname)] = { jsQueueEvents: jsq, kernelRingbufEvents: kern, spansExported: spansOk, spansDroppedAtExporter: spansLost, spansShedAtExporter: spansShed };
       // NGINX and the app: their own CPU per request, what the probes add in their syscalls (and softirqs taken on their time)
