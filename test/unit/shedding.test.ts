@@ -240,6 +240,27 @@ describe('load shedding controller', () => {
       assert.ok(Math.abs(s.state.keepRatio - 0.3) < 1e-9, `keep 0.9 x 0.1 / 0.3, got ${s.state.keepRatio}`);
     });
 
+    test('the work left by the last requests is not the floor: an idle interval right after requests is no sample, a busy idle one barely raises it', () => {
+      const { s, interval } = floored({ cpuBudget: 0.1 });
+      for (let i = 0; i < 20; i++) interval(0, 0.05);
+      const f = s.state.floorCores;
+      // a load, then its backlog worked off in the first idle interval after it (exports, timers)
+      for (let i = 0; i < 8; i++) interval(300, 0.4);
+      interval(0, 0.5);
+      assert.equal(s.state.floorCores, f, 'the first idle interval after requests');
+      // one idle interval busy for another reason (a discovery scan): 5 % of the way to it
+      interval(0, 0.45);
+      assert.ok(Math.abs(s.state.floorCores - (f + 0.05 * (0.45 - f))) < 1e-9, String(s.state.floorCores));
+    });
+
+    test('requests cost at least half of what the agent spends while they run, whatever the floor', () => {
+      const { s, interval } = floored({ cpuBudget: 0.1 });
+      for (let i = 0; i < 20; i++) interval(0, 0.05);
+      // 75 requests in 15 ms of CPU, 12.5 ms of it the floor's: counted 7.5 ms (100 us each), not 2.5
+      interval(300, 0.06);
+      assert.ok(Math.abs(s.state.costUs - (0.7 * 1000 + 0.3 * 100)) < 1e-6, String(s.state.costUs));
+    });
+
     test('a node never free of requests keeps a floor of 0: the whole usage counts', () => {
       const { s, interval } = floored({ cpuBudget: 0.1 });
       for (let i = 0; i < 20; i++) interval(100, 0.08);

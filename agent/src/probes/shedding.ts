@@ -65,8 +65,16 @@ const BRAKE_DEBT_US = 250_000;
 const HOLD_AFTER_LOSS_MS = 2000;
 /** queues fuller than this hold the ratio */
 const BACKLOG_HOLD = 0.5;
-/** weight of the newest request-free interval in the learned floor */
-const FLOOR_WEIGHT = 0.2;
+/**
+ * the floor follows a higher request-free interval by this share of the difference: an idle
+ * interval in which the agent still works off a backlog (exports, the correlator's timers) must
+ * not raise it much, while the true floor is where idle intervals bottom out
+ */
+const FLOOR_RISE = 0.05;
+/** ...and follows a lower one by this share (one quiet interval is not the floor either) */
+const FLOOR_FALL = 0.3;
+/** the floor never takes more than this share of an interval's CPU from what its requests cost */
+const FLOOR_MAX_SHARE = 0.5;
 
 /** where the controller reads and writes */
 export interface SheddingIo {
@@ -132,6 +140,7 @@ export class LoadShedder {
   /** the kernel's request count at the last tick (a request-free interval is a sample of the floor) */
   private tickReq: number;
   private floorSeen = false;
+  private idleBefore = false;
   /** requests kept since the last tick (each counted at the ratio in force when the kernel saw it), up to accReq */
   private kept = 0;
   private accReq: number;
@@ -236,13 +245,18 @@ export class LoadShedder {
     if (this.requests) {
       const req = this.account();
       // no request at all this interval (after the warm-up's loading): what the agent costs by itself
-      if (req === this.tickReq && warm && !lost) {
-        this.state.floorCores = this.floorSeen ? FLOOR_WEIGHT * usage + (1 - FLOOR_WEIGHT) * this.state.floorCores : usage;
+      // (and none the interval before: what the last requests left is worked off by then)
+      const idle = req === this.tickReq;
+      if (idle && this.idleBefore && warm && !lost) {
+        const f = this.state.floorCores;
+        this.state.floorCores = !this.floorSeen ? usage : f + (usage < f ? FLOOR_FALL : FLOOR_RISE) * (usage - f);
         this.floorSeen = true;
       }
+      this.idleBefore = idle;
       this.tickReq = req;
       // CPU per kept request above the floor, learned over intervals with enough of them
-      const workUs = cpu - this.lastCpuUs - this.state.floorCores * wallMs * 1000;
+      const spentUs = cpu - this.lastCpuUs;
+      const workUs = Math.max((1 - FLOOR_MAX_SHARE) * spentUs, spentUs - this.state.floorCores * wallMs * 1000);
       if (this.kept >= MIN_COST_SAMPLE) this.state.costUs = 0.7 * this.state.costUs + 0.3 * Math.max(1, workUs / this.kept);
       this.kept = 0;
     }
