@@ -138,6 +138,27 @@ describe('ProbeWindows', () => {
     assert.ok(calls.includes('active:false@40000') || calls.includes('active:false@30000'), calls.join(' '));
   });
 
+  it('the load back after the windows ended: they begin again within steadyCheckMs, not a period later', async () => {
+    w = make();
+    await advance(10_000);
+    rate = 0;
+    for (let i = 0; i < 4 && w.state.phase !== 'steady'; i++) await advance(10_000);
+    assert.equal(w.state.phase, 'steady');
+    const ended = now;
+    rate = 1000;
+    await advance(2000);
+    assert.notEqual(w.state.phase, 'steady', 'windows again within 2 s of the load');
+    const again = calls.filter((c) => c.startsWith('active:true@')).map((c) => Number(c.split('@')[1]));
+    assert.equal(again.length, 2);
+    assert.ok((again[1] as number) - ended <= 2000, calls.join(' '));
+    // quiet steady checks: no window on a load under the budget
+    rate = 100;
+    for (let i = 0; i < 4 && w.state.phase !== 'steady'; i++) await advance(10_000);
+    const n = calls.length;
+    await advance(5000);
+    assert.deepEqual(calls.slice(n), [], 'a second look each second, and nothing to do');
+  });
+
   it('a detach still running at the period\'s end: the next window waits for it', async () => {
     detachMs = 9500;
     w = make();

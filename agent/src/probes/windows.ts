@@ -36,6 +36,12 @@ export interface WindowOptions {
   minOpenShare: number;
   /** no windows this long after start (loading, JIT: the learned cost is not yet worth much) */
   warmupMs?: number;
+  /**
+   * while steady (all attached), the load is looked at this often rather than once a period: a
+   * load back after a lull would otherwise pay for the probes, attached, for up to a period
+   * before windows begin again (they end only after a whole period of little load)
+   */
+  steadyCheckMs?: number;
 }
 
 export interface WindowIo {
@@ -94,6 +100,7 @@ export interface WindowState {
 }
 
 const DEFAULT_WARMUP_MS = 3000;
+const DEFAULT_STEADY_CHECK_MS = 1000;
 /** windows start when the share falls to this (and stop when it reaches 1): no flapping at the edge */
 const ENTER_SHARE = 0.9;
 
@@ -215,7 +222,7 @@ export class ProbeWindows {
         this.io.active(false, 1);
         this.io.log?.(`strata: observation windows end: keeping everything would cost ${demand.toFixed(2)} cores (budget ${this.opts.cpuBudget})`);
       }
-      this.schedule(() => this.decide(), P);
+      this.schedule(() => this.decide(), Math.min(P, this.opts.steadyCheckMs ?? DEFAULT_STEADY_CHECK_MS));
       return;
     }
     this.state.windowKeep = Math.min(1, this.opts.windowCpu / demand);
