@@ -311,23 +311,24 @@ export class Correlator implements EventHandler {
     for (const ex of held) this.emitNow(ex, this.lastTick);
   }
 
+  /** an exchange not to be exported, nor the local trace it roots: invalid (unless asked for) or cut (counted either way) */
+  private unexported(ex: Exchange): boolean {
+    return ex.cut === true || (ex.invalid !== undefined && !this.opts.exportInvalid);
+  }
+
   private emit(ex: Exchange, nowNs: number): void {
-    if (this.stitch && !ex.cut && !(ex.invalid && !this.opts.exportInvalid) && this.stitch.hold(ex, this.causality.localRoot(ex), nowNs)) return;
+    if (this.stitch && !this.unexported(ex) && this.stitch.hold(ex, this.causality.localRoot(ex), nowNs)) return;
     this.emitNow(ex, nowNs);
   }
 
   private emitNow(ex: Exchange, nowNs: number): void {
     ex.emittedAt = nowNs;
-    if (ex.cut) {
-      // half of it seen: nothing of its local trace is exported (the root is dropped when it ends)
-      const root = this.causality.localRoot(ex);
-      if (root !== ex && root.keep === undefined) root.cut = true;
-      ex.keep = false;
-      this.sampling.discard(ex);
-      return;
-    }
-    if (ex.invalid && !this.opts.exportInvalid) {
-      // counted by reason; nothing of it is exported, nor of a local trace it would have rooted
+    if (this.unexported(ex)) {
+      // a cut one was seen in half: its local root (dropped when it ends) goes with it
+      if (ex.cut) {
+        const root = this.causality.localRoot(ex);
+        if (root !== ex && root.keep === undefined) root.cut = true;
+      }
       ex.keep = false;
       this.sampling.discard(ex);
       return;

@@ -234,7 +234,7 @@ export class ProbeWindows {
     else this.state.windows++;
     this.state.phase = 'open';
     // the close is timed from the drain as it happened: a late timer (the agent's thread busy
-    // or starved) must shorten the drain of no request in flight
+    // or starved) must not shorten the drain
     this.schedule(() => this.drain(), share * P - this.opts.drainMs);
     this.schedule(() => this.decide(), P);
   }
